@@ -1,0 +1,35 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   train the bundled MNIST job and print its test accuracy
+#   make test   the whole test suite
+# Both install missing system packages first.
+
+SWIFT ?= swift
+# One configuration for tests and binaries: release speed, with @testable imports allowed.
+TEST_FLAGS = -c release -Xswiftc -enable-testing
+
+.PHONY: demo test deps build check-generated proto bench clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build -c release
+
+demo: build
+	.build/release/psctl train --local examples/mnist-mlp.yaml --output runs/mnist-mlp.model
+
+check-generated: deps
+	@scripts/gen-proto.sh --check
+
+test: deps check-generated
+	$(SWIFT) build $(TEST_FLAGS)
+	$(SWIFT) test $(TEST_FLAGS) --skip-build
+
+proto: deps
+	scripts/gen-proto.sh
+
+bench: build
+	bench/local-vs-numpy.sh
+
+clean:
+	rm -rf .build runs

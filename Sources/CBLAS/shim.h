@@ -1,0 +1,4 @@
+// OpenBLAS's CBLAS interface plus its thread-count control (one BLAS thread per worker by default).
+#include <cblas.h>
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);

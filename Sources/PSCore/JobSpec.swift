@@ -1,0 +1,230 @@
+/// A training job, as the user wrote it in YAML or JSON, after defaults are applied and every field
+/// has been validated (see `JobSpec+Parsing.swift`). Every type here is plain data: the same value is
+/// sent over the wire, stored in model files and shown by `psctl`.
+public struct JobSpec: Equatable, Sendable {
+    public var name: String
+    /// Seeds initialisation, epoch permutations, the validation split and dropout masks.
+    public var seed: UInt64
+    public var data: DataSpec
+    public var model: ModelSpec
+    public var loss: LossKind
+    public var optimizer: OptimizerSpec
+    public var training: TrainingSpec
+    public var earlyStopping: EarlyStoppingSpec?
+
+    public init(name: String, seed: UInt64, data: DataSpec, model: ModelSpec, loss: LossKind,
+                optimizer: OptimizerSpec, training: TrainingSpec, earlyStopping: EarlyStoppingSpec?) {
+        self.name = name
+        self.seed = seed
+        self.data = data
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.training = training
+        self.earlyStopping = earlyStopping
+    }
+}
+
+public enum DataFormat: String, Sendable, CaseIterable {
+    case idx
+    case csv
+}
+
+/// The files of one split. IDX splits name an images and a labels file; CSV splits name one file.
+public enum DataFiles: Equatable, Sendable {
+    case idx(images: String, labels: String)
+    case csv(path: String)
+
+    /// Every path this split reads, for messages and readability checks.
+    public var paths: [String] {
+        switch self {
+        case let .idx(images, labels): return [images, labels]
+        case let .csv(path): return [path]
+        }
+    }
+}
+
+/// Which CSV column holds the label: by zero-based index or by header name.
+public enum ColumnRef: Equatable, Sendable, CustomStringConvertible {
+    case index(Int)
+    case name(String)
+
+    public var description: String {
+        switch self {
+        case let .index(i): return "column \(i)"
+        case let .name(n): return "column '\(n)'"
+        }
+    }
+}
+
+/// How features are scaled before training. Standardisation uses the training split's statistics
+/// (after the validation split is taken out) and applies them to every split.
+public enum Preprocessing: Equatable, Sendable {
+    case none
+    /// Divide every feature by this constant (255 for 8-bit pixels).
+    case scale(Float)
+    case standardize
+}
+
+public struct DataSpec: Equatable, Sendable {
+    public var format: DataFormat
+    public var train: DataFiles
+    /// Separate validation files; exclusive with `validationSplit`.
+    public var validation: DataFiles?
+    /// Fraction of the training file held out for validation, chosen from the seed; in (0, 1).
+    public var validationSplit: Double?
+    public var test: DataFiles?
+    public var preprocessing: Preprocessing
+    /// CSV only: whether the first line is a header.
+    public var header: Bool
+    /// CSV only: the label column (default: column 0).
+    public var labelColumn: ColumnRef
+
+    public init(format: DataFormat, train: DataFiles, validation: DataFiles? = nil,
+                validationSplit: Double? = nil, test: DataFiles? = nil,
+                preprocessing: Preprocessing = .none, header: Bool = false,
+                labelColumn: ColumnRef = .index(0)) {
+        self.format = format
+        self.train = train
+        self.validation = validation
+        self.validationSplit = validationSplit
+        self.test = test
+        self.preprocessing = preprocessing
+        self.header = header
+        self.labelColumn = labelColumn
+    }
+}
+
+public enum Activation: String, Sendable, CaseIterable {
+    case sigmoid
+    case tanh
+    case relu
+    case linear
+    /// Output layer only, and only with `softmax_cross_entropy`.
+    case softmax
+}
+
+public struct LayerSpec: Equatable, Sendable {
+    public var units: Int
+    public var activation: Activation
+    /// Inverted-dropout rate applied to this layer's output while training; in [0, 1). Hidden layers only.
+    public var dropout: Float
+
+    public init(units: Int, activation: Activation, dropout: Float = 0) {
+        self.units = units
+        self.activation = activation
+        self.dropout = dropout
+    }
+}
+
+public struct ModelSpec: Equatable, Sendable {
+    /// Features per sample.
+    public var inputs: Int
+    public var layers: [LayerSpec]
+
+    public init(inputs: Int, layers: [LayerSpec]) {
+        self.inputs = inputs
+        self.layers = layers
+    }
+
+    /// Units of the output layer.
+    public var outputs: Int { layers.last?.units ?? 0 }
+}
+
+public enum LossKind: String, Sendable, CaseIterable {
+    /// Softmax output, class-index labels; fused with the softmax for stability.
+    case softmaxCrossEntropy = "softmax_cross_entropy"
+    /// Sigmoid output with one unit, labels 0 or 1.
+    case binaryCrossEntropy = "binary_cross_entropy"
+    /// Mean over output units of the squared error; regression targets (one unit) or one-hot classes.
+    case meanSquaredError = "mean_squared_error"
+
+    /// Whether the loss treats labels as classes (and so reports accuracy).
+    public var isClassification: Bool { self != .meanSquaredError }
+}
+
+public enum OptimizerKind: String, Sendable, CaseIterable {
+    case sgd, momentum, nesterov, adagrad, adadelta, rmsprop, adam, adamw
+}
+
+/// Optimizer and hyper-parameters, with every default already applied (PyTorch's `torch.optim`
+/// defaults unless noted in the README). Fields that the chosen optimizer does not use are rejected
+/// at parse time, so the values here are exactly what runs.
+public struct OptimizerSpec: Equatable, Sendable {
+    public var kind: OptimizerKind
+    public var learningRate: Float
+    /// momentum, nesterov, rmsprop (0 = plain RMSProp).
+    public var momentum: Float
+    /// adam, adamw.
+    public var beta1: Float
+    public var beta2: Float
+    /// adagrad, adadelta, rmsprop, adam, adamw.
+    public var epsilon: Float
+    /// adadelta's decay.
+    public var rho: Float
+    /// rmsprop's decay.
+    public var alpha: Float
+    /// L2 penalty added to the gradient (coupled); for adamw, decoupled weight decay.
+    public var weightDecay: Float
+    /// Clip the whole gradient to this L2 norm before the update (nil: no clipping).
+    public var clipNorm: Float?
+
+    public init(kind: OptimizerKind, learningRate: Float, momentum: Float = 0, beta1: Float = 0.9,
+                beta2: Float = 0.999, epsilon: Float = 1e-8, rho: Float = 0.9, alpha: Float = 0.99,
+                weightDecay: Float = 0, clipNorm: Float? = nil) {
+        self.kind = kind
+        self.learningRate = learningRate
+        self.momentum = momentum
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.rho = rho
+        self.alpha = alpha
+        self.weightDecay = weightDecay
+        self.clipNorm = clipNorm
+    }
+}
+
+public enum ConsistencyMode: String, Sendable, CaseIterable {
+    /// Bulk-synchronous: every step waits for the whole batch; results are bitwise reproducible.
+    case sync
+}
+
+public struct TrainingSpec: Equatable, Sendable {
+    public var batchSize: Int
+    /// Fixed chunks per batch; the unit of work and of the reduction tree. Independent of workers.
+    public var chunks: Int
+    public var epochs: Int
+    public var consistency: ConsistencyMode
+
+    public init(batchSize: Int, chunks: Int, epochs: Int, consistency: ConsistencyMode = .sync) {
+        self.batchSize = batchSize
+        self.chunks = chunks
+        self.epochs = epochs
+        self.consistency = consistency
+    }
+}
+
+public enum MonitorMetric: String, Sendable, CaseIterable {
+    case valLoss = "val_loss"
+    case valAccuracy = "val_accuracy"
+
+    /// Whether a larger value is better.
+    public var higherIsBetter: Bool { self == .valAccuracy }
+}
+
+public struct EarlyStoppingSpec: Equatable, Sendable {
+    public var monitor: MonitorMetric
+    /// Epochs without an improvement larger than `minDelta` before training stops.
+    public var patience: Int
+    public var minDelta: Double
+    /// Whether the written model holds the best epoch's weights rather than the last.
+    public var restoreBest: Bool
+
+    public init(monitor: MonitorMetric, patience: Int, minDelta: Double = 0, restoreBest: Bool = true) {
+        self.monitor = monitor
+        self.patience = patience
+        self.minDelta = minDelta
+        self.restoreBest = restoreBest
+    }
+}

@@ -1,0 +1,1 @@
+// Placeholder until the wire schema is generated.

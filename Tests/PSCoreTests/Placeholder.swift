@@ -1,0 +1,6 @@
+import XCTest
+@testable import PSCore
+
+final class PSCorePlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}

@@ -1,0 +1,6 @@
+import XCTest
+@testable import PSData
+
+final class PSDataPlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}

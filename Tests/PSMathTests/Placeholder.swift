@@ -1,0 +1,6 @@
+import XCTest
+@testable import PSMath
+
+final class PSMathPlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}

@@ -1,0 +1,6 @@
+import XCTest
+@testable import PSTrain
+
+final class PSTrainPlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}

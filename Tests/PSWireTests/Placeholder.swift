@@ -1,0 +1,6 @@
+import XCTest
+@testable import PSWire
+
+final class PSWirePlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}
