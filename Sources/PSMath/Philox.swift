@@ -25,6 +25,17 @@ public enum Philox {
         return c
     }
 
+    /// Word `i` (0...3) of a block, without building an array.
+    @inline(__always)
+    public static func lane(_ b: Block, _ i: Int) -> UInt32 {
+        switch i {
+        case 0: return b.0
+        case 1: return b.1
+        case 2: return b.2
+        default: return b.3
+        }
+    }
+
     /// A uniform float in [0, 1) from the top 24 bits of a word (exactly representable).
     @inline(__always)
     public static func unitFloat(_ word: UInt32) -> Float {

@@ -1,6 +1,0 @@
-import XCTest
-@testable import PSMath
-
-final class PSMathPlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}
