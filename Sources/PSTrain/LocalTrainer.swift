@@ -1,0 +1,190 @@
+import PSCore
+import PSData
+import PSMath
+
+/// What the trainer reports while it runs; `psctl` turns these into progress lines.
+public enum TrainingEvent: Sendable {
+    case started(TrainingPlan)
+    /// After each step: the 0-based step within the epoch, the batch's mean loss, and the epoch's
+    /// samples per second so far.
+    case step(epoch: Int, step: Int, batchLoss: Double, samplesPerSecond: Double)
+    case epochEnded(EpochReport)
+}
+
+/// The shape of a run, known before the first step.
+public struct TrainingPlan: Equatable, Sendable {
+    public var epochs: Int
+    public var stepsPerEpoch: Int
+    public var trainSamples: Int
+    public var validationSamples: Int
+    public var testSamples: Int
+    public var parameters: Int
+}
+
+/// One epoch's figures. Losses are means over samples; accuracies only for classification.
+public struct EpochReport: Equatable, Sendable {
+    /// 1-based.
+    public var epoch: Int
+    public var trainLoss: Double
+    public var trainAccuracy: Double?
+    public var validationLoss: Double?
+    public var validationAccuracy: Double?
+    public var samplesPerSecond: Double
+    public var seconds: Double
+    /// Whether this epoch is the best so far by the monitored metric.
+    public var improved: Bool
+    public var bestEpoch: Int
+    public var stopEarly: Bool
+}
+
+/// The single-process trainer, `psctl train --local`: the same chunks, the same reduction tree and
+/// the same update as the cluster, in one process. It is the oracle the cluster is compared with.
+public struct LocalTrainer {
+    public let spec: JobSpec
+    public let data: LoadedData
+
+    public init(spec: JobSpec, data: LoadedData) {
+        self.spec = spec
+        self.data = data
+    }
+
+    public struct Result: Sendable {
+        public var model: TrainedModel
+        public var weightsSHA256: String
+        public var history: [EpochReport]
+    }
+
+    public func run(progress: (TrainingEvent) -> Void = { _ in }) -> Result {
+        let network = spec.network
+        let train = data.train
+        let batchSize = spec.training.batchSize
+        let chunks = spec.training.chunks
+        let stepsPerEpoch = ChunkPlan.stepsPerEpoch(count: train.count, batchSize: batchSize)
+        let classification = spec.loss.isClassification
+        let plan = TrainingPlan(epochs: spec.training.epochs, stepsPerEpoch: stepsPerEpoch, trainSamples: train.count,
+                                validationSamples: data.validation?.count ?? 0, testSamples: data.test?.count ?? 0,
+                                parameters: network.parameterCount)
+        progress(.started(plan))
+
+        var parameters = network.initialParameters(seed: spec.seed)
+        var optimizer = Optimizer(config: spec.optimizer.config, count: network.parameterCount)
+        let engine = StepEngine(network: network, chunkCapacity: (batchSize + chunks - 1) / chunks)
+        let evaluation = Workspace(network: network, capacity: ChunkPlan.evaluationChunkSamples)
+        var gradient = [Float](repeating: 0, count: network.parameterCount)
+        // Chunk layout of a full batch; the last batch of an epoch gets its own.
+        let fullBatchChunks = ChunkPlan.ranges(batchSize: batchSize, chunks: chunks)
+
+        var stopper = spec.earlyStopping.map(EarlyStopper.init)
+        // Without early stopping the best epoch is still reported, by validation loss.
+        var tracker = EarlyStopper(spec: EarlyStoppingSpec(monitor: .valLoss, patience: Int.max))
+        var bestParameters: [Float]?
+        var history: [EpochReport] = []
+        var trainingSeconds = 0.0
+        var trainedSamples = 0
+        let clock = ContinuousClock()
+
+        for epoch in 0..<spec.training.epochs {
+            let order = epochPermutation(seed: spec.seed, epoch: epoch, count: train.count)
+            var epochStats = ChunkStats()
+            let epochStart = clock.now
+            order.withUnsafeBufferPointer { order in
+                for step in 0..<stepsPerEpoch {
+                    let batchStart = step * batchSize
+                    let batchCount = min(batchSize, train.count - batchStart)
+                    let ranges = batchCount == batchSize
+                        ? fullBatchChunks : ChunkPlan.ranges(batchSize: batchCount, chunks: chunks)
+                    let globalStep = epoch * stepsPerEpoch + step
+                    let stats = parameters.withUnsafeBufferPointer { p in
+                        gradient.withUnsafeMutableBufferPointer { g in
+                            engine.reduceNode(first: 0, count: chunks, totalChunks: chunks, parameters: p.baseAddress!,
+                                              dataset: train, step: globalStep, dropoutSeed: spec.seed,
+                                              chunkIndices: { c in
+                                                  UnsafeBufferPointer(rebasing: order[(batchStart + ranges[c].lowerBound)..<(batchStart + ranges[c].upperBound)])
+                                              },
+                                              into: g.baseAddress!)
+                        }
+                    }
+                    applyUpdate(gradient: &gradient, batchCount: batchCount, parameters: &parameters, optimizer: &optimizer)
+                    epochStats = epochStats + stats
+                    let seconds = Self.seconds(clock.now - epochStart)
+                    progress(.step(epoch: epoch, step: step, batchLoss: stats.lossSum / Double(batchCount),
+                                   samplesPerSecond: Double(epochStats.samples) / max(seconds, 1e-9)))
+                }
+            }
+            let epochSeconds = Self.seconds(clock.now - epochStart)
+            trainingSeconds += epochSeconds
+            trainedSamples += epochStats.samples
+
+            var report = EpochReport(epoch: epoch + 1, trainLoss: epochStats.lossSum / Double(train.count),
+                                     trainAccuracy: classification ? Double(epochStats.correct) / Double(train.count) : nil,
+                                     validationLoss: nil, validationAccuracy: nil,
+                                     samplesPerSecond: Double(train.count) / max(epochSeconds, 1e-9),
+                                     seconds: epochSeconds, improved: true, bestEpoch: epoch + 1, stopEarly: false)
+            if let validation = data.validation {
+                let v = StepEngine.evaluate(network: network, parameters: parameters, dataset: validation, workspace: evaluation)
+                report.validationLoss = v.lossSum / Double(validation.count)
+                report.validationAccuracy = classification ? Double(v.correct) / Double(validation.count) : nil
+                if var s = stopper {
+                    let value = s.spec.monitor == .valLoss ? report.validationLoss! : report.validationAccuracy ?? .nan
+                    let decision = s.observe(epoch: epoch + 1, value: value)
+                    report.improved = decision.improved
+                    report.bestEpoch = s.bestEpoch
+                    report.stopEarly = decision.stop
+                    stopper = s
+                } else {
+                    report.improved = tracker.observe(epoch: epoch + 1, value: report.validationLoss!).improved
+                    report.bestEpoch = tracker.bestEpoch
+                }
+                if report.improved && spec.earlyStopping?.restoreBest == true {
+                    bestParameters = parameters
+                }
+            }
+            history.append(report)
+            progress(.epochEnded(report))
+            if report.stopEarly { break }
+        }
+
+        let last = history[history.count - 1]
+        if let best = bestParameters, last.bestEpoch != last.epoch {
+            parameters = best
+        }
+        var summary = TrainingSummary(epochsRun: history.count, bestEpoch: last.bestEpoch, stoppedEarly: last.stopEarly,
+                                      trainLoss: last.trainLoss, samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9))
+        if let validation = data.validation {
+            // The figures of the weights actually kept.
+            let v = StepEngine.evaluate(network: network, parameters: parameters, dataset: validation, workspace: evaluation)
+            summary.validationLoss = v.lossSum / Double(validation.count)
+            summary.validationAccuracy = classification ? Double(v.correct) / Double(validation.count) : nil
+        }
+        if let test = data.test {
+            let t = StepEngine.evaluate(network: network, parameters: parameters, dataset: test, workspace: evaluation)
+            summary.testLoss = t.lossSum / Double(test.count)
+            if classification {
+                summary.testAccuracy = Double(t.correct) / Double(test.count)
+            } else {
+                summary.testMSE = t.lossSum / Double(test.count)
+            }
+        }
+        let model = TrainedModel(spec: spec, preprocessing: data.preprocessing, parameters: parameters, summary: summary)
+        return Result(model: model, weightsSHA256: weightsSHA256(parameters), history: history)
+    }
+
+    /// Mean over the batch, optional clipping, then the optimizer: the same three operations, in the
+    /// same order, that a server applies to its key range.
+    private func applyUpdate(gradient: inout [Float], batchCount: Int, parameters: inout [Float], optimizer: inout Optimizer) {
+        let n = gradient.count
+        gradient.withUnsafeMutableBufferPointer { g in
+            GradientMath.mean(g.baseAddress!, count: n, batchSize: batchCount)
+            if let maxNorm = spec.optimizer.clipNorm {
+                GradientMath.clip(g.baseAddress!, count: n, maxNorm: maxNorm)
+            }
+            parameters.withUnsafeMutableBufferPointer { p in
+                optimizer.step(parameters: p.baseAddress!, gradient: UnsafePointer(g.baseAddress!))
+            }
+        }
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import PSCore
+
+/// Writes to standard error without buffering (progress and diagnostics; stdout carries results).
+func printError(_ text: String, terminator: String = "\n") {
+    FileHandle.standardError.write(Data((text + terminator).utf8))
+}
+
+/// One JSON object with keys in the given order and no escapes beyond JSON's, printed on one line so
+/// scripts can read it with `jq`.
+struct JSONObject {
+    private var fields: [(String, String)] = []
+
+    mutating func set(_ key: String, _ value: String?) {
+        fields.append((key, value.map(Self.quote) ?? "null"))
+    }
+    mutating func set(_ key: String, _ value: Int?) {
+        fields.append((key, value.map(String.init) ?? "null"))
+    }
+    mutating func set(_ key: String, _ value: Double?) {
+        fields.append((key, value.map { $0.isFinite ? "\($0)" : "null" } ?? "null"))
+    }
+    mutating func set(_ key: String, _ value: Bool) {
+        fields.append((key, value ? "true" : "false"))
+    }
+    mutating func set(_ key: String, raw: String) {
+        fields.append((key, raw))
+    }
+
+    var text: String {
+        "{" + fields.map { "\(Self.quote($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
+
+extension TrainingSummary {
+    /// The fields `train --local --json` (and later `wait --json`) print.
+    func json(name: String, weightsSHA256: String, extra: (inout JSONObject) -> Void = { _ in }) -> JSONObject {
+        var o = JSONObject()
+        o.set("name", name)
+        if let testAccuracy { o.set("test_accuracy", testAccuracy) }
+        if let testMSE { o.set("test_mse", testMSE) }
+        o.set("test_loss", testLoss)
+        o.set("epochs_run", epochsRun)
+        o.set("best_epoch", bestEpoch)
+        o.set("stopped_early", stoppedEarly)
+        o.set("train_loss", trainLoss)
+        o.set("val_loss", validationLoss)
+        o.set("val_accuracy", validationAccuracy)
+        o.set("samples_per_second", samplesPerSecond)
+        o.set("weights_sha256", weightsSHA256)
+        extra(&o)
+        return o
+    }
+}
+
+/// 12345.6 → "12.3k", for progress lines.
+func compact(_ x: Double) -> String {
+    if x >= 1e6 { return String(format: "%.2fM", x / 1e6) }
+    if x >= 1e3 { return String(format: "%.1fk", x / 1e3) }
+    return String(format: "%.0f", x)
+}
