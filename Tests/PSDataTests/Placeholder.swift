@@ -1,6 +1,0 @@
-import XCTest
-@testable import PSData
-
-final class PSDataPlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}
