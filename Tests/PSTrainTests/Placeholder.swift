@@ -1,6 +1,0 @@
-import XCTest
-@testable import PSTrain
-
-final class PSTrainPlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}

@@ -1,0 +1,140 @@
+import XCTest
+import PSCore
+import PSData
+import PSMath
+@testable import PSTrain
+
+/// Repository root, found from this file's path so tests run from any working directory.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().path
+
+/// The 1,000-sample MNIST slices: a real problem small enough for unit tests.
+func smallMNISTSpec(optimizer: OptimizerSpec = OptimizerSpec(kind: .sgd, learningRate: 0.1),
+                    layers: [LayerSpec] = [LayerSpec(units: 32, activation: .relu, dropout: 0.2),
+                                           LayerSpec(units: 10, activation: .softmax)],
+                    batchSize: Int = 50, chunks: Int = 4, epochs: Int = 3,
+                    earlyStopping: EarlyStoppingSpec? = nil) -> JobSpec {
+    let small = repositoryRoot + "/data/mnist/small/"
+    return JobSpec(
+        name: "small", seed: 7,
+        data: DataSpec(format: .idx,
+                       train: .idx(images: small + "train-images-idx3-ubyte", labels: small + "train-labels-idx1-ubyte"),
+                       validationSplit: 0.2,
+                       test: .idx(images: small + "t10k-images-idx3-ubyte", labels: small + "t10k-labels-idx1-ubyte"),
+                       preprocessing: .scale(255)),
+        model: ModelSpec(inputs: 784, layers: layers),
+        loss: .softmaxCrossEntropy, optimizer: optimizer,
+        training: TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs),
+        earlyStopping: earlyStopping)
+}
+
+final class TrainerTests: XCTestCase {
+    // Chunks computed by different engines (as different workers would), reduced per covering node
+    // and combined in tree order, give bitwise the gradient the single engine computes — with dropout.
+    func testSplitAcrossWorkersIsBitwiseIdentical() throws {
+        let spec = smallMNISTSpec(batchSize: 60, chunks: 6)
+        let data = try DataLoader.load(spec)
+        let network = spec.network
+        let parameters = network.initialParameters(seed: 3)
+        let order = epochPermutation(seed: spec.seed, epoch: 0, count: data.train.count)
+        let ranges = ChunkPlan.ranges(batchSize: 60, chunks: 6)
+        let n = network.parameterCount
+
+        func node(_ engine: StepEngine, _ r: Range<Int>, into out: UnsafeMutablePointer<Float>) -> ChunkStats {
+            parameters.withUnsafeBufferPointer { p in
+                order.withUnsafeBufferPointer { o in
+                    engine.reduceNode(first: r.lowerBound, count: r.count, totalChunks: 6, parameters: p.baseAddress!,
+                                      dataset: data.train, step: 5, dropoutSeed: spec.seed,
+                                      chunkIndices: { UnsafeBufferPointer(rebasing: o[ranges[$0]]) }, into: out)
+                }
+            }
+        }
+        var whole = [Float](repeating: 0, count: n)
+        let wholeStats = whole.withUnsafeMutableBufferPointer { node(StepEngine(network: network, chunkCapacity: 10), 0..<6, into: $0.baseAddress!) }
+
+        // Worker A holds chunks 0–2, worker B chunks 3–5: covers [0,2) [2,3) and [3,4) [4,6).
+        var partial: [Range<Int>: ([Float], ChunkStats)] = [:]
+        for (assignment, engine) in [(0..<3, StepEngine(network: network, chunkCapacity: 10)),
+                                     (3..<6, StepEngine(network: network, chunkCapacity: 10))] {
+            for r in ReductionTree.cover(first: assignment.lowerBound, count: assignment.count, total: 6) {
+                var g = [Float](repeating: 0, count: n)
+                let s = g.withUnsafeMutableBufferPointer { node(engine, r, into: $0.baseAddress!) }
+                partial[r] = (g, s)
+            }
+        }
+        func combine(_ lo: Int, _ count: Int) -> ([Float], ChunkStats) {
+            if let done = partial[lo..<(lo + count)] { return done }
+            let l = ReductionTree.leftCount(count)
+            var (a, sa) = combine(lo, l)
+            let (b, sb) = combine(lo + l, count - l)
+            a.withUnsafeMutableBufferPointer { pa in b.withUnsafeBufferPointer { VectorMath.add(pa.baseAddress!, $0.baseAddress!, count: n) } }
+            return (a, sa + sb)
+        }
+        let (combined, combinedStats) = combine(0, 6)
+        XCTAssertEqual(combinedStats, wholeStats)
+        XCTAssertTrue(combined.elementsEqual(whole) { $0.bitPattern == $1.bitPattern }, "gradients differ in their bits")
+        XCTAssertEqual(wholeStats.samples, 60)
+    }
+
+    // Training learns (small MNIST test accuracy well above chance) and two runs give the same weights.
+    func testLearnsAndIsDeterministic() throws {
+        let spec = smallMNISTSpec()
+        let data = try DataLoader.load(spec)
+        var events: [EpochReport] = []
+        let a = LocalTrainer(spec: spec, data: data).run { if case let .epochEnded(r) = $0 { events.append(r) } }
+        let b = LocalTrainer(spec: spec, data: data).run()
+        XCTAssertEqual(a.weightsSHA256, b.weightsSHA256)
+        XCTAssertEqual(a.model.parameters.count, 784 * 32 + 32 + 32 * 10 + 10)
+        XCTAssertEqual(events.count, 3)
+        XCTAssertLessThan(events[2].trainLoss, events[0].trainLoss)
+        let accuracy = try XCTUnwrap(a.model.summary.testAccuracy)
+        XCTAssertGreaterThan(accuracy, 0.75, "small MNIST after 3 epochs")
+        XCTAssertEqual(a.model.summary.epochsRun, 3)
+        XCTAssertEqual(a.weightsSHA256.count, 64)
+    }
+
+    // A different seed or a different chunk count changes the weights (the result really depends on them).
+    func testSeedAndChunksMatter() throws {
+        let base = smallMNISTSpec(epochs: 1)
+        var otherSeed = base
+        otherSeed.seed = 8
+        let otherChunks = smallMNISTSpec(chunks: 3, epochs: 1)
+        let data = try DataLoader.load(base)
+        let shas = Set([base, otherSeed, otherChunks].map { LocalTrainer(spec: $0, data: data).run().weightsSHA256 })
+        XCTAssertEqual(shas.count, 3)
+    }
+
+    // restore_best keeps exactly the weights a run stopped at the best epoch would have: the same bits.
+    func testRestoreBestKeepsTheBestEpochsWeights() throws {
+        // A learning rate high enough that validation loss gets worse after a few epochs.
+        let es = EarlyStoppingSpec(monitor: .valLoss, patience: 2, minDelta: 0, restoreBest: true)
+        let spec = smallMNISTSpec(optimizer: OptimizerSpec(kind: .sgd, learningRate: 0.5), epochs: 12, earlyStopping: es)
+        let data = try DataLoader.load(spec)
+        let stopped = LocalTrainer(spec: spec, data: data).run()
+        let best = stopped.model.summary.bestEpoch
+        XCTAssertTrue(stopped.model.summary.stoppedEarly, "expected this setup to stop early")
+        XCTAssertLessThan(best, stopped.model.summary.epochsRun)
+        var plain = spec
+        plain.earlyStopping = nil
+        plain.training.epochs = best
+        let reference = LocalTrainer(spec: plain, data: data).run()
+        XCTAssertEqual(stopped.weightsSHA256, reference.weightsSHA256)
+        XCTAssertEqual(stopped.history.last?.bestEpoch, best)
+    }
+
+    // A last batch smaller than the chunk count (so some chunks are empty) trains without trouble, and
+    // its gradient is the batch mean: one chunk or three give the same update up to rounding.
+    func testTinyLastBatchWithEmptyChunks() throws {
+        var spec = smallMNISTSpec(batchSize: 799, chunks: 3, epochs: 1)
+        spec.model.layers[0].dropout = 0
+        let data = try DataLoader.load(spec)
+        XCTAssertEqual(data.train.count, 800)  // steps: 799 + 1, the last batch has one sample and two empty chunks
+        let three = LocalTrainer(spec: spec, data: data).run()
+        var one = spec
+        one.training.chunks = 1
+        let single = LocalTrainer(spec: one, data: data).run()
+        let diff = zip(three.model.parameters, single.model.parameters).map { abs($0 - $1) }.max()!
+        XCTAssertLessThan(diff, 1e-4)
+        XCTAssertTrue(three.model.parameters.allSatisfy(\.isFinite))
+    }
+}
