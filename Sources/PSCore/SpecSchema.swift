@@ -1,0 +1,47 @@
+/// The keys of the spec schema, in the order the encoder writes them. The validator, the override
+/// path check and the encoder all read these lists, so a new field is added in one place.
+enum SpecSchema {
+    static let root = ["name", "seed", "data", "model", "loss", "optimizer", "training", "early_stopping"]
+    static let data = ["format", "train", "validation", "validation_split", "test", "scale", "standardize",
+                       "header", "label_column"]
+    static let idxFiles = ["images", "labels"]
+    static let csvFiles = ["path"]
+    static let model = ["inputs", "layers"]
+    static let layer = ["units", "activation", "dropout"]
+    static let training = ["batch_size", "chunks", "epochs", "consistency"]
+    static let earlyStopping = ["monitor", "patience", "min_delta", "restore_best"]
+    /// Every optimizer key; which of them a given optimizer accepts is `optimizerFields(_:)`.
+    static let optimizer = ["name", "learning_rate", "momentum", "beta1", "beta2", "epsilon", "rho", "alpha",
+                            "weight_decay", "clip_norm"]
+
+    /// The hyper-parameters each optimizer reads (besides `name`), as in PyTorch's `torch.optim`.
+    static func optimizerFields(_ kind: OptimizerKind) -> [String] {
+        switch kind {
+        case .sgd: return ["learning_rate", "weight_decay", "clip_norm"]
+        case .momentum, .nesterov: return ["learning_rate", "momentum", "weight_decay", "clip_norm"]
+        case .adagrad: return ["learning_rate", "epsilon", "weight_decay", "clip_norm"]
+        case .adadelta: return ["learning_rate", "rho", "epsilon", "weight_decay", "clip_norm"]
+        case .rmsprop: return ["learning_rate", "alpha", "epsilon", "momentum", "weight_decay", "clip_norm"]
+        case .adam, .adamw: return ["learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "clip_norm"]
+        }
+    }
+
+    /// Keys of the mapping at a path template (`model.layers[]` stands for every layer), for checking
+    /// override paths before the document is validated; nil where the schema has no mapping.
+    static func keys(atTemplate template: String) -> [String]? {
+        switch template {
+        case "": return root
+        case "data": return data
+        case "data.train", "data.validation", "data.test": return idxFiles + csvFiles
+        case "model": return model
+        case "model.layers[]": return layer
+        case "optimizer": return optimizer
+        case "training": return training
+        case "early_stopping": return earlyStopping
+        default: return nil
+        }
+    }
+
+    /// Path templates that hold lists.
+    static let lists: Set<String> = ["model.layers"]
+}

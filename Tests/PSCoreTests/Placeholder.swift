@@ -1,6 +1,0 @@
-import XCTest
-@testable import PSCore
-
-final class PSCorePlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}
