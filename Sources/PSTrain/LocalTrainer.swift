@@ -60,7 +60,6 @@ public struct LocalTrainer {
         let batchSize = spec.training.batchSize
         let chunks = spec.training.chunks
         let stepsPerEpoch = ChunkPlan.stepsPerEpoch(count: train.count, batchSize: batchSize)
-        let classification = spec.loss.isClassification
         let plan = TrainingPlan(epochs: spec.training.epochs, stepsPerEpoch: stepsPerEpoch, trainSamples: train.count,
                                 validationSamples: data.validation?.count ?? 0, testSamples: data.test?.count ?? 0,
                                 parameters: network.parameterCount)
@@ -74,11 +73,7 @@ public struct LocalTrainer {
         // Chunk layout of a full batch; the last batch of an epoch gets its own.
         let fullBatchChunks = ChunkPlan.ranges(batchSize: batchSize, chunks: chunks)
 
-        var stopper = spec.earlyStopping.map(EarlyStopper.init)
-        // Without early stopping the best epoch is still reported, by validation loss.
-        var tracker = EarlyStopper(spec: EarlyStoppingSpec(monitor: .valLoss, patience: Int.max))
-        var bestParameters: [Float]?
-        var history: [EpochReport] = []
+        var ledger = TrainingLedger(spec: spec)
         var trainingSeconds = 0.0
         var trainedSamples = 0
         let clock = ContinuousClock()
@@ -104,7 +99,8 @@ public struct LocalTrainer {
                                               into: g.baseAddress!)
                         }
                     }
-                    applyUpdate(gradient: &gradient, batchCount: batchCount, parameters: &parameters, optimizer: &optimizer)
+                    Self.applyUpdate(spec: spec, gradient: &gradient, batchCount: batchCount,
+                                     parameters: &parameters, optimizer: &optimizer)
                     epochStats = epochStats + stats
                     let seconds = Self.seconds(clock.now - epochStart)
                     progress(.step(epoch: epoch, step: step, batchLoss: stats.lossSum / Double(batchCount),
@@ -114,64 +110,29 @@ public struct LocalTrainer {
             let epochSeconds = Self.seconds(clock.now - epochStart)
             trainingSeconds += epochSeconds
             trainedSamples += epochStats.samples
-
-            var report = EpochReport(epoch: epoch + 1, trainLoss: epochStats.lossSum / Double(train.count),
-                                     trainAccuracy: classification ? Double(epochStats.correct) / Double(train.count) : nil,
-                                     validationLoss: nil, validationAccuracy: nil,
-                                     samplesPerSecond: Double(train.count) / max(epochSeconds, 1e-9),
-                                     seconds: epochSeconds, improved: true, bestEpoch: epoch + 1, stopEarly: false)
-            if let validation = data.validation {
-                let v = StepEngine.evaluate(network: network, parameters: parameters, dataset: validation, workspace: evaluation)
-                report.validationLoss = v.lossSum / Double(validation.count)
-                report.validationAccuracy = classification ? Double(v.correct) / Double(validation.count) : nil
-                if var s = stopper {
-                    let value = s.spec.monitor == .valLoss ? report.validationLoss! : report.validationAccuracy ?? .nan
-                    let decision = s.observe(epoch: epoch + 1, value: value)
-                    report.improved = decision.improved
-                    report.bestEpoch = s.bestEpoch
-                    report.stopEarly = decision.stop
-                    stopper = s
-                } else {
-                    report.improved = tracker.observe(epoch: epoch + 1, value: report.validationLoss!).improved
-                    report.bestEpoch = tracker.bestEpoch
-                }
-                if report.improved && spec.earlyStopping?.restoreBest == true {
-                    bestParameters = parameters
-                }
+            let validation = data.validation.map {
+                StepEngine.evaluate(network: network, parameters: parameters, dataset: $0, workspace: evaluation)
             }
-            history.append(report)
+            let report = ledger.endEpoch(epoch + 1, train: epochStats, validation: validation, seconds: epochSeconds,
+                                         parameters: parameters, version: optimizer.stepCount)
             progress(.epochEnded(report))
-            if report.stopEarly { break }
+            if ledger.finished { break }
         }
 
-        let last = history[history.count - 1]
-        if let best = bestParameters, last.bestEpoch != last.epoch {
-            parameters = best
+        let kept = ledger.keptParameters(current: parameters, currentVersion: optimizer.stepCount)
+        let test = data.test.map {
+            StepEngine.evaluate(network: network, parameters: kept.parameters, dataset: $0, workspace: evaluation)
         }
-        var summary = TrainingSummary(epochsRun: history.count, bestEpoch: last.bestEpoch, stoppedEarly: last.stopEarly,
-                                      trainLoss: last.trainLoss, samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9))
-        if let validation = data.validation {
-            // The figures of the weights actually kept.
-            let v = StepEngine.evaluate(network: network, parameters: parameters, dataset: validation, workspace: evaluation)
-            summary.validationLoss = v.lossSum / Double(validation.count)
-            summary.validationAccuracy = classification ? Double(v.correct) / Double(validation.count) : nil
-        }
-        if let test = data.test {
-            let t = StepEngine.evaluate(network: network, parameters: parameters, dataset: test, workspace: evaluation)
-            summary.testLoss = t.lossSum / Double(test.count)
-            if classification {
-                summary.testAccuracy = Double(t.correct) / Double(test.count)
-            } else {
-                summary.testMSE = t.lossSum / Double(test.count)
-            }
-        }
-        let model = TrainedModel(spec: spec, preprocessing: data.preprocessing, parameters: parameters, summary: summary)
-        return Result(model: model, weightsSHA256: weightsSHA256(parameters), history: history)
+        let summary = ledger.summary(keptEpoch: kept.epoch, test: test,
+                                     samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9))
+        let model = TrainedModel(spec: spec, preprocessing: data.preprocessing, parameters: kept.parameters, summary: summary)
+        return Result(model: model, weightsSHA256: weightsSHA256(kept.parameters), history: ledger.history)
     }
 
     /// Mean over the batch, optional clipping, then the optimizer: the same three operations, in the
     /// same order, that a server applies to its key range.
-    private func applyUpdate(gradient: inout [Float], batchCount: Int, parameters: inout [Float], optimizer: inout Optimizer) {
+    public static func applyUpdate(spec: JobSpec, gradient: inout [Float], batchCount: Int,
+                                   parameters: inout [Float], optimizer: inout Optimizer) {
         let n = gradient.count
         gradient.withUnsafeMutableBufferPointer { g in
             GradientMath.mean(g.baseAddress!, count: n, batchSize: batchCount)

@@ -17,7 +17,6 @@ struct OperatingError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-setvbuf(stdout, nil, _IOLBF, 0)
 do {
     var command = try Psctl.parseAsRoot()
     try command.run()

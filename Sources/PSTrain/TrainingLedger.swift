@@ -1,0 +1,93 @@
+import PSCore
+import PSMath
+
+/// Epoch-end bookkeeping shared by the local trainer and the cluster's coordinator: epoch figures,
+/// early stopping, the best weights, and the final summary. Both feed it the same reduced sums in the
+/// same order, so both take the same decisions and report the same figures.
+public struct TrainingLedger: Sendable {
+    public let spec: JobSpec
+    public private(set) var history: [EpochReport] = []
+    private var stopper: EarlyStopper?
+    /// Without early stopping the best epoch is still reported, by validation loss.
+    private var tracker = EarlyStopper(spec: EarlyStoppingSpec(monitor: .valLoss, patience: Int.max))
+    /// The best epoch's parameters, kept only when early stopping restores them.
+    public private(set) var bestParameters: [Float]?
+    /// Version (updates applied) of `bestParameters`.
+    public private(set) var bestVersion = 0
+
+    public init(spec: JobSpec) {
+        self.spec = spec
+        stopper = spec.earlyStopping.map(EarlyStopper.init)
+    }
+
+    /// Records epoch `epoch` (1-based). `validation` is nil when the job has no validation data.
+    /// `parameters` and `version` are the weights at the end of the epoch.
+    public mutating func endEpoch(_ epoch: Int, train: ChunkStats, validation: ChunkStats?,
+                                  seconds: Double, parameters: [Float], version: Int) -> EpochReport {
+        let classification = spec.loss.isClassification
+        let n = Double(max(train.samples, 1))
+        var report = EpochReport(epoch: epoch, trainLoss: train.lossSum / n,
+                                 trainAccuracy: classification ? Double(train.correct) / n : nil,
+                                 validationLoss: nil, validationAccuracy: nil,
+                                 samplesPerSecond: Double(train.samples) / max(seconds, 1e-9), seconds: seconds,
+                                 improved: true, bestEpoch: epoch, stopEarly: false)
+        if let v = validation {
+            let m = Double(max(v.samples, 1))
+            report.validationLoss = v.lossSum / m
+            report.validationAccuracy = classification ? Double(v.correct) / m : nil
+            if var s = stopper {
+                let value = s.spec.monitor == .valLoss ? report.validationLoss! : report.validationAccuracy ?? .nan
+                let decision = s.observe(epoch: epoch, value: value)
+                report.improved = decision.improved
+                report.bestEpoch = s.bestEpoch
+                report.stopEarly = decision.stop
+                stopper = s
+            } else {
+                report.improved = tracker.observe(epoch: epoch, value: report.validationLoss!).improved
+                report.bestEpoch = tracker.bestEpoch
+            }
+            if report.improved && spec.earlyStopping?.restoreBest == true {
+                bestParameters = parameters
+                bestVersion = version
+            }
+        }
+        history.append(report)
+        return report
+    }
+
+    /// Whether training is over after the epochs recorded so far.
+    public var finished: Bool {
+        guard let last = history.last else { return false }
+        return last.stopEarly || last.epoch >= spec.training.epochs
+    }
+
+    /// The weights to keep once training is over: the best epoch's when early stopping restores them
+    /// and the best epoch is not the last, else `current`.
+    public func keptParameters(current: [Float], currentVersion: Int) -> (parameters: [Float], version: Int, epoch: Int) {
+        let last = history[history.count - 1]
+        if let best = bestParameters, last.bestEpoch != last.epoch {
+            return (best, bestVersion, last.bestEpoch)
+        }
+        return (current, currentVersion, last.epoch)
+    }
+
+    /// The run's summary. Validation figures are those recorded for the kept epoch (the same weights,
+    /// so the same numbers a fresh evaluation would give); `test` is the kept weights on the test set.
+    public func summary(keptEpoch: Int, test: ChunkStats?, samplesPerSecond: Double) -> TrainingSummary {
+        let last = history[history.count - 1]
+        let kept = history[keptEpoch - 1]
+        var s = TrainingSummary(epochsRun: history.count, bestEpoch: last.bestEpoch, stoppedEarly: last.stopEarly,
+                                trainLoss: last.trainLoss, validationLoss: kept.validationLoss,
+                                validationAccuracy: kept.validationAccuracy, samplesPerSecond: samplesPerSecond)
+        if let t = test {
+            let n = Double(max(t.samples, 1))
+            s.testLoss = t.lossSum / n
+            if spec.loss.isClassification {
+                s.testAccuracy = Double(t.correct) / n
+            } else {
+                s.testMSE = t.lossSum / n
+            }
+        }
+        return s
+    }
+}
