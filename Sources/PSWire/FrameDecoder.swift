@@ -20,7 +20,8 @@ public struct FrameDecoder: Sendable {
         buffer.append(contentsOf: bytes)
     }
 
-    /// The next complete frame's payload (the envelope bytes), or nil until more bytes arrive.
+    /// The next complete frame's payload (the envelope bytes), or nil until more bytes arrive. The slice
+    /// shares the decoder's buffer: decode it before the next `append`, or that append copies the buffer.
     public mutating func nextPayload() throws(WireError) -> ArraySlice<UInt8>? {
         if let failure { throw failure }
         let header = WireLimits.frameHeaderBytes
