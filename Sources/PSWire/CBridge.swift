@@ -1,0 +1,188 @@
+// Helpers shared by every `+Wire.swift` file: building protobuf-c structs in owned memory,
+// packing them, unpacking bytes, and checked conversions that throw `WireError` naming the field.
+import PSWireC
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Owns the C memory of one message tree while it is built and packed; everything is freed together
+/// when the arena is released, so builders never track individual allocations.
+final class CArena {
+    private var blocks: [UnsafeMutableRawPointer] = []
+
+    deinit {
+        for block in blocks { block.deallocate() }
+    }
+
+    private func allocate(bytes: Int, alignment: Int) -> UnsafeMutableRawPointer {
+        let block = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: alignment)
+        blocks.append(block)
+        return block
+    }
+
+    /// A message struct, initialised by its generated `__init` function (descriptor and defaults).
+    func message<T>(_ initialize: (UnsafeMutablePointer<T>) -> Void) -> UnsafeMutablePointer<T> {
+        let raw = allocate(bytes: MemoryLayout<T>.stride, alignment: MemoryLayout<T>.alignment)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<T>.stride)
+        let typed = raw.assumingMemoryBound(to: T.self)
+        initialize(typed)
+        return typed
+    }
+
+    /// A NUL-terminated copy. protoc-c strings end at the first NUL, so a string holding one is cut there.
+    func string(_ value: String) -> UnsafeMutablePointer<CChar> {
+        let utf8 = value.utf8CString
+        let raw = allocate(bytes: utf8.count, alignment: 1)
+        let typed = raw.bindMemory(to: CChar.self, capacity: utf8.count)
+        utf8.withUnsafeBufferPointer { typed.initialize(from: $0.baseAddress!, count: utf8.count) }
+        return typed
+    }
+
+    /// A copy of `values` (nil when empty, as protoc-c expects for an empty repeated field).
+    func array<T>(_ values: [T]) -> UnsafeMutablePointer<T>? {
+        if values.isEmpty { return nil }
+        let raw = allocate(bytes: MemoryLayout<T>.stride * values.count, alignment: MemoryLayout<T>.alignment)
+        let typed = raw.bindMemory(to: T.self, capacity: values.count)
+        values.withUnsafeBufferPointer { typed.initialize(from: $0.baseAddress!, count: values.count) }
+        return typed
+    }
+
+    /// A copy of `bytes` as protobuf-c binary data.
+    func binary(_ bytes: [UInt8]) -> ProtobufCBinaryData {
+        ProtobufCBinaryData(len: bytes.count, data: array(bytes))
+    }
+}
+
+/// Packs a built message tree into `header` zero bytes followed by the message. Fails when the message
+/// would exceed `frameBytesMax`, since no peer would accept it.
+func pack<T>(_ message: UnsafeMutablePointer<T>, header: Int = 0, field: String) -> Result<[UInt8], WireError> {
+    let base = UnsafeRawPointer(message).assumingMemoryBound(to: ProtobufCMessage.self)
+    let size = protobuf_c_message_get_packed_size(base)
+    guard size <= WireLimits.frameBytesMax else {
+        return .failure(WireError(.tooLarge, field: field,
+                                  "\(size) bytes exceeds frameBytesMax (\(WireLimits.frameBytesMax))"))
+    }
+    return .success(packed(base, size: size, header: header))
+}
+
+/// Packs a built message tree of any size (model files are not frames).
+func packUnlimited<T>(_ message: UnsafeMutablePointer<T>) -> [UInt8] {
+    let base = UnsafeRawPointer(message).assumingMemoryBound(to: ProtobufCMessage.self)
+    return packed(base, size: protobuf_c_message_get_packed_size(base), header: 0)
+}
+
+private func packed(_ base: UnsafePointer<ProtobufCMessage>, size: Int, header: Int) -> [UInt8] {
+    [UInt8](unsafeUninitializedCapacity: header + size) { buffer, count in
+        for i in 0..<header { buffer[i] = 0 }
+        let written = size == 0 ? 0 : protobuf_c_message_pack(base, buffer.baseAddress! + header)
+        precondition(written == size, "protobuf-c packed \(written) bytes, announced \(size)")
+        count = header + size
+    }
+}
+
+/// Runs `body` with `values` as little-endian float32 binary data pointing at the array's own
+/// storage, so encoding a tensor copies it once: straight into the output buffer.
+func withFloatBytes<R>(_ values: [Float], _ body: (ProtobufCBinaryData) -> R) -> R {
+    precondition(UInt32(1).littleEndian == 1, "the wire carries little-endian float32; big-endian hosts are not supported")
+    return values.withUnsafeBytes { raw in
+        let data = UnsafeMutablePointer(mutating: raw.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        return body(ProtobufCBinaryData(len: raw.count, data: data))
+    }
+}
+
+/// Unpacks `bytes` with a generated `__unpack` function, without copying when the collection is
+/// contiguous. nil when protobuf-c rejects the bytes.
+func unpack<T>(_ bytes: some Collection<UInt8>,
+               _ unpacker: (Int, UnsafePointer<UInt8>) -> UnsafeMutablePointer<T>?) -> UnsafeMutablePointer<T>? {
+    func run(_ buffer: UnsafeBufferPointer<UInt8>) -> UnsafeMutablePointer<T>? {
+        guard let base = buffer.baseAddress else {
+            // An empty message is valid protobuf; give protobuf-c a real pointer to read nothing from.
+            var nothing: UInt8 = 0
+            return unpacker(0, &nothing)
+        }
+        return unpacker(buffer.count, base)
+    }
+    if let result = bytes.withContiguousStorageIfAvailable(run) { return result }
+    return Array(bytes).withUnsafeBufferPointer(run)
+}
+
+// MARK: - Checked conversions for decoding
+
+/// A required submessage: protoc-c leaves absent message fields NULL.
+func required<T>(_ pointer: UnsafeMutablePointer<T>?, _ field: String) throws(WireError) -> T {
+    guard let pointer else { throw WireError(field: field, "missing") }
+    return pointer.pointee
+}
+
+func string(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
+    guard let pointer else { return "" }
+    // Decoding repairs invalid UTF-8 rather than failing: names and paths are shown, not trusted.
+    return String(decoding: UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)), as: UTF8.self)
+}
+
+func bytes(_ data: ProtobufCBinaryData) -> [UInt8] {
+    guard data.len > 0, let base = data.data else { return [] }
+    return Array(UnsafeBufferPointer(start: base, count: data.len))
+}
+
+/// A count or index that must fit `Int` and be at least `min`.
+func int(_ value: UInt64, _ field: String, min: Int = 0) throws(WireError) -> Int {
+    guard value <= UInt64(Int.max), Int(value) >= min else {
+        throw WireError(field: field, "\(value) is out of range")
+    }
+    return Int(value)
+}
+
+func int(_ value: UInt32, _ field: String, min: Int = 0) throws(WireError) -> Int {
+    try int(UInt64(value), field, min: min)
+}
+
+/// The reverse of `int(_:_:min:)`: a negative count is a broken invariant of the caller.
+func uint64(_ value: Int, _ what: @autoclosure () -> String) -> UInt64 {
+    precondition(value >= 0, "\(what()) is negative (\(value)); only validated values are encoded")
+    return UInt64(value)
+}
+
+func uint32(_ value: Int, _ what: @autoclosure () -> String) -> UInt32 {
+    precondition(value >= 0 && value <= Int(UInt32.max), "\(what()) (\(value)) does not fit uint32")
+    return UInt32(value)
+}
+
+/// Little-endian float32 bytes as `[Float]`, with one copy.
+func floats(_ data: ProtobufCBinaryData, _ field: String) throws(WireError) -> [Float] {
+    precondition(UInt32(1).littleEndian == 1, "the wire carries little-endian float32; big-endian hosts are not supported")
+    guard data.len % MemoryLayout<Float>.size == 0 else {
+        throw WireError(field: field, "\(data.len) bytes is not a whole number of float32 values")
+    }
+    let count = data.len / MemoryLayout<Float>.size
+    guard count > 0, let source = data.data else { return [] }
+    return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: source, byteCount: data.len)
+        initialized = count
+    }
+}
+
+/// A Swift enum ⇄ generated C enum mapping. Value 0 is every wire enum's UNSPECIFIED and never in a table.
+/// Unchecked Sendable: the tables are immutable, and imported C enums (plain integers) are simply not
+/// marked Sendable by the importer.
+struct EnumTable<Swift: Equatable, C: RawRepresentable & Equatable>: @unchecked Sendable where C.RawValue: BinaryInteger {
+    let pairs: [(Swift, C)]
+
+    init(_ pairs: [(Swift, C)]) { self.pairs = pairs }
+
+    func c(_ value: Swift) -> C {
+        guard let pair = pairs.first(where: { $0.0 == value }) else {
+            preconditionFailure("\(value) has no wire value; add it to the schema and its EnumTable")
+        }
+        return pair.1
+    }
+
+    func swift(_ value: C, _ field: String) throws(WireError) -> Swift {
+        if let pair = pairs.first(where: { $0.1 == value }) { return pair.0 }
+        if value.rawValue == 0 { throw WireError(field: field, "missing (0 is unspecified)") }
+        throw WireError(field: field, "\(value.rawValue) is not a known value")
+    }
+}

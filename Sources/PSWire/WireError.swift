@@ -1,0 +1,43 @@
+@_exported import PSCore
+
+/// Why bytes could not become a value (or a value could not become bytes): `field` is the path of
+/// the offending field, rooted at the message type (`JobSpec.model.layers[1].units`), and `message`
+/// says what was wrong with it. A decode error closes one connection; it never stops a process.
+public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What kind of failure, so the transport can pick the error code it answers with.
+    public enum Kind: Equatable, Sendable {
+        /// The bytes are not a valid message, or a field is missing or out of range.
+        case malformed
+        /// A frame or message exceeds `WireLimits.frameBytesMax`.
+        case tooLarge
+        /// A file could not be read or written.
+        case io
+    }
+
+    public var kind: Kind
+    public var field: String
+    public var message: String
+
+    public init(_ kind: Kind = .malformed, field: String, _ message: String) {
+        self.kind = kind
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String { "\(field): \(message)" }
+}
+
+/// Limits of the wire protocol, checked where bytes enter and leave.
+public enum WireLimits {
+    /// Sent in `Hello`; a peer speaking another version is refused with `versionMismatch`.
+    public static let protocolVersion: UInt32 = 1
+
+    /// Largest frame payload (the envelope, without the 4-byte length) sent or accepted. The largest
+    /// messages carry a whole parameter vector (`ModelData`, a full-range `Weights`): 64 MiB holds
+    /// 16.7 M float32 parameters, 70× the example model, while bounding what one peer can make a
+    /// server buffer before the length is even checked.
+    public static let frameBytesMax = 64 << 20
+
+    /// Bytes of the big-endian length that precedes every envelope.
+    public static let frameHeaderBytes = 4
+}

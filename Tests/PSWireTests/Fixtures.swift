@@ -1,0 +1,111 @@
+import XCTest
+import PSWireC
+@testable import PSWire
+
+/// Specs that between them use every data, preprocessing, loss, optimizer and early-stopping variant.
+enum Fixtures {
+    static func spec(optimizer: OptimizerKind = .adam, loss: LossKind = .softmaxCrossEntropy,
+                     variant: Int = 0) -> JobSpec {
+        let data: DataSpec
+        switch variant % 3 {
+        case 0:
+            data = DataSpec(format: .idx,
+                            train: .idx(images: "data/train-images.gz", labels: "data/train-labels.gz"),
+                            validation: .idx(images: "data/val-images", labels: "data/val-labels"),
+                            test: .idx(images: "data/t10k-images", labels: "data/t10k-labels"),
+                            preprocessing: .scale(255))
+        case 1:
+            data = DataSpec(format: .csv, train: .csv(path: "iris.csv"), validationSplit: 0.2,
+                            preprocessing: .standardize, header: true, labelColumn: .name("species ✓"))
+        default:
+            data = DataSpec(format: .csv, train: .csv(path: "housing.csv"), validation: .csv(path: "v.csv"),
+                            test: .csv(path: "test.csv"), preprocessing: .none, labelColumn: .index(13))
+        }
+        let optimizerSpec = OptimizerSpec(kind: optimizer, learningRate: 0.001, momentum: 0.9, beta1: 0.8,
+                                          beta2: 0.995, epsilon: 1e-7, rho: 0.95, alpha: 0.98,
+                                          weightDecay: 0.01, clipNorm: variant % 2 == 0 ? 5 : nil)
+        let early: EarlyStoppingSpec? = switch variant % 3 {
+        case 0: EarlyStoppingSpec(monitor: .valAccuracy, patience: 3, minDelta: 0.001, restoreBest: true)
+        case 1: EarlyStoppingSpec(monitor: .valLoss, patience: 0, minDelta: 0, restoreBest: false)
+        default: nil
+        }
+        return JobSpec(
+            name: "job-\(optimizer)-\(loss)-\(variant)", seed: UInt64.max - UInt64(variant), data: data,
+            model: ModelSpec(inputs: 4, layers: [
+                LayerSpec(units: 8, activation: .relu, dropout: 0.25),
+                LayerSpec(units: 5, activation: .tanh),
+                LayerSpec(units: 3, activation: loss == .softmaxCrossEntropy ? .softmax : .sigmoid),
+            ]),
+            loss: loss, optimizer: optimizerSpec,
+            training: TrainingSpec(batchSize: 128, chunks: 8, epochs: 10),
+            earlyStopping: early)
+    }
+
+    /// 4·8+8 + 8·5+5 + 5·3+3 parameters, the layout of `spec()`.
+    static let parameterCount = 103
+
+    static func model(summary: TrainingSummary = summaryAll, preprocessing: FittedPreprocessing? = nil) -> TrainedModel {
+        TrainedModel(
+            spec: spec(),
+            preprocessing: preprocessing ?? .standardize(mean: [0.5, -1, 2e-3, 7], std: [1, 0.25, 3, 1]),
+            parameters: (0..<parameterCount).map { Float($0) * 0.01 - 0.5 },
+            summary: summary)
+    }
+
+    static let summaryAll = TrainingSummary(
+        epochsRun: 7, bestEpoch: 5, stoppedEarly: true, trainLoss: 0.125, validationLoss: 0.25,
+        validationAccuracy: 0.97, testLoss: 0.3, testAccuracy: 0.96, testMSE: 0.01, samplesPerSecond: 12345.5)
+
+    static let summaryNone = TrainingSummary(epochsRun: 1, bestEpoch: 1, stoppedEarly: false, trainLoss: 2.5,
+                                             samplesPerSecond: 10)
+}
+
+/// Asserts that `body` throws a WireError whose text names `field`, and returns it.
+@discardableResult
+func assertWireError<T>(_ body: @autoclosure () throws -> T, names field: String,
+                        file: StaticString = #filePath, line: UInt = #line) -> WireError? {
+    do {
+        let value = try body()
+        XCTFail("expected a WireError naming \(field), decoded \(value)", file: file, line: line)
+    } catch let error as WireError {
+        XCTAssertTrue(error.description.contains(field), "'\(error)' does not name \(field)", file: file, line: line)
+        return error
+    } catch {
+        XCTFail("expected a WireError, got \(error)", file: file, line: line)
+    }
+    return nil
+}
+
+/// Unpacks `bytes` as a generated message, lets `edit` break it, and packs it again. Edits may
+/// replace strings with `strdup` copies (freed with the tree); a submessage pointer set to NULL leaks,
+/// which is fine in a test.
+func edited<T>(_ bytes: [UInt8],
+               unpack: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<T>?,
+               free: (UnsafeMutablePointer<T>?, UnsafeMutablePointer<ProtobufCAllocator>?) -> Void,
+               _ edit: (UnsafeMutablePointer<T>) -> Void) -> [UInt8] {
+    let message = bytes.withUnsafeBufferPointer { unpack(nil, $0.count, $0.baseAddress) }!
+    defer { free(message, nil) }
+    edit(message)
+    let base = UnsafeRawPointer(message).assumingMemoryBound(to: ProtobufCMessage.self)
+    let size = protobuf_c_message_get_packed_size(base)
+    return [UInt8](unsafeUninitializedCapacity: max(size, 1)) { buffer, count in
+        count = protobuf_c_message_pack(base, buffer.baseAddress!)
+    }
+}
+
+/// Frame payload (envelope bytes) of a message.
+func payload(_ message: Message, requestId: UInt64 = 1) throws -> [UInt8] {
+    Array(try encodeFrame(requestId: requestId, message: message).dropFirst(WireLimits.frameHeaderBytes))
+}
+
+/// SplitMix64: a tiny seeded generator so every random test replays exactly.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

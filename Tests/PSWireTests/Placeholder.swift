@@ -1,6 +1,0 @@
-import XCTest
-@testable import PSWire
-
-final class PSWirePlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}
