@@ -23,7 +23,7 @@ check-generated: deps
 
 test: deps check-generated
 	$(SWIFT) build $(TEST_FLAGS)
-	$(SWIFT) test $(TEST_FLAGS) --skip-build
+	$(SWIFT) test $(TEST_FLAGS) --skip-build --disable-swift-testing
 
 proto: deps
 	scripts/gen-proto.sh

@@ -42,5 +42,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "PSWireTests", dependencies: ["PSWire", "PSWireC"]),
         .testTarget(name: "PSTrainTests", dependencies: ["PSTrain"]),
+        // Starts the real binaries (built by `swift build` before the tests run).
+        .testTarget(name: "EndToEndTests", dependencies: ["PSWire"]),
     ]
 )

@@ -24,7 +24,7 @@ struct Model: ParsableCommand {
             do {
                 m = try TrainedModel.read(path: model)
             } catch {
-                throw OperatingError("\(model): \(error)")
+                throw OperatingError("\(error)")
             }
             let layout = m.spec.network.layout
             guard layout.count == m.parameters.count else {

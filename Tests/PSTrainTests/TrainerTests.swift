@@ -76,20 +76,20 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(wholeStats.samples, 60)
     }
 
-    // Training learns (small MNIST test accuracy well above chance) and two runs give the same weights.
+    // Training learns (small MNIST test accuracy far above chance) and two runs give the same weights.
     func testLearnsAndIsDeterministic() throws {
-        let spec = smallMNISTSpec()
+        let spec = smallMNISTSpec(epochs: 10)
         let data = try DataLoader.load(spec)
         var events: [EpochReport] = []
         let a = LocalTrainer(spec: spec, data: data).run { if case let .epochEnded(r) = $0 { events.append(r) } }
         let b = LocalTrainer(spec: spec, data: data).run()
         XCTAssertEqual(a.weightsSHA256, b.weightsSHA256)
         XCTAssertEqual(a.model.parameters.count, 784 * 32 + 32 + 32 * 10 + 10)
-        XCTAssertEqual(events.count, 3)
-        XCTAssertLessThan(events[2].trainLoss, events[0].trainLoss)
+        XCTAssertEqual(events.count, 10)
+        XCTAssertLessThan(events[9].trainLoss, events[0].trainLoss)
         let accuracy = try XCTUnwrap(a.model.summary.testAccuracy)
-        XCTAssertGreaterThan(accuracy, 0.75, "small MNIST after 3 epochs")
-        XCTAssertEqual(a.model.summary.epochsRun, 3)
+        XCTAssertGreaterThan(accuracy, 0.78, "800 training samples, 10 epochs of SGD (chance is 0.1)")
+        XCTAssertEqual(a.model.summary.epochsRun, 10)
         XCTAssertEqual(a.weightsSHA256.count, 64)
     }
 

@@ -1,0 +1,77 @@
+import Foundation
+import XCTest
+
+/// `psctl train --local` and `psctl model info`, run as a user runs them.
+final class LocalTrainingTests: XCTestCase {
+    var scratch: String!
+
+    override func setUpWithError() throws {
+        scratch = NSTemporaryDirectory() + "ps-e2e-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: scratch)
+    }
+
+    // The example MNIST job reaches at least 97.5% test accuracy within its 10 epochs, two runs give the
+    // same weights_sha256, and `model info` reports that same fingerprint for the written model.
+    func testMNISTExampleIsAccurateAndReproducible() throws {
+        var results: [[String: Any]] = []
+        for run in 0..<2 {
+            let model = "\(scratch!)/run\(run).model"
+            let out = try Binaries.run("psctl", ["train", "--local", "examples/mnist-mlp.yaml", "--json", "--output", model])
+            XCTAssertEqual(out.status, 0, out.stderr)
+            results.append(try Binaries.json(out))
+        }
+        let accuracy = try XCTUnwrap(results[0]["test_accuracy"] as? Double)
+        XCTAssertGreaterThanOrEqual(accuracy, 0.975)
+        XCTAssertLessThanOrEqual(try XCTUnwrap(results[0]["epochs_run"] as? Int), 10)
+        let sha = try XCTUnwrap(results[0]["weights_sha256"] as? String)
+        XCTAssertEqual(sha.count, 64)
+        XCTAssertEqual(sha, results[1]["weights_sha256"] as? String, "two runs of the same spec must agree bitwise")
+        for key in ["test_loss", "best_epoch", "samples_per_second"] {
+            XCTAssertNotNil(results[0][key], "missing \(key)")
+        }
+        let info = try Binaries.run("psctl", ["model", "info", "\(scratch!)/run0.model", "--json"])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        XCTAssertEqual(try Binaries.json(info)["weights_sha256"] as? String, sha)
+        XCTAssertEqual(try Binaries.json(info)["parameters"] as? Int, 235_146)
+    }
+
+    // A bad spec value exits 1 and names the field; nothing is trained and no model is written.
+    func testInvalidSpecNamesTheField() throws {
+        let model = "\(scratch!)/never.model"
+        let out = try Binaries.run("psctl", ["train", "--local", "examples/mnist-mlp.yaml",
+                                             "--set", "model.layers[2].activation=relu6", "--output", model])
+        XCTAssertEqual(out.status, 1)
+        XCTAssertTrue(out.stderr.contains("model.layers[2].activation: unknown activation 'relu6'"), out.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: model))
+    }
+
+    // A spec whose data file is missing exits 1 naming the field and the file.
+    func testMissingDataFileNamesFieldAndFile() throws {
+        let out = try Binaries.run("psctl", ["train", "--local", "examples/mnist-small-sgd.yaml",
+                                             "--set", "data.train.labels=/nonexistent/labels"])
+        XCTAssertEqual(out.status, 1)
+        XCTAssertTrue(out.stderr.contains("data.train.labels"), out.stderr)
+        XCTAssertTrue(out.stderr.contains("/nonexistent/labels"), out.stderr)
+    }
+
+    // Usage errors (unknown flag, missing --local) exit 2 with the usage text.
+    func testUsageErrorsExitTwo() throws {
+        let unknown = try Binaries.run("psctl", ["train", "--local", "--bogus", "x"])
+        XCTAssertEqual(unknown.status, 2)
+        XCTAssertTrue(unknown.stderr.contains("Unknown option '--bogus'"), unknown.stderr)
+        let notLocal = try Binaries.run("psctl", ["train", "examples/mnist-small-sgd.yaml"])
+        XCTAssertEqual(notLocal.status, 2)
+        XCTAssertTrue(notLocal.stderr.contains("--local"), notLocal.stderr)
+    }
+
+    // A file that is not a model is an operating error naming the file.
+    func testModelInfoRejectsOtherFiles() throws {
+        let out = try Binaries.run("psctl", ["model", "info", "README.md"])
+        XCTAssertEqual(out.status, 1)
+        XCTAssertTrue(out.stderr.contains("README.md"), out.stderr)
+    }
+}
