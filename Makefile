@@ -22,7 +22,7 @@ check-generated: deps
 	@scripts/gen-proto.sh --check
 
 test: deps check-generated
-	$(SWIFT) build $(TEST_FLAGS)
+	$(SWIFT) build $(TEST_FLAGS) --build-tests
 	$(SWIFT) test $(TEST_FLAGS) --skip-build --disable-swift-testing
 
 proto: deps
