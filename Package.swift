@@ -8,17 +8,25 @@ import PackageDescription
 //   PSCore            vocabulary and pure rules: JobSpec and its validation, reduction tree, chunks, SHA-256
 //   PSData            dataset readers (IDX, CSV, gzip), preprocessing, splits, epoch permutations
 //   PSWire            Swift types ⇄ protobuf-c structs; the only importer of PSWireC
-//   PSTrain           the training loop shared by the local trainer (and later the cluster's oracle)
-//   psctl             the controller executable (thin main)
+//   PSTrain           step engine, epoch ledger, and the local trainer (the cluster's oracle)
+//   PSTransport       NIO: length-prefixed frames with a size limit, listener, connections, backoff;
+//                     the only importer of NIOPosix
+//   PSServer          the coordinator: a pure state machine plus the runtime that drives it
+//   PSWorker          the worker runtime: connection, data, chunk computation off the event loop
+//   psctl, ps-server, ps-worker   thin executables
 let package = Package(
     name: "ps-cluster",
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "psctl", targets: ["psctl"]),
+        .executable(name: "ps-server", targets: ["ps-server"]),
+        .executable(name: "ps-worker", targets: ["ps-worker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -32,9 +40,29 @@ let package = Package(
         .target(name: "PSData", dependencies: ["PSCore", "PSMath", "CZlib"]),
         .target(name: "PSWire", dependencies: ["PSWireC", "PSCore"]),
         .target(name: "PSTrain", dependencies: ["PSMath", "PSCore", "PSData", "PSWire"]),
+        .target(name: "PSTransport", dependencies: [
+            "PSWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "PSServer", dependencies: [
+            "PSTrain", "PSWire", "PSTransport", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "PSWorker", dependencies: [
+            "PSTrain", "PSWire", "PSTransport", .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "psctl", dependencies: [
-            "PSTrain", "PSWire", "PSCore", "PSData",
+            "PSTrain", "PSWire", "PSCore", "PSData", "PSTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "ps-server", dependencies: [
+            "PSServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "ps-worker", dependencies: [
+            "PSWorker", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath"]),
         .testTarget(name: "PSCoreTests", dependencies: ["PSCore"]),
@@ -42,6 +70,10 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "PSWireTests", dependencies: ["PSWire", "PSWireC"]),
         .testTarget(name: "PSTrainTests", dependencies: ["PSTrain"]),
+        .testTarget(name: "PSTransportTests", dependencies: ["PSTransport"]),
+        .testTarget(name: "PSServerTests", dependencies: ["PSServer"]),
+        // Many nodes (coordinator and workers) in one process, over loopback.
+        .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSTransport"]),
         // Starts the real binaries (built by `swift build` before the tests run).
         .testTarget(name: "EndToEndTests", dependencies: ["PSWire"]),
     ]

@@ -1,0 +1,5 @@
+import XCTest
+
+final class ClusterTestsPlaceholder: XCTestCase {
+    func testModuleLoads() {}
+}

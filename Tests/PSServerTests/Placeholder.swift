@@ -1,0 +1,5 @@
+import XCTest
+
+final class PSServerTestsPlaceholder: XCTestCase {
+    func testModuleLoads() {}
+}

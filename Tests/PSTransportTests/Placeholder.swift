@@ -1,0 +1,5 @@
+import XCTest
+
+final class PSTransportTestsPlaceholder: XCTestCase {
+    func testModuleLoads() {}
+}
