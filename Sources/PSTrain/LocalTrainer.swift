@@ -65,8 +65,7 @@ public struct LocalTrainer {
                                 parameters: network.parameterCount)
         progress(.started(plan))
 
-        var parameters = network.initialParameters(seed: spec.seed)
-        var optimizer = Optimizer(config: spec.optimizer.config, count: network.parameterCount)
+        var store = ParameterStore(parameters: network.initialParameters(seed: spec.seed), optimizer: spec.optimizer)
         let engine = StepEngine(network: network, chunkCapacity: (batchSize + chunks - 1) / chunks)
         let evaluation = Workspace(network: network, capacity: ChunkPlan.evaluationChunkSamples)
         var gradient = [Float](repeating: 0, count: network.parameterCount)
@@ -89,7 +88,7 @@ public struct LocalTrainer {
                     let ranges = batchCount == batchSize
                         ? fullBatchChunks : ChunkPlan.ranges(batchSize: batchCount, chunks: chunks)
                     let globalStep = epoch * stepsPerEpoch + step
-                    let stats = parameters.withUnsafeBufferPointer { p in
+                    let stats = store.parameters.withUnsafeBufferPointer { p in
                         gradient.withUnsafeMutableBufferPointer { g in
                             engine.reduceNode(first: 0, count: chunks, totalChunks: chunks, parameters: p.baseAddress!,
                                               dataset: train, step: globalStep, dropoutSeed: spec.seed,
@@ -99,8 +98,7 @@ public struct LocalTrainer {
                                               into: g.baseAddress!)
                         }
                     }
-                    Self.applyUpdate(spec: spec, gradient: &gradient, batchCount: batchCount,
-                                     parameters: &parameters, optimizer: &optimizer)
+                    store.apply(gradientSum: &gradient, batchCount: batchCount)
                     epochStats = epochStats + stats
                     let seconds = Self.seconds(clock.now - epochStart)
                     progress(.step(epoch: epoch, step: step, batchLoss: stats.lossSum / Double(batchCount),
@@ -111,15 +109,15 @@ public struct LocalTrainer {
             trainingSeconds += epochSeconds
             trainedSamples += epochStats.samples
             let validation = data.validation.map {
-                StepEngine.evaluate(network: network, parameters: parameters, dataset: $0, workspace: evaluation)
+                StepEngine.evaluate(network: network, parameters: store.parameters, dataset: $0, workspace: evaluation)
             }
             let report = ledger.endEpoch(epoch + 1, train: epochStats, validation: validation, seconds: epochSeconds,
-                                         parameters: parameters, version: optimizer.stepCount)
+                                         parameters: store.parameters, version: store.version)
             progress(.epochEnded(report))
             if ledger.finished { break }
         }
 
-        let kept = ledger.keptParameters(current: parameters, currentVersion: optimizer.stepCount)
+        let kept = ledger.keptParameters(current: store.parameters, currentVersion: store.version)
         let test = data.test.map {
             StepEngine.evaluate(network: network, parameters: kept.parameters, dataset: $0, workspace: evaluation)
         }
@@ -129,23 +127,7 @@ public struct LocalTrainer {
         return Result(model: model, weightsSHA256: weightsSHA256(kept.parameters), history: ledger.history)
     }
 
-    /// Mean over the batch, optional clipping, then the optimizer: the same three operations, in the
-    /// same order, that a server applies to its key range.
-    public static func applyUpdate(spec: JobSpec, gradient: inout [Float], batchCount: Int,
-                                   parameters: inout [Float], optimizer: inout Optimizer) {
-        let n = gradient.count
-        gradient.withUnsafeMutableBufferPointer { g in
-            GradientMath.mean(g.baseAddress!, count: n, batchSize: batchCount)
-            if let maxNorm = spec.optimizer.clipNorm {
-                GradientMath.clip(g.baseAddress!, count: n, maxNorm: maxNorm)
-            }
-            parameters.withUnsafeMutableBufferPointer { p in
-                optimizer.step(parameters: p.baseAddress!, gradient: UnsafePointer(g.baseAddress!))
-            }
-        }
-    }
-
-    static func seconds(_ d: Duration) -> Double {
+    public static func seconds(_ d: Duration) -> Double {
         Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 }

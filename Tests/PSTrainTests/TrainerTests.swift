@@ -52,25 +52,19 @@ final class TrainerTests: XCTestCase {
         var whole = [Float](repeating: 0, count: n)
         let wholeStats = whole.withUnsafeMutableBufferPointer { node(StepEngine(network: network, chunkCapacity: 10), 0..<6, into: $0.baseAddress!) }
 
-        // Worker A holds chunks 0–2, worker B chunks 3–5: covers [0,2) [2,3) and [3,4) [4,6).
-        var partial: [Range<Int>: ([Float], ChunkStats)] = [:]
-        for (assignment, engine) in [(0..<3, StepEngine(network: network, chunkCapacity: 10)),
-                                     (3..<6, StepEngine(network: network, chunkCapacity: 10))] {
-            for r in ReductionTree.cover(first: assignment.lowerBound, count: assignment.count, total: 6) {
+        // Worker A holds chunks 0–2, worker B chunks 3–5: covers [0,2) [2,3) and [3,4) [4,6), received out of order.
+        var collector = NodeCollector<[Float]>(total: 6)
+        for (assignment, engine) in [(3..<6, StepEngine(network: network, chunkCapacity: 10)),
+                                     (0..<3, StepEngine(network: network, chunkCapacity: 10))] {
+            for r in ReductionTree.cover(first: assignment.lowerBound, count: assignment.count, total: 6).reversed() {
                 var g = [Float](repeating: 0, count: n)
                 let s = g.withUnsafeMutableBufferPointer { node(engine, r, into: $0.baseAddress!) }
-                partial[r] = (g, s)
+                XCTAssertFalse(collector.isComplete)
+                collector.insert(r, payload: g, stats: s)
             }
         }
-        func combine(_ lo: Int, _ count: Int) -> ([Float], ChunkStats) {
-            if let done = partial[lo..<(lo + count)] { return done }
-            let l = ReductionTree.leftCount(count)
-            var (a, sa) = combine(lo, l)
-            let (b, sb) = combine(lo + l, count - l)
-            a.withUnsafeMutableBufferPointer { pa in b.withUnsafeBufferPointer { VectorMath.add(pa.baseAddress!, $0.baseAddress!, count: n) } }
-            return (a, sa + sb)
-        }
-        let (combined, combinedStats) = combine(0, 6)
+        XCTAssertTrue(collector.isComplete)
+        let (combined, combinedStats) = collector.combinedGradient()
         XCTAssertEqual(combinedStats, wholeStats)
         XCTAssertTrue(combined.elementsEqual(whole) { $0.bitPattern == $1.bitPattern }, "gradients differ in their bits")
         XCTAssertEqual(wholeStats.samples, 60)
@@ -136,5 +130,33 @@ final class TrainerTests: XCTestCase {
         let diff = zip(three.model.parameters, single.model.parameters).map { abs($0 - $1) }.max()!
         XCTAssertLessThan(diff, 1e-4)
         XCTAssertTrue(three.model.parameters.allSatisfy(\.isFinite))
+    }
+}
+
+final class ParameterStoreTests: XCTestCase {
+    // Splitting the parameters into key ranges, each with its own optimizer, changes no bit of the result.
+    func testShardsGiveTheSameBits() {
+        let start: [Float] = (0..<1_001).map { i in Float(i % 17) * 0.01 - 0.08 }
+        var sums: [[Float]] = []
+        for step in 0..<3 {
+            sums.append((0..<1_001).map { (i: Int) -> Float in Float((i * 7 + step * 3) % 23) * 0.5 - 5 })
+        }
+        for spec in [OptimizerSpec(kind: .adam, learningRate: 0.01, clipNorm: 3),
+                     OptimizerSpec(kind: .rmsprop, learningRate: 0.01, momentum: 0.9, epsilon: 1e-8, alpha: 0.99),
+                     OptimizerSpec(kind: .nesterov, learningRate: 0.1, momentum: 0.9, weightDecay: 0.01)] {
+            var results: [[Float]] = []
+            for shards in [1, 2, 7] {
+                var store = ParameterStore(parameters: start, optimizer: spec, shardCount: shards)
+                XCTAssertEqual(store.shards.map(\.range.count).reduce(0, +), 1_001)
+                for g in sums {
+                    var gradient = g
+                    store.apply(gradientSum: &gradient, batchCount: 32)
+                }
+                XCTAssertEqual(store.version, 3)
+                results.append(store.parameters)
+            }
+            XCTAssertTrue(results.allSatisfy { $0.elementsEqual(results[0]) { $0.bitPattern == $1.bitPattern } }, "\(spec.kind)")
+            XCTAssertNotEqual(results[0], start)
+        }
     }
 }

@@ -1,0 +1,59 @@
+import PSCore
+import PSMath
+
+/// Results for the nodes of one reduction tree as they arrive (from workers, in any order), combined
+/// in tree order once they cover every leaf. Because each node's result is itself a tree-ordered sum,
+/// the combination is bitwise the sum the local trainer computes over all leaves.
+public struct NodeCollector<Payload> {
+    /// Leaves of the tree (chunks of a batch, or evaluation chunks).
+    public let total: Int
+    public private(set) var nodes: [Range<Int>: (payload: Payload, stats: ChunkStats)] = [:]
+    /// Leaves covered by received nodes.
+    public private(set) var covered = 0
+
+    public init(total: Int) {
+        precondition(total >= 1, "a tree needs at least one leaf")
+        self.total = total
+    }
+
+    public var isComplete: Bool { covered == total }
+
+    /// Whether `range` has already been received.
+    public func contains(_ range: Range<Int>) -> Bool { nodes[range] != nil }
+
+    /// Stores a node's result. The caller has checked that `range` is a node of this tree and that it
+    /// overlaps nothing received (assignments never overlap), so the node is new.
+    public mutating func insert(_ range: Range<Int>, payload: Payload, stats: ChunkStats) {
+        precondition(ReductionTree.isNode(first: range.lowerBound, count: range.count, total: total),
+                     "\(range) is not a node of the tree over \(total) leaves")
+        precondition(nodes[range] == nil, "node \(range) received twice")
+        nodes[range] = (payload, stats)
+        covered += range.count
+    }
+
+    /// The whole tree's result, adding right into left at every internal node, in post-order.
+    public func combine(_ add: (inout Payload, Payload) -> Void) -> (payload: Payload, stats: ChunkStats) {
+        precondition(isComplete, "combining an incomplete tree (\(covered) of \(total) leaves)")
+        func walk(_ lo: Int, _ n: Int) -> (Payload, ChunkStats) {
+            if let node = nodes[lo..<(lo + n)] { return node }
+            let left = ReductionTree.leftCount(n)
+            var (a, sa) = walk(lo, left)
+            let (b, sb) = walk(lo + left, n - left)
+            add(&a, b)
+            return (a, sa + sb)
+        }
+        return walk(0, total)
+    }
+}
+
+extension NodeCollector where Payload == [Float] {
+    /// Gradient sums combine by element-wise addition.
+    public func combinedGradient() -> (payload: [Float], stats: ChunkStats) {
+        combine { a, b in
+            let n = a.count
+            a.withUnsafeMutableBufferPointer { pa in
+                b.withUnsafeBufferPointer { VectorMath.add(pa.baseAddress!, $0.baseAddress!, count: n) }
+            }
+        }
+    }
+}
