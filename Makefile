@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (see README.md):
-#   make demo   train the bundled MNIST job and print its test accuracy
+#   make demo   a local cluster (1 server, 3 workers) trains the bundled MNIST job, prints test accuracy
 #   make test   the whole test suite
 # Both install missing system packages first.
 
@@ -16,7 +16,7 @@ build: deps
 	$(SWIFT) build -c release
 
 demo: build
-	.build/release/psctl train --local examples/mnist-mlp.yaml --output runs/mnist-mlp.model
+	deploy/local/demo.sh
 
 check-generated: deps
 	@scripts/gen-proto.sh --check

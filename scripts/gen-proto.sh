@@ -28,7 +28,7 @@ if ! command -v protoc-c >/dev/null; then
   echo "gen-proto: protoc-c not found (apt-get install protobuf-c-compiler)" >&2
   exit 1
 fi
-found=$(protoc-c --version 2>&1 | head -n1)
+found=$(protoc-c --version 2>&1 | sed -n 1p)
 if [[ "$found" != "$PROTOC_C_VERSION" ]]; then
   echo "gen-proto: need $PROTOC_C_VERSION, found '$found' (its output differs from the committed code)" >&2
   exit 1

@@ -1,1 +1,76 @@
-print("ps-server")
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import PSServer
+import PSTransport
+
+/// The parameter server and coordinator. Stops cleanly on SIGTERM/SIGINT: a running job is marked
+/// interrupted, waiting clients are answered, and no file is left half-written.
+struct PSServerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ps-server",
+        abstract: "Hold a job's parameters, apply optimizer updates, and coordinate workers.")
+
+    @Option(help: "Address to listen on, HOST:PORT.")
+    var listen = "127.0.0.1:7070"
+
+    @Option(help: "Folder for job models (jobs/JOB/model.psm).")
+    var dataDir = "ps-data"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    @Option(help: "Seconds without a heartbeat before a worker is removed and its chunks reassigned.")
+    var heartbeatTimeout = 10.0
+
+    @Option(help: "Key ranges the parameters are split into, each with its own optimizer (results are identical for any count).")
+    var shards = 1
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard heartbeatTimeout >= 0.5 && heartbeatTimeout <= 3600 else {
+            throw ValidationError("--heartbeat-timeout must be between 0.5 and 3600 seconds")
+        }
+        guard (1...1024).contains(shards) else { throw ValidationError("--shards must be between 1 and 1024") }
+        do { _ = try parseAddress(listen) } catch { throw ValidationError("--listen: \(error)") }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "ps-server")
+        let (host, port) = try parseAddress(listen)
+        let runtime = ServerRuntime(options: .init(host: host, port: port, dataDirectory: dataDir,
+                                                   heartbeatIntervalSeconds: min(1, heartbeatTimeout / 4),
+                                                   heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards),
+                                    logger: logger)
+        do {
+            try runtime.start()
+        } catch {
+            logger.critical("cannot start", metadata: ["listen": "\(listen)", "error": "\(error)"])
+            throw ExitCode(1)
+        }
+        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
+                runtime.stop()
+            }
+            source.resume()
+            return source
+        }
+        runtime.wait()
+        _ = signals
+        logger.info("stopped")
+    }
+}
+
+PSServerCommand.main()

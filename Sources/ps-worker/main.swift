@@ -1,1 +1,62 @@
-print("ps-worker")
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import PSTransport
+import PSWorker
+
+/// A stateless worker: computes the gradients of the chunks it is assigned. Start or kill any number
+/// at any time; the server reassigns their work.
+struct PSWorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ps-worker",
+        abstract: "Compute gradients for a ps-server cluster.")
+
+    @Option(help: "Coordinator address, HOST:PORT.")
+    var server = ProcessInfo.processInfo.environment["PS_SERVER"] ?? "127.0.0.1:7070"
+
+    @Option(help: "Name shown in status (default: HOST-PID).")
+    var name = "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+
+    @Option(help: "OpenBLAS threads. 1 (the default) keeps results independent of thread scheduling.")
+    var threads = 1
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        do { _ = try parseAddress(server) } catch { throw ValidationError("--server: \(error)") }
+        guard !name.isEmpty && name.count <= 128 else { throw ValidationError("--name must be 1 to 128 characters") }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "ps-worker")
+        logger[metadataKey: "name"] = "\(name)"
+        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger)
+        runtime.start()
+        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                logger.info("stopping")
+                runtime.stop()
+            }
+            source.resume()
+            return source
+        }
+        runtime.wait()
+        _ = signals
+    }
+}
+
+PSWorkerCommand.main()

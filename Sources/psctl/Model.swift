@@ -7,7 +7,7 @@ import PSWire
 struct Model: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect model files.",
-        subcommands: [Info.self])
+        subcommands: [Info.self, Pull.self])
 
     struct Info: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -8,7 +8,7 @@ struct Psctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psctl",
         abstract: "Train dense networks on a parameter-server cluster, or locally.",
-        subcommands: [Train.self, Model.self])
+        subcommands: [Submit.self, Status.self, List.self, Cancel.self, Wait.self, Train.self, Model.self])
 }
 
 /// An operating error `psctl` reports on one line and exits 1 for.

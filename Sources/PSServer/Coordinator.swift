@@ -1,0 +1,750 @@
+import PSCore
+import PSMath
+import PSTrain
+import PSTransport
+import PSWire
+
+/// Limits the coordinator enforces, each with its reason.
+public enum CoordinatorLimits {
+    /// Workers in one cluster: chunk assignment and status stay cheap to compute and to show.
+    public static let workersMax = 256
+    /// Jobs waiting behind the running one: a queue longer than this is a mistake, not a plan.
+    public static let queuedJobsMax = 64
+    /// Finished jobs whose models stay in memory for `model pull` (older ones are read from disk).
+    public static let retainedModelsMax = 16
+    /// Waiters on one job (`psctl wait` connections).
+    public static let waitersPerJobMax = 64
+}
+
+public struct CoordinatorConfig: Sendable {
+    public var serverName: String
+    public var address: String
+    public var heartbeatIntervalSeconds: Double
+    public var heartbeatTimeoutSeconds: Double
+    /// Key ranges the parameters are split into (each with its own optimizer); any count gives the same bits.
+    public var shardCount: Int
+
+    public init(serverName: String = "ps-server", address: String, heartbeatIntervalSeconds: Double = 1,
+                heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1) {
+        self.serverName = serverName
+        self.address = address
+        self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
+        self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
+        self.shardCount = shardCount
+    }
+}
+
+/// What the coordinator learns about a job's data before it can plan steps (the driver loads it).
+public struct PreparedData: Equatable, Sendable {
+    public var trainCount: Int
+    public var validationCount: Int
+    public var testCount: Int
+    public var preprocessing: FittedPreprocessing
+
+    public init(trainCount: Int, validationCount: Int, testCount: Int, preprocessing: FittedPreprocessing) {
+        self.trainCount = trainCount
+        self.validationCount = validationCount
+        self.testCount = testCount
+        self.preprocessing = preprocessing
+    }
+}
+
+public enum CoordinatorEvent: Sendable {
+    case connected(ConnectionID, peer: String)
+    case received(ConnectionID, Envelope)
+    /// The transport rejected a frame from this connection and is closing it.
+    case rejected(ConnectionID, reason: String)
+    case disconnected(ConnectionID)
+    /// The driver finished loading a job's data (or failed to; the message names field and file).
+    case prepared(jobId: String, Result<PreparedData, PreparationError>)
+    /// Periodic: heartbeat deadlines are checked here.
+    case tick
+    /// SIGTERM/SIGINT: mark the running job interrupted, answer waiters, close connections.
+    case shutdown
+}
+
+public struct PreparationError: Error, Equatable, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+}
+
+public enum LogLevel: String, Sendable { case debug, info, warning, error }
+
+public enum CoordinatorAction: Sendable {
+    case send(ConnectionID, Envelope)
+    /// The same envelope to several connections (encode once).
+    case broadcast([ConnectionID], Envelope)
+    case close(ConnectionID, after: Envelope?)
+    /// Load the job's data off the coordinator's queue, then deliver `.prepared`.
+    case prepare(jobId: String, spec: JobSpec)
+    /// Write the model to the data directory (atomically).
+    case saveModel(jobId: String, model: TrainedModel)
+    case log(LogLevel, String, [String: String])
+}
+
+/// The coordinator as a pure state machine: `receive(event, now:)` returns the actions to perform.
+/// It owns the job registry, membership, the step schedule, chunk assignment, the parameters and the
+/// optimizer. It reads no clock and does no I/O: `now` (seconds) comes with each event, so every
+/// state × event pair is testable without sockets.
+public struct Coordinator {
+    public let config: CoordinatorConfig
+    let startedAt: Double
+
+    struct Connection {
+        var peer: String
+        var role: PeerRole?
+        var workerId: UInt64?
+    }
+
+    struct Worker {
+        let id: UInt64
+        let connection: ConnectionID
+        let name: String
+        let address: String
+        let threads: Int
+        var lastHeartbeat: Double
+        var stepsDone = 0
+        var samplesPerSecond = 0.0
+        /// Jobs whose spec this worker has been sent.
+        var startedJobs: Set<String> = []
+        /// Weights version the worker holds for the running job.
+        var version: Int?
+    }
+
+    struct Job {
+        let id: String
+        let spec: JobSpec
+        var state: JobState
+        var message = ""
+        var result: JobResult?
+        var model: TrainedModel?
+        var waiters: [(ConnectionID, UInt64)] = []
+        /// Status figures.
+        var epoch = 0
+        var step = 0
+        var stepsPerEpoch = 0
+        var trainLoss: Double?
+        var validationLoss: Double?
+        var validationAccuracy: Double?
+        var bestEpoch = 0
+        var samplesPerSecond = 0.0
+        var etaSeconds: Double?
+    }
+
+    /// One unit of distributed work: a training step's chunks or an evaluation pass's chunks.
+    struct Work {
+        let kind: WorkKind
+        let step: Int
+        let epoch: Int
+        let version: Int
+        let batchStart: Int
+        let batchSize: Int
+        /// Samples in each leaf, to check pushes.
+        let leafSamples: [Int]
+        var gradients: NodeCollector<[Float]>
+        var evaluations: NodeCollector<Void>
+        /// Nodes handed out and not yet received, and to whom.
+        var assigned: [Range<Int>: UInt64] = [:]
+
+        var total: Int { leafSamples.count }
+        var isComplete: Bool { kind == .train ? gradients.isComplete : evaluations.isComplete }
+        var receivedRanges: [Range<Int>] {
+            kind == .train ? Array(gradients.nodes.keys) : Array(evaluations.nodes.keys)
+        }
+    }
+
+    struct Run {
+        let jobId: String
+        let spec: JobSpec
+        let network: Network
+        let data: PreparedData
+        var store: ParameterStore
+        var ledger: TrainingLedger
+        let stepsPerEpoch: Int
+        var epoch = 0
+        var stepInEpoch = 0
+        var epochStats = ChunkStats()
+        var epochStartedAt: Double
+        var trainingSeconds = 0.0
+        var trainedSamples = 0
+        /// Training time of the epoch that just ended (evaluation excluded).
+        var epochSeconds = 0.0
+        var kept: (epoch: Int, version: Int)?
+        var work: Work?
+    }
+
+    var connections: [ConnectionID: Connection] = [:]
+    var workers: [UInt64: Worker] = [:]
+    var nextWorkerId: UInt64 = 1
+    var jobs: [String: Job] = [:]
+    var jobOrder: [String] = []
+    var nextJobNumber = 1
+    var run: Run?
+    var shuttingDown = false
+
+    /// `firstJobNumber`: job ids continue from here (after those already in the data directory).
+    public init(config: CoordinatorConfig, now: Double, firstJobNumber: Int = 1) {
+        self.config = config
+        startedAt = now
+        nextJobNumber = firstJobNumber
+    }
+
+    // MARK: Events
+
+    public mutating func receive(_ event: CoordinatorEvent, now: Double) -> [CoordinatorAction] {
+        var out: [CoordinatorAction] = []
+        switch event {
+        case let .connected(id, peer):
+            connections[id] = Connection(peer: peer)
+        case let .received(id, envelope):
+            handle(envelope, from: id, now: now, &out)
+        case let .rejected(id, reason):
+            out.append(.log(.warning, "rejected frame", ["peer": connections[id]?.peer ?? "?", "problem": reason]))
+        case let .disconnected(id):
+            if let workerId = connections[id]?.workerId {
+                removeWorker(workerId, reason: "disconnected", now: now, &out)
+            }
+            connections[id] = nil
+            for jobId in jobs.keys { jobs[jobId]!.waiters.removeAll { $0.0 == id } }
+        case let .prepared(jobId, result):
+            prepared(jobId, result, now: now, &out)
+        case .tick:
+            for w in workers.values.sorted(by: { $0.id < $1.id })
+            where now - w.lastHeartbeat > config.heartbeatTimeoutSeconds {
+                out.append(.close(w.connection, after: Envelope(requestId: 0, message: .error(ErrorReply(
+                    code: .unknownWorker, message: "no heartbeat for \(format(now - w.lastHeartbeat))s; removed from the cluster")))))
+                removeWorker(w.id, reason: "missed its heartbeat deadline", now: now, &out)
+            }
+            updateStatus(now: now)
+        case .shutdown:
+            shuttingDown = true
+            if let run {
+                finish(run.jobId, state: .interrupted, message: "the server was stopped", &out)
+            }
+            for id in connections.keys.sorted() { out.append(.close(id, after: nil)) }
+        }
+        return out
+    }
+
+    private mutating func handle(_ envelope: Envelope, from id: ConnectionID, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var connection = connections[id] else { return }
+        let rid = envelope.requestId
+        func reject(_ code: ErrorCode, _ message: String, field: String = "", close: Bool) {
+            out += rejection(id, rid, code, message, field: field, close: close)
+        }
+
+        guard connection.role != nil else {
+            guard case let .hello(hello) = envelope.message else {
+                return reject(.badRequest, "the first message on a connection must be hello", close: true)
+            }
+            guard hello.protocolVersion == WireLimits.protocolVersion else {
+                return reject(.versionMismatch, "protocol version \(hello.protocolVersion) is not supported (this server speaks \(WireLimits.protocolVersion))", close: true)
+            }
+            connection.role = hello.role
+            connections[id] = connection
+            out.append(.send(id, Envelope(requestId: rid, message: .helloOk(HelloOk(serverName: config.serverName)))))
+            return
+        }
+        if shuttingDown {
+            return reject(.shuttingDown, "the server is shutting down", close: true)
+        }
+
+        switch envelope.message {
+        case .hello:
+            reject(.badRequest, "hello was already received on this connection", close: true)
+
+        case let .registerWorker(r):
+            guard connection.role == .worker, connection.workerId == nil else {
+                return reject(.badRequest, "only a worker connection may register, once", close: true)
+            }
+            guard workers.count < CoordinatorLimits.workersMax else {
+                return reject(.busy, "the cluster already has \(CoordinatorLimits.workersMax) workers", close: true)
+            }
+            let wid = nextWorkerId
+            nextWorkerId += 1
+            workers[wid] = Worker(id: wid, connection: id, name: r.name, address: connection.peer,
+                                  threads: r.threads, lastHeartbeat: now)
+            connection.workerId = wid
+            connections[id] = connection
+            out.append(.send(id, Envelope(requestId: rid, message: .registered(Registered(
+                workerId: wid, heartbeatIntervalMilliseconds: Int(config.heartbeatIntervalSeconds * 1000),
+                heartbeatTimeoutMilliseconds: Int(config.heartbeatTimeoutSeconds * 1000))))))
+            out.append(.log(.info, "worker joined", ["worker": "\(wid)", "name": r.name, "peer": connection.peer]))
+            dispatch(now: now, &out)
+
+        case let .heartbeat(h):
+            guard let wid = connection.workerId, h.workerId == wid else {
+                return reject(.unknownWorker, "heartbeat for worker \(h.workerId) on a connection registered as \(connection.workerId.map(String.init) ?? "nothing")", close: true)
+            }
+            workers[wid]?.lastHeartbeat = now
+            workers[wid]?.stepsDone = h.stepsDone
+            workers[wid]?.samplesPerSecond = h.samplesPerSecond
+
+        case let .pushGradient(p):
+            guard let wid = connection.workerId else {
+                return reject(.unknownWorker, "push from a connection that has not registered as a worker", close: true)
+            }
+            workers[wid]?.lastHeartbeat = now
+            push(p, from: wid, requestId: rid, connection: id, now: now, &out)
+
+        case let .evalResult(e):
+            guard let wid = connection.workerId else {
+                return reject(.unknownWorker, "evaluation result from a connection that has not registered as a worker", close: true)
+            }
+            workers[wid]?.lastHeartbeat = now
+            evaluation(e, from: wid, requestId: rid, connection: id, now: now, &out)
+
+        case let .submitJob(spec):
+            submit(spec, requestId: rid, connection: id, now: now, &out)
+
+        case let .statusRequest(jobId):
+            guard jobId.isEmpty || jobs[jobId] != nil else {
+                return reject(.unknownJob, "no job '\(jobId)'", field: "job_id", close: false)
+            }
+            updateStatus(now: now)
+            let list = jobOrder.filter { jobId.isEmpty || $0 == jobId }.map { status(of: jobs[$0]!) }
+            out.append(.send(id, Envelope(requestId: rid, message: .statusReply(StatusReply(cluster: clusterStatus(now: now), jobs: list)))))
+
+        case .listJobs:
+            updateStatus(now: now)
+            out.append(.send(id, Envelope(requestId: rid, message: .jobList(jobOrder.map { status(of: jobs[$0]!) }))))
+
+        case let .cancelJob(jobId):
+            guard let job = jobs[jobId] else {
+                return reject(.unknownJob, "no job '\(jobId)'", field: "job_id", close: false)
+            }
+            guard !job.state.isFinal else {
+                return reject(.badRequest, "job \(jobId) has already ended (\(job.state.rawValue))", field: "job_id", close: false)
+            }
+            finish(jobId, state: .cancelled, message: "cancelled by a client", &out)
+            out.append(.send(id, Envelope(requestId: rid, message: .ack)))
+            startNextJob(now: now, &out)
+
+        case let .waitJob(jobId):
+            guard let job = jobs[jobId] else {
+                return reject(.unknownJob, "no job '\(jobId)'", field: "job_id", close: false)
+            }
+            if let result = job.result {
+                out.append(.send(id, Envelope(requestId: rid, message: .jobResult(result))))
+            } else if job.waiters.count >= CoordinatorLimits.waitersPerJobMax {
+                reject(.busy, "job \(jobId) already has \(CoordinatorLimits.waitersPerJobMax) waiters", close: false)
+            } else {
+                jobs[jobId]!.waiters.append((id, rid))
+            }
+
+        case let .fetchModel(jobId):
+            guard let job = jobs[jobId] else {
+                return reject(.unknownJob, "no job '\(jobId)'", field: "job_id", close: false)
+            }
+            guard let model = job.model else {
+                return reject(.badRequest, "job \(jobId) has no model (\(job.state.rawValue))", field: "job_id", close: false)
+            }
+            out.append(.send(id, Envelope(requestId: rid, message: .modelData(model))))
+
+        case .helloOk, .error, .ack, .registered, .submitted, .modelData, .pullWeights, .weights, .pushAck,
+             .startJob, .assignment, .statusReply, .jobList, .jobResult:
+            reject(.badRequest, "unexpected message \(envelope.message.name) from a \(connection.role!) connection", close: true)
+        }
+    }
+
+    /// An error reply (and a log line naming the peer); with `close`, the connection is closed after it.
+    func rejection(_ id: ConnectionID, _ rid: UInt64, _ code: ErrorCode, _ message: String, field: String = "",
+                   close: Bool) -> [CoordinatorAction] {
+        let reply = Envelope(requestId: rid, message: .error(ErrorReply(code: code, message: message, field: field)))
+        var fields = ["peer": connections[id]?.peer ?? "?", "code": "\(code)"]
+        if let wid = connections[id]?.workerId { fields["worker"] = "\(wid)" }
+        if !field.isEmpty { fields["field"] = field }
+        return [.log(.warning, message, fields), close ? .close(id, after: reply) : .send(id, reply)]
+    }
+
+    // MARK: Jobs
+
+    private mutating func submit(_ spec: JobSpec, requestId rid: UInt64, connection id: ConnectionID, now: Double,
+                                 _ out: inout [CoordinatorAction]) {
+        func reject(_ code: ErrorCode, _ message: String, _ field: String, _ close: Bool) {
+            out += rejection(id, rid, code, message, field: field, close: close)
+        }
+        // The spec passed psctl's validation, but the server trusts no peer: validate it again.
+        do {
+            _ = try JobSpec.parse(spec.yamlText(), format: .yaml, source: "submitted spec")
+        } catch {
+            return reject(.invalidSpec, error.message, error.field, false)
+        }
+        for (field, path) in spec.dataPaths where !path.hasPrefix("/") {
+            return reject(.invalidSpec, "relative path '\(path)' (psctl resolves paths before submitting; other clients must send absolute ones)", field, false)
+        }
+        let queued = jobs.values.filter { !$0.state.isFinal }.count
+        guard queued <= CoordinatorLimits.queuedJobsMax else {
+            return reject(.busy, "\(queued) jobs are already queued (limit \(CoordinatorLimits.queuedJobsMax))", "", false)
+        }
+        let jobId = "job-\(nextJobNumber)"
+        nextJobNumber += 1
+        jobs[jobId] = Job(id: jobId, spec: spec, state: .submitted)
+        jobOrder.append(jobId)
+        out.append(.send(id, Envelope(requestId: rid, message: .submitted(jobId: jobId))))
+        out.append(.log(.info, "job submitted", ["job": jobId, "name": spec.name]))
+        startNextJob(now: now, &out)
+    }
+
+    /// Starts the oldest submitted job when none is running: first its data is prepared by the driver.
+    private mutating func startNextJob(now: Double, _ out: inout [CoordinatorAction]) {
+        guard run == nil, !shuttingDown, !jobs.values.contains(where: { $0.state == .running || $0.state == .waitingForWorkers }),
+              let next = jobOrder.first(where: { jobs[$0]!.state == .submitted && jobs[$0]!.message != Self.preparing }) else { return }
+        jobs[next]!.message = Self.preparing
+        out.append(.prepare(jobId: next, spec: jobs[next]!.spec))
+    }
+
+    static let preparing = "loading data"
+
+    private mutating func prepared(_ jobId: String, _ result: Result<PreparedData, PreparationError>, now: Double,
+                                   _ out: inout [CoordinatorAction]) {
+        guard let job = jobs[jobId], job.state == .submitted, !shuttingDown else { return }
+        switch result {
+        case let .failure(error):
+            finish(jobId, state: .failed, message: error.message, &out)
+            startNextJob(now: now, &out)
+        case let .success(data):
+            let spec = job.spec
+            let network = spec.network
+            let steps = ChunkPlan.stepsPerEpoch(count: data.trainCount, batchSize: spec.training.batchSize)
+            run = Run(jobId: jobId, spec: spec, network: network, data: data,
+                      store: ParameterStore(parameters: network.initialParameters(seed: spec.seed),
+                                            optimizer: spec.optimizer, shardCount: min(config.shardCount, network.parameterCount)),
+                      ledger: TrainingLedger(spec: spec), stepsPerEpoch: steps, epochStartedAt: now)
+            jobs[jobId]!.message = ""
+            jobs[jobId]!.state = workers.isEmpty ? .waitingForWorkers : .running
+            jobs[jobId]!.stepsPerEpoch = steps
+            jobs[jobId]!.epoch = 1
+            out.append(.log(.info, "job started", ["job": jobId, "train": "\(data.trainCount)",
+                                                    "validation": "\(data.validationCount)", "test": "\(data.testCount)",
+                                                    "steps_per_epoch": "\(steps)", "parameters": "\(network.parameterCount)"]))
+            startTrainStep(now: now)
+            dispatch(now: now, &out)
+        }
+    }
+
+    /// Ends a job: records the result, answers waiters, drops the run if it was this job.
+    private mutating func finish(_ jobId: String, state: JobState, message: String, summary: TrainingSummary? = nil,
+                                 sha: String = "", _ out: inout [CoordinatorAction]) {
+        let result = JobResult(jobId: jobId, state: state, summary: summary, weightsSHA256: sha, message: message)
+        jobs[jobId]!.state = state
+        jobs[jobId]!.message = message
+        jobs[jobId]!.result = result
+        jobs[jobId]!.etaSeconds = nil
+        for (connection, rid) in jobs[jobId]!.waiters {
+            out.append(.send(connection, Envelope(requestId: rid, message: .jobResult(result))))
+        }
+        jobs[jobId]!.waiters = []
+        if run?.jobId == jobId {
+            run = nil
+            for w in workers.keys { workers[w]!.version = nil }
+        }
+        out.append(.log(state == .failed ? .error : .info, "job ended",
+                        ["job": jobId, "state": state.rawValue, "message": message, "weights_sha256": sha]))
+        // Keep only the newest models in memory; the files stay in the data directory.
+        let withModels = jobOrder.filter { jobs[$0]!.model != nil }
+        for old in withModels.dropLast(CoordinatorLimits.retainedModelsMax) { jobs[old]!.model = nil }
+    }
+
+    // MARK: Steps
+
+    private mutating func startTrainStep(now: Double) {
+        guard var r = run else { return }
+        let batchSize = r.spec.training.batchSize
+        let batchStart = r.stepInEpoch * batchSize
+        let batchCount = min(batchSize, r.data.trainCount - batchStart)
+        let leaves = ChunkPlan.ranges(batchSize: batchCount, chunks: r.spec.training.chunks).map(\.count)
+        if r.stepInEpoch == 0 { r.epochStartedAt = now }
+        r.work = Work(kind: .train, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
+                      version: r.store.version, batchStart: batchStart, batchSize: batchCount, leafSamples: leaves,
+                      gradients: NodeCollector(total: leaves.count), evaluations: NodeCollector(total: 1))
+        run = r
+    }
+
+    private mutating func startEvaluation(_ kind: WorkKind, count: Int) {
+        guard var r = run else { return }
+        let leaves = ChunkPlan.evaluationRanges(count: count).map(\.count)
+        r.work = Work(kind: kind, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
+                      version: r.store.version, batchStart: 0, batchSize: count, leafSamples: leaves,
+                      gradients: NodeCollector(total: 1), evaluations: NodeCollector(total: leaves.count))
+        run = r
+    }
+
+    /// Hands out every chunk of the current work that is neither received nor held by a live worker.
+    /// Fresh work is split evenly over the workers in id order; chunks freed by a lost worker are
+    /// split the same way over the workers holding the least. Assignment never changes results.
+    private mutating func dispatch(now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, var work = r.work else { return }
+        if workers.isEmpty {
+            jobs[r.jobId]!.state = .waitingForWorkers
+            return
+        }
+        jobs[r.jobId]!.state = .running
+        var taken = [Bool](repeating: false, count: work.total)
+        for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
+        let free = (0..<work.total).filter { !taken[$0] }
+        guard !free.isEmpty else { return }
+        let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
+        let order = workers.keys.sorted { (held[$0] ?? 0, $0) < (held[$1] ?? 0, $1) }
+        let pieces = min(order.count, free.count)
+        for p in 0..<pieces {
+            let slice = free[(free.count * p / pieces)..<(free.count * (p + 1) / pieces)]
+            var nodes: [Range<Int>] = []
+            var runStart = slice.first!
+            var previous = runStart
+            for c in slice.dropFirst() {
+                if c != previous + 1 {
+                    nodes += ReductionTree.cover(first: runStart, count: previous - runStart + 1, total: work.total)
+                    runStart = c
+                }
+                previous = c
+            }
+            nodes += ReductionTree.cover(first: runStart, count: previous - runStart + 1, total: work.total)
+            let wid = order[p]
+            for n in nodes { work.assigned[n] = wid }
+            sendAssignment(to: wid, run: r, work: work, nodes: nodes, &out)
+        }
+        r.work = work
+        run = r
+    }
+
+    private mutating func sendAssignment(to wid: UInt64, run r: Run, work: Work, nodes: [Range<Int>], _ out: inout [CoordinatorAction]) {
+        guard var w = workers[wid] else { return }
+        if !w.startedJobs.contains(r.jobId) {
+            out.append(.send(w.connection, Envelope(requestId: 0, message: .startJob(StartJob(jobId: r.jobId, spec: r.spec)))))
+            w.startedJobs.insert(r.jobId)
+        }
+        if w.version != work.version {
+            out.append(.send(w.connection, Envelope(requestId: 0, message: .weights(Weights(
+                jobId: r.jobId, version: work.version, tensor: TensorSlice(offset: 0, values: r.store.parameters))))))
+            w.version = work.version
+        }
+        workers[wid] = w
+        let assignment = Assignment(jobId: r.jobId, kind: work.kind, step: work.step, epoch: work.epoch,
+                                    version: work.version, batchStart: work.batchStart, batchSize: work.batchSize,
+                                    subtrees: nodes.map { ChunkRange(firstChunk: $0.lowerBound, chunkCount: $0.count) })
+        out.append(.send(w.connection, Envelope(requestId: 0, message: .assignment(assignment))))
+    }
+
+    private mutating func push(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
+                               now: Double, _ out: inout [CoordinatorAction]) {
+        func reject(_ code: ErrorCode, _ message: String, _ field: String, _ close: Bool) {
+            out += rejection(id, rid, code, message, field: field, close: close)
+        }
+        let range = p.subtree.firstChunk..<(p.subtree.firstChunk + p.subtree.chunkCount)
+        guard var r = run, r.jobId == p.jobId else {
+            // A late push for a job that ended (cancelled, or finished while this one was in flight).
+            if jobs[p.jobId] != nil {
+                return out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+            }
+            return reject(.unknownJob, "push for unknown job '\(p.jobId)'", "job_id", true)
+        }
+        guard var work = r.work, work.kind == .train, p.step == work.step else {
+            let current = r.work.map { $0.step } ?? 0
+            if p.step <= current {
+                // Already applied: pushes are idempotent by (job, step, subtree).
+                return out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+            }
+            return reject(.unknownStep, "push for step \(p.step) of \(p.jobId), which has not started (current step \(current))", "step", true)
+        }
+        if work.gradients.contains(range) {
+            return out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+        }
+        guard work.assigned[range] == wid else {
+            return reject(.notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true)
+        }
+        guard p.gradient.offset == 0, p.gradient.values.count == r.network.parameterCount else {
+            return reject(.badRequest, "gradient covers [\(p.gradient.offset), \(p.gradient.offset + p.gradient.values.count)) but job \(p.jobId) has \(r.network.parameterCount) parameters", "gradient", true)
+        }
+        let expected = work.leafSamples[range].reduce(0, +)
+        guard p.samples == expected, p.correct >= 0, p.correct <= expected else {
+            return reject(.badRequest, "push reports \(p.samples) samples for chunks \(range.lowerBound)..<\(range.upperBound), which hold \(expected)", "samples", true)
+        }
+        work.assigned[range] = nil
+        work.gradients.insert(range, payload: p.gradient.values,
+                              stats: ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples))
+        out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: false)))))
+        r.work = work
+        run = r
+        if work.gradients.isComplete {
+            completeTrainStep(now: now, &out)
+        }
+    }
+
+    private mutating func completeTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, let work = r.work else { return }
+        var (gradient, stats) = work.gradients.combinedGradient()
+        r.work = nil
+        r.store.apply(gradientSum: &gradient, batchCount: work.batchSize)
+        r.epochStats = r.epochStats + stats
+        r.stepInEpoch += 1
+        let elapsed = max(now - r.epochStartedAt, 1e-9)
+        jobs[r.jobId]!.step = r.stepInEpoch
+        jobs[r.jobId]!.trainLoss = r.epochStats.lossSum / Double(max(r.epochStats.samples, 1))
+        jobs[r.jobId]!.samplesPerSecond = Double(r.epochStats.samples) / elapsed
+        run = r
+        if r.stepInEpoch < r.stepsPerEpoch {
+            startTrainStep(now: now)
+        } else {
+            run!.trainingSeconds += elapsed
+            run!.epochSeconds = elapsed
+            run!.trainedSamples += r.epochStats.samples
+            if r.data.validationCount > 0 {
+                startEvaluation(.validate, count: r.data.validationCount)
+            } else {
+                endEpoch(validation: nil, now: now, &out)
+                return
+            }
+        }
+        dispatch(now: now, &out)
+    }
+
+    private mutating func evaluation(_ e: EvalResult, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
+                                     now: Double, _ out: inout [CoordinatorAction]) {
+        func reject(_ code: ErrorCode, _ message: String, _ field: String, _ close: Bool) {
+            out += rejection(id, rid, code, message, field: field, close: close)
+        }
+        let range = e.subtree.firstChunk..<(e.subtree.firstChunk + e.subtree.chunkCount)
+        guard var r = run, r.jobId == e.jobId else {
+            if jobs[e.jobId] != nil { return }  // late result for an ended job
+            return reject(.unknownJob, "evaluation result for unknown job '\(e.jobId)'", "job_id", true)
+        }
+        guard var work = r.work, work.kind == e.kind, e.epoch == work.epoch else { return }  // stale
+        if work.evaluations.contains(range) { return }
+        guard work.assigned[range] == wid else {
+            return reject(.notAssigned, "evaluation result for chunks \(range.lowerBound)..<\(range.upperBound), which worker \(wid) was not assigned", "first_chunk", true)
+        }
+        let expected = work.leafSamples[range].reduce(0, +)
+        guard e.samples == expected, e.correct >= 0, e.correct <= expected else {
+            return reject(.badRequest, "evaluation result reports \(e.samples) samples for chunks holding \(expected)", "samples", true)
+        }
+        work.assigned[range] = nil
+        work.evaluations.insert(range, payload: (), stats: ChunkStats(lossSum: e.lossSum, correct: e.correct, samples: e.samples))
+        r.work = work
+        run = r
+        guard work.evaluations.isComplete else { return }
+        let stats = work.evaluations.combine { _, _ in }.stats
+        run!.work = nil
+        if work.kind == .validate {
+            endEpoch(validation: stats, now: now, &out)
+        } else {
+            complete(test: stats, &out)
+            startNextJob(now: now, &out)
+        }
+    }
+
+    private mutating func endEpoch(validation: ChunkStats?, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run else { return }
+        let report = r.ledger.endEpoch(r.epoch + 1, train: r.epochStats, validation: validation, seconds: r.epochSeconds,
+                                       parameters: r.store.parameters, version: r.store.version)
+        var job = jobs[r.jobId]!
+        job.trainLoss = report.trainLoss
+        job.validationLoss = report.validationLoss
+        job.validationAccuracy = report.validationAccuracy
+        job.bestEpoch = validation == nil ? 0 : report.bestEpoch
+        jobs[r.jobId] = job
+        var fields = ["job": r.jobId, "epoch": "\(report.epoch)", "train_loss": format(report.trainLoss),
+                      "samples_per_second": format(report.samplesPerSecond)]
+        if let v = report.validationLoss { fields["val_loss"] = format(v) }
+        if let a = report.validationAccuracy { fields["val_accuracy"] = format(a) }
+        out.append(.log(.info, report.stopEarly ? "epoch done, stopping early" : "epoch done", fields))
+        if r.ledger.finished {
+            let kept = r.ledger.keptParameters(current: r.store.parameters, currentVersion: r.store.version)
+            if kept.version != r.store.version { r.store.restore(kept.parameters, version: kept.version) }
+            r.kept = (kept.epoch, kept.version)
+            run = r
+            if r.data.testCount > 0 {
+                startEvaluation(.test, count: r.data.testCount)
+                dispatch(now: now, &out)
+            } else {
+                complete(test: nil, &out)
+                startNextJob(now: now, &out)
+            }
+            return
+        }
+        r.epoch += 1
+        r.stepInEpoch = 0
+        r.epochStats = ChunkStats()
+        run = r
+        jobs[r.jobId]!.epoch = r.epoch + 1
+        jobs[r.jobId]!.step = 0
+        startTrainStep(now: now)
+        dispatch(now: now, &out)
+    }
+
+    private mutating func complete(test: ChunkStats?, _ out: inout [CoordinatorAction]) {
+        guard let r = run, let kept = r.kept else { return }
+        let summary = r.ledger.summary(keptEpoch: kept.epoch, test: test,
+                                       samplesPerSecond: Double(r.trainedSamples) / max(r.trainingSeconds, 1e-9))
+        let model = TrainedModel(spec: r.spec, preprocessing: r.data.preprocessing, parameters: r.store.parameters, summary: summary)
+        let sha = weightsSHA256(r.store.parameters)
+        jobs[r.jobId]!.model = model
+        out.append(.saveModel(jobId: r.jobId, model: model))
+        finish(r.jobId, state: summary.stoppedEarly ? .stoppedEarly : .completed, message: "", summary: summary, sha: sha, &out)
+    }
+
+    // MARK: Membership
+
+    private mutating func removeWorker(_ wid: UInt64, reason: String, now: Double, _ out: inout [CoordinatorAction]) {
+        guard let w = workers.removeValue(forKey: wid) else { return }
+        if let c = connections[w.connection] { connections[w.connection]!.workerId = c.workerId == wid ? nil : c.workerId }
+        var freed = 0
+        if var r = run, var work = r.work {
+            for (range, owner) in work.assigned where owner == wid {
+                work.assigned[range] = nil
+                freed += range.count
+            }
+            r.work = work
+            run = r
+        }
+        out.append(.log(.warning, "worker left", ["worker": "\(wid)", "name": w.name, "reason": reason,
+                                                  "chunks_reassigned": "\(freed)"]))
+        dispatch(now: now, &out)
+    }
+
+    // MARK: Status
+
+    private mutating func updateStatus(now: Double) {
+        guard let r = run else { return }
+        var job = jobs[r.jobId]!
+        let stepsLeft = (r.spec.training.epochs - r.epoch) * r.stepsPerEpoch - r.stepInEpoch
+        if job.samplesPerSecond > 0 {
+            job.etaSeconds = Double(stepsLeft * r.spec.training.batchSize) / job.samplesPerSecond
+        }
+        jobs[r.jobId] = job
+    }
+
+    func status(of job: Job) -> JobStatus {
+        JobStatus(jobId: job.id, name: job.spec.name, state: job.state, epoch: job.epoch,
+                  epochs: job.spec.training.epochs, step: job.step, stepsPerEpoch: job.stepsPerEpoch,
+                  trainLoss: job.trainLoss, validationLoss: job.validationLoss,
+                  validationAccuracy: job.validationAccuracy, bestEpoch: job.bestEpoch,
+                  samplesPerSecond: job.samplesPerSecond, etaSeconds: job.etaSeconds, message: job.message,
+                  workers: run?.jobId == job.id ? workers.count : 0)
+    }
+
+    func clusterStatus(now: Double) -> ClusterStatus {
+        let held = run?.work.map { w in Dictionary(grouping: w.assigned, by: { $0.value }).mapValues { $0.map(\.key.count).reduce(0, +) } } ?? [:]
+        let list = workers.values.sorted { $0.id < $1.id }.map { w -> WorkerStatus in
+            let age = now - w.lastHeartbeat
+            let state: WorkerState = age > 3 * config.heartbeatIntervalSeconds ? .suspect : ((held[w.id] ?? 0) > 0 ? .working : .idle)
+            return WorkerStatus(workerId: w.id, name: w.name, address: w.address, state: state, threads: w.threads,
+                                lastHeartbeatAgeSeconds: age, samplesPerSecond: w.samplesPerSecond,
+                                jobId: run?.jobId ?? "", stepsDone: w.stepsDone, chunksHeld: held[w.id] ?? 0)
+        }
+        return ClusterStatus(serverAddress: config.address, uptimeSeconds: now - startedAt, workers: list)
+    }
+}
+
+extension Message {
+    /// The message's case name for logs (never its payload, which may be a megabyte of floats).
+    var name: String {
+        Mirror(reflecting: self).children.first?.label ?? String(describing: self)
+    }
+}
+
+func format(_ x: Double) -> String {
+    String(format: "%.4g", x)
+}
+
+import Foundation

@@ -1,0 +1,168 @@
+import Dispatch
+import Foundation
+import Logging
+import PSData
+import PSTransport
+import PSWire
+
+/// Drives the coordinator: transport events and timer ticks go onto one serial queue, where the
+/// state machine runs; its actions are performed there too (sends are thread-safe and cheap to
+/// start). Loading a job's data and writing models happen on a utility queue, never on an event loop.
+public final class ServerRuntime: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var host: String
+        public var port: Int
+        public var dataDirectory: String
+        public var heartbeatIntervalSeconds: Double
+        public var heartbeatTimeoutSeconds: Double
+        public var shardCount: Int
+
+        public init(host: String = "127.0.0.1", port: Int = 7070, dataDirectory: String,
+                    heartbeatIntervalSeconds: Double = 1, heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1) {
+            self.host = host
+            self.port = port
+            self.dataDirectory = dataDirectory
+            self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
+            self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
+            self.shardCount = shardCount
+        }
+    }
+
+    let options: Options
+    let logger: Logger
+    let queue = DispatchQueue(label: "ps-server.coordinator")
+    let io = DispatchQueue(label: "ps-server.io", attributes: .concurrent)
+    var coordinator: Coordinator!
+    var transport: TransportServer!
+    var timer: DispatchSourceTimer?
+    let clock = ContinuousClock()
+    let epoch = ContinuousClock.now
+    private let stopped = DispatchSemaphore(value: 0)
+
+    public init(options: Options, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    /// "HOST:PORT" the server listens on (with the real port when 0 was asked).
+    public var address: String { transport.localAddress }
+
+    var now: Double {
+        let d = clock.now - epoch
+        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+
+    /// Binds, starts the coordinator and the tick timer. Returns once listening.
+    public func start() throws {
+        try FileManager.default.createDirectory(atPath: jobsDirectory, withIntermediateDirectories: true)
+        transport = try TransportServer.start(host: options.host, port: options.port, logger: logger) { [weak self] event in
+            guard let self else { return }
+            self.queue.async { self.deliver(event) }
+        }
+        let config = CoordinatorConfig(serverName: "ps-server@\(transport.localAddress)", address: transport.localAddress,
+                                       heartbeatIntervalSeconds: options.heartbeatIntervalSeconds,
+                                       heartbeatTimeoutSeconds: options.heartbeatTimeoutSeconds,
+                                       shardCount: options.shardCount)
+        queue.sync {
+            coordinator = Coordinator(config: config, now: now, firstJobNumber: Self.nextJobNumber(in: jobsDirectory))
+        }
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.schedule(deadline: .now() + 0.25, repeating: 0.25)
+        t.setEventHandler { [weak self] in
+            guard let self else { return }
+            self.perform(self.coordinator.receive(.tick, now: self.now))
+        }
+        t.resume()
+        timer = t
+        logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)"])
+    }
+
+    /// Marks a running job interrupted, answers waiters, closes every connection and the listener.
+    public func stop() {
+        queue.sync {
+            timer?.cancel()
+            perform(coordinator.receive(.shutdown, now: now))
+        }
+        // Let the last replies leave before the sockets close.
+        io.sync(flags: .barrier) {}
+        transport.shutdown()
+        stopped.signal()
+    }
+
+    /// Blocks until `stop()` has run.
+    public func wait() {
+        stopped.wait()
+        stopped.signal()
+    }
+
+    var jobsDirectory: String { options.dataDirectory + "/jobs" }
+
+    /// Job numbers continue after the highest `job-N` folder, so a restarted server never overwrites a model.
+    static func nextJobNumber(in directory: String) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let numbers = names.compactMap { $0.hasPrefix("job-") ? Int($0.dropFirst(4)) : nil }
+        return (numbers.max() ?? 0) + 1
+    }
+
+    public static func modelPath(dataDirectory: String, jobId: String) -> String {
+        "\(dataDirectory)/jobs/\(jobId)/model.psm"
+    }
+
+    private func deliver(_ event: ServerEvent) {
+        let e: CoordinatorEvent
+        switch event {
+        case let .connected(id, peer): e = .connected(id, peer: peer)
+        case let .received(id, envelope): e = .received(id, envelope)
+        case let .rejected(id, _, error): e = .rejected(id, reason: "\(error)")
+        case let .disconnected(id): e = .disconnected(id)
+        }
+        perform(coordinator.receive(e, now: now))
+    }
+
+    private func perform(_ actions: [CoordinatorAction]) {
+        for action in actions {
+            switch action {
+            case let .send(id, envelope):
+                transport.send(envelope, to: id)
+            case let .broadcast(ids, envelope):
+                guard let frame = try? encodeFrame(requestId: envelope.requestId, message: envelope.message) else { continue }
+                for id in ids { transport.send(frame: frame, to: id) }
+            case let .close(id, after):
+                transport.close(id, after: after)
+            case let .prepare(jobId, spec):
+                io.async { [weak self] in
+                    let result: Result<PreparedData, PreparationError>
+                    do {
+                        let data = try DataLoader.load(spec)
+                        result = .success(PreparedData(trainCount: data.train.count, validationCount: data.validation?.count ?? 0,
+                                                       testCount: data.test?.count ?? 0, preprocessing: data.preprocessing))
+                    } catch {
+                        result = .failure(PreparationError("\(error)"))
+                    }
+                    guard let self else { return }
+                    self.queue.async { self.perform(self.coordinator.receive(.prepared(jobId: jobId, result), now: self.now)) }
+                }
+            case let .saveModel(jobId, model):
+                let path = Self.modelPath(dataDirectory: options.dataDirectory, jobId: jobId)
+                io.async(flags: .barrier) { [logger] in
+                    do {
+                        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                                withIntermediateDirectories: true)
+                        try model.write(to: path)
+                        logger.info("model written", metadata: ["job": "\(jobId)", "path": "\(path)"])
+                    } catch {
+                        logger.error("cannot write model", metadata: ["job": "\(jobId)", "path": "\(path)", "error": "\(error)"])
+                    }
+                }
+            case let .log(level, message, fields):
+                let metadata = fields.mapValues { Logger.MetadataValue.string($0) }
+                switch level {
+                case .debug: logger.debug("\(message)", metadata: metadata)
+                case .info: logger.info("\(message)", metadata: metadata)
+                case .warning: logger.warning("\(message)", metadata: metadata)
+                case .error: logger.error("\(message)", metadata: metadata)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+import Dispatch
+import Foundation
+import Logging
+import PSCore
+import PSData
+import PSMath
+import PSTrain
+import PSTransport
+import PSWire
+
+/// A worker: connects (retrying with backoff), registers, and computes what it is assigned.
+///
+/// Two serial queues: `control` owns the state (registration, jobs, weights) and handles messages;
+/// `compute` runs data loading and every BLAS call, so no event-loop thread ever computes. Work is
+/// tagged with the connection generation it was assigned on; results of work assigned on an older
+/// connection are dropped, because the coordinator has already reassigned those chunks.
+public final class WorkerRuntime: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var serverAddress: String
+        public var name: String
+        public var threads: Int
+
+        public init(serverAddress: String, name: String, threads: Int = 1) {
+            self.serverAddress = serverAddress
+            self.name = name
+            self.threads = threads
+        }
+    }
+
+    /// What this worker knows of one job.
+    final class JobContext: @unchecked Sendable {
+        let jobId: String
+        let spec: JobSpec
+        let network: Network
+        /// Set on the compute queue by the load that precedes every computation of this job.
+        var data: LoadedData?
+        var loadError: String?
+        var engine: StepEngine?
+        var evaluation: Workspace?
+        /// The permutation of the epoch last used (recomputing it per step would cost more than the step).
+        var order: (epoch: Int, indices: [Int32])?
+
+        init(jobId: String, spec: JobSpec) {
+            self.jobId = jobId
+            self.spec = spec
+            network = spec.network
+        }
+    }
+
+    let options: Options
+    let logger: Logger
+    let control = DispatchQueue(label: "ps-worker.control")
+    let compute = DispatchQueue(label: "ps-worker.compute")
+    var connection: ReconnectingConnection!
+    var workerId: UInt64?
+    var generation = 0
+    var job: JobContext?
+    var weights: (jobId: String, version: Int, values: [Float])?
+    var heartbeat: DispatchSourceTimer?
+    var stepsDone = 0
+    var recentSamples = 0
+    var recentSeconds = 0.0
+    private let stopped = DispatchSemaphore(value: 0)
+
+    public init(options: Options, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    public func start() {
+        BLAS.setThreads(options.threads)
+        connection = ReconnectingConnection(address: options.serverAddress,
+                                            hello: Hello(role: .worker, name: options.name), logger: logger) { [weak self] event in
+            guard let self else { return }
+            self.control.async { self.handle(event) }
+        }
+        connection.start()
+    }
+
+    public func stop() {
+        control.sync {
+            heartbeat?.cancel()
+            heartbeat = nil
+        }
+        connection.stop()
+        stopped.signal()
+    }
+
+    public func wait() {
+        stopped.wait()
+        stopped.signal()
+    }
+
+    // MARK: Control queue
+
+    private func handle(_ event: ReconnectingConnection.Event) {
+        switch event {
+        case let .connected(hello):
+            generation += 1
+            logger.info("connected", metadata: ["server": "\(hello.serverName)"])
+            connection.send(.registerWorker(RegisterWorker(name: options.name, threads: options.threads)), requestId: 1)
+        case let .disconnected(reason):
+            generation += 1
+            workerId = nil
+            weights = nil
+            heartbeat?.cancel()
+            heartbeat = nil
+            logger.warning("disconnected; will reconnect", metadata: ["reason": "\(reason)"])
+        case let .received(envelope):
+            handle(envelope.message)
+        }
+    }
+
+    private func handle(_ message: Message) {
+        switch message {
+        case let .registered(r):
+            workerId = r.workerId
+            logger.info("registered", metadata: ["worker": "\(r.workerId)"])
+            startHeartbeat(every: Double(r.heartbeatIntervalMilliseconds) / 1000)
+        case let .startJob(s):
+            if job?.jobId == s.jobId { return }
+            let context = JobContext(jobId: s.jobId, spec: s.spec)
+            job = context
+            logger.info("job assigned", metadata: ["job": "\(s.jobId)", "name": "\(s.spec.name)"])
+            compute.async { [logger] in
+                do {
+                    let data = try DataLoader.load(s.spec)
+                    context.data = data
+                    let chunks = s.spec.training.chunks
+                    context.engine = StepEngine(network: context.network,
+                                                chunkCapacity: (s.spec.training.batchSize + chunks - 1) / chunks)
+                    context.evaluation = Workspace(network: context.network, capacity: ChunkPlan.evaluationChunkSamples)
+                    logger.info("data loaded", metadata: ["job": "\(s.jobId)", "train": "\(data.train.count)"])
+                } catch {
+                    context.loadError = "\(error)"
+                    logger.error("cannot load the job's data", metadata: ["job": "\(s.jobId)", "error": "\(error)"])
+                }
+            }
+        case let .weights(w):
+            weights = (w.jobId, w.version, w.tensor.values)
+        case let .assignment(a):
+            guard let context = job, context.jobId == a.jobId else {
+                return logger.error("assignment for a job this worker was not started on", metadata: ["job": "\(a.jobId)"])
+            }
+            guard let w = weights, w.jobId == a.jobId, w.version == a.version else {
+                return logger.error("assignment without its weights", metadata: ["job": "\(a.jobId)", "version": "\(a.version)"])
+            }
+            let generation = self.generation
+            compute.async { [weak self] in self?.run(a, context: context, parameters: w.values, generation: generation) }
+        case let .error(e):
+            logger.warning("server reported an error", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
+        case .pushAck, .helloOk, .ack:
+            break
+        default:
+            logger.warning("unexpected message from the server", metadata: ["message": "\(message.caseName)"])
+        }
+    }
+
+    private func startHeartbeat(every seconds: Double) {
+        heartbeat?.cancel()
+        let t = DispatchSource.makeTimerSource(queue: control)
+        t.schedule(deadline: .now() + seconds, repeating: seconds)
+        t.setEventHandler { [weak self] in
+            guard let self, let id = self.workerId else { return }
+            let rate = self.recentSeconds > 0 ? Double(self.recentSamples) / self.recentSeconds : 0
+            self.connection.send(.heartbeat(Heartbeat(workerId: id, stepsDone: self.stepsDone, samplesPerSecond: rate)))
+        }
+        t.resume()
+        heartbeat = t
+    }
+
+    /// Sends results computed for `generation` only if the connection they were assigned on is still the current one.
+    private func deliver(_ frames: [[UInt8]], generation: Int, samples: Int, seconds: Double, train: Bool) {
+        control.async { [self] in
+            guard generation == self.generation else { return }
+            for f in frames { connection.send(frame: f) }
+            if train { stepsDone += 1 }
+            // Exponentially weighted rate, so status shows current speed.
+            recentSamples = Int(Double(recentSamples) * 0.9) + samples
+            recentSeconds = recentSeconds * 0.9 + seconds
+        }
+    }
+
+    // MARK: Compute queue
+
+    private func run(_ a: Assignment, context: JobContext, parameters: [Float], generation: Int) {
+        guard let data = context.data, let engine = context.engine, let evaluation = context.evaluation else {
+            logger.error("cannot compute: the job's data did not load", metadata: ["job": "\(a.jobId)", "error": "\(context.loadError ?? "?")"])
+            return
+        }
+        let started = ContinuousClock.now
+        var frames: [[UInt8]] = []
+        var samples = 0
+        do {
+            switch a.kind {
+            case .train:
+                if context.order?.epoch != a.epoch {
+                    context.order = (a.epoch, epochPermutation(seed: context.spec.seed, epoch: a.epoch, count: data.train.count))
+                }
+                let order = context.order!.indices
+                let chunks = context.spec.training.chunks
+                let ranges = ChunkPlan.ranges(batchSize: a.batchSize, chunks: chunks)
+                var gradient = [Float](repeating: 0, count: context.network.parameterCount)
+                for node in a.subtrees {
+                    let stats = parameters.withUnsafeBufferPointer { p in
+                        order.withUnsafeBufferPointer { o in
+                            gradient.withUnsafeMutableBufferPointer { g in
+                                engine.reduceNode(first: node.firstChunk, count: node.chunkCount, totalChunks: chunks,
+                                                  parameters: p.baseAddress!, dataset: data.train, step: a.step,
+                                                  dropoutSeed: context.spec.seed,
+                                                  chunkIndices: { c in
+                                                      UnsafeBufferPointer(rebasing: o[(a.batchStart + ranges[c].lowerBound)..<(a.batchStart + ranges[c].upperBound)])
+                                                  }, into: g.baseAddress!)
+                            }
+                        }
+                    }
+                    samples += stats.samples
+                    frames.append(try encodeFrame(requestId: 0, message: .pushGradient(PushGradient(
+                        jobId: a.jobId, step: a.step, subtree: node, gradient: TensorSlice(offset: 0, values: gradient),
+                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))))
+                }
+            case .validate, .test:
+                guard let dataset = a.kind == .validate ? data.validation : data.test else {
+                    logger.error("assignment for a split this job does not have", metadata: ["job": "\(a.jobId)", "kind": "\(a.kind)"])
+                    return
+                }
+                let leaves = ChunkPlan.evaluationRanges(count: dataset.count)
+                let all = (0..<Int32(dataset.count)).map { $0 }
+                for node in a.subtrees {
+                    let stats = parameters.withUnsafeBufferPointer { p in
+                        dataset.features.withUnsafeBufferPointer { f in
+                            all.withUnsafeBufferPointer { indices in
+                                ReductionTree.reduce(leaves[node.firstChunk..<(node.firstChunk + node.chunkCount)].map { r in
+                                    context.network.evaluate(parameters: p.baseAddress!,
+                                                             chunk: ChunkInput(features: f.baseAddress!, width: dataset.width,
+                                                                               targets: dataset.targets,
+                                                                               indices: UnsafeBufferPointer(rebasing: indices[r])),
+                                                             workspace: evaluation)
+                                }, +)
+                            }
+                        }
+                    }
+                    frames.append(try encodeFrame(requestId: 0, message: .evalResult(EvalResult(
+                        jobId: a.jobId, kind: a.kind, epoch: a.epoch, subtree: node,
+                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))))
+                }
+            }
+        } catch {
+            logger.error("cannot encode a result", metadata: ["job": "\(a.jobId)", "error": "\(error)"])
+            return
+        }
+        let d = ContinuousClock.now - started
+        let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        deliver(frames, generation: generation, samples: samples, seconds: seconds, train: a.kind == .train)
+    }
+}
+
+extension Message {
+    /// The case name, for logs (never the payload).
+    var caseName: String {
+        Mirror(reflecting: self).children.first?.label ?? String(describing: self)
+    }
+}

@@ -1,0 +1,321 @@
+import ArgumentParser
+import Foundation
+import PSCore
+import PSTrain
+import PSTransport
+import PSWire
+
+/// `--server HOST:PORT`, shared by every command that talks to the coordinator.
+struct ServerOptions: ParsableArguments {
+    @Option(help: "Coordinator address HOST:PORT (default: $PS_SERVER, else 127.0.0.1:7070).")
+    var server = ProcessInfo.processInfo.environment["PS_SERVER"] ?? "127.0.0.1:7070"
+
+    func validate() throws {
+        do { _ = try parseAddress(server) } catch { throw ValidationError("--server: \(error)") }
+    }
+
+    func connect() throws -> BlockingClient {
+        do {
+            return try BlockingClient(address: server, name: "psctl-\(getpid())", role: .client, timeoutSeconds: 5)
+        } catch {
+            throw OperatingError("\(error)")
+        }
+    }
+}
+
+/// Sends one request and returns the reply, turning transport and server errors into one-line operating errors.
+func request(_ client: BlockingClient, _ message: Message, timeoutSeconds: Double = 10) throws -> Message {
+    do {
+        return try client.request(message, timeoutSeconds: timeoutSeconds)
+    } catch let ClientError.remote(reply) {
+        throw OperatingError(reply.field.isEmpty ? reply.message : "\(reply.field): \(reply.message)")
+    } catch {
+        throw OperatingError("\(error)")
+    }
+}
+
+struct Submit: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate a job spec and queue it on the cluster; prints the job id.")
+
+    @OptionGroup var options: ServerOptions
+
+    @Argument(help: "Job spec (YAML or JSON). Relative data paths are resolved against its folder.")
+    var spec: String
+
+    @Option(name: .customLong("set"), help: "Override a spec field, e.g. --set training.epochs=3 (repeatable).")
+    var overrides: [String] = []
+
+    @Flag(help: "Wait for the job to end and print its result (as `psctl wait`).")
+    var wait = false
+
+    @Flag(help: "With --wait: print the result as one JSON object.")
+    var json = false
+
+    func run() throws {
+        // Everything is checked before anything is sent: the spec, then that every data file can be read here.
+        let job = try JobSpec.load(path: spec, overrides: overrides)
+        for (field, path) in job.dataPaths where !FileManager.default.isReadableFile(atPath: path) {
+            throw OperatingError("\(field): cannot read '\(path)'")
+        }
+        let client = try options.connect()
+        defer { client.close() }
+        guard case let .submitted(jobId) = try request(client, .submitJob(job)) else {
+            throw OperatingError("unexpected reply to submit")
+        }
+        if !wait {
+            print(jobId)
+            return
+        }
+        if !json { printError("submitted \(jobId)") }
+        try waitAndReport(client: client, jobId: jobId, json: json)
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the cluster (workers) and jobs.")
+
+    @OptionGroup var options: ServerOptions
+
+    @Argument(help: "Only this job.")
+    var job: String?
+
+    @Flag(help: "Print the status as one JSON object.")
+    var json = false
+
+    func run() throws {
+        let client = try options.connect()
+        defer { client.close() }
+        guard case let .statusReply(status) = try request(client, .statusRequest(jobId: job ?? "")) else {
+            throw OperatingError("unexpected reply to status")
+        }
+        print(json ? status.json : status.table)
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List jobs, oldest first.")
+
+    @OptionGroup var options: ServerOptions
+
+    @Flag(help: "Print the jobs as a JSON array.")
+    var json = false
+
+    func run() throws {
+        let client = try options.connect()
+        defer { client.close() }
+        guard case let .jobList(jobs) = try request(client, .listJobs) else {
+            throw OperatingError("unexpected reply to list")
+        }
+        print(json ? "[" + jobs.map(\.json).joined(separator: ", ") + "]" : JobStatus.table(jobs))
+    }
+}
+
+struct Cancel: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a queued or running job.")
+
+    @OptionGroup var options: ServerOptions
+
+    @Argument(help: "Job id, e.g. job-3.")
+    var job: String
+
+    func run() throws {
+        let client = try options.connect()
+        defer { client.close() }
+        _ = try request(client, .cancelJob(jobId: job))
+        print("\(job) cancelled")
+    }
+}
+
+struct Wait: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Block until a job ends; exit 0 if it completed (or stopped early), 1 otherwise.")
+
+    @OptionGroup var options: ServerOptions
+
+    @Argument(help: "Job id, e.g. job-3.")
+    var job: String
+
+    @Flag(help: "Print one JSON object with the same fields as `train --local --json`.")
+    var json = false
+
+    func run() throws {
+        let client = try options.connect()
+        defer { client.close() }
+        try waitAndReport(client: client, jobId: job, json: json)
+    }
+}
+
+/// Waits for the job's result and prints it; throws (exit 1) unless the job completed or stopped early.
+func waitAndReport(client: BlockingClient, jobId: String, json: Bool) throws {
+    // Training can take days; the server answers when the job ends.
+    guard case let .jobResult(result) = try request(client, .waitJob(jobId: jobId), timeoutSeconds: 30 * 24 * 3600) else {
+        throw OperatingError("unexpected reply to wait")
+    }
+    if let s = result.summary {
+        if json {
+            print(s.json(name: jobId, weightsSHA256: result.weightsSHA256) { o in
+                o.set("job_id", jobId)
+                o.set("state", result.state.rawValue)
+            }.text)
+        } else {
+            var line = "\(jobId) \(result.state.rawValue): \(s.epochsRun) epochs (best \(s.bestEpoch))"
+            if let a = s.testAccuracy { line += String(format: ", test accuracy %.4f", a) }
+            if let m = s.testMSE { line += String(format: ", test MSE %.6g", m) }
+            if let l = s.testLoss { line += String(format: ", test loss %.4f", l) }
+            line += ", \(compact(s.samplesPerSecond)) samples/s"
+            print(line)
+            print("weights_sha256: \(result.weightsSHA256)")
+        }
+    } else if json {
+        var o = JSONObject()
+        o.set("job_id", jobId)
+        o.set("state", result.state.rawValue)
+        o.set("message", result.message)
+        print(o.text)
+    }
+    guard result.state == .completed || result.state == .stoppedEarly else {
+        throw OperatingError("\(jobId) \(result.state.rawValue)\(result.message.isEmpty ? "" : ": \(result.message)")")
+    }
+}
+
+extension Model {
+    struct Pull: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Fetch a finished job's model from the cluster.")
+
+        @OptionGroup var options: ServerOptions
+
+        @Argument(help: "Job id, e.g. job-3.")
+        var job: String
+
+        @Option(name: .shortAndLong, help: "Where to write the model file.")
+        var output: String
+
+        func run() throws {
+            let client = try options.connect()
+            defer { client.close() }
+            guard case let .modelData(model) = try request(client, .fetchModel(jobId: job), timeoutSeconds: 60) else {
+                throw OperatingError("unexpected reply to model pull")
+            }
+            do {
+                try model.write(to: output)
+            } catch {
+                throw OperatingError("cannot write model to '\(output)': \(error)")
+            }
+            print("\(output)  weights_sha256: \(weightsSHA256(model.parameters))")
+        }
+    }
+}
+
+// MARK: Rendering
+
+extension StatusReply {
+    var table: String {
+        var lines: [String] = []
+        let c = cluster
+        lines.append("cluster \(c.serverAddress)  up \(duration(c.uptimeSeconds))  \(c.workers.count) worker\(c.workers.count == 1 ? "" : "s")")
+        if !c.workers.isEmpty {
+            var rows = [["WORKER", "NAME", "ADDRESS", "STATE", "HEARTBEAT", "STEPS", "SAMPLES/S", "CHUNKS"]]
+            for w in c.workers {
+                rows.append(["\(w.workerId)", w.name, w.address, w.state.rawValue,
+                             String(format: "%.1fs ago", w.lastHeartbeatAgeSeconds), "\(w.stepsDone)",
+                             compact(w.samplesPerSecond), "\(w.chunksHeld)"])
+            }
+            lines.append(columns(rows))
+        }
+        lines.append("")
+        lines.append(JobStatus.table(jobs))
+        return lines.joined(separator: "\n")
+    }
+
+    var json: String {
+        var cluster = JSONObject()
+        cluster.set("server_address", self.cluster.serverAddress)
+        cluster.set("uptime_seconds", self.cluster.uptimeSeconds)
+        cluster.set("workers", raw: "[" + self.cluster.workers.map { w in
+            var o = JSONObject()
+            o.set("worker_id", Int(w.workerId))
+            o.set("name", w.name)
+            o.set("address", w.address)
+            o.set("state", w.state.rawValue)
+            o.set("threads", w.threads)
+            o.set("last_heartbeat_age_seconds", w.lastHeartbeatAgeSeconds)
+            o.set("samples_per_second", w.samplesPerSecond)
+            o.set("job_id", w.jobId)
+            o.set("steps_done", w.stepsDone)
+            o.set("chunks_held", w.chunksHeld)
+            return o.text
+        }.joined(separator: ", ") + "]")
+        var o = JSONObject()
+        o.set("cluster", raw: cluster.text)
+        o.set("jobs", raw: "[" + jobs.map(\.json).joined(separator: ", ") + "]")
+        return o.text
+    }
+}
+
+extension JobStatus {
+    var json: String {
+        var o = JSONObject()
+        o.set("job_id", jobId)
+        o.set("name", name)
+        o.set("state", state.rawValue)
+        o.set("epoch", epoch)
+        o.set("epochs", epochs)
+        o.set("step", step)
+        o.set("steps_per_epoch", stepsPerEpoch)
+        o.set("train_loss", trainLoss)
+        o.set("val_loss", validationLoss)
+        o.set("val_accuracy", validationAccuracy)
+        o.set("best_epoch", bestEpoch)
+        o.set("samples_per_second", samplesPerSecond)
+        o.set("eta_seconds", etaSeconds)
+        o.set("workers", workers)
+        o.set("message", message)
+        return o.text
+    }
+
+    /// Overall progress in [0, 1].
+    var progress: Double {
+        guard epochs > 0, stepsPerEpoch > 0 else { return state.isFinal && state != .failed ? 1 : 0 }
+        if state == .completed || state == .stoppedEarly { return 1 }
+        return min(1, (Double(max(epoch - 1, 0)) + Double(step) / Double(stepsPerEpoch)) / Double(epochs))
+    }
+
+    static func table(_ jobs: [JobStatus]) -> String {
+        guard !jobs.isEmpty else { return "no jobs" }
+        var rows = [["JOB", "NAME", "STATE", "EPOCH", "STEP", "PROGRESS", "LOSS", "VAL_LOSS", "VAL_ACC", "BEST", "SAMPLES/S", "ETA"]]
+        for j in jobs {
+            let width = 20
+            let filled = Int(j.progress * Double(width))
+            let bar = "[" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "]"
+            rows.append([j.jobId, j.name, j.state.rawValue, "\(j.epoch)/\(j.epochs)", "\(j.step)/\(j.stepsPerEpoch)",
+                         bar + String(format: " %3.0f%%", j.progress * 100),
+                         j.trainLoss.map { String(format: "%.4f", $0) } ?? "-",
+                         j.validationLoss.map { String(format: "%.4f", $0) } ?? "-",
+                         j.validationAccuracy.map { String(format: "%.4f", $0) } ?? "-",
+                         j.bestEpoch > 0 ? "\(j.bestEpoch)" : "-",
+                         j.samplesPerSecond > 0 ? compact(j.samplesPerSecond) : "-",
+                         j.etaSeconds.map(duration) ?? "-"])
+        }
+        var text = columns(rows)
+        for j in jobs where !j.message.isEmpty { text += "\n\(j.jobId): \(j.message)" }
+        return text
+    }
+}
+
+/// Left-aligned columns separated by two spaces (widths by character count).
+func columns(_ rows: [[String]]) -> String {
+    let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max()! }
+    return rows.map { row in
+        row.enumerated().map { i, cell in
+            i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
+        }.joined(separator: "  ")
+    }.joined(separator: "\n")
+}
+
+/// 3725 → "1h02m05s".
+func duration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    if s >= 3600 { return String(format: "%dh%02dm%02ds", s / 3600, s / 60 % 60, s % 60) }
+    if s >= 60 { return String(format: "%dm%02ds", s / 60, s % 60) }
+    return "\(s)s"
+}

@@ -1,0 +1,265 @@
+import XCTest
+import PSCore
+import PSData
+@testable import PSServer
+import PSTrain
+import PSTransport
+import PSWire
+
+/// The coordinator's protocol, state × event, without sockets.
+final class CoordinatorProtocolTests: XCTestCase {
+    func errorReply(_ sim: Simulation, _ id: ConnectionID) -> ErrorReply? {
+        for e in sim.replies[id, default: []].reversed() { if case let .error(r) = e.message { return r } }
+        return nil
+    }
+
+    // The first message must be hello with our protocol version; anything else is refused and that connection closed.
+    func testHelloRules() throws {
+        var sim = try Simulation(spec: smallJob(), seed: 1)
+        sim.feed(.connected(1, peer: "10.0.0.1:1"))
+        sim.feed(.received(1, Envelope(requestId: 3, message: .listJobs)))
+        XCTAssertEqual(errorReply(sim, 1)?.code, .badRequest)
+        XCTAssertTrue(errorReply(sim, 1)?.message.contains("first message") ?? false)
+        XCTAssertTrue(sim.closed.contains(1))
+
+        sim.feed(.connected(2, peer: "10.0.0.1:2"))
+        sim.feed(.received(2, Envelope(requestId: 1, message: .hello(Hello(protocolVersion: 99, role: .client, name: "old")))))
+        XCTAssertEqual(errorReply(sim, 2)?.code, .versionMismatch)
+        XCTAssertTrue(errorReply(sim, 2)?.message.contains("99") ?? false)
+        XCTAssertTrue(sim.closed.contains(2))
+
+        let ok = sim.connect(.client)
+        guard case .helloOk = sim.replies[ok]?.last?.message else { return XCTFail("no helloOk") }
+        XCTAssertFalse(sim.closed.contains(ok))
+    }
+
+    // A submitted spec is validated again on the server; a relative data path is refused naming the field, and nothing starts.
+    func testSubmitValidates() throws {
+        var sim = try Simulation(spec: smallJob(), seed: 1)
+        let client = sim.connect(.client)
+        var spec = smallJob()
+        spec.data.train = .idx(images: "relative/images", labels: "/abs/labels")
+        sim.feed(.received(client, Envelope(requestId: 5, message: .submitJob(spec))))
+        let error = try XCTUnwrap(errorReply(sim, client))
+        XCTAssertEqual(error.code, .invalidSpec)
+        XCTAssertEqual(error.field, "data.train.images")
+        XCTAssertEqual(sim.replies[client]?.last?.requestId, 5)
+        XCTAssertFalse(sim.closed.contains(client))
+        var bad = smallJob()
+        bad.training.chunks = 0
+        sim.feed(.received(client, Envelope(requestId: 6, message: .submitJob(bad))))
+        XCTAssertEqual(errorReply(sim, client)?.field, "training.chunks")
+        sim.feed(.received(client, Envelope(requestId: 7, message: .listJobs)))
+        guard case let .jobList(jobs)? = sim.replies[client]?.last?.message else { return XCTFail("no job list") }
+        XCTAssertTrue(jobs.isEmpty)
+    }
+
+    // With no workers a prepared job waits and says so; a worker joining starts it with the spec, weights and an assignment of every chunk.
+    func testJobWaitsForWorkersThenStarts() throws {
+        var sim = try Simulation(spec: smallJob(), seed: 1)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
+        guard case .submitted(let jobId)? = sim.replies[client]?.last?.message else { return XCTFail("not submitted") }
+        XCTAssertEqual(jobId, "job-1")
+        sim.feed(.received(client, Envelope(requestId: 3, message: .statusRequest(jobId: ""))))
+        guard case let .statusReply(status)? = sim.replies[client]?.last?.message else { return XCTFail("no status") }
+        XCTAssertEqual(status.jobs.first?.state, .waitingForWorkers)
+        XCTAssertEqual(status.jobs.first?.stepsPerEpoch, 17)  // 850 training samples / 50
+        XCTAssertTrue(status.cluster.workers.isEmpty)
+
+        sim.addWorker()
+        let kinds = sim.toWorkers.map { Mirror(reflecting: $0.1).children.first?.label ?? "" }
+        XCTAssertEqual(kinds, ["registered", "startJob", "weights", "assignment"])
+        guard case let .assignment(a) = sim.toWorkers.last!.1 else { return XCTFail() }
+        XCTAssertEqual(a.kind, .train)
+        XCTAssertEqual(a.step, 0)
+        XCTAssertEqual(a.subtrees.map { $0.firstChunk..<($0.firstChunk + $0.chunkCount) }, [0..<4, 4..<6])
+    }
+
+    // Bad pushes: unassigned chunks and a wrong-length tensor close that connection with a named error;
+    // a duplicate and a stale step are acknowledged as duplicates; a future step is refused.
+    func testPushValidation() throws {
+        var sim = try Simulation(spec: smallJob(), seed: 1)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
+        sim.addWorker()
+        sim.addWorker()
+        let (a, b) = (sim.workers.keys.min()!, sim.workers.keys.max()!)
+        // Deliver the setup messages; the first worker got chunks 0..<3, the second 3..<6.
+        var pushes: [ConnectionID: [Message]] = [:]
+        for (id, m) in sim.toWorkers { pushes[id, default: []] += sim.workers[id]!.respond(to: m) }
+        sim.toWorkers = []
+        guard case let .pushGradient(first)? = pushes[a]?.first else { return XCTFail("no push") }
+
+        // Worker b pushes worker a's node: not assigned → error and b is closed.
+        sim.feed(.received(b, Envelope(requestId: 9, message: .pushGradient(first))))
+        XCTAssertEqual(errorReply(sim, b)?.code, .notAssigned)
+        XCTAssertTrue(sim.closed.contains(b))
+
+        // A wrong-length gradient from a closes a.
+        var short = first
+        short.gradient = TensorSlice(offset: 0, values: Array(first.gradient.values.dropLast()))
+        sim.addWorker()
+        let c = sim.workers.keys.max()!
+        for (id, m) in sim.toWorkers { pushes[id, default: []] += sim.workers[id]!.respond(to: m) }
+        sim.toWorkers = []
+        sim.feed(.received(a, Envelope(requestId: 10, message: .pushGradient(short))))
+        XCTAssertEqual(errorReply(sim, a)?.code, .badRequest)
+        XCTAssertTrue(errorReply(sim, a)?.message.contains("parameters") ?? false)
+        XCTAssertTrue(sim.closed.contains(a))
+
+        // Worker c now holds every chunk; its pushes complete step 0; a repeat is a duplicate.
+        let cPushes = pushes[c] ?? []
+        XCTAssertFalse(cPushes.isEmpty)
+        for p in cPushes { sim.feed(.received(c, Envelope(requestId: 11, message: p))) }
+        sim.feed(.received(c, Envelope(requestId: 12, message: cPushes[0])))
+        guard case let .pushAck(ack)? = sim.toWorkers.last(where: { $0.0 == c && { if case .pushAck = $0 { return true }; return false }($0.1) })?.1 else {
+            return XCTFail("no ack")
+        }
+        XCTAssertTrue(ack.duplicate)
+        XCTAssertFalse(sim.closed.contains(c))
+
+        // A push for a step far in the future is refused and closes the connection.
+        guard case var future = cPushes[0], case var .pushGradient(p) = future else { return XCTFail() }
+        p.step = 99
+        future = .pushGradient(p)
+        sim.feed(.received(c, Envelope(requestId: 13, message: future)))
+        XCTAssertEqual(errorReply(sim, c)?.code, .unknownStep)
+        XCTAssertTrue(sim.closed.contains(c))
+    }
+
+    // A worker whose heartbeat stops is removed at the deadline and its chunks go to the remaining worker.
+    func testHeartbeatDeadlineReassigns() throws {
+        var sim = try Simulation(spec: smallJob(), seed: 1)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
+        sim.addWorker()
+        sim.addWorker()
+        let (a, b) = (sim.workers.keys.min()!, sim.workers.keys.max()!)
+        sim.toWorkers = []
+        sim.now = 6
+        sim.feed(.received(b, Envelope(requestId: 0, message: .heartbeat(Heartbeat(workerId: sim.workers[b]!.workerId ?? 2, stepsDone: 0, samplesPerSecond: 0)))))
+        sim.now = 10.5
+        sim.feed(.tick)
+        XCTAssertTrue(sim.closed.contains(a))
+        XCTAssertFalse(sim.closed.contains(b))
+        let reassigned = sim.toWorkers.compactMap { entry -> Assignment? in
+            if entry.0 == b, case let .assignment(x) = entry.1 { return x }
+            return nil
+        }
+        XCTAssertEqual(reassigned.flatMap(\.subtrees).map(\.firstChunk), [0, 2])
+        XCTAssertTrue(sim.logs.contains { $0.1 == "worker left" && $0.2["reason"] == "missed its heartbeat deadline" })
+    }
+
+    // Cancelling a running job answers its waiters with the cancelled state; the job list shows it.
+    func testCancelAnswersWaiters() throws {
+        var sim = try Simulation(spec: smallJob(), seed: 1)
+        let client = sim.connect(.client)
+        let waiter = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
+        sim.addWorker()
+        sim.feed(.received(waiter, Envelope(requestId: 7, message: .waitJob(jobId: "job-1"))))
+        XCTAssertEqual(sim.replies[waiter]?.count, 1)  // only the helloOk so far
+        sim.feed(.received(client, Envelope(requestId: 3, message: .cancelJob(jobId: "job-1"))))
+        guard case let .jobResult(result)? = sim.replies[waiter]?.last?.message else { return XCTFail("waiter not answered") }
+        XCTAssertEqual(result.state, .cancelled)
+        XCTAssertEqual(sim.replies[waiter]?.last?.requestId, 7)
+        sim.feed(.received(client, Envelope(requestId: 4, message: .cancelJob(jobId: "job-1"))))
+        XCTAssertTrue(errorReply(sim, client)?.message.contains("already ended") ?? false)
+        sim.feed(.received(client, Envelope(requestId: 5, message: .cancelJob(jobId: "job-9"))))
+        XCTAssertEqual(errorReply(sim, client)?.code, .unknownJob)
+    }
+
+    // Shutdown marks the running job interrupted and answers its waiters.
+    func testShutdownInterrupts() throws {
+        var sim = try Simulation(spec: smallJob(), seed: 1)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
+        sim.addWorker()
+        sim.feed(.received(client, Envelope(requestId: 3, message: .waitJob(jobId: "job-1"))))
+        sim.feed(.shutdown)
+        let results = sim.replies[client, default: []].compactMap { e -> JobResult? in
+            if case let .jobResult(r) = e.message { return r }
+            return nil
+        }
+        XCTAssertEqual(results.first?.state, .interrupted)
+        XCTAssertTrue(sim.closed.contains(client))
+    }
+}
+
+/// The property the cluster exists for: the coordinator with simulated workers produces bitwise the
+/// weights of the local trainer, whatever the number of workers, the delivery order, duplicates,
+/// workers dying mid-step and workers joining.
+final class CoordinatorExactnessTests: XCTestCase {
+    func localSHA(_ spec: JobSpec) throws -> (String, TrainingSummary) {
+        let result = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run()
+        return (result.weightsSHA256, result.model.summary)
+    }
+
+    /// Runs the job to the end; `chaos` kills and adds workers at random moments.
+    func simulate(_ spec: JobSpec, workers: Int, seed: UInt64, chaos: Bool, shards: Int = 1) throws -> (String, TrainingSummary, Simulation) {
+        var sim = try Simulation(spec: spec, seed: seed, shards: shards)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        for _ in 0..<workers { sim.addWorker() }
+        sim.feed(.received(client, Envelope(requestId: 3, message: .waitJob(jobId: "job-1"))))
+        var deliveries = 0
+        while sim.step(duplicates: chaos) {
+            deliveries += 1
+            if chaos && deliveries % 37 == 0 {
+                if sim.workers.count > 1 && sim.random(3) == 0 {
+                    sim.kill(sim.workers.keys.sorted()[sim.random(sim.workers.count)])
+                } else if sim.workers.count < 4 {
+                    sim.addWorker()
+                }
+            }
+            XCTAssertLessThan(deliveries, 200_000, "simulation does not finish")
+            if deliveries >= 200_000 { break }
+        }
+        guard case let .jobResult(result)? = sim.replies[client]?.last?.message else {
+            XCTFail("job did not finish; state: \(sim.coordinator.jobs["job-1"]?.state.rawValue ?? "?")")
+            throw CocoaError(.featureUnsupported)
+        }
+        XCTAssertTrue(result.state == .completed || result.state == .stoppedEarly, "\(result.state) \(result.message)")
+        return (result.weightsSHA256, try XCTUnwrap(result.summary), sim)
+    }
+
+    // 1, 2 and 3 workers, in-order-ish delivery: the same bits as the local trainer, and the same figures.
+    func testSameBitsAsLocalForOneTwoThreeWorkers() throws {
+        let spec = smallJob()
+        let (sha, summary) = try localSHA(spec)
+        for n in 1...3 {
+            let (clusterSHA, clusterSummary, sim) = try simulate(spec, workers: n, seed: UInt64(n), chaos: false)
+            XCTAssertEqual(clusterSHA, sha, "\(n) workers")
+            XCTAssertEqual(clusterSummary.testAccuracy, summary.testAccuracy)
+            XCTAssertEqual(clusterSummary.testLoss, summary.testLoss)
+            XCTAssertEqual(clusterSummary.validationLoss, summary.validationLoss)
+            XCTAssertEqual(clusterSummary.trainLoss, summary.trainLoss)
+            XCTAssertEqual(clusterSummary.bestEpoch, summary.bestEpoch)
+            XCTAssertEqual(sim.models["job-1"].map { weightsSHA256($0.parameters) }, sha)
+        }
+    }
+
+    // Random delivery order, retransmitted pushes, workers killed mid-step and joining: still the same bits (five seeds).
+    func testChaosKeepsTheBits() throws {
+        let spec = smallJob(chunks: 7, epochs: 2)
+        let (sha, _) = try localSHA(spec)
+        for seed in 11...15 as ClosedRange<UInt64> {
+            let (clusterSHA, _, sim) = try simulate(spec, workers: 3, seed: seed, chaos: true, shards: 3)
+            XCTAssertEqual(clusterSHA, sha, "seed \(seed)")
+            XCTAssertTrue(sim.logs.contains { $0.1 == "worker left" }, "seed \(seed) killed nobody")
+        }
+    }
+
+    // Early stopping with restore_best decides identically in the cluster and keeps the same weights.
+    func testEarlyStoppingMatchesLocal() throws {
+        let spec = smallJob(epochs: 8, earlyStopping: EarlyStoppingSpec(monitor: .valLoss, patience: 1, restoreBest: true),
+                            optimizer: OptimizerSpec(kind: .sgd, learningRate: 0.9))
+        let (sha, summary) = try localSHA(spec)
+        let (clusterSHA, clusterSummary, _) = try simulate(spec, workers: 2, seed: 3, chaos: false)
+        XCTAssertEqual(clusterSHA, sha)
+        XCTAssertEqual(clusterSummary.epochsRun, summary.epochsRun)
+        XCTAssertEqual(clusterSummary.bestEpoch, summary.bestEpoch)
+        XCTAssertEqual(clusterSummary.stoppedEarly, summary.stoppedEarly)
+    }
+}

@@ -1,5 +1,0 @@
-import XCTest
-
-final class PSServerTestsPlaceholder: XCTestCase {
-    func testModuleLoads() {}
-}
