@@ -97,16 +97,21 @@ func withFloatBytes<R>(_ values: [Float], _ body: (ProtobufCBinaryData) -> R) ->
 /// contiguous. nil when protobuf-c rejects the bytes.
 func unpack<T>(_ bytes: some Collection<UInt8>,
                _ unpacker: (Int, UnsafePointer<UInt8>) -> UnsafeMutablePointer<T>?) -> UnsafeMutablePointer<T>? {
-    func run(_ buffer: UnsafeBufferPointer<UInt8>) -> UnsafeMutablePointer<T>? {
-        guard let base = buffer.baseAddress else {
-            // An empty message is valid protobuf; give protobuf-c a real pointer to read nothing from.
-            var nothing: UInt8 = 0
-            return unpacker(0, &nothing)
-        }
-        return unpacker(buffer.count, base)
+    if let result = bytes.withContiguousStorageIfAvailable({ unpack(UnsafeRawBufferPointer($0), unpacker) }) {
+        return result
     }
-    if let result = bytes.withContiguousStorageIfAvailable(run) { return result }
-    return Array(bytes).withUnsafeBufferPointer(run)
+    return Array(bytes).withUnsafeBytes { unpack($0, unpacker) }
+}
+
+/// Unpacks bytes in place with a generated `__unpack` function. nil when protobuf-c rejects them.
+func unpack<T>(_ bytes: UnsafeRawBufferPointer,
+               _ unpacker: (Int, UnsafePointer<UInt8>) -> UnsafeMutablePointer<T>?) -> UnsafeMutablePointer<T>? {
+    guard let base = bytes.baseAddress else {
+        // An empty message is valid protobuf; give protobuf-c a real pointer to read nothing from.
+        var nothing: UInt8 = 0
+        return unpacker(0, &nothing)
+    }
+    return unpacker(bytes.count, base.assumingMemoryBound(to: UInt8.self))
 }
 
 // MARK: - Checked conversions for decoding
@@ -185,4 +190,37 @@ struct EnumTable<Swift: Equatable, C: RawRepresentable & Equatable>: @unchecked 
         if value.rawValue == 0 { throw WireError(field: field, "missing (0 is unspecified)") }
         throw WireError(field: field, "\(value.rawValue) is not a known value")
     }
+}
+
+/// The elements of a repeated message field (`count` pointers), each decoded by `element` with its
+/// indexed path (`StatusReply.jobs[2]`). A NULL element is reported as missing.
+func repeated<C, T>(_ pointers: UnsafeMutablePointer<UnsafeMutablePointer<C>?>?, _ count: Int, _ path: String,
+                    _ element: (C, String) throws(WireError) -> T) throws(WireError) -> [T] {
+    guard count > 0 else { return [] }
+    guard let pointers else { throw WireError(field: path, "\(count) elements but no array") }
+    var values: [T] = []
+    values.reserveCapacity(count)
+    for i in 0..<count {
+        let p = "\(path)[\(i)]"
+        values.append(try element(try required(pointers[i], p), p))
+    }
+    return values
+}
+
+/// The reverse of `repeated`: one message per element, as the pointer array protobuf-c packs.
+func repeatedMessages<C>(_ arena: CArena, _ values: [UnsafeMutablePointer<C>]) -> UnsafeMutablePointer<UnsafeMutablePointer<C>?>? {
+    arena.array(values.map { Optional($0) })
+}
+
+/// A duration, rate or other quantity that is never negative (NaN is rejected too; +infinity passes,
+/// since a rate over an empty interval is one).
+func nonNegative(_ value: Double, _ field: String) throws(WireError) -> Double {
+    guard value >= 0 else { throw WireError(field: field, "\(value) is out of range (non-negative)") }
+    return value
+}
+
+/// A fraction such as an accuracy, in [0, 1].
+func fraction(_ value: Double, _ field: String) throws(WireError) -> Double {
+    guard value >= 0, value <= 1 else { throw WireError(field: field, "\(value) is out of range [0, 1]") }
+    return value
 }

@@ -28,14 +28,28 @@ public enum Message: Equatable, Sendable {
     /// Client to coordinator: validate and queue a job.
     case submitJob(JobSpec)
     case submitted(jobId: String)
+    /// Client to coordinator: cluster status and one job, or every job when `jobId` is "".
+    case statusRequest(jobId: String)
+    case statusReply(StatusReply)
+    /// Client to coordinator: every job, without the cluster part; answered by `jobList`.
+    case listJobs
+    case jobList([JobStatus])
     case cancelJob(jobId: String)
+    /// Client to coordinator: answer with `jobResult` once the job has ended.
+    case waitJob(jobId: String)
+    case jobResult(JobResult)
     /// Client to coordinator: send the job's trained model.
     case fetchModel(jobId: String)
     case modelData(TrainedModel)
+    /// Coordinator to worker: the job's spec, once per worker per job before its first assignment.
+    case startJob(StartJob)
+    /// Coordinator to worker: compute these chunks (sent with request id 0).
+    case assignment(Assignment)
     case pullWeights(PullWeights)
     case weights(Weights)
     case pushGradient(PushGradient)
     case pushAck(PushAck)
+    case evalResult(EvalResult)
 }
 
 /// What kind of peer opened a connection.
@@ -229,5 +243,234 @@ public struct PushAck: Equatable, Sendable {
         self.step = step
         self.subtree = subtree
         self.duplicate = duplicate
+    }
+}
+
+// MARK: - Work: assignments and evaluation
+
+/// What an assignment asks a worker to compute.
+public enum WorkKind: String, Equatable, Sendable, CaseIterable {
+    /// Gradients of a training step.
+    case train
+    /// Forward-only totals on the validation split.
+    case validate
+    /// Forward-only totals on the test split.
+    case test
+}
+
+/// Coordinator to worker: compute these subtrees of one step (or evaluation batch) with weights `version`.
+public struct Assignment: Equatable, Sendable {
+    public var jobId: String
+    public var kind: WorkKind
+    public var step: Int
+    public var epoch: Int
+    /// Weights version the gradients must be computed with (= step in synchronous mode).
+    public var version: Int
+    /// First sample of the batch in the epoch's permutation (train) or in the split (validate, test).
+    public var batchStart: Int
+    public var batchSize: Int
+    /// Aligned subtrees of the batch's reduction tree; never empty.
+    public var subtrees: [ChunkRange]
+
+    public init(jobId: String, kind: WorkKind, step: Int, epoch: Int, version: Int, batchStart: Int,
+                batchSize: Int, subtrees: [ChunkRange]) {
+        self.jobId = jobId
+        self.kind = kind
+        self.step = step
+        self.epoch = epoch
+        self.version = version
+        self.batchStart = batchStart
+        self.batchSize = batchSize
+        self.subtrees = subtrees
+    }
+}
+
+/// Worker to coordinator: forward-only totals of one evaluation subtree.
+public struct EvalResult: Equatable, Sendable {
+    public var jobId: String
+    public var kind: WorkKind
+    public var epoch: Int
+    public var subtree: ChunkRange
+    public var lossSum: Double
+    public var correct: Int
+    public var samples: Int
+    /// Regression: sum over samples and outputs of the squared error (0 for classification).
+    public var squaredErrorSum: Double
+
+    public init(jobId: String, kind: WorkKind, epoch: Int, subtree: ChunkRange, lossSum: Double, correct: Int,
+                samples: Int, squaredErrorSum: Double = 0) {
+        self.jobId = jobId
+        self.kind = kind
+        self.epoch = epoch
+        self.subtree = subtree
+        self.lossSum = lossSum
+        self.correct = correct
+        self.samples = samples
+        self.squaredErrorSum = squaredErrorSum
+    }
+}
+
+/// Coordinator to worker: a job's spec, sent once per worker per job before its first assignment.
+public struct StartJob: Equatable, Sendable {
+    public var jobId: String
+    public var spec: JobSpec
+
+    public init(jobId: String, spec: JobSpec) {
+        self.jobId = jobId
+        self.spec = spec
+    }
+}
+
+// MARK: - Status and results
+
+/// A job's life-cycle state. Raw values are the names `psctl` prints.
+public enum JobState: String, Equatable, Sendable, CaseIterable {
+    case submitted
+    case waitingForWorkers = "waiting_for_workers"
+    case running
+    case completed
+    case stoppedEarly = "stopped_early"
+    case failed
+    case cancelled
+    /// The coordinator restarted while the job ran.
+    case interrupted
+
+    /// Whether the job has ended and will never change state again.
+    public var isFinal: Bool {
+        switch self {
+        case .submitted, .waitingForWorkers, .running: false
+        case .completed, .stoppedEarly, .failed, .cancelled, .interrupted: true
+        }
+    }
+}
+
+/// A worker's state as the coordinator sees it.
+public enum WorkerState: String, Equatable, Sendable, CaseIterable {
+    case idle
+    case working
+    /// Missed at least one heartbeat, not yet timed out.
+    case suspect
+    case lost
+}
+
+/// One registered worker, as the coordinator sees it.
+public struct WorkerStatus: Equatable, Sendable {
+    public var workerId: UInt64
+    public var name: String
+    /// Peer address, "host:port".
+    public var address: String
+    public var state: WorkerState
+    public var threads: Int
+    public var lastHeartbeatAgeSeconds: Double
+    public var samplesPerSecond: Double
+    /// "" when idle.
+    public var jobId: String
+    public var stepsDone: Int
+    /// Chunks assigned to the worker and not yet pushed.
+    public var chunksHeld: Int
+
+    public init(workerId: UInt64, name: String, address: String, state: WorkerState, threads: Int,
+                lastHeartbeatAgeSeconds: Double, samplesPerSecond: Double, jobId: String, stepsDone: Int,
+                chunksHeld: Int) {
+        self.workerId = workerId
+        self.name = name
+        self.address = address
+        self.state = state
+        self.threads = threads
+        self.lastHeartbeatAgeSeconds = lastHeartbeatAgeSeconds
+        self.samplesPerSecond = samplesPerSecond
+        self.jobId = jobId
+        self.stepsDone = stepsDone
+        self.chunksHeld = chunksHeld
+    }
+}
+
+/// The cluster as the coordinator sees it.
+public struct ClusterStatus: Equatable, Sendable {
+    public var serverAddress: String
+    public var uptimeSeconds: Double
+    public var workers: [WorkerStatus]
+
+    public init(serverAddress: String, uptimeSeconds: Double, workers: [WorkerStatus]) {
+        self.serverAddress = serverAddress
+        self.uptimeSeconds = uptimeSeconds
+        self.workers = workers
+    }
+}
+
+/// One job's progress.
+public struct JobStatus: Equatable, Sendable {
+    public var jobId: String
+    public var name: String
+    public var state: JobState
+    /// 1-based; 0 before the first epoch starts.
+    public var epoch: Int
+    public var epochs: Int
+    /// Step within the epoch, 0-based.
+    public var step: Int
+    public var stepsPerEpoch: Int
+    public var trainLoss: Double?
+    public var validationLoss: Double?
+    public var validationAccuracy: Double?
+    /// 0 before the first validation.
+    public var bestEpoch: Int
+    public var samplesPerSecond: Double
+    public var etaSeconds: Double?
+    /// Why the job failed or stopped; "" otherwise.
+    public var message: String
+    /// Workers holding chunks of this job.
+    public var workers: Int
+
+    public init(jobId: String, name: String, state: JobState, epoch: Int, epochs: Int, step: Int,
+                stepsPerEpoch: Int, trainLoss: Double? = nil, validationLoss: Double? = nil,
+                validationAccuracy: Double? = nil, bestEpoch: Int, samplesPerSecond: Double,
+                etaSeconds: Double? = nil, message: String = "", workers: Int) {
+        self.jobId = jobId
+        self.name = name
+        self.state = state
+        self.epoch = epoch
+        self.epochs = epochs
+        self.step = step
+        self.stepsPerEpoch = stepsPerEpoch
+        self.trainLoss = trainLoss
+        self.validationLoss = validationLoss
+        self.validationAccuracy = validationAccuracy
+        self.bestEpoch = bestEpoch
+        self.samplesPerSecond = samplesPerSecond
+        self.etaSeconds = etaSeconds
+        self.message = message
+        self.workers = workers
+    }
+}
+
+/// Answer to `statusRequest`: the cluster and the requested job (or every job).
+public struct StatusReply: Equatable, Sendable {
+    public var cluster: ClusterStatus
+    public var jobs: [JobStatus]
+
+    public init(cluster: ClusterStatus, jobs: [JobStatus]) {
+        self.cluster = cluster
+        self.jobs = jobs
+    }
+}
+
+/// Answer to `waitJob`: a job's final state and report.
+public struct JobResult: Equatable, Sendable {
+    public var jobId: String
+    /// Always final (`isFinal`); decoding rejects any other state.
+    public var state: JobState
+    /// nil when the job ended before finishing an epoch.
+    public var summary: TrainingSummary?
+    /// Lower-case hex (64 chars) in Swift; 32 raw bytes on the wire; "" when there is no summary.
+    public var weightsSHA256: String
+    public var message: String
+
+    public init(jobId: String, state: JobState, summary: TrainingSummary? = nil, weightsSHA256: String = "",
+                message: String = "") {
+        self.jobId = jobId
+        self.state = state
+        self.summary = summary
+        self.weightsSHA256 = weightsSHA256
+        self.message = message
     }
 }

@@ -58,6 +58,42 @@ enum Fixtures {
 
     static let summaryNone = TrainingSummary(epochsRun: 1, bestEpoch: 1, stoppedEarly: false, trainLoss: 2.5,
                                              samplesPerSecond: 10)
+
+    static let digest = SHA256.hex(SHA256.hash("weights"))
+
+    static func assignment(kind: WorkKind = .train, subtrees: [ChunkRange]? = nil) -> Assignment {
+        Assignment(jobId: "job-1", kind: kind, step: 17, epoch: 2, version: 17, batchStart: 2176, batchSize: 128,
+                   subtrees: subtrees ?? [ChunkRange(firstChunk: 0, chunkCount: 4), ChunkRange(firstChunk: 4, chunkCount: 2),
+                                          ChunkRange(firstChunk: 6, chunkCount: 1)])
+    }
+
+    /// `count` workers cycling through every state, busy ones on job-1.
+    static func workers(_ count: Int) -> [WorkerStatus] {
+        (0..<count).map { i in
+            let state = WorkerState.allCases[i % WorkerState.allCases.count]
+            return WorkerStatus(workerId: UInt64(i + 1), name: "worker-\(i)@host", address: "10.0.0.\(i % 250):7\(i % 10)00",
+                                state: state, threads: 1 + i % 8, lastHeartbeatAgeSeconds: Double(i) * 0.125,
+                                samplesPerSecond: state == .working ? 1000 + Double(i) : 0,
+                                jobId: state == .working ? "job-1" : "", stepsDone: i * 3, chunksHeld: state == .working ? i % 5 : 0)
+        }
+    }
+
+    /// A job in `state`; even variants carry every optional metric, odd ones none.
+    static func job(_ i: Int, state: JobState? = nil) -> JobStatus {
+        let full = i % 2 == 0
+        return JobStatus(jobId: "job-\(i)", name: "mnist ✓ \(i)", state: state ?? JobState.allCases[i % JobState.allCases.count],
+                         epoch: i % 11, epochs: 10, step: i * 7, stepsPerEpoch: 469,
+                         trainLoss: full ? 0.25 + Double(i) : nil, validationLoss: full ? 0.5 : nil,
+                         validationAccuracy: full ? 0.9875 : nil, bestEpoch: i % 4,
+                         samplesPerSecond: Double(i) * 100.5, etaSeconds: full ? 12.5 : nil,
+                         message: full ? "" : "stopped: val_loss did not improve", workers: i % 9)
+    }
+
+    static func statusReply(workers: Int, jobs: Int) -> StatusReply {
+        StatusReply(cluster: ClusterStatus(serverAddress: "127.0.0.1:7070", uptimeSeconds: 3600.25,
+                                           workers: Self.workers(workers)),
+                    jobs: (0..<jobs).map { job($0) })
+    }
 }
 
 /// Asserts that `body` throws a WireError whose text names `field`, and returns it.

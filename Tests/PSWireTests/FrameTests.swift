@@ -22,6 +22,20 @@ final class FrameTests: XCTestCase {
                                    gradient: TensorSlice(offset: 0, values: [0.25, -Float.leastNormalMagnitude / 8, 7]),
                                    lossSum: 12.5, correct: 30, samples: 32)),
         .pushAck(PushAck(jobId: "job-1", step: 3, subtree: ChunkRange(firstChunk: 4, chunkCount: 4), duplicate: true)),
+        // Jobs, status and the worker's work (StatusAndWorkWireTests covers their variants and errors).
+        .startJob(StartJob(jobId: "job-1", spec: Fixtures.spec(variant: 1))),
+        .assignment(Fixtures.assignment()),
+        .evalResult(EvalResult(jobId: "job-1", kind: .validate, epoch: 3, subtree: ChunkRange(firstChunk: 2, chunkCount: 2),
+                               lossSum: 40.5, correct: 60, samples: 64, squaredErrorSum: 0.75)),
+        .statusRequest(jobId: ""),
+        .statusRequest(jobId: "job-1"),
+        .statusReply(Fixtures.statusReply(workers: 5, jobs: 3)),
+        .listJobs,
+        .jobList([Fixtures.job(0), Fixtures.job(1)]),
+        .waitJob(jobId: "job-1"),
+        .jobResult(JobResult(jobId: "job-1", state: .stoppedEarly, summary: Fixtures.summaryAll,
+                             weightsSHA256: Fixtures.digest, message: "val_loss did not improve for 3 epochs")),
+        .jobResult(JobResult(jobId: "job-2", state: .failed, message: "worker lost")),
     ]
 
     func testEveryMessageRoundTripsThroughAFrame() throws {

@@ -3,20 +3,23 @@ import XCTest
 
 final class MalformedInputTests: XCTestCase {
     func testRandomBytesNeverCrashAnyDecoder() {
-        // Proves arbitrary bytes only ever decode or throw WireError, for envelopes, specs and model files.
+        // Proves arbitrary bytes only ever decode or throw WireError, for envelopes (from arrays and raw
+        // buffers), specs and model files.
         var random = SeededGenerator(state: 0x5EED)
         for _ in 0..<20_000 {
             let bytes = (0..<Int.random(in: 0...96, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
             _ = try? Envelope(payload: bytes)
+            _ = bytes.withUnsafeBytes { try? Envelope(payload: $0) }
             _ = try? JobSpec(wireBytes: bytes)
             _ = try? TrainedModel(serialized: bytes)
         }
     }
 
     func testMutatedValidFramesNeverCrash() throws {
-        // Proves valid frames with random bytes flipped, cut or extended never crash the decoders.
+        // Proves valid frames of every message (status, assignments and results included) with random bytes
+        // flipped or cut never crash the decoders, and whatever still decodes encodes again.
         var random = SeededGenerator(state: 42)
-        let payloads = try FrameTests.messages.map { try payload($0) }
+        let payloads = try (FrameTests.messages + [.statusReply(Fixtures.statusReply(workers: 40, jobs: 12))]).map { try payload($0) }
         let models = [Fixtures.model().serialized()]
         let specs = [Fixtures.spec().wireBytes(), Fixtures.spec(variant: 1).wireBytes()]
         for iteration in 0..<20_000 {
@@ -26,7 +29,11 @@ final class MalformedInputTests: XCTestCase {
                 bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
             }
             if Bool.random(using: &random) { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &random))) }
-            _ = try? Envelope(payload: bytes)
+            // Whatever decodes is valid, so it encodes again (no encoder precondition fires on it).
+            if let envelope = try? Envelope(payload: bytes) {
+                XCTAssertNoThrow(try encodeFrame(requestId: envelope.requestId, message: envelope.message))
+            }
+            _ = bytes.withUnsafeBytes { try? Envelope(payload: $0) }
             _ = try? JobSpec(wireBytes: bytes)
             _ = try? TrainedModel(serialized: bytes)
         }

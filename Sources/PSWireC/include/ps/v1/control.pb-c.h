@@ -37,6 +37,7 @@ typedef struct Ps__V1__JobList Ps__V1__JobList;
 typedef struct Ps__V1__CancelJob Ps__V1__CancelJob;
 typedef struct Ps__V1__WaitJob Ps__V1__WaitJob;
 typedef struct Ps__V1__JobResult Ps__V1__JobResult;
+typedef struct Ps__V1__StartJob Ps__V1__StartJob;
 typedef struct Ps__V1__FetchModel Ps__V1__FetchModel;
 typedef struct Ps__V1__ModelData Ps__V1__ModelData;
 
@@ -303,10 +304,18 @@ struct  Ps__V1__WorkerStatus
    */
   char *job_id;
   uint64_t steps_done;
+  /*
+   * The worker's peer address as the coordinator sees it, "host:port".
+   */
+  char *address;
+  /*
+   * Chunks assigned to the worker and not yet pushed.
+   */
+  uint32_t chunks_held;
 };
 #define PS__V1__WORKER_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__worker_status__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, PS__V1__WORKER_STATE__WORKER_STATE_UNSPECIFIED, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, (char *)protobuf_c_empty_string, PS__V1__WORKER_STATE__WORKER_STATE_UNSPECIFIED, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -505,6 +514,20 @@ struct  Ps__V1__JobResult
 #define PS__V1__JOB_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__job_result__descriptor) \
     , (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, NULL, {0,NULL}, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Coordinator to worker: a job's spec, sent once per worker per job before its first assignment.
+ */
+struct  Ps__V1__StartJob
+{
+  ProtobufCMessage base;
+  char *job_id;
+  Ps__V1__JobSpec *spec;
+};
+#define PS__V1__START_JOB__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&ps__v1__start_job__descriptor) \
+    , (char *)protobuf_c_empty_string, NULL }
 
 
 /*
@@ -913,6 +936,25 @@ Ps__V1__JobResult *
 void   ps__v1__job_result__free_unpacked
                      (Ps__V1__JobResult *message,
                       ProtobufCAllocator *allocator);
+/* Ps__V1__StartJob methods */
+void   ps__v1__start_job__init
+                     (Ps__V1__StartJob         *message);
+size_t ps__v1__start_job__get_packed_size
+                     (const Ps__V1__StartJob   *message);
+size_t ps__v1__start_job__pack
+                     (const Ps__V1__StartJob   *message,
+                      uint8_t             *out);
+size_t ps__v1__start_job__pack_to_buffer
+                     (const Ps__V1__StartJob   *message,
+                      ProtobufCBuffer     *buffer);
+Ps__V1__StartJob *
+       ps__v1__start_job__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   ps__v1__start_job__free_unpacked
+                     (Ps__V1__StartJob *message,
+                      ProtobufCAllocator *allocator);
 /* Ps__V1__FetchModel methods */
 void   ps__v1__fetch_model__init
                      (Ps__V1__FetchModel         *message);
@@ -1013,6 +1055,9 @@ typedef void (*Ps__V1__WaitJob_Closure)
 typedef void (*Ps__V1__JobResult_Closure)
                  (const Ps__V1__JobResult *message,
                   void *closure_data);
+typedef void (*Ps__V1__StartJob_Closure)
+                 (const Ps__V1__StartJob *message,
+                  void *closure_data);
 typedef void (*Ps__V1__FetchModel_Closure)
                  (const Ps__V1__FetchModel *message,
                   void *closure_data);
@@ -1049,6 +1094,7 @@ extern const ProtobufCMessageDescriptor ps__v1__job_list__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__cancel_job__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__wait_job__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__job_result__descriptor;
+extern const ProtobufCMessageDescriptor ps__v1__start_job__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__fetch_model__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__model_data__descriptor;
 

@@ -45,6 +45,7 @@ typedef enum {
   PS__V1__ENVELOPE__BODY_JOB_RESULT = 28,
   PS__V1__ENVELOPE__BODY_FETCH_MODEL = 29,
   PS__V1__ENVELOPE__BODY_MODEL_DATA = 30,
+  PS__V1__ENVELOPE__BODY_START_JOB = 31,
   PS__V1__ENVELOPE__BODY_ASSIGNMENT = 40,
   PS__V1__ENVELOPE__BODY_PULL_WEIGHTS = 41,
   PS__V1__ENVELOPE__BODY_WEIGHTS = 42,
@@ -85,6 +86,7 @@ struct  Ps__V1__Envelope
     Ps__V1__JobResult *job_result;
     Ps__V1__FetchModel *fetch_model;
     Ps__V1__ModelData *model_data;
+    Ps__V1__StartJob *start_job;
     Ps__V1__Assignment *assignment;
     Ps__V1__PullWeights *pull_weights;
     Ps__V1__Weights *weights;

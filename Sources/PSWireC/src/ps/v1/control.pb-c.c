@@ -907,6 +907,51 @@ void   ps__v1__job_result__free_unpacked
   assert(message->base.descriptor == &ps__v1__job_result__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   ps__v1__start_job__init
+                     (Ps__V1__StartJob         *message)
+{
+  static const Ps__V1__StartJob init_value = PS__V1__START_JOB__INIT;
+  *message = init_value;
+}
+size_t ps__v1__start_job__get_packed_size
+                     (const Ps__V1__StartJob *message)
+{
+  assert(message->base.descriptor == &ps__v1__start_job__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t ps__v1__start_job__pack
+                     (const Ps__V1__StartJob *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &ps__v1__start_job__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t ps__v1__start_job__pack_to_buffer
+                     (const Ps__V1__StartJob *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &ps__v1__start_job__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Ps__V1__StartJob *
+       ps__v1__start_job__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Ps__V1__StartJob *)
+     protobuf_c_message_unpack (&ps__v1__start_job__descriptor,
+                                allocator, len, data);
+}
+void   ps__v1__start_job__free_unpacked
+                     (Ps__V1__StartJob *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &ps__v1__start_job__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   ps__v1__fetch_model__init
                      (Ps__V1__FetchModel         *message)
 {
@@ -1500,7 +1545,7 @@ const ProtobufCMessageDescriptor ps__v1__status_request__descriptor =
   (ProtobufCMessageInit) ps__v1__status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__worker_status__field_descriptors[8] =
+static const ProtobufCFieldDescriptor ps__v1__worker_status__field_descriptors[10] =
 {
   {
     "worker_id",
@@ -1598,8 +1643,34 @@ static const ProtobufCFieldDescriptor ps__v1__worker_status__field_descriptors[8
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "address",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__WorkerStatus, address),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chunks_held",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__WorkerStatus, chunks_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__worker_status__field_indices_by_name[] = {
+  8,   /* field[8] = address */
+  9,   /* field[9] = chunks_held */
   6,   /* field[6] = job_id */
   4,   /* field[4] = last_heartbeat_age_seconds */
   1,   /* field[1] = name */
@@ -1612,7 +1683,7 @@ static const unsigned ps__v1__worker_status__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__worker_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor ps__v1__worker_status__descriptor =
 {
@@ -1622,7 +1693,7 @@ const ProtobufCMessageDescriptor ps__v1__worker_status__descriptor =
   "Ps__V1__WorkerStatus",
   "ps.v1",
   sizeof(Ps__V1__WorkerStatus),
-  8,
+  10,
   ps__v1__worker_status__field_descriptors,
   ps__v1__worker_status__field_indices_by_name,
   1,  ps__v1__worker_status__number_ranges,
@@ -2261,6 +2332,57 @@ const ProtobufCMessageDescriptor ps__v1__job_result__descriptor =
   ps__v1__job_result__field_indices_by_name,
   1,  ps__v1__job_result__number_ranges,
   (ProtobufCMessageInit) ps__v1__job_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor ps__v1__start_job__field_descriptors[2] =
+{
+  {
+    "job_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__StartJob, job_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "spec",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__StartJob, spec),
+    &ps__v1__job_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned ps__v1__start_job__field_indices_by_name[] = {
+  0,   /* field[0] = job_id */
+  1,   /* field[1] = spec */
+};
+static const ProtobufCIntRange ps__v1__start_job__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor ps__v1__start_job__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "ps.v1.StartJob",
+  "StartJob",
+  "Ps__V1__StartJob",
+  "ps.v1",
+  sizeof(Ps__V1__StartJob),
+  2,
+  ps__v1__start_job__field_descriptors,
+  ps__v1__start_job__field_indices_by_name,
+  1,  ps__v1__start_job__number_ranges,
+  (ProtobufCMessageInit) ps__v1__start_job__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor ps__v1__fetch_model__field_descriptors[1] =

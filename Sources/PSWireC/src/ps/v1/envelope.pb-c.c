@@ -52,7 +52,7 @@ void   ps__v1__envelope__free_unpacked
   assert(message->base.descriptor == &ps__v1__envelope__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[25] =
+static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[26] =
 {
   {
     "request_id",
@@ -283,6 +283,18 @@ static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[25] =
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "start_job",
+    31,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Ps__V1__Envelope, body_case),
+    offsetof(Ps__V1__Envelope, start_job),
+    &ps__v1__start_job__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "assignment",
     40,
     PROTOBUF_C_LABEL_NONE,
@@ -357,10 +369,10 @@ static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[25] =
 };
 static const unsigned ps__v1__envelope__field_indices_by_name[] = {
   4,   /* field[4] = ack */
-  19,   /* field[19] = assignment */
+  20,   /* field[20] = assignment */
   14,   /* field[14] = cancel_job */
   3,   /* field[3] = error */
-  24,   /* field[24] = eval_result */
+  25,   /* field[25] = eval_result */
   17,   /* field[17] = fetch_model */
   7,   /* field[7] = heartbeat */
   1,   /* field[1] = hello */
@@ -369,26 +381,27 @@ static const unsigned ps__v1__envelope__field_indices_by_name[] = {
   16,   /* field[16] = job_result */
   12,   /* field[12] = list_jobs */
   18,   /* field[18] = model_data */
-  20,   /* field[20] = pull_weights */
-  23,   /* field[23] = push_ack */
-  22,   /* field[22] = push_gradient */
+  21,   /* field[21] = pull_weights */
+  24,   /* field[24] = push_ack */
+  23,   /* field[23] = push_gradient */
   5,   /* field[5] = register_worker */
   6,   /* field[6] = registered */
   0,   /* field[0] = request_id */
+  19,   /* field[19] = start_job */
   11,   /* field[11] = status_reply */
   10,   /* field[10] = status_request */
   8,   /* field[8] = submit_job */
   9,   /* field[9] = submitted */
   15,   /* field[15] = wait_job */
-  21,   /* field[21] = weights */
+  22,   /* field[22] = weights */
 };
 static const ProtobufCIntRange ps__v1__envelope__number_ranges[4 + 1] =
 {
   { 1, 0 },
   { 10, 5 },
   { 20, 8 },
-  { 40, 19 },
-  { 0, 25 }
+  { 40, 20 },
+  { 0, 26 }
 };
 const ProtobufCMessageDescriptor ps__v1__envelope__descriptor =
 {
@@ -398,7 +411,7 @@ const ProtobufCMessageDescriptor ps__v1__envelope__descriptor =
   "Ps__V1__Envelope",
   "ps.v1",
   sizeof(Ps__V1__Envelope),
-  25,
+  26,
   ps__v1__envelope__field_descriptors,
   ps__v1__envelope__field_indices_by_name,
   4,  ps__v1__envelope__number_ranges,
