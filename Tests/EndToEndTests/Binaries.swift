@@ -34,8 +34,8 @@ enum Binaries {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         // Output goes to files, so a chatty child can never block on a full pipe.
         let base = NSTemporaryDirectory() + "ps-run-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: base + ".out", contents: nil)
-        FileManager.default.createFile(atPath: base + ".err", contents: nil)
+        _ = FileManager.default.createFile(atPath: base + ".out", contents: nil)
+        _ = FileManager.default.createFile(atPath: base + ".err", contents: nil)
         defer {
             try? FileManager.default.removeItem(atPath: base + ".out")
             try? FileManager.default.removeItem(atPath: base + ".err")

@@ -9,7 +9,7 @@ import PSWire
 /// The coordinator's protocol, state × event, without sockets.
 final class CoordinatorProtocolTests: XCTestCase {
     func errorReply(_ sim: Simulation, _ id: ConnectionID) -> ErrorReply? {
-        for e in sim.replies[id, default: []].reversed() { if case let .error(r) = e.message { return r } }
+        for e in sim.sent[id, default: []].reversed() { if case let .error(r) = e.message { return r } }
         return nil
     }
 
@@ -28,6 +28,7 @@ final class CoordinatorProtocolTests: XCTestCase {
         XCTAssertTrue(errorReply(sim, 2)?.message.contains("99") ?? false)
         XCTAssertTrue(sim.closed.contains(2))
 
+        sim.nextConnection = 3
         let ok = sim.connect(.client)
         guard case .helloOk = sim.replies[ok]?.last?.message else { return XCTFail("no helloOk") }
         XCTAssertFalse(sim.closed.contains(ok))
@@ -73,7 +74,12 @@ final class CoordinatorProtocolTests: XCTestCase {
         guard case let .assignment(a) = sim.toWorkers.last!.1 else { return XCTFail() }
         XCTAssertEqual(a.kind, .train)
         XCTAssertEqual(a.step, 0)
-        XCTAssertEqual(a.subtrees.map { $0.firstChunk..<($0.firstChunk + $0.chunkCount) }, [0..<4, 4..<6])
+        // One worker holds the whole batch: the whole tree is one node, pushed as one tensor.
+        XCTAssertEqual(a.subtrees.map { $0.firstChunk..<($0.firstChunk + $0.chunkCount) }, [0..<6])
+        // A second worker joining mid-step gets nothing until the next step.
+        sim.toWorkers = []
+        sim.addWorker()
+        XCTAssertFalse(sim.toWorkers.contains { if case .assignment = $0.1 { return true }; return false })
     }
 
     // Bad pushes: unassigned chunks and a wrong-length tensor close that connection with a named error;
@@ -81,9 +87,9 @@ final class CoordinatorProtocolTests: XCTestCase {
     func testPushValidation() throws {
         var sim = try Simulation(spec: smallJob(), seed: 1)
         let client = sim.connect(.client)
+        sim.addWorker()
+        sim.addWorker()
         sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
-        sim.addWorker()
-        sim.addWorker()
         let (a, b) = (sim.workers.keys.min()!, sim.workers.keys.max()!)
         // Deliver the setup messages; the first worker got chunks 0..<3, the second 3..<6.
         var pushes: [ConnectionID: [Message]] = [:]
@@ -113,9 +119,12 @@ final class CoordinatorProtocolTests: XCTestCase {
         XCTAssertFalse(cPushes.isEmpty)
         for p in cPushes { sim.feed(.received(c, Envelope(requestId: 11, message: p))) }
         sim.feed(.received(c, Envelope(requestId: 12, message: cPushes[0])))
-        guard case let .pushAck(ack)? = sim.toWorkers.last(where: { $0.0 == c && { if case .pushAck = $0 { return true }; return false }($0.1) })?.1 else {
-            return XCTFail("no ack")
+        let acks = sim.sent[c, default: []].compactMap { e -> PushAck? in
+            if case let .pushAck(a) = e.message { return a }
+            return nil
         }
+        guard let ack = acks.last else { return XCTFail("no ack") }
+        XCTAssertEqual(acks.filter { !$0.duplicate }.count, cPushes.count)
         XCTAssertTrue(ack.duplicate)
         XCTAssertFalse(sim.closed.contains(c))
 
@@ -132,9 +141,9 @@ final class CoordinatorProtocolTests: XCTestCase {
     func testHeartbeatDeadlineReassigns() throws {
         var sim = try Simulation(spec: smallJob(), seed: 1)
         let client = sim.connect(.client)
+        sim.addWorker()
+        sim.addWorker()
         sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
-        sim.addWorker()
-        sim.addWorker()
         let (a, b) = (sim.workers.keys.min()!, sim.workers.keys.max()!)
         sim.toWorkers = []
         sim.now = 6

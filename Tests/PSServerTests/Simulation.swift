@@ -128,6 +128,8 @@ struct Simulation {
     /// Messages in flight to the coordinator.
     var toCoordinator: [(ConnectionID, Message)] = []
     var replies: [ConnectionID: [Envelope]] = [:]
+    /// Every envelope the coordinator sent, per connection (workers' too).
+    var sent: [ConnectionID: [Envelope]] = [:]
     var closed: Set<ConnectionID> = []
     var logs: [(LogLevel, String, [String: String])] = []
     var models: [String: TrainedModel] = [:]
@@ -177,6 +179,7 @@ struct Simulation {
     }
 
     mutating func route(_ envelope: Envelope, to id: ConnectionID) {
+        sent[id, default: []].append(envelope)
         if workers[id] != nil {
             toWorkers.append((id, envelope.message))
         } else {
