@@ -1,0 +1,235 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PSWire
+
+/// Why a client request did not get its answer. Each case names the server's address.
+public enum ClientError: Error, CustomStringConvertible, Equatable {
+    /// "cannot connect to 127.0.0.1:7070: connection refused"
+    case unreachable(address: String, reason: String)
+    case timeout(address: String, waitingFor: String)
+    /// The server answered `.error`.
+    case remote(ErrorReply)
+    case protocolError(address: String, message: String)
+    case closed(address: String)
+
+    public var description: String {
+        switch self {
+        case let .unreachable(address, reason):
+            return "cannot connect to \(address): \(reason)"
+        case let .timeout(address, waitingFor):
+            return "timed out waiting for \(waitingFor) from \(address)"
+        case let .remote(reply):
+            return "server refused: \(reply.message)" + (reply.field.isEmpty ? "" : " (\(reply.field))")
+                + " [\(reply.code)]"
+        case let .protocolError(address, message):
+            return "protocol error talking to \(address): \(message)"
+        case let .closed(address):
+            return "\(address) closed the connection"
+        }
+    }
+}
+
+/// A synchronous request/reply client for command-line tools. Connects, sends `hello` with
+/// `Hello(role:name:)`, expects `helloOk` (an `.error` reply, e.g. protocol version mismatch, is thrown as .remote).
+///
+/// One request at a time; calls block only the caller's thread (never call it on an event loop).
+public final class BlockingClient {
+    private let address: String
+    private let group: MultiThreadedEventLoopGroup
+    private let channel: Channel
+    /// The last `.error` the server sent unasked (request id 0), usually just before it closed:
+    /// the reason to report when a request then finds the connection closed.
+    private let unsolicitedError: NIOLockedValueBox<ErrorReply?>
+    private var lastRequestId: UInt64 = 0
+    private var isClosed = false
+
+    /// The server's hello reply.
+    public private(set) var serverHello: HelloOk
+
+    public init(address: String, name: String, role: PeerRole = .client,
+                timeoutSeconds: Double = 5) throws(ClientError) {
+        let (host, port): (String, Int)
+        do {
+            (host, port) = try parseAddress(address)
+        } catch {
+            throw .unreachable(address: address, reason: "\(error)")
+        }
+        let unsolicitedError = NIOLockedValueBox<ErrorReply?>(nil)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(TimeAmount(seconds: timeoutSeconds))
+            .channelOption(ChannelOptions.noDelay, value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(EnvelopeDecoder()), ExchangeHandler(unsolicitedError: unsolicitedError))
+                }
+            }
+        do {
+            channel = try bootstrap.connect(host: host, port: port).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw .unreachable(address: address, reason: socketErrorReason(error))
+        }
+        self.address = address
+        self.group = group
+        self.unsolicitedError = unsolicitedError
+        serverHello = HelloOk(serverName: "")
+        do throws(ClientError) {
+            let reply = try exchange(.hello(Hello(role: role, name: name)), timeoutSeconds: timeoutSeconds,
+                                     acceptsUnsolicited: true)
+            guard case let .helloOk(ok) = reply else {
+                throw ClientError.protocolError(address: address,
+                                                message: "expected helloOk, got \(reply.caseName)")
+            }
+            serverHello = ok
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Sends `message` with a fresh request id and waits for the envelope carrying that id.
+    /// An `.error` reply is thrown as `.remote`. Other envelopes (id 0) are ignored.
+    public func request(_ message: Message, timeoutSeconds: Double = 10) throws(ClientError) -> Message {
+        try exchange(message, timeoutSeconds: timeoutSeconds, acceptsUnsolicited: false)
+    }
+
+    /// Closes the connection and stops the client's thread. Safe to call more than once.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        channel.close(promise: nil)
+        try? channel.closeFuture.wait()
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Writes `message` as the next request and waits for its reply. `acceptsUnsolicited` lets an
+    /// id-0 `helloOk` or `.error` answer (a server may answer a hello before reading its id).
+    private func exchange(_ message: Message, timeoutSeconds: Double,
+                          acceptsUnsolicited: Bool) throws(ClientError) -> Message {
+        // After `close()` the event loop is gone: nothing would ever complete the reply.
+        guard !isClosed else { throw .closed(address: address) }
+        lastRequestId += 1
+        let frame: ByteBuffer
+        do {
+            frame = try frameBuffer(Envelope(requestId: lastRequestId, message: message), allocator: channel.allocator)
+        } catch {
+            throw .protocolError(address: address, message: "cannot encode \(message.caseName): \(error)")
+        }
+        let reply = channel.eventLoop.makePromise(of: Envelope.self)
+        let pending = PendingExchange(requestId: lastRequestId, frame: frame, reply: reply,
+                                      timeout: TimeAmount(seconds: timeoutSeconds), acceptsUnsolicited: acceptsUnsolicited,
+                                      waitingFor: "the reply to \(message.caseName)")
+        channel.writeAndFlush(pending).whenFailure { error in reply.fail(error) }
+        let envelope: Envelope
+        do {
+            envelope = try reply.futureResult.wait()
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            // The write failed: the connection was already closed, most likely by a refusal.
+            if let refusal = unsolicitedError.withLockedValue({ $0 }) { throw .remote(refusal) }
+            throw .closed(address: address)
+        }
+        if case let .error(refusal) = envelope.message { throw .remote(refusal) }
+        return envelope.message
+    }
+}
+
+/// A request on its way out, with the promise its reply completes.
+struct PendingExchange: Sendable {
+    var requestId: UInt64
+    var frame: ByteBuffer
+    var reply: EventLoopPromise<Envelope>
+    var timeout: TimeAmount
+    var acceptsUnsolicited: Bool
+    var waitingFor: String
+}
+
+/// The last handler of a `BlockingClient` connection: writes a request, then completes its promise
+/// with the matching reply, or fails it with a `ClientError` on timeout, close or a bad frame.
+final class ExchangeHandler: ChannelDuplexHandler {
+    typealias InboundIn = Envelope
+    typealias OutboundIn = PendingExchange
+    typealias OutboundOut = ByteBuffer
+
+    private let unsolicitedError: NIOLockedValueBox<ErrorReply?>
+    private var waiting: PendingExchange?
+    private var timeout: Scheduled<Void>?
+    private var address = "server"
+
+    init(unsolicitedError: NIOLockedValueBox<ErrorReply?>) {
+        self.unsolicitedError = unsolicitedError
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        address = addressText(context.channel.remoteAddress)
+        context.fireChannelActive()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let pending = unwrapOutboundIn(data)
+        // A reply that never came (its wait timed out) is forgotten: only the newest request waits.
+        finish(with: .failure(ClientError.closed(address: address)))
+        waiting = pending
+        let address = address
+        timeout = context.eventLoop.scheduleTask(in: pending.timeout) {
+            // A reply arriving later completes nothing (see `finish`).
+            pending.reply.fail(ClientError.timeout(address: address, waitingFor: pending.waitingFor))
+        }
+        context.write(wrapOutboundOut(pending.frame), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        if envelope.requestId == 0, case let .error(reply) = envelope.message {
+            unsolicitedError.withLockedValue { $0 = reply }
+        }
+        guard let waiting else { return }
+        let matches = envelope.requestId == waiting.requestId
+            || (waiting.acceptsUnsolicited && envelope.requestId == 0 && envelope.message.answersHello)
+        if matches { finish(with: .success(envelope)) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let refusal = unsolicitedError.withLockedValue({ $0 }) {
+            finish(with: .failure(ClientError.remote(refusal)))
+        } else {
+            finish(with: .failure(ClientError.closed(address: address)))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let error = error as? WireError {
+            finish(with: .failure(ClientError.protocolError(address: address, message: "bad frame: \(error)")))
+        } else {
+            finish(with: .failure(ClientError.closed(address: address)))
+        }
+        context.close(promise: nil)
+    }
+
+    private func finish(with result: Result<Envelope, Error>) {
+        timeout?.cancel()
+        timeout = nil
+        // Completing an already completed promise (a timed-out wait) does nothing.
+        waiting?.reply.completeWith(result)
+        waiting = nil
+    }
+}
+
+extension Message {
+    /// Whether a server may send this, unasked, as its answer to a hello.
+    fileprivate var answersHello: Bool {
+        switch self {
+        case .helloOk, .error: return true
+        default: return false
+        }
+    }
+}

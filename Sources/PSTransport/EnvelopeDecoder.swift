@@ -1,0 +1,69 @@
+import NIOCore
+import PSWire
+
+/// The first inbound handler of every connection: cuts the byte stream into frames (a 4-byte
+/// big-endian length, then an envelope) and decodes each into an `Envelope`.
+///
+/// A length above `WireLimits.frameBytesMax` is refused as soon as its 4 bytes are in, before any room
+/// is made for the body; an envelope that does not decode is refused too. Either way the error
+/// (a `WireError`) goes down the pipeline and the handler stops decoding: the stream position is lost,
+/// so the connection must be closed.
+struct EnvelopeDecoder: ByteToMessageDecoder {
+    typealias InboundOut = Envelope
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let envelope = try Self.nextEnvelope(from: &buffer) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(envelope))
+        return .continue
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer,
+                             seenEOF: Bool) throws -> DecodingState {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        // What is left is part of a frame whose sender went away; there is nothing to answer.
+        return .needMoreData
+    }
+
+    /// The next whole frame in `buffer`, decoded and consumed, or nil (nothing consumed) until more
+    /// bytes arrive. Pure, so the framing can be tested without a channel.
+    static func nextEnvelope(from buffer: inout ByteBuffer) throws(WireError) -> Envelope? {
+        let header = WireLimits.frameHeaderBytes
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        guard Int(length) <= WireLimits.frameBytesMax else {
+            throw WireError(.tooLarge, field: "frame",
+                            "length \(length) exceeds frameBytesMax (\(WireLimits.frameBytesMax))")
+        }
+        let frameBytes = header + Int(length)
+        guard buffer.readableBytes >= frameBytes else {
+            // The length is acceptable: make room for the whole frame once rather than doubling
+            // the buffer as a large frame trickles in.
+            buffer.reserveCapacity(minimumWritableBytes: frameBytes - buffer.readableBytes)
+            return nil
+        }
+        // A view of the payload in place: protobuf-c reads straight from the receive buffer.
+        let payload = buffer.readableBytesView.dropFirst(header).prefix(Int(length))
+        let envelope = try Envelope(payload: payload)
+        buffer.moveReaderIndex(forwardBy: frameBytes)
+        return envelope
+    }
+}
+
+extension ErrorReply {
+    /// The answer to a frame the decoder refused.
+    init(refusing error: WireError) {
+        self.init(code: error.kind == .tooLarge ? .tooLarge : .badRequest, message: error.message,
+                  field: error.field)
+    }
+}
+
+/// One envelope framed into a buffer ready to write, or the encoding error.
+func frameBuffer(_ envelope: Envelope, allocator: ByteBufferAllocator) throws(WireError) -> ByteBuffer {
+    allocator.buffer(bytes: try encodeFrame(requestId: envelope.requestId, message: envelope.message))
+}
+
+extension Message {
+    /// The case name (`submitJob`), for logs and errors that must not print a whole tensor.
+    var caseName: String {
+        Mirror(reflecting: self).children.first?.label ?? "\(self)"
+    }
+}

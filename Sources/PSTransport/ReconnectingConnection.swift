@@ -1,0 +1,296 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PSWire
+
+/// A long-lived client connection for workers: connects (exponential backoff from 100 ms to 5 s with
+/// ±20% jitter while the server is not up), sends the hello, reports events, and reconnects after a loss until stopped.
+///
+/// Events come on the connection's own event-loop thread, in order. `.disconnected` follows every
+/// `.connected`, and is also reported when the server refuses the hello (its reason says why); a
+/// server that is simply not up yet is retried quietly. After `stop()` returns no event comes.
+/// Call `stop()` when done: until then the connection keeps its thread (and itself) alive.
+public final class ReconnectingConnection: @unchecked Sendable {
+    public enum Event: Sendable {
+        case connected(HelloOk)
+        case received(Envelope)
+        case disconnected(reason: String)
+    }
+
+    private let address: String
+    private let hello: Hello
+    private let logger: Logger
+    private let onEvent: @Sendable (Event) -> Void
+    private let backoff: Backoff
+    private let group: MultiThreadedEventLoopGroup
+    private let eventLoop: EventLoop
+
+    // Touched only on `eventLoop`.
+    private var isStopped = false
+    private var isStarted = false
+    private var failedAttempts = 0
+    private var retry: Scheduled<Void>?
+    /// The connection being set up or in use.
+    private var channel: Channel?
+
+    /// The connection once the server has answered the hello; read by `send` on any thread.
+    private let ready = NIOLockedValueBox<Channel?>(nil)
+    private let stopCalled = NIOLockedValueBox(false)
+
+    public convenience init(address: String, hello: Hello, logger: Logger,
+                            onEvent: @escaping @Sendable (Event) -> Void) {
+        self.init(address: address, hello: hello, backoff: Backoff(), logger: logger, onEvent: onEvent)
+    }
+
+    init(address: String, hello: Hello, backoff: Backoff, logger: Logger,
+         onEvent: @escaping @Sendable (Event) -> Void) {
+        self.address = address
+        self.hello = hello
+        self.backoff = backoff
+        var logger = logger
+        logger[metadataKey: "peer"] = "\(address)"
+        self.logger = logger
+        self.onEvent = onEvent
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        eventLoop = group.next()
+    }
+
+    /// Starts connecting. Calls after the first, or after `stop()`, do nothing.
+    public func start() {
+        // Under the lock, so that a concurrent `stop()` cannot shut the loop down in between.
+        stopCalled.withLockedValue { stopped in
+            guard !stopped else { return }
+            eventLoop.execute {
+                guard !self.isStarted, !self.isStopped else { return }
+                self.isStarted = true
+                self.connect()
+            }
+        }
+    }
+
+    /// Thread-safe; returns false (and drops the message) when not connected.
+    @discardableResult public func send(_ message: Message, requestId: UInt64 = 0) -> Bool {
+        guard let channel = ready.withLockedValue({ $0 }) else { return false }
+        do {
+            let buffer = try frameBuffer(Envelope(requestId: requestId, message: message), allocator: channel.allocator)
+            channel.writeAndFlush(buffer, promise: nil)
+            return true
+        } catch {
+            logger.error("cannot encode message, not sent",
+                         metadata: ["message": "\(message.caseName)", "problem": "\(error)"])
+            return false
+        }
+    }
+
+    /// Thread-safe: writes bytes already framed by `encodeFrame`; false when not connected.
+    @discardableResult public func send(frame: [UInt8]) -> Bool {
+        guard let channel = ready.withLockedValue({ $0 }) else { return false }
+        channel.writeAndFlush(channel.allocator.buffer(bytes: frame), promise: nil)
+        return true
+    }
+
+    /// Stops reconnecting and closes; waits until closed. Safe to call more than once. From inside
+    /// `onEvent` it cannot wait for its own thread: it stops at once and closes in the background.
+    public func stop() {
+        let wasStopped = stopCalled.withLockedValue { stopped in
+            defer { stopped = true }
+            return stopped
+        }
+        guard !wasStopped else { return }
+        if eventLoop.inEventLoop {
+            _ = stopOnLoop()
+            group.shutdownGracefully { _ in }
+            return
+        }
+        try? eventLoop.flatSubmit { self.stopOnLoop() }.wait()
+        try? group.syncShutdownGracefully()
+    }
+
+    // MARK: On the event loop
+
+    private func stopOnLoop() -> EventLoopFuture<Void> {
+        isStopped = true
+        retry?.cancel()
+        retry = nil
+        ready.withLockedValue { $0 = nil }
+        guard let channel else { return eventLoop.makeSucceededVoidFuture() }
+        channel.close(promise: nil)
+        return channel.closeFuture
+    }
+
+    private func connect() {
+        eventLoop.preconditionInEventLoop()
+        retry = nil
+        guard !isStopped else { return }
+        let host: String, port: Int
+        do {
+            (host, port) = try parseAddress(address)
+        } catch {
+            // Retrying cannot fix a typo: say so once and stay down.
+            logger.error("not connecting", metadata: ["problem": "\(error)"])
+            onEvent(.disconnected(reason: "\(error)"))
+            return
+        }
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(seconds: TransportLimits.connectSeconds))
+            .channelOption(ChannelOptions.noDelay, value: 1)
+            .channelInitializer { [hello] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
+                                                                    Handshake(hello: hello, owner: self))
+                }
+            }
+            .connect(host: host, port: port)
+            .whenComplete { result in
+                switch result {
+                case let .success(channel):
+                    guard !self.isStopped else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    self.channel = channel
+                case let .failure(error):
+                    self.attemptFailed(reason: socketErrorReason(error))
+                }
+            }
+    }
+
+    private func attemptFailed(reason: String) {
+        // The first failure in a row is worth a line; the rest of the streak is noise.
+        if failedAttempts == 0 {
+            logger.info("server not reachable, retrying", metadata: ["problem": "\(reason)"])
+        } else {
+            logger.debug("connect failed", metadata: ["problem": "\(reason)", "attempts": "\(failedAttempts + 1)"])
+        }
+        scheduleRetry()
+    }
+
+    private func scheduleRetry() {
+        guard !isStopped else { return }
+        let delay = backoff.delaySeconds(failures: failedAttempts, unitRandom: Double.random(in: 0...1))
+        failedAttempts += 1
+        retry = eventLoop.scheduleTask(in: TimeAmount(seconds: delay)) { self.connect() }
+    }
+
+    /// The server answered the hello: the connection is usable.
+    fileprivate func handshakeSucceeded(_ channel: Channel, _ ok: HelloOk) {
+        guard !isStopped else { return }
+        failedAttempts = 0
+        ready.withLockedValue { $0 = channel }
+        logger.info("connected", metadata: ["server": "\(ok.serverName)"])
+        onEvent(.connected(ok))
+    }
+
+    fileprivate func received(_ envelope: Envelope) {
+        guard !isStopped else { return }
+        onEvent(.received(envelope))
+    }
+
+    /// The connection closed. `report` is false for a connection that never got as far as a hello
+    /// answer, which is retried quietly like a failed connect.
+    fileprivate func connectionClosed(_ closed: Channel, reason: String, report: Bool) {
+        if channel === closed { channel = nil }
+        ready.withLockedValue { if $0 === closed { $0 = nil } }
+        if isStopped {
+            logger.debug("closed: stopped")
+            if report { onEvent(.disconnected(reason: "stopped")) }
+            return
+        }
+        guard report else {
+            attemptFailed(reason: reason)
+            return
+        }
+        logger.warning("disconnected", metadata: ["problem": "\(reason)"])
+        onEvent(.disconnected(reason: reason))
+        scheduleRetry()
+    }
+}
+
+/// The last handler of a `ReconnectingConnection`'s channel: sends the hello, waits for its answer,
+/// then forwards every envelope to the owner.
+private final class Handshake: ChannelInboundHandler {
+    typealias InboundIn = Envelope
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case waitingForHelloAnswer
+        case connected
+        /// The server refused the hello: the close is reported with this reason.
+        case refused(String)
+    }
+
+    private let hello: Hello
+    private let owner: ReconnectingConnection
+    private var state = State.waitingForHelloAnswer
+    private var closeReason = "server closed the connection"
+    private var helloTimeout: Scheduled<Void>?
+
+    init(hello: Hello, owner: ReconnectingConnection) {
+        self.hello = hello
+        self.owner = owner
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        do {
+            let frame = try frameBuffer(Envelope(requestId: 1, message: .hello(hello)), allocator: channel.allocator)
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        } catch {
+            closeReason = "cannot encode hello: \(error)"
+            context.close(promise: nil)
+            return
+        }
+        let seconds = TransportLimits.helloReplySeconds
+        helloTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(seconds: seconds)) {
+            self.closeReason = "no answer to hello within \(seconds) s"
+            channel.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        switch state {
+        case .connected:
+            owner.received(envelope)
+        case .waitingForHelloAnswer:
+            helloTimeout?.cancel()
+            switch envelope.message {
+            case let .helloOk(ok):
+                state = .connected
+                owner.handshakeSucceeded(context.channel, ok)
+            case let .error(reply):
+                state = .refused("server refused hello: \(reply.message) [\(reply.code)]")
+                context.close(promise: nil)
+            default:
+                state = .refused("server answered hello with \(envelope.message.caseName)")
+                context.close(promise: nil)
+            }
+        case .refused:
+            break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let error = error as? WireError {
+            closeReason = "bad frame from server: \(error)"
+        } else {
+            closeReason = socketErrorReason(error)
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        helloTimeout?.cancel()
+        switch state {
+        case .connected:
+            owner.connectionClosed(context.channel, reason: closeReason, report: true)
+        case let .refused(reason):
+            owner.connectionClosed(context.channel, reason: reason, report: true)
+        case .waitingForHelloAnswer:
+            owner.connectionClosed(context.channel, reason: closeReason, report: false)
+        }
+        context.fireChannelInactive()
+    }
+}

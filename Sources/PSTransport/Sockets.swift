@@ -1,0 +1,69 @@
+// Small socket helpers shared by the server and the clients: addresses as text, socket errors as
+// short reasons, and closing after a last message.
+import NIOCore
+import NIOPosix
+
+/// A `HOST:PORT` text that is not one.
+public struct AddressError: Error, Equatable, CustomStringConvertible {
+    public var text: String
+    public var description: String { "'\(text)' is not HOST:PORT" }
+}
+
+/// "HOST:PORT" → parts; errors name the text ("'abc' is not HOST:PORT"). An IPv6 host is written
+/// in brackets ("[::1]:7070"); the port is 0...65535.
+public func parseAddress(_ text: String) throws -> (host: String, port: Int) {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+          (0...65535).contains(port) else { throw AddressError(text: text) }
+    var host = text[..<colon]
+    if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+    guard !host.isEmpty, !host.contains(" ") else { throw AddressError(text: text) }
+    return (String(host), port)
+}
+
+/// "127.0.0.1:53422", "[::1]:7070", or "unknown" for an address NIO does not know.
+func addressText(_ address: SocketAddress?) -> String {
+    guard let address, let ip = address.ipAddress, let port = address.port else { return "unknown" }
+    if case .v6 = address { return "[\(ip)]:\(port)" }
+    return "\(ip):\(port)"
+}
+
+/// A short reason why a connect or a read failed: "connection refused", "timed out after 5000 ms".
+func socketErrorReason(_ error: Error) -> String {
+    switch error {
+    case let error as IOError:
+        return String(cString: strerror(error.errnoCode)).lowercased()
+    case let error as NIOConnectionError:
+        if let dns = error.dnsAError ?? error.dnsAAAAError { return "cannot resolve host: \(dns)" }
+        if let first = error.connectionErrors.first { return socketErrorReason(first.error) }
+        return "no address to connect to"
+    case ChannelError.connectTimeout(let amount):
+        return "timed out after \(amount.nanoseconds / 1_000_000) ms"
+    default:
+        return "\(error)"
+    }
+}
+
+extension TimeAmount {
+    init(seconds: Double) {
+        self = .nanoseconds(Int64((seconds * 1e9).rounded()))
+    }
+}
+
+extension ChannelOptions {
+    /// Small control messages must not wait behind Nagle's algorithm for an acknowledgement.
+    static let noDelay = ChannelOptions.socketOption(.tcp_nodelay)
+}
+
+/// Writes `last` (if any), then closes `channel`: the output side first, so the peer reads `last` and
+/// then end of stream, and the whole channel when the peer closes or `TransportLimits.lingerSeconds`
+/// later. Closing at once while the peer is still sending would make the kernel reset the connection,
+/// which can destroy `last` before the peer reads it.
+func closeAfter(_ last: ByteBuffer?, on channel: Channel) {
+    let written = last.map { channel.writeAndFlush($0) } ?? channel.eventLoop.makeSucceededVoidFuture()
+    written.whenComplete { _ in
+        channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        channel.eventLoop.scheduleTask(in: TimeAmount(seconds: TransportLimits.lingerSeconds)) {
+            channel.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,272 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PSWire
+
+/// Identifies one accepted connection for the life of a server.
+public typealias ConnectionID = UInt64
+
+/// What happens on a server's connections, in order per connection:
+/// `connected`, any number of `received`, at most one `rejected`, then `disconnected`.
+public enum ServerEvent: Sendable {
+    case connected(ConnectionID, peer: String)
+    case received(ConnectionID, Envelope)
+    /// The peer sent bytes that are not a valid frame (oversized length prefix, undecodable envelope).
+    /// The transport has already replied with an `.error` (tooLarge / badRequest) where possible,
+    /// logged `peer=… problem`, and is closing this connection only.
+    case rejected(ConnectionID, peer: String, error: WireError)
+    case disconnected(ConnectionID)
+}
+
+/// A listening socket that could not be opened.
+public struct ListenError: Error, CustomStringConvertible {
+    public var address: String
+    public var reason: String
+    public var description: String { "cannot listen on \(address): \(reason)" }
+}
+
+/// Accepts connections, turns their bytes into `ServerEvent`s and writes frames back. Knows nothing
+/// of what the messages mean: the coordinator's logic sits behind `onEvent`.
+public final class TransportServer: @unchecked Sendable {
+    private let group: MultiThreadedEventLoopGroup
+    private let listener: Channel
+    private let registry: ConnectionRegistry
+    private let logger: Logger
+    private let isShutDown = NIOLockedValueBox(false)
+
+    /// "127.0.0.1:7070", with the real port when 0 was asked.
+    public let localAddress: String
+
+    /// Binds HOST:PORT (port 0 = any free port) and starts accepting. `onEvent` runs on an event-loop
+    /// thread; callers hop to their own queue before doing real work. Events of one connection arrive in order.
+    public static func start(host: String, port: Int, eventLoopThreads: Int = 1, logger: Logger,
+                             onEvent: @escaping @Sendable (ServerEvent) -> Void) throws -> TransportServer {
+        try TransportServer(host: host, port: port, eventLoopThreads: eventLoopThreads,
+                            connectionsMax: TransportLimits.connectionsMax, logger: logger, onEvent: onEvent)
+    }
+
+    /// `connectionsMax` is a parameter so that a test can reach the limit with a few connections.
+    init(host: String, port: Int, eventLoopThreads: Int, connectionsMax: Int, logger: Logger,
+         onEvent: @escaping @Sendable (ServerEvent) -> Void) throws {
+        precondition(eventLoopThreads >= 1, "a server needs at least one event-loop thread")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopThreads)
+        let registry = ConnectionRegistry(connectionsMax: connectionsMax)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            // A restarted server must get its port back while old connections sit in TIME_WAIT.
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.noDelay, value: 1)
+            .childChannelInitializer { channel in
+                let peer = addressText(channel.remoteAddress)
+                guard let id = registry.add(channel) else {
+                    logger.warning("refusing connection: connectionsMax reached",
+                                   metadata: ["peer": "\(peer)", "connectionsMax": "\(connectionsMax)"])
+                    let refusal = ErrorReply(code: .busy,
+                                             message: "server has reached connectionsMax (\(connectionsMax)) connections")
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler(reply: refusal))
+                    }
+                }
+                channel.closeFuture.whenComplete { _ in registry.remove(id) }
+                var connectionLogger = logger
+                connectionLogger[metadataKey: "connection"] = "\(id)"
+                connectionLogger[metadataKey: "peer"] = "\(peer)"
+                let handler = ServerConnectionHandler(id: id, peer: peer, logger: connectionLogger,
+                                                      onEvent: onEvent)
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
+                                                                    handler)
+                }
+            }
+        do {
+            listener = try bootstrap.bind(host: host, port: port).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw ListenError(address: "\(host):\(port)", reason: socketErrorReason(error))
+        }
+        self.group = group
+        self.registry = registry
+        self.logger = logger
+        localAddress = addressText(listener.localAddress)
+        logger.info("listening", metadata: ["address": "\(localAddress)"])
+    }
+
+    /// Thread-safe. Encodes and writes one frame; silently dropped if the connection is gone.
+    public func send(_ envelope: Envelope, to connection: ConnectionID) {
+        guard let channel = registry.channel(connection) else { return }
+        guard let buffer = encode(envelope, for: connection, channel: channel) else { return }
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    /// Thread-safe. Writes bytes already framed by `encodeFrame` (so one encoding can go to several peers).
+    public func send(frame: [UInt8], to connection: ConnectionID) {
+        guard let channel = registry.channel(connection) else { return }
+        channel.writeAndFlush(channel.allocator.buffer(bytes: frame), promise: nil)
+    }
+
+    /// Thread-safe. Optionally sends a last envelope, then closes that connection. Messages the peer
+    /// sends after this are dropped.
+    public func close(_ connection: ConnectionID, after envelope: Envelope? = nil) {
+        guard let channel = registry.channel(connection) else { return }
+        let last = envelope.flatMap { encode($0, for: connection, channel: channel) }
+        channel.triggerUserOutboundEvent(CloseAfter(last: last), promise: nil)
+    }
+
+    /// Closes the listener and every connection and waits for them. Call it once from outside
+    /// `onEvent` (it waits for the event-loop threads, which would deadlock there).
+    public func shutdown() {
+        let wasShutDown = isShutDown.withLockedValue { done in
+            defer { done = true }
+            return done
+        }
+        guard !wasShutDown else { return }
+        try? listener.close().wait()
+        let closing = registry.all().map { channel in
+            channel.close(promise: nil)
+            return channel.closeFuture
+        }
+        for future in closing { try? future.wait() }
+        try? group.syncShutdownGracefully()
+        logger.info("stopped listening", metadata: ["address": "\(localAddress)"])
+    }
+
+    private func encode(_ envelope: Envelope, for connection: ConnectionID, channel: Channel) -> ByteBuffer? {
+        do {
+            return try frameBuffer(envelope, allocator: channel.allocator)
+        } catch {
+            logger.error("cannot encode message, not sent",
+                         metadata: ["connection": "\(connection)", "message": "\(envelope.message.caseName)",
+                                    "problem": "\(error)"])
+            return nil
+        }
+    }
+}
+
+/// The live connections of one server, by id; shared by its event loops and its callers.
+final class ConnectionRegistry: Sendable {
+    private struct State {
+        var nextID: ConnectionID = 1
+        var channels: [ConnectionID: Channel] = [:]
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let connectionsMax: Int
+
+    init(connectionsMax: Int) {
+        self.connectionsMax = connectionsMax
+    }
+
+    /// A fresh id for `channel`, or nil when `connectionsMax` connections are open.
+    func add(_ channel: Channel) -> ConnectionID? {
+        state.withLockedValue { state in
+            guard state.channels.count < connectionsMax else { return nil }
+            let id = state.nextID
+            state.nextID += 1
+            state.channels[id] = channel
+            return id
+        }
+    }
+
+    func remove(_ id: ConnectionID) {
+        _ = state.withLockedValue { $0.channels.removeValue(forKey: id) }
+    }
+
+    func channel(_ id: ConnectionID) -> Channel? {
+        state.withLockedValue { $0.channels[id] }
+    }
+
+    func all() -> [Channel] {
+        state.withLockedValue { Array($0.channels.values) }
+    }
+}
+
+/// Asks a connection's handler to send a last frame and close.
+struct CloseAfter: Sendable {
+    var last: ByteBuffer?
+}
+
+/// The last handler of a server connection: reports its events, answers refused frames, and closes
+/// on request.
+final class ServerConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = Envelope
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let id: ConnectionID
+    private let peer: String
+    private let logger: Logger
+    private let onEvent: @Sendable (ServerEvent) -> Void
+    /// Set once the connection is closing: nothing it receives afterwards is reported.
+    private var closing = false
+
+    init(id: ConnectionID, peer: String, logger: Logger, onEvent: @escaping @Sendable (ServerEvent) -> Void) {
+        self.id = id
+        self.peer = peer
+        self.logger = logger
+        self.onEvent = onEvent
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        logger.debug("connected")
+        onEvent(.connected(id, peer: peer))
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        onEvent(.received(id, unwrapInboundIn(data)))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        logger.debug("disconnected")
+        onEvent(.disconnected(id))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard !closing else { return }
+        closing = true
+        guard let error = error as? WireError else {
+            // A reset or another socket error: the peer is gone, there is no one to answer.
+            logger.debug("connection failed", metadata: ["problem": "\(socketErrorReason(error))"])
+            context.close(promise: nil)
+            return
+        }
+        logger.warning("rejected frame, closing connection", metadata: ["problem": "\(error)"])
+        onEvent(.rejected(id, peer: peer, error: error))
+        let reply = Envelope(requestId: 0, message: .error(ErrorReply(refusing: error)))
+        closeAfter(try? frameBuffer(reply, allocator: context.channel.allocator), on: context.channel)
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard let request = event as? CloseAfter else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        promise?.succeed()
+        guard !closing else { return }
+        closing = true
+        closeAfter(request.last, on: context.channel)
+    }
+}
+
+/// The only handler of a connection over the limit: answers with an error and closes.
+final class RefusingHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let reply: ErrorReply
+
+    init(reply: ErrorReply) {
+        self.reply = reply
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let envelope = Envelope(requestId: 0, message: .error(reply))
+        closeAfter(try? frameBuffer(envelope, allocator: context.channel.allocator), on: context.channel)
+        context.fireChannelActive()
+    }
+
+    /// Whatever the peer sends is read and dropped until the close.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}

@@ -1,5 +1,0 @@
-import XCTest
-
-final class PSTransportTestsPlaceholder: XCTestCase {
-    func testModuleLoads() {}
-}
