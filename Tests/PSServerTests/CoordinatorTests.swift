@@ -107,15 +107,15 @@ final class CoordinatorProtocolTests: XCTestCase {
         short.gradient = TensorSlice(offset: 0, values: Array(first.gradient.values.dropLast()))
         sim.addWorker()
         let c = sim.workers.keys.max()!
-        for (id, m) in sim.toWorkers { pushes[id, default: []] += sim.workers[id]!.respond(to: m) }
-        sim.toWorkers = []
         sim.feed(.received(a, Envelope(requestId: 10, message: .pushGradient(short))))
         XCTAssertEqual(errorReply(sim, a)?.code, .badRequest)
         XCTAssertTrue(errorReply(sim, a)?.message.contains("parameters") ?? false)
         XCTAssertTrue(sim.closed.contains(a))
 
-        // Worker c now holds every chunk; its pushes complete step 0; a repeat is a duplicate.
-        let cPushes = pushes[c] ?? []
+        // Worker c, which joined mid-step, now holds every chunk; its pushes complete step 0; a repeat is a duplicate.
+        var cPushes: [Message] = []
+        for (id, m) in sim.toWorkers where id == c { cPushes += sim.workers[c]!.respond(to: m) }
+        sim.toWorkers = []
         XCTAssertFalse(cPushes.isEmpty)
         for p in cPushes { sim.feed(.received(c, Envelope(requestId: 11, message: p))) }
         sim.feed(.received(c, Envelope(requestId: 12, message: cPushes[0])))
