@@ -67,8 +67,8 @@ struct PSServerCommand: ParsableCommand {
             source.resume()
             return source
         }
-        runtime.wait()
-        _ = signals
+        // The signal sources must outlive the wait (SIGTERM is ignored without them).
+        withExtendedLifetime(signals) { runtime.wait() }
         logger.info("stopped")
     }
 }

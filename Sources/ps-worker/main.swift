@@ -54,8 +54,8 @@ struct PSWorkerCommand: ParsableCommand {
             source.resume()
             return source
         }
-        runtime.wait()
-        _ = signals
+        // The signal sources must outlive the wait (SIGTERM is ignored without them).
+        withExtendedLifetime(signals) { runtime.wait() }
     }
 }
 

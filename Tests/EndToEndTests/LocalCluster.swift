@@ -1,0 +1,121 @@
+import Foundation
+import XCTest
+
+/// A real cluster for end-to-end tests: `ps-server` on 127.0.0.1 (a free port) and `ps-worker`
+/// processes, each with its log in a scratch folder. Everything it started is stopped by `stop()`.
+final class LocalCluster {
+    let directory: String
+    private(set) var server: Process!
+    private(set) var address = ""
+    private(set) var workers: [String: Process] = [:]
+
+    init(heartbeatTimeout: Double = 3) throws {
+        directory = NSTemporaryDirectory() + "ps-cluster-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
+        server = try launch("ps-server", ["--listen", "127.0.0.1:0", "--data-dir", directory + "/data",
+                                          "--heartbeat-timeout", "\(heartbeatTimeout)"], log: "server")
+        // The server logs the address it bound; wait for it.
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let log = (try? String(contentsOfFile: directory + "/logs/server.log", encoding: .utf8)) ?? ""
+            if let range = log.range(of: #"address=127\.0\.0\.1:[0-9]+"#, options: .regularExpression) {
+                address = String(log[range].dropFirst("address=".count))
+                return
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        stop()
+        throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "ps-server did not start: \(log("server"))"])
+    }
+
+    deinit { stop() }
+
+    func launch(_ binary: String, _ arguments: [String], log: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Binaries.buildDirectory + "/" + binary)
+        p.arguments = arguments
+        p.currentDirectoryURL = URL(fileURLWithPath: Binaries.repositoryRoot)
+        let path = "\(directory)/logs/\(log).log"
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = FileHandle(forWritingAtPath: path)!
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        return p
+    }
+
+    /// Starts a worker and returns once the server lists it.
+    func startWorker(_ name: String) throws {
+        let before = try workerCount()
+        workers[name] = try launch("ps-worker", ["--server", address, "--name", name], log: name)
+        try waitUntil("worker \(name) joins") { try self.workerCount() > before }
+    }
+
+    func kill(_ name: String, signal: Int32 = SIGKILL) {
+        guard let p = workers.removeValue(forKey: name) else { return }
+        Foundation.kill(p.processIdentifier, signal)
+        p.waitUntilExit()
+    }
+
+    func psctl(_ arguments: [String]) throws -> Binaries.Output {
+        try Binaries.run("psctl", arguments + ["--server", address])
+    }
+
+    func status(_ job: String? = nil) throws -> [String: Any] {
+        let out = try psctl(["status", "--json"] + (job.map { [$0] } ?? []))
+        guard out.status == 0 else { throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: out.stderr]) }
+        return try Binaries.json(out)
+    }
+
+    func workerCount() throws -> Int {
+        ((try status()["cluster"] as? [String: Any])?["workers"] as? [Any])?.count ?? 0
+    }
+
+    func jobStatus(_ job: String) throws -> [String: Any] {
+        try XCTUnwrap((try status(job)["jobs"] as? [[String: Any]])?.first)
+    }
+
+    func waitUntil(_ what: String, timeout: Double = 120, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        XCTFail("timed out waiting until \(what); server log:\n\(log("server").suffix(3000))")
+        throw CocoaError(.fileReadUnknown)
+    }
+
+    func log(_ name: String) -> String {
+        (try? String(contentsOfFile: "\(directory)/logs/\(name).log", encoding: .utf8)) ?? ""
+    }
+
+    func stop() {
+        for (_, p) in workers where p.isRunning { p.terminate() }
+        for (_, p) in workers { p.waitUntilExit() }
+        workers = [:]
+        if let server, server.isRunning {
+            server.terminate()
+            server.waitUntilExit()
+        }
+    }
+}
+
+/// The local trainer's fingerprints, computed once per test run and shared by the tests that compare with them.
+enum Reference {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var cache: [String: String] = [:]
+
+    /// `weights_sha256` of `psctl train --local SPEC` with `overrides`.
+    static func localSHA(_ spec: String, _ overrides: [String] = []) throws -> String {
+        let key = ([spec] + overrides).joined(separator: " ")
+        lock.lock()
+        defer { lock.unlock() }
+        if let sha = cache[key] { return sha }
+        let out = try Binaries.run("psctl", ["train", "--local", spec, "--json", "--output", "/dev/null"]
+                                   + overrides.flatMap { ["--set", $0] })
+        XCTAssertEqual(out.status, 0, out.stderr)
+        let sha = try XCTUnwrap(try Binaries.json(out)["weights_sha256"] as? String)
+        cache[key] = sha
+        return sha
+    }
+}
