@@ -1,5 +1,0 @@
-import XCTest
-
-final class ClusterTestsPlaceholder: XCTestCase {
-    func testModuleLoads() {}
-}
