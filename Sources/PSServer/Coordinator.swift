@@ -70,7 +70,25 @@ public struct PreparationError: Error, Equatable, Sendable {
 
 public enum LogLevel: String, Sendable { case debug, info, warning, error }
 
+/// What the runtime's observers (metrics, TensorBoard) are told. The coordinator stays free of I/O and
+/// clocks: observers add the time and do the writing.
+public enum Observation: Sendable {
+    /// A training step was applied: the batch's mean loss and the epoch's rate so far.
+    case stepCompleted(jobId: String, step: Int, epoch: Int, batchLoss: Double, batchSize: Int,
+                       learningRate: Float, samplesPerSecond: Double)
+    /// An epoch ended (with its validation figures when the job has validation data).
+    case epochCompleted(jobId: String, report: EpochReport, learningRate: Float)
+    case jobState(jobId: String, name: String, state: JobState)
+    case workerJoined(workerId: UInt64)
+    case workerLeft(workerId: UInt64, reason: String)
+    case heartbeatMissed(workerId: UInt64)
+    /// A gradient push was accepted (`duplicate`: acknowledged and dropped).
+    case pushAccepted(bytes: Int, duplicate: Bool)
+    case frameRejected(reason: String)
+}
+
 public enum CoordinatorAction: Sendable {
+    case observe(Observation)
     case send(ConnectionID, Envelope)
     /// The same envelope to several connections (encode once).
     case broadcast([ConnectionID], Envelope)
@@ -200,6 +218,7 @@ public struct Coordinator {
             handle(envelope, from: id, now: now, &out)
         case let .rejected(id, reason):
             out.append(.log(.warning, "rejected frame", ["peer": connections[id]?.peer ?? "?", "problem": reason]))
+            out.append(.observe(.frameRejected(reason: reason)))
         case let .disconnected(id):
             if let workerId = connections[id]?.workerId {
                 removeWorker(workerId, reason: "disconnected", now: now, &out)
@@ -213,6 +232,7 @@ public struct Coordinator {
             where now - w.lastHeartbeat > config.heartbeatTimeoutSeconds {
                 out.append(.close(w.connection, after: Envelope(requestId: 0, message: .error(ErrorReply(
                     code: .unknownWorker, message: "no heartbeat for \(format(now - w.lastHeartbeat))s; removed from the cluster")))))
+                out.append(.observe(.heartbeatMissed(workerId: w.id)))
                 removeWorker(w.id, reason: "missed its heartbeat deadline", now: now, &out)
             }
             updateStatus(now: now)
@@ -270,6 +290,7 @@ public struct Coordinator {
                 workerId: wid, heartbeatIntervalMilliseconds: Int(config.heartbeatIntervalSeconds * 1000),
                 heartbeatTimeoutMilliseconds: Int(config.heartbeatTimeoutSeconds * 1000))))))
             out.append(.log(.info, "worker joined", ["worker": "\(wid)", "name": r.name, "peer": connection.peer]))
+            out.append(.observe(.workerJoined(workerId: wid)))
             dispatch(now: now, &out)
 
         case let .heartbeat(h):
@@ -357,6 +378,13 @@ public struct Coordinator {
         return [.log(.warning, message, fields), close ? .close(id, after: reply) : .send(id, reply)]
     }
 
+    /// Changes a job's state, telling observers when it really changes.
+    private mutating func setState(_ jobId: String, _ state: JobState, _ out: inout [CoordinatorAction]) {
+        guard let job = jobs[jobId], job.state != state else { return }
+        jobs[jobId]!.state = state
+        out.append(.observe(.jobState(jobId: jobId, name: job.spec.name, state: state)))
+    }
+
     // MARK: Jobs
 
     private mutating func submit(_ spec: JobSpec, requestId rid: UInt64, connection id: ConnectionID, now: Double,
@@ -381,6 +409,7 @@ public struct Coordinator {
         nextJobNumber += 1
         jobs[jobId] = Job(id: jobId, spec: spec, state: .submitted)
         jobOrder.append(jobId)
+        out.append(.observe(.jobState(jobId: jobId, name: spec.name, state: .submitted)))
         out.append(.send(id, Envelope(requestId: rid, message: .submitted(jobId: jobId))))
         out.append(.log(.info, "job submitted", ["job": jobId, "name": spec.name]))
         startNextJob(now: now, &out)
@@ -412,7 +441,7 @@ public struct Coordinator {
                                             optimizer: spec.optimizer, shardCount: min(config.shardCount, network.parameterCount)),
                       ledger: TrainingLedger(spec: spec), stepsPerEpoch: steps, epochStartedAt: now)
             jobs[jobId]!.message = ""
-            jobs[jobId]!.state = workers.isEmpty ? .waitingForWorkers : .running
+            setState(jobId, workers.isEmpty ? .waitingForWorkers : .running, &out)
             jobs[jobId]!.stepsPerEpoch = steps
             jobs[jobId]!.epoch = 1
             out.append(.log(.info, "job started", ["job": jobId, "train": "\(data.trainCount)",
@@ -427,7 +456,7 @@ public struct Coordinator {
     private mutating func finish(_ jobId: String, state: JobState, message: String, summary: TrainingSummary? = nil,
                                  sha: String = "", _ out: inout [CoordinatorAction]) {
         let result = JobResult(jobId: jobId, state: state, summary: summary, weightsSHA256: sha, message: message)
-        jobs[jobId]!.state = state
+        setState(jobId, state, &out)
         jobs[jobId]!.message = message
         jobs[jobId]!.result = result
         jobs[jobId]!.etaSeconds = nil
@@ -476,10 +505,10 @@ public struct Coordinator {
     private mutating func dispatch(now: Double, _ out: inout [CoordinatorAction]) {
         guard var r = run, var work = r.work else { return }
         if workers.isEmpty {
-            jobs[r.jobId]!.state = .waitingForWorkers
+            setState(r.jobId, .waitingForWorkers, &out)
             return
         }
-        jobs[r.jobId]!.state = .running
+        setState(r.jobId, .running, &out)
         var taken = [Bool](repeating: false, count: work.total)
         for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
         let free = (0..<work.total).filter { !taken[$0] }
@@ -548,6 +577,7 @@ public struct Coordinator {
             return reject(.unknownStep, "push for step \(p.step) of \(p.jobId), which has not started (current step \(current))", "step", true)
         }
         if work.gradients.contains(range) {
+            out.append(.observe(.pushAccepted(bytes: p.gradient.values.count * MemoryLayout<Float>.size, duplicate: true)))
             return out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
         }
         guard work.assigned[range] == wid else {
@@ -564,6 +594,7 @@ public struct Coordinator {
         work.gradients.insert(range, payload: p.gradient.values,
                               stats: ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples))
         out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: false)))))
+        out.append(.observe(.pushAccepted(bytes: p.gradient.values.count * MemoryLayout<Float>.size, duplicate: false)))
         r.work = work
         run = r
         if work.gradients.isComplete {
@@ -582,6 +613,10 @@ public struct Coordinator {
         jobs[r.jobId]!.step = r.stepInEpoch
         jobs[r.jobId]!.trainLoss = r.epochStats.lossSum / Double(max(r.epochStats.samples, 1))
         jobs[r.jobId]!.samplesPerSecond = Double(r.epochStats.samples) / elapsed
+        out.append(.observe(.stepCompleted(jobId: r.jobId, step: work.step, epoch: r.epoch,
+                                           batchLoss: stats.lossSum / Double(max(stats.samples, 1)), batchSize: work.batchSize,
+                                           learningRate: r.spec.optimizer.learningRate,
+                                           samplesPerSecond: jobs[r.jobId]!.samplesPerSecond)))
         run = r
         if r.stepInEpoch < r.stepsPerEpoch {
             startTrainStep(now: now)
@@ -648,6 +683,7 @@ public struct Coordinator {
         if let v = report.validationLoss { fields["val_loss"] = format(v) }
         if let a = report.validationAccuracy { fields["val_accuracy"] = format(a) }
         out.append(.log(.info, report.stopEarly ? "epoch done, stopping early" : "epoch done", fields))
+        out.append(.observe(.epochCompleted(jobId: r.jobId, report: report, learningRate: r.spec.optimizer.learningRate)))
         if r.ledger.finished {
             let kept = r.ledger.keptParameters(current: r.store.parameters, currentVersion: r.store.version)
             if kept.version != r.store.version { r.store.restore(kept.parameters, version: kept.version) }
@@ -699,6 +735,7 @@ public struct Coordinator {
         }
         out.append(.log(.warning, "worker left", ["worker": "\(wid)", "name": w.name, "reason": reason,
                                                   "chunks_reassigned": "\(freed)"]))
+        out.append(.observe(.workerLeft(workerId: wid, reason: reason)))
         dispatch(now: now, &out)
     }
 

@@ -38,6 +38,13 @@ public final class ServerRuntime: @unchecked Sendable {
     let clock = ContinuousClock()
     let epoch = ContinuousClock.now
     private let stopped = DispatchSemaphore(value: 0)
+    /// Called on the coordinator's queue for every observation; keep them quick (hop elsewhere for slow I/O).
+    private var observers: [@Sendable (Observation) -> Void] = []
+
+    /// Registers an observer (metrics, event files). Call before `start()`.
+    public func observe(_ observer: @escaping @Sendable (Observation) -> Void) {
+        observers.append(observer)
+    }
 
     public init(options: Options, logger: Logger) {
         self.options = options
@@ -122,6 +129,8 @@ public final class ServerRuntime: @unchecked Sendable {
     private func perform(_ actions: [CoordinatorAction]) {
         for action in actions {
             switch action {
+            case let .observe(observation):
+                for o in observers { o(observation) }
             case let .send(id, envelope):
                 transport.send(envelope, to: id)
             case let .broadcast(ids, envelope):

@@ -246,6 +246,20 @@ final class CoordinatorExactnessTests: XCTestCase {
             XCTAssertEqual(clusterSummary.trainLoss, summary.trainLoss)
             XCTAssertEqual(clusterSummary.bestEpoch, summary.bestEpoch)
             XCTAssertEqual(sim.models["job-1"].map { weightsSHA256($0.parameters) }, sha)
+            // Observers hear every step and epoch, and the job's path through its states.
+            let steps = sim.observations.filter { if case .stepCompleted = $0 { return true }; return false }.count
+            let epochs = sim.observations.compactMap { o -> EpochReport? in
+                if case let .epochCompleted(_, report, _) = o { return report }
+                return nil
+            }
+            XCTAssertEqual(steps, 2 * 17)
+            XCTAssertEqual(epochs.map(\.epoch), [1, 2])
+            XCTAssertEqual(epochs.last?.trainLoss, clusterSummary.trainLoss)
+            let states = sim.observations.compactMap { o -> JobState? in
+                if case let .jobState(_, _, state) = o { return state }
+                return nil
+            }
+            XCTAssertEqual(states, [.submitted, .waitingForWorkers, .running, .completed])  // submitted before any worker joined
         }
     }
 

@@ -133,6 +133,7 @@ struct Simulation {
     var closed: Set<ConnectionID> = []
     var logs: [(LogLevel, String, [String: String])] = []
     var models: [String: TrainedModel] = [:]
+    var observations: [Observation] = []
     let data: LoadedData
     var rng: UInt64
 
@@ -174,6 +175,8 @@ struct Simulation {
                 models[jobId] = model
             case let .log(level, message, fields):
                 logs.append((level, message, fields))
+            case let .observe(o):
+                observations.append(o)
             }
         }
     }
