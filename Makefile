@@ -7,10 +7,13 @@ SWIFT ?= swift
 # One configuration for tests and binaries: release speed, with @testable imports allowed.
 TEST_FLAGS = -c release -Xswiftc -enable-testing
 
-.PHONY: demo test deps build check-generated proto bench clean
+.PHONY: demo test deps test-deps build check-generated proto bench clean
 
 deps:
 	@scripts/install-deps.sh
+
+test-deps:
+	@scripts/install-deps.sh --test
 
 build: deps
 	$(SWIFT) build -c release
@@ -21,7 +24,7 @@ demo: build
 check-generated: deps
 	@scripts/gen-proto.sh --check
 
-test: deps check-generated
+test: test-deps check-generated
 	$(SWIFT) build $(TEST_FLAGS) --build-tests
 	$(SWIFT) test $(TEST_FLAGS) --skip-build --disable-swift-testing
 

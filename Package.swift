@@ -13,6 +13,8 @@ import PackageDescription
 //                     the only importer of NIOPosix
 //   PSServer          the coordinator: a pure state machine plus the runtime that drives it
 //   PSWorker          the worker runtime: connection, data, chunk computation off the event loop
+//   PSMetrics         Prometheus metrics and their /metrics endpoint
+//   PSEventFile       TensorBoard event files (TFRecord + Event/Summary protobuf)
 //   psctl, ps-server, ps-worker   thin executables
 let package = Package(
     name: "ps-cluster",
@@ -27,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -47,22 +51,34 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Prometheus metrics: swift-metrics facades, the swift-prometheus registry, a /metrics HTTP endpoint.
+        .target(name: "PSMetrics", dependencies: [
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // TensorBoard event files: TFRecord framing around Event messages with scalar summaries.
+        .target(name: "PSEventFile"),
         .target(name: "PSServer", dependencies: [
-            "PSTrain", "PSWire", "PSTransport", .product(name: "Logging", package: "swift-log"),
+            "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSEventFile",
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PSWorker", dependencies: [
-            "PSTrain", "PSWire", "PSTransport", .product(name: "Logging", package: "swift-log"),
+            "PSTrain", "PSWire", "PSTransport", "PSMetrics", .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "psctl", dependencies: [
             "PSTrain", "PSWire", "PSCore", "PSData", "PSTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ps-server", dependencies: [
-            "PSServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSServer", "PSMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ps-worker", dependencies: [
-            "PSWorker", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSWorker", "PSMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath"]),
@@ -73,6 +89,8 @@ let package = Package(
         .testTarget(name: "PSTrainTests", dependencies: ["PSTrain"]),
         .testTarget(name: "PSTransportTests", dependencies: ["PSTransport"]),
         .testTarget(name: "PSServerTests", dependencies: ["PSServer"]),
+        .testTarget(name: "PSMetricsTests", dependencies: ["PSMetrics"]),
+        .testTarget(name: "PSEventFileTests", dependencies: ["PSEventFile"]),
         // Many nodes (coordinator and workers) in one process, over loopback.
         .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSTransport"]),
         // Starts the real binaries (built by `swift build` before the tests run).

@@ -4,9 +4,11 @@
 set -euo pipefail
 
 packages=(libopenblas-dev libprotobuf-c-dev protobuf-c-compiler pkg-config zlib1g-dev)
-# Test-only tools are added here by the features that need them.
+# Test-only tools: promtool (Debian's prometheus package) checks our /metrics output.
+test_tools=false
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=()
+    test_tools=true
+    packages+=(prometheus)
 fi
 
 missing=()
@@ -27,4 +29,23 @@ fi
 if ! pkg-config --exists openblas; then
     echo "install-deps: pkg-config cannot find 'openblas' after installing libopenblas-dev" >&2
     exit 1
+fi
+
+# Python readers for our outputs (ONNX models, TensorBoard event files), only for the tests.
+if $test_tools; then
+    requirements="$(dirname "$0")/../tests/requirements.txt"
+    if ! python3 - "$requirements" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, wanted = line.split("==")
+        if version(name) != wanted:
+            sys.exit(1)
+PY
+    then
+        echo "install-deps: installing Python test tools from tests/requirements.txt" >&2
+        python3 -m pip install -q --disable-pip-version-check -r "$requirements" >&2
+    fi
 fi

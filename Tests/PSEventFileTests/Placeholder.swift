@@ -1,0 +1,5 @@
+import XCTest
+
+final class PSEventFileTestsPlaceholder: XCTestCase {
+    func testModuleLoads() {}
+}

@@ -1,0 +1,5 @@
+import XCTest
+
+final class PSMetricsTestsPlaceholder: XCTestCase {
+    func testModuleLoads() {}
+}
