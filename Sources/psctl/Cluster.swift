@@ -82,14 +82,95 @@ struct Status: ParsableCommand {
     @Flag(help: "Print the status as one JSON object.")
     var json = false
 
+    @Flag(help: "Refresh about once a second (in place on a terminal, one line per job otherwise); with a JOB, stop when it ends.")
+    var watch = false
+
+    @Option(help: "Seconds between refreshes with --watch.")
+    var interval = 1.0
+
+    func validate() throws {
+        guard interval >= 0.1 && interval <= 3600 else { throw ValidationError("--interval must be between 0.1 and 3600 seconds") }
+    }
+
     func run() throws {
         let client = try options.connect()
         defer { client.close() }
-        guard case let .statusReply(status) = try request(client, .statusRequest(jobId: job ?? "")) else {
-            throw OperatingError("unexpected reply to status")
+        func fetch() throws -> StatusReply {
+            guard case let .statusReply(status) = try request(client, .statusRequest(jobId: job ?? "")) else {
+                throw OperatingError("unexpected reply to status")
+            }
+            return status
         }
-        print(json ? status.json : status.table)
+        guard watch else {
+            let status = try fetch()
+            print(json ? status.json : status.table)
+            return
+        }
+        var view = WatchView(terminal: isatty(STDOUT_FILENO) == 1 && !json)
+        while true {
+            let status = try fetch()
+            if json {
+                print(status.json)
+            } else {
+                print(view.render(status), terminator: "")
+            }
+            fflush(nil)  // every stream: stdout is a shared global Swift 6 will not touch
+            if let job, let j = status.jobs.first(where: { $0.jobId == job }), j.state.isFinal { return }
+            Thread.sleep(forTimeInterval: interval)
+        }
     }
+}
+
+/// `status --watch`: on a terminal the whole view is redrawn in place with sparklines of recent loss
+/// and validation accuracy; elsewhere one plain line per job per refresh, with no escape codes.
+struct WatchView {
+    let terminal: Bool
+    /// Recent values per job, oldest first, for the sparklines.
+    var losses: [String: [Double]] = [:]
+    var accuracies: [String: [(epoch: Int, value: Double)]] = [:]
+    static let history = 40
+
+    init(terminal: Bool) { self.terminal = terminal }
+
+    mutating func render(_ status: StatusReply) -> String {
+        for j in status.jobs where j.state == .running {
+            if let l = j.trainLoss {
+                losses[j.jobId, default: []].append(l)
+                losses[j.jobId] = Array(losses[j.jobId]!.suffix(Self.history))
+            }
+            if let a = j.validationAccuracy, accuracies[j.jobId]?.last?.epoch != j.epoch {
+                accuracies[j.jobId, default: []].append((j.epoch, a))
+                accuracies[j.jobId] = Array(accuracies[j.jobId]!.suffix(Self.history))
+            }
+        }
+        guard terminal else {
+            let stamp = ISO8601DateFormatter().string(from: Date())
+            return status.jobs.map { j in
+                var line = "\(stamp) \(j.jobId) \(j.state.rawValue) epoch \(j.epoch)/\(j.epochs) step \(j.step)/\(j.stepsPerEpoch)"
+                line += String(format: " %.0f%%", j.progress * 100)
+                if let l = j.trainLoss { line += String(format: " loss %.4f", l) }
+                if let a = j.validationAccuracy { line += String(format: " val_acc %.4f", a) }
+                if j.samplesPerSecond > 0 { line += " \(compact(j.samplesPerSecond)) samples/s" }
+                if let eta = j.etaSeconds { line += " eta \(duration(eta))" }
+                return line + " workers \(status.cluster.workers.count)\n"
+            }.joined()
+        }
+        var lines = ["\u{1B}[H\u{1B}[2J" + status.table.split(separator: "\n", omittingEmptySubsequences: false).first!]
+        lines += status.table.split(separator: "\n", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        for j in status.jobs where losses[j.jobId] != nil || accuracies[j.jobId] != nil {
+            lines.append("")
+            lines.append("\(j.jobId) loss    \(sparkline(losses[j.jobId] ?? []))  \(j.trainLoss.map { String(format: "%.4f", $0) } ?? "-")")
+            lines.append("\(j.jobId) val_acc \(sparkline((accuracies[j.jobId] ?? []).map(\.value)))  \(j.validationAccuracy.map { String(format: "%.4f", $0) } ?? "-")")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// Eight-level bars scaled between the values' minimum and maximum.
+func sparkline(_ values: [Double]) -> String {
+    let bars = Array("▁▂▃▄▅▆▇█")
+    guard let lo = values.min(), let hi = values.max() else { return "" }
+    return String(values.map { v in hi > lo ? bars[min(7, Int((v - lo) / (hi - lo) * 7.999))] : bars[3] })
 }
 
 struct List: ParsableCommand {

@@ -23,12 +23,18 @@ enum Binaries {
 
     /// Runs `name` with `arguments` from the repository root and waits for it.
     static func run(_ name: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: buildDirectory + "/" + name)
-        guard FileManager.default.isExecutableFile(atPath: process.executableURL!.path) else {
-            XCTFail("\(name) is not built at \(process.executableURL!.path); run `swift build` with the same configuration first")
+        let path = buildDirectory + "/" + name
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            XCTFail("\(name) is not built at \(path); run `swift build` with the same configuration first")
             throw CocoaError(.fileNoSuchFile)
         }
+        return try runSystem(path, arguments, environment: environment)
+    }
+
+    /// Runs any executable (by absolute path) from the repository root and waits for it.
+    static func runSystem(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
