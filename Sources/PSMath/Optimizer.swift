@@ -75,99 +75,151 @@ public struct Optimizer: Sendable {
     }
 
     /// Applies one update. `gradient` is the batch's mean gradient for this range; it is read, not kept.
-    public mutating func step(parameters p: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>) {
+    ///
+    /// Each rule is one branch-free loop over raw pointers so the compiler vectorises it: this runs
+    /// over every parameter every step, on the server's critical path.
+    public mutating func step(parameters p: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>) {
         stepCount += 1
         let c = config
         let n = count
         let lr = c.learningRate
         let wd = c.weightDecay
         let first = stepCount == 1
-        switch c.rule {
-        case .sgd:
-            for i in 0..<n {
-                let g = gradient[i] + wd * p[i]
-                p[i] -= lr * g
-            }
-        case .momentum, .nesterov:
-            let mu = c.momentum
-            let nesterov = c.rule == .nesterov
-            slots[0].withUnsafeMutableBufferPointer { b in
-                for i in 0..<n {
-                    let g = gradient[i] + wd * p[i]
-                    let buf = first ? g : mu * b[i] + g
-                    b[i] = buf
-                    p[i] -= lr * (nesterov ? g + mu * buf : buf)
-                }
-            }
-        case .adagrad:
-            let eps = c.epsilon
-            slots[0].withUnsafeMutableBufferPointer { s in
-                for i in 0..<n {
-                    let g = gradient[i] + wd * p[i]
-                    s[i] += g * g
-                    p[i] -= lr * g / (s[i].squareRoot() + eps)
-                }
-            }
-        case .adadelta:
-            let rho = c.rho
-            let eps = c.epsilon
-            withTwoSlots { v, u in
-                for i in 0..<n {
-                    let g = gradient[i] + wd * p[i]
-                    v[i] = rho * v[i] + (1 - rho) * g * g
-                    let delta = (u[i] + eps).squareRoot() / (v[i] + eps).squareRoot() * g
-                    u[i] = rho * u[i] + (1 - rho) * delta * delta
-                    p[i] -= lr * delta
-                }
-            }
-        case .rmsprop:
-            let alpha = c.alpha
-            let eps = c.epsilon
-            let mu = c.momentum
-            withTwoSlots { v, b in
-                for i in 0..<n {
-                    let g = gradient[i] + wd * p[i]
-                    v[i] = alpha * v[i] + (1 - alpha) * g * g
-                    let d = v[i].squareRoot() + eps
-                    if mu > 0 {
-                        b[i] = mu * b[i] + g / d
-                        p[i] -= lr * b[i]
-                    } else {
-                        p[i] -= lr * g / d
+        // Slot storage is taken out of the array for the duration of the loop (no copy, no CoW check per element).
+        var a = slots.count > 0 ? slots[0] : []
+        var b = slots.count > 1 ? slots[1] : []
+        slots = []
+        defer { slots = Array([a, b].prefix(c.rule.slotNames.count)) }
+        a.withUnsafeMutableBufferPointer { sa in
+            b.withUnsafeMutableBufferPointer { sb in
+                let s0 = sa.baseAddress
+                let s1 = sb.baseAddress
+                switch c.rule {
+                case .sgd:
+                    Self.sgd(p, g, n, lr, wd)
+                case .momentum, .nesterov:
+                    Self.momentum(p, g, s0!, n, lr, wd, c.momentum, nesterov: c.rule == .nesterov, first: first)
+                case .adagrad:
+                    Self.adagrad(p, g, s0!, n, lr, wd, c.epsilon)
+                case .adadelta:
+                    Self.adadelta(p, g, s0!, s1!, n, lr, wd, c.rho, c.epsilon)
+                case .rmsprop:
+                    Self.rmsprop(p, g, s0!, s1!, n, lr, wd, c.alpha, c.epsilon, c.momentum)
+                case .adam, .adamw:
+                    let t = Double(stepCount)
+                    // Bias corrections in double, as PyTorch computes them from a Python float.
+                    let stepSize = Float(Double(lr) / (1 - pow(Double(c.beta1), t)))
+                    let correction2 = Float((1 - pow(Double(c.beta2), t)).squareRoot())
+                    if c.rule == .adamw {
+                        let decay = 1 - lr * wd
+                        forEachBlock(n, vector: { i in store(load(p, i) * decay, p, i) }, scalar: { i in p[i] *= decay })
                     }
-                }
-            }
-        case .adam, .adamw:
-            let b1 = c.beta1
-            let b2 = c.beta2
-            let eps = c.epsilon
-            let t = Double(stepCount)
-            // Bias corrections in double, as PyTorch computes them from a Python float.
-            let stepSize = Float(Double(lr) / (1 - pow(Double(b1), t)))
-            let correction2 = Float((1 - pow(Double(b2), t)).squareRoot())
-            let decoupled = c.rule == .adamw
-            let coupledDecay: Float = decoupled ? 0 : wd
-            let decay: Float = decoupled ? 1 - lr * wd : 1
-            withTwoSlots { m, v in
-                for i in 0..<n {
-                    if decoupled { p[i] *= decay }
-                    let g = gradient[i] + coupledDecay * p[i]
-                    m[i] = b1 * m[i] + (1 - b1) * g
-                    v[i] = b2 * v[i] + (1 - b2) * g * g
-                    p[i] -= stepSize * m[i] / (v[i].squareRoot() / correction2 + eps)
+                    Self.adam(p, g, s0!, s1!, n, c.rule == .adamw ? 0 : wd, c.beta1, c.beta2, c.epsilon, stepSize, correction2)
                 }
             }
         }
     }
 
-    private mutating func withTwoSlots(_ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
-        var a = slots[0]
-        var b = slots[1]
-        slots = []  // hand the storage over so the closures mutate without copying
-        a.withUnsafeMutableBufferPointer { pa in
-            b.withUnsafeMutableBufferPointer { pb in body(pa.baseAddress!, pb.baseAddress!) }
+    @inline(__always)
+    static func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ n: Int, _ lr: Float, _ wd: Float) {
+        forEachBlock(n, vector: { i in
+            let pi = load(p, i)
+            store(pi - lr * (load(g, i) + wd * pi), p, i)
+        }, scalar: { i in
+            p[i] -= lr * (g[i] + wd * p[i])
+        })
+    }
+
+    @inline(__always)
+    static func momentum(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ b: UnsafeMutablePointer<Float>,
+                         _ n: Int, _ lr: Float, _ wd: Float, _ mu: Float, nesterov: Bool, first: Bool) {
+        // The first buffer is the gradient itself (b₁ = g), as torch.optim.SGD does.
+        let keep: Float = first ? 0 : mu
+        // nesterov steps by g + μ·b, plain momentum by b.
+        let bScale: Float = nesterov ? mu : 1
+        forEachBlock(n, vector: { i in
+            let pi = load(p, i)
+            let gi = load(g, i) + wd * pi
+            let buf = keep * load(b, i) + gi
+            store(buf, b, i)
+            store(pi - lr * (nesterov ? gi + bScale * buf : buf), p, i)
+        }, scalar: { i in
+            let gi = g[i] + wd * p[i]
+            let buf = keep * b[i] + gi
+            b[i] = buf
+            p[i] -= lr * (nesterov ? gi + bScale * buf : buf)
+        })
+    }
+
+    @inline(__always)
+    static func adagrad(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ s: UnsafeMutablePointer<Float>,
+                        _ n: Int, _ lr: Float, _ wd: Float, _ eps: Float) {
+        for i in 0..<n {
+            let gi = g[i] + wd * p[i]
+            let si = s[i] + gi * gi
+            s[i] = si
+            p[i] -= lr * gi / (si.squareRoot() + eps)
         }
-        slots = [a, b]
+    }
+
+    @inline(__always)
+    static func adadelta(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                         _ u: UnsafeMutablePointer<Float>, _ n: Int, _ lr: Float, _ wd: Float, _ rho: Float, _ eps: Float) {
+        for i in 0..<n {
+            let gi = g[i] + wd * p[i]
+            let vi = rho * v[i] + (1 - rho) * gi * gi
+            v[i] = vi
+            let delta = (u[i] + eps).squareRoot() / (vi + eps).squareRoot() * gi
+            u[i] = rho * u[i] + (1 - rho) * delta * delta
+            p[i] -= lr * delta
+        }
+    }
+
+    @inline(__always)
+    static func rmsprop(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                        _ b: UnsafeMutablePointer<Float>, _ n: Int, _ lr: Float, _ wd: Float, _ alpha: Float,
+                        _ eps: Float, _ mu: Float) {
+        if mu > 0 {
+            for i in 0..<n {
+                let gi = g[i] + wd * p[i]
+                let vi = alpha * v[i] + (1 - alpha) * gi * gi
+                v[i] = vi
+                let bi = mu * b[i] + gi / (vi.squareRoot() + eps)
+                b[i] = bi
+                p[i] -= lr * bi
+            }
+        } else {
+            for i in 0..<n {
+                let gi = g[i] + wd * p[i]
+                let vi = alpha * v[i] + (1 - alpha) * gi * gi
+                v[i] = vi
+                p[i] -= lr * gi / (vi.squareRoot() + eps)
+            }
+        }
+    }
+
+    @inline(__always)
+    static func adam(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+                     _ v: UnsafeMutablePointer<Float>, _ n: Int, _ wd: Float, _ b1: Float, _ b2: Float, _ eps: Float,
+                     _ stepSize: Float, _ correction2: Float) {
+        let keep1 = 1 - b1
+        let keep2 = 1 - b2
+        forEachBlock(n, vector: { i in
+            let pi = load(p, i)
+            let gi = load(g, i) + wd * pi
+            let mi = b1 * load(m, i) + keep1 * gi
+            let vi = b2 * load(v, i) + keep2 * gi * gi
+            store(mi, m, i)
+            store(vi, v, i)
+            store(pi - stepSize * mi / (vi.squareRoot() / correction2 + eps), p, i)
+        }, scalar: { i in
+            let gi = g[i] + wd * p[i]
+            let mi = b1 * m[i] + keep1 * gi
+            let vi = b2 * v[i] + keep2 * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] -= stepSize * mi / (vi.squareRoot() / correction2 + eps)
+        })
     }
 }
 
@@ -176,7 +228,7 @@ public enum GradientMath {
     /// g[i] ← sum[i] / batchSize, in place.
     public static func mean(_ g: UnsafeMutablePointer<Float>, count: Int, batchSize: Int) {
         let divisor = Float(batchSize)
-        for i in 0..<count { g[i] /= divisor }
+        forEachBlock(count, vector: { i in store(load(g, i) / divisor, g, i) }, scalar: { i in g[i] /= divisor })
     }
 
     /// Squared L2 norm accumulated in double, in index order.
@@ -202,6 +254,6 @@ public enum GradientMath {
 /// Element-wise `a += b` for reduction trees.
 public enum VectorMath {
     public static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count { a[i] += b[i] }
+        forEachBlock(count, vector: { i in store(load(a, i) + load(b, i), a, i) }, scalar: { i in a[i] += b[i] })
     }
 }
