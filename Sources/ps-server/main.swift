@@ -51,6 +51,7 @@ struct PSServerCommand: ParsableCommand {
                                                    heartbeatIntervalSeconds: min(1, heartbeatTimeout / 4),
                                                    heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards),
                                     logger: logger)
+        runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
         do {
             try runtime.start()
         } catch {

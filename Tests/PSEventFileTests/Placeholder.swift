@@ -1,5 +1,0 @@
-import XCTest
-
-final class PSEventFileTestsPlaceholder: XCTestCase {
-    func testModuleLoads() {}
-}
