@@ -14,6 +14,10 @@ public enum CoordinatorLimits {
     public static let retainedModelsMax = 16
     /// Waiters on one job (`psctl wait` connections).
     public static let waitersPerJobMax = 64
+    /// Pushes the coordinator will hold for one step: one per outstanding assigned node, so at most the
+    /// chunk count. A push that matches no outstanding node is refused and its connection closed, which
+    /// is what keeps a flooding peer from piling up megabyte tensors.
+    public static let inFlightPushesMax = Limits.chunksMax
 }
 
 public struct CoordinatorConfig: Sendable {
@@ -591,6 +595,7 @@ public struct Coordinator {
             return reject(.badRequest, "push reports \(p.samples) samples for chunks \(range.lowerBound)..<\(range.upperBound), which hold \(expected)", "samples", true)
         }
         work.assigned[range] = nil
+        precondition(work.gradients.nodes.count < CoordinatorLimits.inFlightPushesMax, "more nodes than chunks")
         work.gradients.insert(range, payload: p.gradient.values,
                               stats: ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples))
         out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: false)))))
