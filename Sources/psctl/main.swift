@@ -8,7 +8,8 @@ struct Psctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psctl",
         abstract: "Train dense networks on a parameter-server cluster, or locally.",
-        subcommands: [Submit.self, Status.self, List.self, Cancel.self, Wait.self, Train.self, Model.self])
+        subcommands: [Submit.self, Status.self, List.self, Cancel.self, Wait.self, Train.self, Model.self,
+                      Export.self, Predict.self, Evaluate.self])
 }
 
 /// An operating error `psctl` reports on one line and exits 1 for.
