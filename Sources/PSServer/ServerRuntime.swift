@@ -123,7 +123,7 @@ public final class ServerRuntime: @unchecked Sendable {
         case let .rejected(id, _, error): e = .rejected(id, reason: "\(error)")
         case let .disconnected(id): e = .disconnected(id)
         }
-        perform(coordinator.receive(e, now: now))
+        perform(timedReceive(e))
     }
 
     private func perform(_ actions: [CoordinatorAction]) {
@@ -173,5 +173,20 @@ public final class ServerRuntime: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    // MARK: Timing for observers
+
+    /// How long the coordinator took over the transport event whose actions are being performed: an
+    /// observer of `.stepCompleted` reads it (on the coordinator's queue) as the time to aggregate and
+    /// apply that step, which keeps clocks out of the coordinator. Steps complete only on a received
+    /// push, so only transport events are timed.
+    private(set) var lastEventDuration: Duration = .zero
+
+    private func timedReceive(_ event: CoordinatorEvent) -> [CoordinatorAction] {
+        let started = clock.now
+        let actions = coordinator.receive(event, now: now)
+        lastEventDuration = clock.now - started
+        return actions
     }
 }

@@ -4,6 +4,7 @@ import Logging
 import PSCore
 import PSData
 import PSMath
+import PSMetrics
 import PSTrain
 import PSTransport
 import PSWire
@@ -61,10 +62,16 @@ public final class WorkerRuntime: @unchecked Sendable {
     var recentSamples = 0
     var recentSeconds = 0.0
     private let stopped = DispatchSemaphore(value: 0)
+    /// Where the worker's series go; nil when the process serves no metrics.
+    let metrics: WorkerMetrics?
+    /// When each gradient push still awaiting its acknowledgement was sent (only kept with `metrics`).
+    /// At most one assignment's pushes are in flight (steps are synchronous); cleared on disconnect.
+    var pushesInFlight: [PushKey: ContinuousClock.Instant] = [:]
 
-    public init(options: Options, logger: Logger) {
+    public init(options: Options, logger: Logger, metrics: WorkerMetrics? = nil) {
         self.options = options
         self.logger = logger
+        self.metrics = metrics
     }
 
     public func start() {
@@ -97,6 +104,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         switch event {
         case let .connected(hello):
             generation += 1
+            metrics?.setConnected(true)
             logger.info("connected", metadata: ["server": "\(hello.serverName)"])
             connection.send(.registerWorker(RegisterWorker(name: options.name, threads: options.threads)), requestId: 1)
         case let .disconnected(reason):
@@ -105,6 +113,8 @@ public final class WorkerRuntime: @unchecked Sendable {
             weights = nil
             heartbeat?.cancel()
             heartbeat = nil
+            metrics?.setConnected(false)
+            pushesInFlight = [:]
             logger.warning("disconnected; will reconnect", metadata: ["reason": "\(reason)"])
         case let .received(envelope):
             handle(envelope.message)
@@ -138,6 +148,7 @@ public final class WorkerRuntime: @unchecked Sendable {
             }
         case let .weights(w):
             weights = (w.jobId, w.version, w.tensor.values)
+            metrics?.weightsReceived(bytes: w.tensor.values.count * MemoryLayout<Float>.size)
         case let .assignment(a):
             guard let context = job, context.jobId == a.jobId else {
                 return logger.error("assignment for a job this worker was not started on", metadata: ["job": "\(a.jobId)"])
@@ -149,7 +160,12 @@ public final class WorkerRuntime: @unchecked Sendable {
             compute.async { [weak self] in self?.run(a, context: context, parameters: w.values, generation: generation) }
         case let .error(e):
             logger.warning("server reported an error", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
-        case .pushAck, .helloOk, .ack:
+        case let .pushAck(ack):
+            let key = PushKey(jobId: ack.jobId, step: ack.step, firstChunk: ack.subtree.firstChunk, chunkCount: ack.subtree.chunkCount)
+            if let sent = pushesInFlight.removeValue(forKey: key) {
+                metrics?.pushAcknowledged(after: ContinuousClock.now - sent)
+            }
+        case .helloOk, .ack:
             break
         default:
             logger.warning("unexpected message from the server", metadata: ["message": "\(message.caseName)"])
@@ -170,11 +186,19 @@ public final class WorkerRuntime: @unchecked Sendable {
     }
 
     /// Sends results computed for `generation` only if the connection they were assigned on is still the current one.
-    private func deliver(_ frames: [[UInt8]], generation: Int, samples: Int, seconds: Double, train: Bool) {
+    private func deliver(_ frames: [[UInt8]], generation: Int, samples: Int, seconds: Double, train: Bool,
+                         pushes: [PushKey], pushBytes: Int) {
         control.async { [self] in
             guard generation == self.generation else { return }
+            if metrics != nil {
+                let now = ContinuousClock.now
+                for key in pushes { pushesInFlight[key] = now }
+            }
             for f in frames { connection.send(frame: f) }
-            if train { stepsDone += 1 }
+            if train {
+                stepsDone += 1
+                metrics?.pushed(samples: samples, bytes: pushBytes)
+            }
             // Exponentially weighted rate, so status shows current speed.
             recentSamples = Int(Double(recentSamples) * 0.9) + samples
             recentSeconds = recentSeconds * 0.9 + seconds
@@ -191,6 +215,8 @@ public final class WorkerRuntime: @unchecked Sendable {
         let started = ContinuousClock.now
         var frames: [[UInt8]] = []
         var samples = 0
+        var pushes: [PushKey] = []
+        var pushBytes = 0
         do {
             switch a.kind {
             case .train:
@@ -215,6 +241,8 @@ public final class WorkerRuntime: @unchecked Sendable {
                         }
                     }
                     samples += stats.samples
+                    pushes.append(PushKey(jobId: a.jobId, step: a.step, firstChunk: node.firstChunk, chunkCount: node.chunkCount))
+                    pushBytes += gradient.count * MemoryLayout<Float>.size
                     frames.append(try encodeFrame(requestId: 0, message: .pushGradient(PushGradient(
                         jobId: a.jobId, step: a.step, subtree: node, gradient: TensorSlice(offset: 0, values: gradient),
                         lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))))
@@ -250,8 +278,28 @@ public final class WorkerRuntime: @unchecked Sendable {
             return
         }
         let d = ContinuousClock.now - started
+        metrics?.computed(WorkerMetrics.Kind(a.kind), duration: d)
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-        deliver(frames, generation: generation, samples: samples, seconds: seconds, train: a.kind == .train)
+        deliver(frames, generation: generation, samples: samples, seconds: seconds, train: a.kind == .train,
+                pushes: pushes, pushBytes: pushBytes)
+    }
+}
+
+/// A gradient push, as its acknowledgement names it.
+struct PushKey: Hashable {
+    let jobId: String
+    let step: Int
+    let firstChunk: Int
+    let chunkCount: Int
+}
+
+extension WorkerMetrics.Kind {
+    init(_ kind: WorkKind) {
+        switch kind {
+        case .train: self = .train
+        case .validate: self = .validate
+        case .test: self = .test
+        }
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import PSMetrics
 import PSServer
 import PSTransport
 
@@ -27,6 +28,9 @@ struct PSServerCommand: ParsableCommand {
     @Option(help: "Key ranges the parameters are split into, each with its own optimizer (results are identical for any count).")
     var shards = 1
 
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
+    var metricsListen: String?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -36,6 +40,9 @@ struct PSServerCommand: ParsableCommand {
         }
         guard (1...1024).contains(shards) else { throw ValidationError("--shards must be between 1 and 1024") }
         do { _ = try parseAddress(listen) } catch { throw ValidationError("--listen: \(error)") }
+        if let metricsListen {
+            do { _ = try parseAddress(metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
+        }
     }
 
     func run() throws {
@@ -52,10 +59,23 @@ struct PSServerCommand: ParsableCommand {
                                                    heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
+        var metricsEndpoint: MetricsEndpoint?
+        if let metricsListen {
+            let registry = MetricsBootstrap.bootstrap()
+            ServerMetrics(series: ServerSeries(registry: registry)).attach(to: runtime)
+            let (host, port) = try parseAddress(metricsListen)
+            do {
+                metricsEndpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+            } catch {
+                logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])
+                throw ExitCode(1)
+            }
+        }
         do {
             try runtime.start()
         } catch {
             logger.critical("cannot start", metadata: ["listen": "\(listen)", "error": "\(error)"])
+            metricsEndpoint?.shutdown()
             throw ExitCode(1)
         }
         let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
@@ -70,6 +90,7 @@ struct PSServerCommand: ParsableCommand {
         }
         // The signal sources must outlive the wait (SIGTERM is ignored without them).
         withExtendedLifetime(signals) { runtime.wait() }
+        metricsEndpoint?.shutdown()
         logger.info("stopped")
     }
 }

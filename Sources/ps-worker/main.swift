@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import PSMetrics
 import PSTransport
 import PSWorker
 
@@ -24,12 +25,18 @@ struct PSWorkerCommand: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
+    var metricsListen: String?
+
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         do { _ = try parseAddress(server) } catch { throw ValidationError("--server: \(error)") }
+        if let metricsListen {
+            do { _ = try parseAddress(metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
+        }
         guard !name.isEmpty && name.count <= 128 else { throw ValidationError("--name must be 1 to 128 characters") }
     }
 
@@ -42,7 +49,21 @@ struct PSWorkerCommand: ParsableCommand {
         }
         var logger = Logger(label: "ps-worker")
         logger[metadataKey: "name"] = "\(name)"
-        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger)
+        var metrics: WorkerMetrics?
+        var metricsEndpoint: MetricsEndpoint?
+        if let metricsListen {
+            let registry = MetricsBootstrap.bootstrap()
+            metrics = WorkerMetrics(registry: registry)
+            let (host, port) = try parseAddress(metricsListen)
+            do {
+                metricsEndpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+            } catch {
+                logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])
+                throw ExitCode(1)
+            }
+        }
+        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger,
+                                    metrics: metrics)
         runtime.start()
         let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
             signal(sig, SIG_IGN)
@@ -56,6 +77,7 @@ struct PSWorkerCommand: ParsableCommand {
         }
         // The signal sources must outlive the wait (SIGTERM is ignored without them).
         withExtendedLifetime(signals) { runtime.wait() }
+        metricsEndpoint?.shutdown()
     }
 }
 

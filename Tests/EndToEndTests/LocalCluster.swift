@@ -9,11 +9,12 @@ final class LocalCluster {
     private(set) var address = ""
     private(set) var workers: [String: Process] = [:]
 
-    init(heartbeatTimeout: Double = 3) throws {
+    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`).
+    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = []) throws {
         directory = NSTemporaryDirectory() + "ps-cluster-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
         server = try launch("ps-server", ["--listen", "127.0.0.1:0", "--data-dir", directory + "/data",
-                                          "--heartbeat-timeout", "\(heartbeatTimeout)"], log: "server")
+                                          "--heartbeat-timeout", "\(heartbeatTimeout)"] + extraServerArguments, log: "server")
         // The server logs the address it bound; wait for it.
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
@@ -44,10 +45,10 @@ final class LocalCluster {
         return p
     }
 
-    /// Starts a worker and returns once the server lists it.
-    func startWorker(_ name: String) throws {
+    /// Starts a worker (with `extraArguments` appended to its command line) and returns once the server lists it.
+    func startWorker(_ name: String, extraArguments: [String] = []) throws {
         let before = try workerCount()
-        workers[name] = try launch("ps-worker", ["--server", address, "--name", name], log: name)
+        workers[name] = try launch("ps-worker", ["--server", address, "--name", name] + extraArguments, log: name)
         try waitUntil("worker \(name) joins") { try self.workerCount() > before }
     }
 

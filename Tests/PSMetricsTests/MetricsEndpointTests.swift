@@ -1,0 +1,184 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Logging
+import Prometheus
+import PSMetrics
+import XCTest
+
+/// The /metrics endpoint over a real loopback socket, and the names and shapes of our series.
+final class MetricsEndpointTests: XCTestCase {
+    // GET /metrics answers 200 with the Prometheus text type and exactly the registry's text.
+    func testServesTheRegistryText() throws {
+        let registry = PrometheusCollectorRegistry()
+        let things = MetricNameDescriptor(metricName: "ps_test_things", unitName: "total", helpText: "Things.")
+        registry.makeCounter(descriptor: things).increment(by: Int64(3))
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "ps_test_level", unitName: "", helpText: "A level."),
+                           labels: [("job_id", "job-1")]).set(to: 0.5)
+        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test"))
+        defer { endpoint.shutdown() }
+        XCTAssertNotEqual(endpoint.port, 0)
+        XCTAssertEqual(endpoint.localAddress, "127.0.0.1:\(endpoint.port)")
+
+        let response = try HTTP.request("http://\(endpoint.localAddress)/metrics")
+        XCTAssertEqual(response.status, 200)
+        XCTAssertEqual(response.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
+        XCTAssertEqual(Set(response.body.split(separator: "\n")), Set(registry.emitToString().split(separator: "\n")))
+        XCTAssertTrue(response.body.contains("ps_test_things_total 3\n"), response.body)
+        XCTAssertTrue(response.body.contains(#"ps_test_level{job_id="job-1"} 0.5"#), response.body)
+
+        // Values are read at each scrape, and a query string does not change the path.
+        registry.makeCounter(descriptor: things).increment()
+        XCTAssertTrue(try HTTP.request("http://\(endpoint.localAddress)/metrics?x=1").body.contains("ps_test_things_total 4\n"))
+    }
+
+    // Other paths are 404 and other methods 405 (with Allow: GET); the endpoint keeps serving afterwards.
+    func testOtherPathsAndMethodsAreRefused() throws {
+        let registry = PrometheusCollectorRegistry()
+        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test"))
+        defer { endpoint.shutdown() }
+        let base = "http://\(endpoint.localAddress)"
+        XCTAssertEqual(try HTTP.request(base + "/").status, 404)
+        XCTAssertEqual(try HTTP.request(base + "/metricsx").status, 404)
+        let post = try HTTP.request(base + "/metrics", method: "POST", body: "x")
+        XCTAssertEqual(post.status, 405)
+        XCTAssertEqual(post.headers["allow"], "GET")
+        XCTAssertEqual(try HTTP.request(base + "/metrics", method: "DELETE").status, 405)
+        XCTAssertEqual(try HTTP.request(base + "/metrics").status, 200)
+    }
+
+    // A port already taken is an error naming the address, not a crash.
+    func testBindFailureIsATypedError() throws {
+        let registry = PrometheusCollectorRegistry()
+        let first = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test"))
+        defer { first.shutdown() }
+        XCTAssertThrowsError(try MetricsEndpoint.start(host: "127.0.0.1", port: first.port, registry: registry,
+                                                       logger: Logger(label: "test"))) { error in
+            XCTAssertTrue("\(error)".contains("127.0.0.1:\(first.port)"), "\(error)")
+        }
+    }
+
+    // The worker's series carry the documented names, labels and buckets, and promtool accepts them.
+    func testWorkerSeries() throws {
+        let registry = PrometheusCollectorRegistry()
+        let metrics = WorkerMetrics(registry: registry)
+        metrics.setConnected(true)
+        metrics.weightsReceived(bytes: 400)
+        metrics.computed(.train, duration: .milliseconds(3))
+        metrics.pushed(samples: 64, bytes: 400)
+        metrics.pushAcknowledged(after: .microseconds(700))
+        let text = registry.emitToString()
+        for line in ["ps_worker_connected 1.0", "ps_worker_pull_bytes_total 400", "ps_worker_push_bytes_total 400",
+                     "ps_worker_steps_total 1", "ps_worker_samples_total 64",
+                     #"ps_worker_compute_seconds_bucket{kind="train",le="0.0025"} 0"#,
+                     #"ps_worker_compute_seconds_bucket{kind="train",le="0.005"} 1"#,
+                     #"ps_worker_compute_seconds_count{kind="train"} 1"#,
+                     #"ps_worker_compute_seconds_count{kind="validate"} 0"#,
+                     #"ps_worker_push_seconds_bucket{le="0.00001"} 0"#,
+                     #"ps_worker_push_seconds_bucket{le="0.001"} 1"#, "ps_worker_push_seconds_count 1",
+                     "# TYPE ps_worker_compute_seconds histogram", "# TYPE ps_worker_steps_total counter"] {
+            XCTAssertTrue(text.contains(line + "\n"), "missing \(line) in\n\(text)")
+        }
+        try Promtool.check(text)
+    }
+
+    // The server's series: per-job ones carry job_id, counts by state cover every state given, a
+    // forgotten job's series disappear, and promtool accepts the page.
+    func testServerSeries() throws {
+        let registry = PrometheusCollectorRegistry()
+        let series = ServerSeries(registry: registry)
+        series.setJobs([("running", 1), ("completed", 0)])
+        series.setWorkers([("idle", 2), ("working", 1)])
+        series.addJob("job-1")
+        series.stepCompleted(jobId: "job-1", samples: 64, batchLoss: 0.25, applyDuration: .microseconds(80))
+        series.stepCompleted(jobId: "job-1", samples: 36, batchLoss: 0.5, applyDuration: .milliseconds(20))
+        series.epochCompleted(jobId: "job-1", validationLoss: 0.3, validationAccuracy: 0.9)
+        series.pushAccepted(bytes: 100, duplicate: false)
+        series.pushAccepted(bytes: 100, duplicate: true)
+        series.workerJoined()
+        series.workerLeft(.heartbeatTimeout)
+        series.heartbeatMissed()
+        series.frameRejected()
+        var text = registry.emitToString()
+        for line in [#"ps_steps_total{job_id="job-1"} 2"#, #"ps_samples_total{job_id="job-1"} 100"#,
+                     #"ps_train_loss{job_id="job-1"} 0.5"#, #"ps_validation_loss{job_id="job-1"} 0.3"#,
+                     #"ps_validation_accuracy{job_id="job-1"} 0.9"#,
+                     #"ps_jobs{state="running"} 1.0"#, #"ps_jobs{state="completed"} 0.0"#,
+                     #"ps_workers{state="idle"} 2.0"#, #"ps_workers{state="working"} 1.0"#,
+                     "ps_push_bytes_total 200", #"ps_pushes_total{duplicate="false"} 1"#, #"ps_pushes_total{duplicate="true"} 1"#,
+                     #"ps_step_apply_seconds_bucket{le="0.0001"} 1"#, "ps_step_apply_seconds_count 2",
+                     "ps_workers_joined_total 1", #"ps_workers_left_total{reason="heartbeat_timeout"} 1"#,
+                     #"ps_workers_left_total{reason="disconnected"} 0"#,
+                     "ps_heartbeat_misses_total 1", "ps_rejected_frames_total 1"] {
+            XCTAssertTrue(text.contains(line + "\n"), "missing \(line) in\n\(text)")
+        }
+        XCTAssertFalse(text.contains(#"job=""#), "the job label is Prometheus's own; ours is job_id")
+        try Promtool.check(text)
+
+        series.forgetJob("job-1")
+        text = registry.emitToString()
+        XCTAssertFalse(text.contains("job-1"), text)
+        XCTAssertTrue(text.contains("ps_step_apply_seconds_count 2\n"), "series without job_id stay")
+    }
+}
+
+/// A blocking HTTP request through URLSession.
+enum HTTP {
+    struct Response {
+        var status: Int
+        /// Lower-cased names.
+        var headers: [String: String]
+        var body: String
+    }
+
+    static func request(_ url: String, method: String = "GET", body: String? = nil) throws -> Response {
+        var request = URLRequest(url: URL(string: url)!, timeoutInterval: 10)
+        request.httpMethod = method
+        request.httpBody = body.map { Data($0.utf8) }
+        final class Box: @unchecked Sendable { var result: Result<Response, Error>? }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        URLSession.shared.dataTask(with: request) { data, response, error in
+            if let http = response as? HTTPURLResponse {
+                var headers: [String: String] = [:]
+                for (name, value) in http.allHeaderFields { headers["\(name)".lowercased()] = "\(value)" }
+                box.result = .success(Response(status: http.statusCode, headers: headers,
+                                               body: String(decoding: data ?? Data(), as: UTF8.self)))
+            } else {
+                box.result = .failure(error ?? URLError(.badServerResponse))
+            }
+            done.signal()
+        }.resume()
+        done.wait()
+        return try box.result!.get()
+    }
+}
+
+/// `promtool check metrics`: Prometheus's own parser and linter for an exposition page.
+enum Promtool {
+    static let path = "/usr/bin/promtool"
+
+    /// Fails the test when promtool reports any problem (or is not installed).
+    static func check(_ page: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            XCTFail("\(path) is missing; install it with scripts/install-deps.sh --test", file: file, line: line)
+            return
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["check", "metrics"]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        input.fileHandleForWriting.write(Data(page.utf8))
+        try input.fileHandleForWriting.close()
+        let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, "promtool check metrics:\n\(report)\npage:\n\(page)", file: file, line: line)
+        XCTAssertEqual(report.trimmingCharacters(in: .whitespacesAndNewlines), "", "promtool check metrics", file: file, line: line)
+    }
+}

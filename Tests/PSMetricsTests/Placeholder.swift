@@ -1,5 +1,0 @@
-import XCTest
-
-final class PSMetricsTestsPlaceholder: XCTestCase {
-    func testModuleLoads() {}
-}
