@@ -89,7 +89,10 @@ let package = Package(
         .testTarget(name: "PSTrainTests", dependencies: ["PSTrain"]),
         .testTarget(name: "PSTransportTests", dependencies: ["PSTransport"]),
         .testTarget(name: "PSServerTests", dependencies: ["PSServer"]),
-        .testTarget(name: "PSMetricsTests", dependencies: ["PSMetrics"]),
+        .testTarget(name: "PSMetricsTests", dependencies: [
+            "PSMetrics", .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "PSEventFileTests", dependencies: ["PSEventFile"]),
         // Many nodes (coordinator and workers) in one process, over loopback.
         .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSTransport"]),
