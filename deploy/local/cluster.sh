@@ -38,7 +38,11 @@ stop() {
         ((alive)) || break
         sleep 0.1
     done
-    for f in "$dir"/pids/*.pid; do [[ -e "$f" ]] && kill -KILL "$(cat "$f")" 2>/dev/null; rm -f "$f"; done
+    for f in "$dir"/pids/*.pid; do
+        [[ -e "$f" ]] || continue
+        kill -KILL "$(cat "$f")" 2>/dev/null || true  # most have exited already
+        rm -f "$f"
+    done
 }
 
 case "$command" in
