@@ -62,6 +62,10 @@ public final class ServerRuntime: @unchecked Sendable {
     /// Binds, starts the coordinator and the tick timer. Returns once listening.
     public func start() throws {
         try FileManager.default.createDirectory(atPath: jobsDirectory, withIntermediateDirectories: true)
+        // Connections may arrive as soon as the listener is up, but the coordinator needs the bound
+        // address: the queue stays suspended, holding their events, until the coordinator exists.
+        queue.suspend()
+        defer { queue.resume() }
         transport = try TransportServer.start(host: options.host, port: options.port, logger: logger) { [weak self] event in
             guard let self else { return }
             self.queue.async { self.deliver(event) }
@@ -70,9 +74,8 @@ public final class ServerRuntime: @unchecked Sendable {
                                        heartbeatIntervalSeconds: options.heartbeatIntervalSeconds,
                                        heartbeatTimeoutSeconds: options.heartbeatTimeoutSeconds,
                                        shardCount: options.shardCount)
-        queue.sync {
-            coordinator = Coordinator(config: config, now: now, firstJobNumber: Self.nextJobNumber(in: jobsDirectory))
-        }
+        // Safe without the queue: it is suspended, so nothing else touches the coordinator yet.
+        coordinator = Coordinator(config: config, now: now, firstJobNumber: Self.nextJobNumber(in: jobsDirectory))
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.schedule(deadline: .now() + 0.25, repeating: 0.25)
         t.setEventHandler { [weak self] in
