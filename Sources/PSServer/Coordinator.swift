@@ -368,7 +368,7 @@ public struct Coordinator {
 
         case .helloOk, .error, .ack, .registered, .submitted, .modelData, .pullWeights, .weights, .pushAck,
              .startJob, .assignment, .statusReply, .jobList, .jobResult:
-            reject(.badRequest, "unexpected message \(envelope.message.name) from a \(connection.role!) connection", close: true)
+            reject(.badRequest, "unexpected message \(envelope.message.caseName) from a \(connection.role!) connection", close: true)
         }
     }
 
@@ -778,12 +778,6 @@ public struct Coordinator {
     }
 }
 
-extension Message {
-    /// The message's case name for logs (never its payload, which may be a megabyte of floats).
-    var name: String {
-        Mirror(reflecting: self).children.first?.label ?? String(describing: self)
-    }
-}
 
 func format(_ x: Double) -> String {
     String(format: "%.4g", x)

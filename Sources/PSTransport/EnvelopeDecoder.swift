@@ -61,9 +61,3 @@ func frameBuffer(_ envelope: Envelope, allocator: ByteBufferAllocator) throws(Wi
     allocator.buffer(bytes: try encodeFrame(requestId: envelope.requestId, message: envelope.message))
 }
 
-extension Message {
-    /// The case name (`submitJob`), for logs and errors that must not print a whole tensor.
-    var caseName: String {
-        Mirror(reflecting: self).children.first?.label ?? "\(self)"
-    }
-}

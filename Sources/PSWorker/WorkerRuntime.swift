@@ -303,9 +303,3 @@ extension WorkerMetrics.Kind {
     }
 }
 
-extension Message {
-    /// The case name, for logs (never the payload).
-    var caseName: String {
-        Mirror(reflecting: self).children.first?.label ?? String(describing: self)
-    }
-}

@@ -23,6 +23,18 @@ struct ServerOptions: ParsableArguments {
     }
 }
 
+extension ServerOptions {
+    /// A finished job's model, from the coordinator.
+    func fetchModel(_ jobId: String) throws -> TrainedModel {
+        let client = try connect()
+        defer { client.close() }
+        guard case let .modelData(model) = try request(client, .fetchModel(jobId: jobId), timeoutSeconds: 60) else {
+            throw OperatingError("unexpected reply to a model request")
+        }
+        return model
+    }
+}
+
 /// Sends one request and returns the reply, turning transport and server errors into one-line operating errors.
 func request(_ client: BlockingClient, _ message: Message, timeoutSeconds: Double = 10) throws -> Message {
     do {
@@ -239,12 +251,7 @@ func waitAndReport(client: BlockingClient, jobId: String, json: Bool) throws {
                 o.set("state", result.state.rawValue)
             }.text)
         } else {
-            var line = "\(jobId) \(result.state.rawValue): \(s.epochsRun) epochs (best \(s.bestEpoch))"
-            if let a = s.testAccuracy { line += String(format: ", test accuracy %.4f", a) }
-            if let m = s.testMSE { line += String(format: ", test MSE %.6g", m) }
-            if let l = s.testLoss { line += String(format: ", test loss %.4f", l) }
-            line += ", \(compact(s.samplesPerSecond)) samples/s"
-            print(line)
+            print(s.line(title: "\(jobId) \(result.state.rawValue)"))
             print("weights_sha256: \(result.weightsSHA256)")
         }
     } else if json {
@@ -272,11 +279,7 @@ extension Model {
         var output: String
 
         func run() throws {
-            let client = try options.connect()
-            defer { client.close() }
-            guard case let .modelData(model) = try request(client, .fetchModel(jobId: job), timeoutSeconds: 60) else {
-                throw OperatingError("unexpected reply to model pull")
-            }
+            let model = try options.fetchModel(job)
             do {
                 try model.write(to: output)
             } catch {

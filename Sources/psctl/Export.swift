@@ -26,12 +26,7 @@ struct Export: ParsableCommand {
             model = try loadModel(source)
         } else {
             do {
-                let client = try options.connect()
-                defer { client.close() }
-                guard case let .modelData(fetched) = try request(client, .fetchModel(jobId: source), timeoutSeconds: 60) else {
-                    throw OperatingError("unexpected reply")
-                }
-                model = fetched
+                model = try options.fetchModel(source)
             } catch {
                 // Say both readings of the argument, so a mistyped file name is not reported as a network problem.
                 throw OperatingError("'\(source)' is not a file, and fetching it as a job from \(options.server) failed: \(error)")

@@ -69,6 +69,17 @@ extension TrainingSummary {
     }
 }
 
+extension TrainingSummary {
+    /// One human line: "NAME STATE: 10 epochs (best 9), test accuracy 0.9824, …, 41.2k samples/s".
+    func line(title: String) -> String {
+        var line = "\(title): \(epochsRun) epochs (best \(bestEpoch)\(stoppedEarly ? ", stopped early" : ""))"
+        if let a = testAccuracy { line += String(format: ", test accuracy %.4f", a) }
+        if let m = testMSE { line += String(format: ", test MSE %.6g", m) }
+        if let l = testLoss { line += String(format: ", test loss %.4f", l) }
+        return line + ", \(compact(samplesPerSecond)) samples/s"
+    }
+}
+
 /// 12345.6 → "12.3k", for progress lines.
 func compact(_ x: Double) -> String {
     if x >= 1e6 { return String(format: "%.2fM", x / 1e6) }

@@ -57,12 +57,7 @@ struct Train: ParsableCommand {
             }
             print(o.text)
         } else {
-            var line = "\(spec.name): \(s.epochsRun) epochs (best \(s.bestEpoch)\(s.stoppedEarly ? ", stopped early" : ""))"
-            if let a = s.testAccuracy { line += String(format: ", test accuracy %.4f", a) }
-            if let m = s.testMSE { line += String(format: ", test MSE %.6g", m) }
-            if let l = s.testLoss { line += String(format: ", test loss %.4f", l) }
-            line += ", \(compact(s.samplesPerSecond)) samples/s"
-            print(line)
+            print(s.line(title: spec.name))
             print("model: \(path)  weights_sha256: \(result.weightsSHA256)")
         }
     }
