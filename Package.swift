@@ -23,6 +23,7 @@ let package = Package(
         .executable(name: "psctl", targets: ["psctl"]),
         .executable(name: "ps-server", targets: ["ps-server"]),
         .executable(name: "ps-worker", targets: ["ps-worker"]),
+        .executable(name: "ps-bench", targets: ["ps-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -80,6 +81,10 @@ let package = Package(
         .executableTarget(name: "ps-worker", dependencies: [
             "PSWorker", "PSMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Micro-benchmarks for bench/run.py: sgemm on a step's shapes, wire encode/decode vs memcpy.
+        .executableTarget(name: "ps-bench", dependencies: [
+            "PSMath", "PSWire", "PSTrain", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath"]),
         .testTarget(name: "PSCoreTests", dependencies: ["PSCore"]),
