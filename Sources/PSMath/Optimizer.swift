@@ -64,14 +64,29 @@ public struct Optimizer: Sendable {
     public let count: Int
     /// Updates applied so far (Adam's `t` before the next step is `stepCount + 1`).
     public var stepCount: Int
-    /// One vector of `count` floats per `config.rule.slotNames` entry.
-    public var slots: [[Float]]
+    /// The state vectors, two stored properties (not an array of arrays) so that a step mutates them
+    /// in place: an outer array would make every step copy them.
+    private var slot0: [Float]
+    private var slot1: [Float]
+
+    /// One vector of `count` floats per `config.rule.slotNames` entry (for checkpoints).
+    public var slots: [[Float]] {
+        get { Array([slot0, slot1].prefix(config.rule.slotNames.count)) }
+        set {
+            precondition(newValue.count == config.rule.slotNames.count && newValue.allSatisfy { $0.count == count },
+                         "optimizer state has the wrong shape")
+            slot0 = newValue.count > 0 ? newValue[0] : []
+            slot1 = newValue.count > 1 ? newValue[1] : []
+        }
+    }
 
     public init(config: OptimizerConfig, count: Int) {
         self.config = config
         self.count = count
         stepCount = 0
-        slots = config.rule.slotNames.map { _ in [Float](repeating: 0, count: count) }
+        let n = config.rule.slotNames.count
+        slot0 = n > 0 ? [Float](repeating: 0, count: count) : []
+        slot1 = n > 1 ? [Float](repeating: 0, count: count) : []
     }
 
     /// Applies one update. `gradient` is the batch's mean gradient for this range; it is read, not kept.
@@ -85,13 +100,8 @@ public struct Optimizer: Sendable {
         let lr = c.learningRate
         let wd = c.weightDecay
         let first = stepCount == 1
-        // Slot storage is taken out of the array for the duration of the loop (no copy, no CoW check per element).
-        var a = slots.count > 0 ? slots[0] : []
-        var b = slots.count > 1 ? slots[1] : []
-        slots = []
-        defer { slots = Array([a, b].prefix(c.rule.slotNames.count)) }
-        a.withUnsafeMutableBufferPointer { sa in
-            b.withUnsafeMutableBufferPointer { sb in
+        slot0.withUnsafeMutableBufferPointer { sa in
+            slot1.withUnsafeMutableBufferPointer { sb in
                 let s0 = sa.baseAddress
                 let s1 = sb.baseAddress
                 switch c.rule {
@@ -227,8 +237,13 @@ public struct Optimizer: Sendable {
 public enum GradientMath {
     /// g[i] ← sum[i] / batchSize, in place.
     public static func mean(_ g: UnsafeMutablePointer<Float>, count: Int, batchSize: Int) {
+        mean(UnsafePointer(g), into: g, count: count, batchSize: batchSize)
+    }
+
+    /// out[i] ← sum[i] / batchSize.
+    public static func mean(_ sum: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int, batchSize: Int) {
         let divisor = Float(batchSize)
-        forEachBlock(count, vector: { i in store(load(g, i) / divisor, g, i) }, scalar: { i in g[i] /= divisor })
+        forEachBlock(count, vector: { i in store(load(sum, i) / divisor, out, i) }, scalar: { i in out[i] = sum[i] / divisor })
     }
 
     /// Squared L2 norm accumulated in double, in index order.
@@ -255,5 +270,10 @@ public enum GradientMath {
 public enum VectorMath {
     public static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
         forEachBlock(count, vector: { i in store(load(a, i) + load(b, i), a, i) }, scalar: { i in a[i] += b[i] })
+    }
+
+    /// `out = a + b`, element-wise (the same sums as `add`, into a third buffer).
+    public static func sum(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
+        forEachBlock(count, vector: { i in store(load(a, i) + load(b, i), out, i) }, scalar: { i in out[i] = a[i] + b[i] })
     }
 }

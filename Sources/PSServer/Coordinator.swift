@@ -561,6 +561,16 @@ public struct Coordinator {
 
     private mutating func push(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
                                now: Double, _ out: inout [CoordinatorAction]) {
+        // Two calls, so that `accept`'s local copies of the run are gone before the step is applied:
+        // otherwise the parameters and optimizer state would be shared, and updating them would copy them.
+        if accept(p, from: wid, requestId: rid, connection: id, &out) {
+            completeTrainStep(now: now, &out)
+        }
+    }
+
+    /// Checks and stores one push; true when it completed the step's tree.
+    private mutating func accept(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
+                                 _ out: inout [CoordinatorAction]) -> Bool {
         func reject(_ code: ErrorCode, _ message: String, _ field: String, _ close: Bool) {
             out += rejection(id, rid, code, message, field: field, close: close)
         }
@@ -568,31 +578,39 @@ public struct Coordinator {
         guard var r = run, r.jobId == p.jobId else {
             // A late push for a job that ended (cancelled, or finished while this one was in flight).
             if jobs[p.jobId] != nil {
-                return out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+                out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+                return false
             }
-            return reject(.unknownJob, "push for unknown job '\(p.jobId)'", "job_id", true)
+            reject(.unknownJob, "push for unknown job '\(p.jobId)'", "job_id", true)
+            return false
         }
         guard var work = r.work, work.kind == .train, p.step == work.step else {
             let current = r.work.map { $0.step } ?? 0
             if p.step <= current {
                 // Already applied: pushes are idempotent by (job, step, subtree).
-                return out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+                out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+                return false
             }
-            return reject(.unknownStep, "push for step \(p.step) of \(p.jobId), which has not started (current step \(current))", "step", true)
+            reject(.unknownStep, "push for step \(p.step) of \(p.jobId), which has not started (current step \(current))", "step", true)
+            return false
         }
         if work.gradients.contains(range) {
             out.append(.observe(.pushAccepted(bytes: p.gradient.values.count * MemoryLayout<Float>.size, duplicate: true)))
-            return out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+            out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
+            return false
         }
         guard work.assigned[range] == wid else {
-            return reject(.notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true)
+            reject(.notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true)
+            return false
         }
         guard p.gradient.offset == 0, p.gradient.values.count == r.network.parameterCount else {
-            return reject(.badRequest, "gradient covers [\(p.gradient.offset), \(p.gradient.offset + p.gradient.values.count)) but job \(p.jobId) has \(r.network.parameterCount) parameters", "gradient", true)
+            reject(.badRequest, "gradient covers [\(p.gradient.offset), \(p.gradient.offset + p.gradient.values.count)) but job \(p.jobId) has \(r.network.parameterCount) parameters", "gradient", true)
+            return false
         }
         let expected = work.leafSamples[range].reduce(0, +)
         guard p.samples == expected, p.correct >= 0, p.correct <= expected else {
-            return reject(.badRequest, "push reports \(p.samples) samples for chunks \(range.lowerBound)..<\(range.upperBound), which hold \(expected)", "samples", true)
+            reject(.badRequest, "push reports \(p.samples) samples for chunks \(range.lowerBound)..<\(range.upperBound), which hold \(expected)", "samples", true)
+            return false
         }
         work.assigned[range] = nil
         precondition(work.gradients.nodes.count < CoordinatorLimits.inFlightPushesMax, "more nodes than chunks")
@@ -602,16 +620,17 @@ public struct Coordinator {
         out.append(.observe(.pushAccepted(bytes: p.gradient.values.count * MemoryLayout<Float>.size, duplicate: false)))
         r.work = work
         run = r
-        if work.gradients.isComplete {
-            completeTrainStep(now: now, &out)
-        }
+        return work.gradients.isComplete
     }
 
     private mutating func completeTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
         guard var r = run, let work = r.work else { return }
-        var (gradient, stats) = work.gradients.combinedGradient()
+        // The run is taken out while it is updated, so the parameters and optimizer state are only
+        // referenced here and change in place.
         r.work = nil
-        r.store.apply(gradientSum: &gradient, batchCount: work.batchSize)
+        run = nil
+        let (gradient, stats) = work.gradients.combinedGradient()
+        r.store.apply(gradientSum: gradient, batchCount: work.batchSize)
         r.epochStats = r.epochStats + stats
         r.stepInEpoch += 1
         let elapsed = max(now - r.epochStartedAt, 1e-9)
@@ -663,7 +682,7 @@ public struct Coordinator {
         r.work = work
         run = r
         guard work.evaluations.isComplete else { return }
-        let stats = work.evaluations.combine { _, _ in }.stats
+        let stats = work.evaluations.combine { _, _ in () }.stats
         run!.work = nil
         if work.kind == .validate {
             endEpoch(validation: stats, now: now, &out)

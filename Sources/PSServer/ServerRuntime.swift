@@ -130,11 +130,20 @@ public final class ServerRuntime: @unchecked Sendable {
     }
 
     private func perform(_ actions: [CoordinatorAction]) {
+        // A step's weights go to every worker that needs them: encode them once per batch of actions.
+        var weightsFrames: [Int: EncodedFrame] = [:]
         for action in actions {
             switch action {
             case let .observe(observation):
                 for o in observers { o(observation) }
             case let .send(id, envelope):
+                if case let .weights(w) = envelope.message {
+                    if weightsFrames[w.version] == nil { weightsFrames[w.version] = try? transport.encode(envelope) }
+                    if let frame = weightsFrames[w.version] {
+                        transport.send(frame, to: id)
+                        continue
+                    }
+                }
                 transport.send(envelope, to: id)
             case let .broadcast(ids, envelope):
                 guard let frame = try? encodeFrame(requestId: envelope.requestId, message: envelope.message) else { continue }

@@ -98,7 +98,7 @@ public struct LocalTrainer {
                                               into: g.baseAddress!)
                         }
                     }
-                    store.apply(gradientSum: &gradient, batchCount: batchCount)
+                    store.apply(gradientSum: gradient, batchCount: batchCount)
                     epochStats = epochStats + stats
                     let seconds = Self.seconds(clock.now - epochStart)
                     progress(.step(epoch: epoch, step: step, batchLoss: stats.lossSum / Double(batchCount),

@@ -31,28 +31,33 @@ public struct NodeCollector<Payload> {
         covered += range.count
     }
 
-    /// The whole tree's result, adding right into left at every internal node, in post-order.
-    public func combine(_ add: (inout Payload, Payload) -> Void) -> (payload: Payload, stats: ChunkStats) {
+    /// The whole tree's result: `add(left, right)` at every internal node, in post-order. `add`
+    /// returns a new value rather than mutating its left argument, because a received tensor may still
+    /// be referenced by the message it came in, and mutating it would copy a megabyte on write.
+    public func combine(_ add: (Payload, Payload) -> Payload) -> (payload: Payload, stats: ChunkStats) {
         precondition(isComplete, "combining an incomplete tree (\(covered) of \(total) leaves)")
         func walk(_ lo: Int, _ n: Int) -> (Payload, ChunkStats) {
             if let node = nodes[lo..<(lo + n)] { return node }
             let left = ReductionTree.leftCount(n)
-            var (a, sa) = walk(lo, left)
+            let (a, sa) = walk(lo, left)
             let (b, sb) = walk(lo + left, n - left)
-            add(&a, b)
-            return (a, sa + sb)
+            return (add(a, b), sa + sb)
         }
         return walk(0, total)
     }
 }
 
 extension NodeCollector where Payload == [Float] {
-    /// Gradient sums combine by element-wise addition.
+    /// Gradient sums combine by element-wise addition, each internal node into a fresh buffer (the
+    /// same additions as adding in place, with no copy of a shared input).
     public func combinedGradient() -> (payload: [Float], stats: ChunkStats) {
         combine { a, b in
             let n = a.count
-            a.withUnsafeMutableBufferPointer { pa in
-                b.withUnsafeBufferPointer { VectorMath.add(pa.baseAddress!, $0.baseAddress!, count: n) }
+            return [Float](unsafeUninitializedCapacity: n) { out, count in
+                a.withUnsafeBufferPointer { pa in
+                    b.withUnsafeBufferPointer { VectorMath.sum(pa.baseAddress!, $0.baseAddress!, into: out.baseAddress!, count: n) }
+                }
+                count = n
             }
         }
     }

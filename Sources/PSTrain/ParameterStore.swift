@@ -16,11 +16,14 @@ public struct ParameterStore: Sendable {
     /// Updates applied so far.
     public private(set) var version = 0
     let clipNorm: Float?
+    /// The batch-mean gradient of the step being applied (owned here, so it is written in place).
+    private var mean: [Float]
 
     /// Splits `parameters` into `shardCount` near-equal key ranges.
     public init(parameters: [Float], optimizer: OptimizerSpec, shardCount: Int = 1) {
         precondition(shardCount >= 1 && shardCount <= max(parameters.count, 1), "bad shard count \(shardCount)")
         self.parameters = parameters
+        mean = [Float](repeating: 0, count: parameters.count)
         clipNorm = optimizer.clipNorm
         let n = parameters.count
         shards = (0..<shardCount).map { s in
@@ -29,13 +32,13 @@ public struct ParameterStore: Sendable {
         }
     }
 
-    /// Applies one step from a gradient **sum** over `batchCount` samples (consumed as scratch space):
+    /// Applies one step from a gradient **sum** over `batchCount` samples (read, never modified):
     /// mean over the batch, optional clipping to the whole vector's norm, then each shard's optimizer.
-    public mutating func apply(gradientSum gradient: inout [Float], batchCount: Int) {
-        precondition(gradient.count == parameters.count, "gradient length \(gradient.count) != \(parameters.count)")
-        let n = gradient.count
-        gradient.withUnsafeMutableBufferPointer { g in
-            GradientMath.mean(g.baseAddress!, count: n, batchSize: batchCount)
+    public mutating func apply(gradientSum: [Float], batchCount: Int) {
+        precondition(gradientSum.count == parameters.count, "gradient length \(gradientSum.count) != \(parameters.count)")
+        let n = gradientSum.count
+        mean.withUnsafeMutableBufferPointer { g in
+            gradientSum.withUnsafeBufferPointer { GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount) }
             if let clipNorm {
                 GradientMath.clip(g.baseAddress!, count: n, maxNorm: clipNorm)
             }

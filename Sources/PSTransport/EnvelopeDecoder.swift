@@ -57,7 +57,16 @@ extension ErrorReply {
 }
 
 /// One envelope framed into a buffer ready to write, or the encoding error.
+/// protobuf-c packs straight into the buffer's memory: one copy of a tensor, not two.
 func frameBuffer(_ envelope: Envelope, allocator: ByteBufferAllocator) throws(WireError) -> ByteBuffer {
-    allocator.buffer(bytes: try encodeFrame(requestId: envelope.requestId, message: envelope.message))
+    var buffer = allocator.buffer(capacity: 0)
+    try encodeFrame(requestId: envelope.requestId, message: envelope.message) { size, fill in
+        buffer.reserveCapacity(size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
+            fill(UnsafeMutableRawBufferPointer(rebasing: raw[0..<size]))
+            return size
+        }
+    }
+    return buffer
 }
 

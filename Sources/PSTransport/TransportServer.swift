@@ -105,6 +105,17 @@ public final class TransportServer: @unchecked Sendable {
         channel.writeAndFlush(channel.allocator.buffer(bytes: frame), promise: nil)
     }
 
+    /// Encodes once a frame that several connections will receive (a step's weights go to every worker).
+    public func encode(_ envelope: Envelope) throws(WireError) -> EncodedFrame {
+        EncodedFrame(buffer: try frameBuffer(envelope, allocator: ByteBufferAllocator()))
+    }
+
+    /// Thread-safe. Writes a frame from `encode(_:)`; the bytes are shared, not copied, per connection.
+    public func send(_ frame: EncodedFrame, to connection: ConnectionID) {
+        guard let channel = registry.channel(connection) else { return }
+        channel.writeAndFlush(frame.buffer, promise: nil)
+    }
+
     /// Thread-safe. Optionally sends a last envelope, then closes that connection. Messages the peer
     /// sends after this are dropped.
     public func close(_ connection: ConnectionID, after envelope: Envelope? = nil) {
@@ -269,4 +280,10 @@ final class RefusingHandler: ChannelInboundHandler {
 
     /// Whatever the peer sends is read and dropped until the close.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
+/// A frame encoded once for several connections (NIO shares the bytes between writes).
+public struct EncodedFrame: Sendable {
+    let buffer: ByteBuffer
+    public var byteCount: Int { buffer.readableBytes }
 }

@@ -21,6 +21,38 @@ public func encodeFrame(requestId: UInt64, message: Message) throws(WireError) -
     return frame
 }
 
+/// Encodes one frame straight into memory the caller provides, with no intermediate array: `sink` is
+/// called once with the frame's size and a `fill` function that packs the frame into a buffer of at
+/// least that size. This is how the transport writes a megabyte of weights into a network buffer
+/// with a single copy.
+public func encodeFrame(requestId: UInt64, message: Message,
+                        into sink: (_ frameBytes: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void) -> Void) throws(WireError) {
+    let arena = CArena()
+    let result: Result<Void, WireError> = withExtendedLifetime(arena) {
+        message.withEnvelope(arena, requestId: requestId) { envelope -> Result<Void, WireError> in
+            let base = UnsafeRawPointer(envelope).assumingMemoryBound(to: ProtobufCMessage.self)
+            let size = protobuf_c_message_get_packed_size(base)
+            guard size <= WireLimits.frameBytesMax else {
+                return .failure(WireError(.tooLarge, field: "Envelope",
+                                          "\(size) bytes exceeds frameBytesMax (\(WireLimits.frameBytesMax))"))
+            }
+            let header = WireLimits.frameHeaderBytes
+            sink(header + size) { out in
+                precondition(out.count >= header + size, "frame buffer of \(out.count) bytes, need \(header + size)")
+                let length = UInt32(size)
+                out[0] = UInt8(truncatingIfNeeded: length >> 24)
+                out[1] = UInt8(truncatingIfNeeded: length >> 16)
+                out[2] = UInt8(truncatingIfNeeded: length >> 8)
+                out[3] = UInt8(truncatingIfNeeded: length)
+                let written = size == 0 ? 0 : protobuf_c_message_pack(base, out.baseAddress!.assumingMemoryBound(to: UInt8.self) + header)
+                precondition(written == size, "protobuf-c packed \(written) bytes, announced \(size)")
+            }
+            return .success(())
+        }
+    }
+    try result.get()
+}
+
 extension Envelope {
     /// Decodes and checks one envelope (a frame's payload, without the length). Errors name the
     /// message and field (`PushGradient.gradient.data`); an unknown body is an error, not ignored.

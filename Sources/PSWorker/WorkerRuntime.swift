@@ -186,7 +186,8 @@ public final class WorkerRuntime: @unchecked Sendable {
     }
 
     /// Sends results computed for `generation` only if the connection they were assigned on is still the current one.
-    private func deliver(_ frames: [[UInt8]], generation: Int, samples: Int, seconds: Double, train: Bool,
+    /// Each message is encoded straight into its network buffer by `send` (one copy of the gradient).
+    private func deliver(_ messages: [Message], generation: Int, samples: Int, seconds: Double, train: Bool,
                          pushes: [PushKey], pushBytes: Int) {
         control.async { [self] in
             guard generation == self.generation else { return }
@@ -194,7 +195,7 @@ public final class WorkerRuntime: @unchecked Sendable {
                 let now = ContinuousClock.now
                 for key in pushes { pushesInFlight[key] = now }
             }
-            for f in frames { connection.send(frame: f) }
+            for m in messages { connection.send(m) }
             if train {
                 stepsDone += 1
                 metrics?.pushed(samples: samples, bytes: pushBytes)
@@ -213,12 +214,11 @@ public final class WorkerRuntime: @unchecked Sendable {
             return
         }
         let started = ContinuousClock.now
-        var frames: [[UInt8]] = []
+        var messages: [Message] = []
         var samples = 0
         var pushes: [PushKey] = []
         var pushBytes = 0
-        do {
-            switch a.kind {
+        switch a.kind {
             case .train:
                 if context.order?.epoch != a.epoch {
                     context.order = (a.epoch, epochPermutation(seed: context.spec.seed, epoch: a.epoch, count: data.train.count))
@@ -226,8 +226,10 @@ public final class WorkerRuntime: @unchecked Sendable {
                 let order = context.order!.indices
                 let chunks = context.spec.training.chunks
                 let ranges = ChunkPlan.ranges(batchSize: a.batchSize, chunks: chunks)
-                var gradient = [Float](repeating: 0, count: context.network.parameterCount)
+                let parameterCount = context.network.parameterCount
                 for node in a.subtrees {
+                    // Not zero-filled: reduceNode overwrites every element.
+                    var gradient = [Float](unsafeUninitializedCapacity: parameterCount) { _, count in count = parameterCount }
                     let stats = parameters.withUnsafeBufferPointer { p in
                         order.withUnsafeBufferPointer { o in
                             gradient.withUnsafeMutableBufferPointer { g in
@@ -243,9 +245,9 @@ public final class WorkerRuntime: @unchecked Sendable {
                     samples += stats.samples
                     pushes.append(PushKey(jobId: a.jobId, step: a.step, firstChunk: node.firstChunk, chunkCount: node.chunkCount))
                     pushBytes += gradient.count * MemoryLayout<Float>.size
-                    frames.append(try encodeFrame(requestId: 0, message: .pushGradient(PushGradient(
+                    messages.append(.pushGradient(PushGradient(
                         jobId: a.jobId, step: a.step, subtree: node, gradient: TensorSlice(offset: 0, values: gradient),
-                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))))
+                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples)))
                 }
             case .validate, .test:
                 guard let dataset = a.kind == .validate ? data.validation : data.test else {
@@ -268,19 +270,15 @@ public final class WorkerRuntime: @unchecked Sendable {
                             }
                         }
                     }
-                    frames.append(try encodeFrame(requestId: 0, message: .evalResult(EvalResult(
+                    messages.append(.evalResult(EvalResult(
                         jobId: a.jobId, kind: a.kind, epoch: a.epoch, subtree: node,
-                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))))
+                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples)))
                 }
             }
-        } catch {
-            logger.error("cannot encode a result", metadata: ["job": "\(a.jobId)", "error": "\(error)"])
-            return
-        }
         let d = ContinuousClock.now - started
         metrics?.computed(WorkerMetrics.Kind(a.kind), duration: d)
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-        deliver(frames, generation: generation, samples: samples, seconds: seconds, train: a.kind == .train,
+        deliver(messages, generation: generation, samples: samples, seconds: seconds, train: a.kind == .train,
                 pushes: pushes, pushBytes: pushBytes)
     }
 }

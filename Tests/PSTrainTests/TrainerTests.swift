@@ -149,8 +149,7 @@ final class ParameterStoreTests: XCTestCase {
                 var store = ParameterStore(parameters: start, optimizer: spec, shardCount: shards)
                 XCTAssertEqual(store.shards.map(\.range.count).reduce(0, +), 1_001)
                 for g in sums {
-                    var gradient = g
-                    store.apply(gradientSum: &gradient, batchCount: 32)
+                    store.apply(gradientSum: g, batchCount: 32)
                 }
                 XCTAssertEqual(store.version, 3)
                 results.append(store.parameters)
