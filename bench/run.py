@@ -269,6 +269,9 @@ def main():
                 f"{rep['numpy']['wall_seconds_to_target']} s, training {rep['numpy']['seconds_to_target']} s "
                 f"(epoch {rep['numpy']['epochs_run']})")
 
+    if "local" in raw:
+        env["openblas_core"] = raw["local"][0]["sgemm"].get("openblas_core")
+        env["openblas_config"] = raw["local"][0]["sgemm"].get("openblas_config")
     rows = table(raw)
     print_table(rows, env)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -376,7 +379,7 @@ def fmt(x, unit):
 
 def print_table(rows, env):
     print(f"machine: {env['nproc']} cores, {env['cpu_model']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
-          f"numpy {env['numpy']}, commit {env['git_commit']}")
+          f"OpenBLAS core {env.get('openblas_core', '?')}, numpy {env['numpy']}, commit {env['git_commit']}")
     print(f"{'figure':18} {'what':66} {'min':>9} {'median':>9}  {'target':>7}  status")
     for r in rows:
         target = "" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + f"{r['target']:g}"

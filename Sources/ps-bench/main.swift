@@ -62,6 +62,14 @@ func filled(_ count: Int, seed: UInt64) -> UnsafeMutablePointer<Float> {
     return p
 }
 
+/// OpenBLAS's kernel family (`Cooperlake`, `Haswell`…) or build configuration, looked up at run time
+/// because the CBLAS shim does not declare them.
+func openBLASString(_ symbol: String) -> String {
+    guard let handle = dlopen(nil, RTLD_NOW), let f = dlsym(handle, symbol) else { return "unknown" }
+    let call = unsafeBitCast(f, to: (@convention(c) () -> UnsafePointer<CChar>?).self)
+    return call().map { String(cString: $0) } ?? "unknown"
+}
+
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ps-bench", abstract: "Micro-benchmarks: step GEMMs, square sgemm, wire encode/decode.",
@@ -157,7 +165,8 @@ struct Sgemm: ParsableCommand {
         }
         let flops = 2 * Double(n) * Double(n) * Double(n)
         printJSON([
-            "what": "sgemm", "size": n, "threads": threads,
+            "what": "sgemm", "size": n, "threads": threads, "openblas_core": openBLASString("openblas_get_corename"),
+            "openblas_config": openBLASString("openblas_get_config"),
             "seconds_min": times.min()!, "seconds_median": median(times),
             "gflops_best": flops / times.min()! / 1e9, "gflops_median": flops / median(times) / 1e9,
             "gflops_per_rep": times.map { flops / $0 / 1e9 }, "reps": times.count,
