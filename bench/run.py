@@ -250,6 +250,8 @@ def main():
             rep = {
                 "numpy": measured([sys.executable, "bench/numpy_mlp.py", "--epochs", "1", "--layers", "1024,1024"]),
                 "local_c4": measured(local + ["--set", f"model.layers={WIDE}"]),
+                "gemm_c4": measured([PSBENCH, "gemm", "--batch", "128", "--chunks", "4", "--layers",
+                                     "784,1024,1024,10", "--reps", "3", "--min-seconds", "0.3"]),
             }
             raw.setdefault("wide", []).append(rep)
             log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} wide: numpy "
@@ -346,13 +348,17 @@ def table(raw):
     if "wide" in raw:
         W = raw["wide"]
         row("scale.wide", "784-1024-1024-10: train --local / numpy", ratio(W, sps("local_c4"), sps("numpy")), "x")
+        row("scale.wide.P1b", "784-1024-1024-10: train --local / GEMM bound",
+            ratio(W, sps("local_c4"), lambda r: r["gemm_c4"]["samples_per_second_max"]), "x")
+        row("rate.wide_gemm", "784-1024-1024-10 GEMM bound, chunks 4",
+            stats([r["gemm_c4"]["samples_per_second_max"] for r in W]), "samples/s")
         row("rate.wide_numpy", "784-1024-1024-10 numpy", stats([r["numpy"]["samples_per_second"] for r in W]),
             "samples/s")
         row("rate.wide_local", "784-1024-1024-10 train --local",
             stats([r["local_c4"]["samples_per_second"] for r in W]), "samples/s")
     if "target" in raw:
         T = raw["target"]
-        row("P5", "seconds to 97.5% test acc, cluster 2 workers / numpy (wall, both incl. load + eval)",
+        row("P5", "s to 97.5% test acc, cluster 2w / numpy (wall incl. load + eval)",
             ratio(T, lambda r: r["cluster2"]["seconds_to_target"], lambda r: r["numpy"]["wall_seconds_to_target"]),
             "x", 0.7, "lower")
         row("P5.train", "same, / numpy's training steps only",
