@@ -31,8 +31,9 @@ test: test-deps check-generated
 proto: deps
 	scripts/gen-proto.sh
 
+# Performance figures (P1-P5, docs/PERFORMANCE.md): ratios within one run, table + runs/bench/results.json.
 bench: build
-	bench/local-vs-numpy.sh
+	bench/run.sh
 
 clean:
 	rm -rf .build runs

@@ -84,7 +84,7 @@ let package = Package(
         ]),
         // Micro-benchmarks for bench/run.py: sgemm on a step's shapes, wire encode/decode vs memcpy.
         .executableTarget(name: "ps-bench", dependencies: [
-            "PSMath", "PSWire", "PSTrain", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSMath", "PSWire", "PSTrain", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath"]),
         .testTarget(name: "PSCoreTests", dependencies: ["PSCore"]),

@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""`make bench`: the project's performance figures, each a ratio measured within one run.
+
+Shared 2-core machines drift by up to 1.6x between runs (docs/PERFORMANCE.md), so every figure
+compares two programs run back to back inside the same repetition, and the compared programs
+alternate within each repetition so drift hits both. Each figure is reported as the min and the
+median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
+
+  P1   psctl train --local samples/s / numpy (bench/numpy_mlp.py), same model, batches, Adam
+  P1b  psctl train --local samples/s / the GEMM bound (ps-bench gemm: cblas_sgemm on the step's shapes)
+  P2   cluster (1 server + 2 workers, 127.0.0.1) samples/s / train --local, batch 128 and 512
+  P3   CPU seconds per sample, cluster (server + workers) / train --local
+  P4   memcpy time / (encodeFrame + Envelope(payload:)) time for a pushGradient of 1M floats
+  P5   wall seconds to 97.5% test accuracy, 2-worker cluster / numpy on one core
+  ref  square sgemm 1024 GFLOP/s, one thread
+  scaling  784-1024-1024-10 (local / numpy); 1, 2, 4 workers at batch 512
+
+Prints a table and writes everything (environment, every raw measurement, the table) as JSON.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".build/release")
+PSCTL = os.path.join(BIN, "psctl")
+PSBENCH = os.path.join(BIN, "ps-bench")
+CLUSTER = os.path.join(ROOT, "deploy/local/cluster.sh")
+SPEC = "bench/mnist-bench.yaml"
+TARGET_SPEC = "bench/mnist-target.yaml"
+TICK = os.sysconf("SC_CLK_TCK")
+# One BLAS thread everywhere (our binaries set it themselves; numpy obeys the variable).
+# OPENBLAS_CORETYPE is left as the machine sets it.
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+WIDE = "[{units: 1024, activation: relu}, {units: 1024, activation: relu}, {units: 10, activation: softmax}]"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_json(cmd, timeout=600):
+    """Runs cmd, returns (last stdout line as JSON, child user+sys CPU seconds, wall seconds)."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=timeout)
+    wall = time.perf_counter() - start
+    # communicate() reaped the child; its rusage is in RUSAGE_CHILDREN only as a running total, so we
+    # take the difference around each run instead (runs are sequential).
+    if p.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed ({p.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), wall
+
+
+def children_cpu():
+    r = os.times()
+    return r.children_user + r.children_system
+
+
+def measured(cmd):
+    before = children_cpu()
+    result, wall = run_json(cmd)
+    result["_cpu_seconds"] = children_cpu() - before
+    result["_wall_seconds"] = wall
+    return result
+
+
+def psctl(*args, server=None, check=True):
+    cmd = [PSCTL, *args] + (["--server", server] if server else [])
+    out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
+    return out.stdout
+
+
+def proc_cpu(pid):
+    """utime + stime of a live process, in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class Cluster:
+    """deploy/local/cluster.sh start/stop, with the processes' CPU time read before they stop."""
+    port = 7300
+
+    def __init__(self, workers):
+        Cluster.port += 1
+        self.workers = workers
+        self.server = f"127.0.0.1:{Cluster.port}"
+        self.dir = os.path.join(ROOT, "runs/bench/cluster")
+
+    def __enter__(self):
+        subprocess.run([CLUSTER, "start", "--workers", str(self.workers), "--port", str(Cluster.port),
+                        "--dir", self.dir], cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
+        pid_dir = os.path.join(self.dir, "pids")
+        self.pids = {f[:-4]: int(open(os.path.join(pid_dir, f)).read()) for f in os.listdir(pid_dir)}
+        return self
+
+    def cpu(self):
+        return {name: proc_cpu(pid) for name, pid in self.pids.items()}
+
+    def __exit__(self, *exc):
+        subprocess.run([CLUSTER, "stop", "--dir", self.dir], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
+
+
+def cluster_epoch(workers, batch, epochs=1):
+    """One job on a fresh cluster: samples/s as `psctl wait --json` reports it, and the CPU seconds
+    all cluster processes spent from just before the submit to just before they are stopped."""
+    with Cluster(workers) as c:
+        before = c.cpu()
+        start = time.perf_counter()
+        job = psctl("submit", SPEC, "--set", f"training.batch_size={batch}", "--set", f"training.epochs={epochs}",
+                    server=c.server).strip()
+        result = json.loads(psctl("wait", job, "--json", server=c.server).strip().splitlines()[-1])
+        wall = time.perf_counter() - start
+        after = c.cpu()
+    cpu = {k: after[k] - before[k] for k in after}
+    result["_cpu_seconds"] = sum(cpu.values())
+    result["_cpu_by_process"] = cpu
+    result["_wall_seconds"] = wall
+    return result
+
+
+def cluster_to_target(workers, target, poll_log=0.02, poll_status=0.5, limit=300):
+    """Wall seconds from submit until the job's validation (= test set) accuracy reaches target.
+    Watched two ways: `psctl status --json` every poll_status seconds (what a user sees), and the
+    server's 'epoch done' log line (read every poll_log seconds, no extra process). The earlier
+    sighting is the figure; both are kept."""
+    with Cluster(workers) as c:
+        log_path = os.path.join(c.dir, "logs/server.log")
+        offset = os.path.getsize(log_path)
+        start = time.perf_counter()
+        job = psctl("submit", TARGET_SPEC, server=c.server).strip()
+        seen_log = seen_status = None
+        epochs = None
+        next_status = start
+        while time.perf_counter() - start < limit:
+            now = time.perf_counter()
+            with open(log_path) as f:
+                f.seek(offset)
+                for line in f.read().splitlines():
+                    m = re.search(r"epoch=(\d+).*val_accuracy=([0-9.]+).*epoch done", line)
+                    if m and seen_log is None and float(m.group(2)) >= target:
+                        seen_log, epochs = now - start, int(m.group(1))
+            if now >= next_status:
+                jobs = json.loads(psctl("status", job, "--json", server=c.server))["jobs"]
+                j = jobs[0]
+                if seen_status is None and (j.get("val_accuracy") or 0) >= target:
+                    seen_status = time.perf_counter() - start
+                    epochs = epochs or j.get("epoch")
+                if j["state"] not in ("submitted", "waiting_for_workers", "running"):
+                    break
+                next_status = now + poll_status
+            if seen_log is not None and seen_status is not None:
+                break
+            time.sleep(poll_log)
+        psctl("cancel", job, server=c.server, check=False)
+    seen = [t for t in (seen_log, seen_status) if t is not None]
+    return {"seconds_to_target": min(seen) if seen else None, "seen_in_log": seen_log,
+            "seen_in_status": seen_status, "epoch": epochs}
+
+
+def stats(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return {"min": None, "median": None, "max": None, "runs": []}
+    return {"min": min(xs), "median": statistics.median(xs), "max": max(xs), "runs": xs}
+
+
+def environment():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    flags = open("/proc/cpuinfo").read()
+    import numpy
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": int(subprocess.run(["nproc"], capture_output=True, text=True).stdout),
+        "cpu_model": cpu, "avx512f": " avx512f " in flags, "kernel": platform.release(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+        "OPENBLAS_NUM_THREADS": "1", "numpy": numpy.__version__, "python": platform.python_version(),
+        "git_commit": commit, "loadavg_at_start": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join(ROOT, "runs/bench/results.json"))
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: local,cluster,wide,target")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    for b in (PSCTL, PSBENCH):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"bench: {b} not found; run 'swift build -c release' first")
+    env = environment()
+    log(f"bench: {env['nproc']} cores, {env['cpu_model']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
+        f"{args.runs} runs of each, 1 epoch per rate")
+    raw = {}
+    t_start = time.perf_counter()
+    local = [PSCTL, "train", "--local", SPEC, "--json", "--output", "/dev/null"]
+    gemm = [PSBENCH, "gemm", "--batch", "128", "--layers", "784,256,128,10", "--reps", "3", "--min-seconds", "0.3"]
+
+    # P1, P1b, P4, reference: alternate numpy, local (chunks 4, 1), the GEMM bounds, sgemm, wire.
+    if "local" not in skip:
+        for r in range(args.runs):
+            rep = {
+                "numpy": measured([sys.executable, "bench/numpy_mlp.py", "--epochs", "1", "--optimizer", "adam"]),
+                "local_c4": measured(local),
+                "gemm_c4": measured(gemm + ["--chunks", "4"]),
+                "local_c1": measured(local + ["--set", "training.chunks=1"]),
+                "gemm_c1": measured(gemm + ["--chunks", "1"]),
+                "sgemm": measured([PSBENCH, "sgemm", "--size", "1024", "--reps", "3", "--min-seconds", "0.3"]),
+                "wire": measured([PSBENCH, "wire", "--floats", "1000000", "--reps", "3", "--min-seconds", "0.3"]),
+            }
+            raw.setdefault("local", []).append(rep)
+            log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} local: numpy "
+                f"{rep['numpy']['samples_per_second']:,.0f}, local c4 {rep['local_c4']['samples_per_second']:,.0f}, "
+                f"c1 {rep['local_c1']['samples_per_second']:,.0f}, gemm bound c4 "
+                f"{rep['gemm_c4']['samples_per_second_max']:,.0f} samples/s; sgemm "
+                f"{rep['sgemm']['gflops_best']:.0f} GFLOP/s; wire {rep['wire']['ratio_of_min_times']:.2f}")
+
+    # P2, P3, worker scaling: clusters against train --local at the same batch size.
+    if "cluster" not in skip:
+        for r in range(args.runs):
+            rep = {}
+            for batch in (128, 512):
+                rep[f"local_b{batch}"] = measured(local + ["--set", f"training.batch_size={batch}"])
+                rep[f"cluster2_b{batch}"] = cluster_epoch(2, batch)
+            rep["cluster1_b512"] = cluster_epoch(1, 512)
+            rep["cluster4_b512"] = cluster_epoch(4, 512)
+            raw.setdefault("cluster", []).append(rep)
+            log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} cluster: " + ", ".join(
+                f"{k} {v['samples_per_second']:,.0f}" for k, v in rep.items()))
+
+    # Scaling with model size: 784-1024-1024-10, local against numpy.
+    if "wide" not in skip:
+        for r in range(args.runs):
+            rep = {
+                "numpy": measured([sys.executable, "bench/numpy_mlp.py", "--epochs", "1", "--layers", "1024,1024"]),
+                "local_c4": measured(local + ["--set", f"model.layers={WIDE}"]),
+                "gemm_c4": measured([PSBENCH, "gemm", "--batch", "128", "--chunks", "4", "--layers",
+                                     "784,1024,1024,10", "--reps", "3", "--min-seconds", "0.3"]),
+            }
+            raw.setdefault("wide", []).append(rep)
+            log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} wide: numpy "
+                f"{rep['numpy']['samples_per_second']:,.0f}, local {rep['local_c4']['samples_per_second']:,.0f}")
+
+    # P5: time to 97.5% test accuracy, 2-worker cluster against numpy on one core.
+    if "target" not in skip:
+        for r in range(args.runs):
+            rep = {
+                "cluster2": cluster_to_target(2, 0.975),
+                "numpy": measured([sys.executable, "bench/numpy_mlp.py", "--epochs", "10", "--validation-split", "0",
+                                   "--target", "0.975"]),
+            }
+            raw.setdefault("target", []).append(rep)
+            log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} target: cluster "
+                f"{rep['cluster2']['seconds_to_target']} s (epoch {rep['cluster2']['epoch']}), numpy wall "
+                f"{rep['numpy']['wall_seconds_to_target']} s, training {rep['numpy']['seconds_to_target']} s "
+                f"(epoch {rep['numpy']['epochs_run']})")
+
+    if "local" in raw:
+        env["openblas_core"] = raw["local"][0]["sgemm"].get("openblas_core")
+        env["openblas_config"] = raw["local"][0]["sgemm"].get("openblas_config")
+    rows = table(raw)
+    print_table(rows, env)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"environment": env, "seconds": time.perf_counter() - t_start, "table": rows, "raw": raw},
+                  f, indent=1)
+    log(f"bench: wrote {os.path.relpath(args.out, ROOT)} ({time.perf_counter() - t_start:.0f} s)")
+
+
+def ratio(reps, num, den):
+    out = []
+    for rep in reps:
+        a, b = num(rep), den(rep)
+        out.append(a / b if a is not None and b not in (None, 0) else None)
+    return stats(out)
+
+
+def table(raw):
+    rows = []
+
+    def row(key, what, s, unit="", target=None, better="higher"):
+        passed = None
+        if target is not None and s["median"] is not None:
+            passed = s["median"] >= target if better == "higher" else s["median"] <= target
+        rows.append({"key": key, "what": what, "unit": unit, "min": s["min"], "median": s["median"],
+                     "max": s["max"], "runs": s["runs"], "target": target, "better": better, "pass": passed})
+
+    sps = lambda name: (lambda rep: rep[name]["samples_per_second"])
+    if "local" in raw:
+        L = raw["local"]
+        row("P1", "train --local / numpy, chunks 4 (samples/s)", ratio(L, sps("local_c4"), sps("numpy")), "x", 1.0)
+        row("P1.c1", "train --local / numpy, chunks 1", ratio(L, sps("local_c1"), sps("numpy")), "x")
+        bound = lambda name: (lambda rep: rep[name]["samples_per_second_max"])
+        row("P1b", "train --local / GEMM bound, chunks 4", ratio(L, sps("local_c4"), bound("gemm_c4")), "x", 0.9)
+        row("P1b.c1", "train --local / GEMM bound, chunks 1", ratio(L, sps("local_c1"), bound("gemm_c1")), "x")
+        row("P4", "wire: memcpy / (encode + decode), 1M floats",
+            stats([rep["wire"]["ratio_of_min_times"] for rep in L]), "x", 0.8)
+        row("ref.sgemm", "sgemm 1024, 1 thread", stats([rep["sgemm"]["gflops_best"] for rep in L]), "GFLOP/s")
+        row("ref.gemm", "GEMMs of a batch-128 chunks-4 step, 1 thread",
+            stats([rep["gemm_c4"]["gflops_best"] for rep in L]), "GFLOP/s")
+        for name, label in (("numpy", "numpy, Adam, batch 128"), ("local_c4", "train --local, chunks 4"),
+                            ("local_c1", "train --local, chunks 1")):
+            row(f"rate.{name}", label, stats([rep[name]["samples_per_second"] for rep in L]), "samples/s")
+        for name, label in (("gemm_c4", "GEMM bound, chunks 4"), ("gemm_c1", "GEMM bound, chunks 1")):
+            row(f"rate.{name}", label, stats([rep[name]["samples_per_second_max"] for rep in L]), "samples/s")
+        row("wire.encode", "encodeFrame 1M floats", stats([rep["wire"]["encode_gb_per_second"] for rep in L]), "GB/s")
+        row("wire.decode", "Envelope(payload:) 1M floats",
+            stats([rep["wire"]["decode_gb_per_second"] for rep in L]), "GB/s")
+        row("wire.memcpy", "memcpy 4 MB", stats([rep["wire"]["memcpy_gb_per_second"] for rep in L]), "GB/s")
+    if "cluster" in raw:
+        C = raw["cluster"]
+        for batch in (128, 512):
+            row(f"P2.b{batch}", f"cluster 2 workers / train --local, batch {batch}",
+                ratio(C, sps(f"cluster2_b{batch}"), sps(f"local_b{batch}")), "x", 1.5 if batch == 512 else None)
+        cpu = lambda name: (lambda rep: rep[name]["_cpu_seconds"])
+        for batch in (128, 512):
+            row(f"P3.b{batch}", f"CPU s/sample, cluster 2 workers / train --local, batch {batch}",
+                ratio(C, cpu(f"cluster2_b{batch}"), cpu(f"local_b{batch}")), "x", 1.15, "lower")
+        for batch in (128, 512):
+            row(f"cpu.local_b{batch}", f"train --local CPU per sample, batch {batch}",
+                stats([rep[f"local_b{batch}"]["_cpu_seconds"] / 54000 * 1e6 for rep in C]), "us")
+            row(f"cpu.cluster2_b{batch}", f"cluster 2 workers CPU per sample, batch {batch}",
+                stats([rep[f"cluster2_b{batch}"]["_cpu_seconds"] / 54000 * 1e6 for rep in C]), "us")
+        for w in (1, 2, 4):
+            row(f"scale.w{w}", f"cluster {w} worker(s) / train --local, batch 512",
+                ratio(C, sps(f"cluster{w}_b512"), sps("local_b512")), "x")
+        for name, label in (("local_b128", "train --local, batch 128"), ("cluster2_b128", "cluster 2 workers, batch 128"),
+                            ("local_b512", "train --local, batch 512"), ("cluster1_b512", "cluster 1 worker, batch 512"),
+                            ("cluster2_b512", "cluster 2 workers, batch 512"),
+                            ("cluster4_b512", "cluster 4 workers, batch 512")):
+            row(f"rate.{name}", label, stats([rep[name]["samples_per_second"] for rep in C]), "samples/s")
+    if "wide" in raw:
+        W = raw["wide"]
+        row("scale.wide", "784-1024-1024-10: train --local / numpy", ratio(W, sps("local_c4"), sps("numpy")), "x")
+        row("scale.wide.P1b", "784-1024-1024-10: train --local / GEMM bound",
+            ratio(W, sps("local_c4"), lambda r: r["gemm_c4"]["samples_per_second_max"]), "x")
+        row("rate.wide_gemm", "784-1024-1024-10 GEMM bound, chunks 4",
+            stats([r["gemm_c4"]["samples_per_second_max"] for r in W]), "samples/s")
+        row("rate.wide_numpy", "784-1024-1024-10 numpy", stats([r["numpy"]["samples_per_second"] for r in W]),
+            "samples/s")
+        row("rate.wide_local", "784-1024-1024-10 train --local",
+            stats([r["local_c4"]["samples_per_second"] for r in W]), "samples/s")
+    if "target" in raw:
+        T = raw["target"]
+        row("P5", "s to 97.5% test acc, cluster 2w / numpy (wall incl. load + eval)",
+            ratio(T, lambda r: r["cluster2"]["seconds_to_target"], lambda r: r["numpy"]["wall_seconds_to_target"]),
+            "x", 0.7, "lower")
+        row("P5.train", "same, / numpy's training steps only",
+            ratio(T, lambda r: r["cluster2"]["seconds_to_target"], lambda r: r["numpy"]["seconds_to_target"]),
+            "x", None, "lower")
+        row("time.cluster2", "cluster 2 workers: seconds to 97.5%",
+            stats([r["cluster2"]["seconds_to_target"] for r in T]), "s")
+        row("time.numpy_wall", "numpy: wall seconds to 97.5% (incl. load + eval)",
+            stats([r["numpy"]["wall_seconds_to_target"] for r in T]), "s")
+        row("time.numpy_train", "numpy: training seconds to 97.5%",
+            stats([r["numpy"]["seconds_to_target"] for r in T]), "s")
+    return rows
+
+
+def fmt(x, unit):
+    if x is None:
+        return "-"
+    if unit == "samples/s":
+        return f"{x:,.0f}"
+    if unit in ("GFLOP/s", "us"):
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def print_table(rows, env):
+    print(f"machine: {env['nproc']} cores, {env['cpu_model']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
+          f"OpenBLAS core {env.get('openblas_core', '?')}, numpy {env['numpy']}, commit {env['git_commit']}")
+    print(f"{'figure':18} {'what':66} {'min':>9} {'median':>9}  {'target':>7}  status")
+    for r in rows:
+        target = "" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + f"{r['target']:g}"
+        status = "" if r["pass"] is None else ("met" if r["pass"] else "NOT MET")
+        unit = "" if r["unit"] == "x" else f" ({r['unit']})"
+        print(f"{r['key']:18} {(r['what'] + unit)[:66]:66} {fmt(r['min'], r['unit']):>9} "
+              f"{fmt(r['median'], r['unit']):>9}  {target:>7}  {status}")
+
+
+if __name__ == "__main__":
+    main()
