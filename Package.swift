@@ -43,7 +43,9 @@ let package = Package(
         .target(name: "PSMath", dependencies: ["CBLAS"]),
         .target(name: "PSCore", dependencies: ["Yams"]),
         .target(name: "PSData", dependencies: ["PSCore", "PSMath", "CZlib"]),
-        .target(name: "PSWire", dependencies: ["PSWireC", "PSCore"]),
+        // glibc's <malloc.h> (mallopt), which the Glibc module does not expose.
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        .target(name: "PSWire", dependencies: ["PSWireC", "PSCore", "CMalloc"]),
         .target(name: "PSTrain", dependencies: ["PSMath", "PSCore", "PSData", "PSWire"]),
         .target(name: "PSTransport", dependencies: [
             "PSWire",

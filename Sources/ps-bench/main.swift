@@ -234,4 +234,6 @@ struct Wire: ParsableCommand {
     }
 }
 
+// The same allocator setting as ps-server, ps-worker and psctl, so P4 measures what they do.
+MemoryTuning.keepLargeBuffers()
 Bench.main()

@@ -5,6 +5,7 @@ import Logging
 import PSMetrics
 import PSServer
 import PSTransport
+import PSWire
 
 /// The parameter server and coordinator. Stops cleanly on SIGTERM/SIGINT: a running job is marked
 /// interrupted, waiting clients are answered, and no file is left half-written.
@@ -95,4 +96,5 @@ struct PSServerCommand: ParsableCommand {
     }
 }
 
+MemoryTuning.keepLargeBuffers()
 PSServerCommand.main()

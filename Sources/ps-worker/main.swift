@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PSMetrics
 import PSTransport
+import PSWire
 import PSWorker
 
 /// A stateless worker: computes the gradients of the chunks it is assigned. Start or kill any number
@@ -81,4 +82,5 @@ struct PSWorkerCommand: ParsableCommand {
     }
 }
 
+MemoryTuning.keepLargeBuffers()
 PSWorkerCommand.main()

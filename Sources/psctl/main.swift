@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PSCore
+import PSWire
 
 /// The controller. Exit codes: 0 success, 1 operating error (bad spec or data, unreachable server),
 /// 2 usage error (unknown flag, missing argument).
@@ -18,6 +19,7 @@ struct OperatingError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+MemoryTuning.keepLargeBuffers()
 do {
     var command = try Psctl.parseAsRoot()
     try command.run()

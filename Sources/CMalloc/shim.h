@@ -1,0 +1,2 @@
+// glibc allocator tuning (mallopt, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD); header only, part of libc.
+#include <malloc.h>
