@@ -56,30 +56,14 @@ final class CArena {
     }
 }
 
-/// Packs a built message tree into `header` zero bytes followed by the message. Fails when the message
-/// would exceed `frameBytesMax`, since no peer would accept it.
-func pack<T>(_ message: UnsafeMutablePointer<T>, header: Int = 0, field: String) -> Result<[UInt8], WireError> {
-    let base = UnsafeRawPointer(message).assumingMemoryBound(to: ProtobufCMessage.self)
-    let size = protobuf_c_message_get_packed_size(base)
-    guard size <= WireLimits.frameBytesMax else {
-        return .failure(WireError(.tooLarge, field: field,
-                                  "\(size) bytes exceeds frameBytesMax (\(WireLimits.frameBytesMax))"))
-    }
-    return .success(packed(base, size: size, header: header))
-}
-
 /// Packs a built message tree of any size (model files are not frames).
 func packUnlimited<T>(_ message: UnsafeMutablePointer<T>) -> [UInt8] {
     let base = UnsafeRawPointer(message).assumingMemoryBound(to: ProtobufCMessage.self)
-    return packed(base, size: protobuf_c_message_get_packed_size(base), header: 0)
-}
-
-private func packed(_ base: UnsafePointer<ProtobufCMessage>, size: Int, header: Int) -> [UInt8] {
-    [UInt8](unsafeUninitializedCapacity: header + size) { buffer, count in
-        for i in 0..<header { buffer[i] = 0 }
-        let written = size == 0 ? 0 : protobuf_c_message_pack(base, buffer.baseAddress! + header)
+    let size = protobuf_c_message_get_packed_size(base)
+    return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+        let written = size == 0 ? 0 : protobuf_c_message_pack(base, buffer.baseAddress!)
         precondition(written == size, "protobuf-c packed \(written) bytes, announced \(size)")
-        count = header + size
+        count = size
     }
 }
 

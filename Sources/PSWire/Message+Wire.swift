@@ -6,18 +6,13 @@ import PSWireC
 /// their arrays, so the values are copied once. Fails when the envelope exceeds
 /// `WireLimits.frameBytesMax` (a model too large to send), which the receiver would refuse.
 public func encodeFrame(requestId: UInt64, message: Message) throws(WireError) -> [UInt8] {
-    let arena = CArena()
-    let packed = withExtendedLifetime(arena) {
-        message.withEnvelope(arena, requestId: requestId) {
-            pack($0, header: WireLimits.frameHeaderBytes, field: "Envelope")
+    var frame: [UInt8] = []
+    try encodeFrame(requestId: requestId, message: message) { size, fill in
+        frame = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            fill(UnsafeMutableRawBufferPointer(buffer))
+            count = size
         }
     }
-    var frame = try packed.get()
-    let length = UInt32(frame.count - WireLimits.frameHeaderBytes)
-    frame[0] = UInt8(truncatingIfNeeded: length >> 24)
-    frame[1] = UInt8(truncatingIfNeeded: length >> 16)
-    frame[2] = UInt8(truncatingIfNeeded: length >> 8)
-    frame[3] = UInt8(truncatingIfNeeded: length)
     return frame
 }
 
