@@ -39,7 +39,10 @@ public func encodeFrame(requestId: UInt64, message: Message,
                 out[1] = UInt8(truncatingIfNeeded: length >> 16)
                 out[2] = UInt8(truncatingIfNeeded: length >> 8)
                 out[3] = UInt8(truncatingIfNeeded: length)
-                let written = size == 0 ? 0 : protobuf_c_message_pack(base, out.baseAddress!.assumingMemoryBound(to: UInt8.self) + header)
+                let body = out.baseAddress!.assumingMemoryBound(to: UInt8.self) + header
+                let written = size == 0 ? 0
+                    : size >= streamingPackBytesMin ? packStreaming(base, into: body, capacity: size)
+                    : protobuf_c_message_pack(base, body)
                 precondition(written == size, "protobuf-c packed \(written) bytes, announced \(size)")
             }
             return .success(())
