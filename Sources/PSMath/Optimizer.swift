@@ -240,10 +240,11 @@ public enum GradientMath {
         mean(UnsafePointer(g), into: g, count: count, batchSize: batchSize)
     }
 
-    /// out[i] ← sum[i] / batchSize.
-    public static func mean(_ sum: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int, batchSize: Int) {
+    /// out[i] ← sum[i] / batchSize. `sum` is raw so that it can be a gradient read in place from a
+    /// received frame (little-endian float32, any alignment).
+    public static func mean(_ sum: UnsafeRawPointer, into out: UnsafeMutablePointer<Float>, count: Int, batchSize: Int) {
         let divisor = Float(batchSize)
-        forEachBlock(count, vector: { i in store(load(sum, i) / divisor, out, i) }, scalar: { i in out[i] = sum[i] / divisor })
+        forEachBlock(count, vector: { i in store(load(sum, i) / divisor, out, i) }, scalar: { i in out[i] = loadScalar(sum, i) / divisor })
     }
 
     /// Squared L2 norm accumulated in double, in index order.
@@ -272,8 +273,10 @@ public enum VectorMath {
         forEachBlock(count, vector: { i in store(load(a, i) + load(b, i), a, i) }, scalar: { i in a[i] += b[i] })
     }
 
-    /// `out = a + b`, element-wise (the same sums as `add`, into a third buffer).
-    public static func sum(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
-        forEachBlock(count, vector: { i in store(load(a, i) + load(b, i), out, i) }, scalar: { i in out[i] = a[i] + b[i] })
+    /// `out = a + b`, element-wise (the same sums as `add`, into a third buffer). The inputs are raw
+    /// so that they can be gradients read in place from received frames (float32, any alignment).
+    public static func sum(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, into out: UnsafeMutablePointer<Float>, count: Int) {
+        forEachBlock(count, vector: { i in store(load(a, i) + load(b, i), out, i) },
+                     scalar: { i in out[i] = loadScalar(a, i) + loadScalar(b, i) })
     }
 }

@@ -14,6 +14,17 @@ func load(_ p: UnsafeMutablePointer<Float>, _ i: Int) -> Lanes {
     UnsafeRawPointer(p + i).loadUnaligned(as: Lanes.self)
 }
 
+/// Element `i` (of float32 size) at a raw address of any alignment.
+@inline(__always)
+func load(_ p: UnsafeRawPointer, _ i: Int) -> Lanes {
+    p.loadUnaligned(fromByteOffset: i * MemoryLayout<Float>.stride, as: Lanes.self)
+}
+
+@inline(__always)
+func loadScalar(_ p: UnsafeRawPointer, _ i: Int) -> Float {
+    p.loadUnaligned(fromByteOffset: i * MemoryLayout<Float>.stride, as: Float.self)
+}
+
 @inline(__always)
 func store(_ v: Lanes, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
     UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: Lanes.self)

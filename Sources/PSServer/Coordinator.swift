@@ -163,7 +163,7 @@ public struct Coordinator {
         let batchSize: Int
         /// Samples in each leaf, to check pushes.
         let leafSamples: [Int]
-        var gradients: NodeCollector<[Float]>
+        var gradients: NodeCollector<FloatData>
         var evaluations: NodeCollector<Void>
         /// Nodes handed out and not yet received, and to whom.
         var assigned: [Range<Int>: UInt64] = [:]
@@ -595,7 +595,7 @@ public struct Coordinator {
             return false
         }
         if work.gradients.contains(range) {
-            out.append(.observe(.pushAccepted(bytes: p.gradient.values.count * MemoryLayout<Float>.size, duplicate: true)))
+            out.append(.observe(.pushAccepted(bytes: p.gradient.count * MemoryLayout<Float>.size, duplicate: true)))
             out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
             return false
         }
@@ -603,8 +603,8 @@ public struct Coordinator {
             reject(.notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true)
             return false
         }
-        guard p.gradient.offset == 0, p.gradient.values.count == r.network.parameterCount else {
-            reject(.badRequest, "gradient covers [\(p.gradient.offset), \(p.gradient.offset + p.gradient.values.count)) but job \(p.jobId) has \(r.network.parameterCount) parameters", "gradient", true)
+        guard p.gradient.offset == 0, p.gradient.count == r.network.parameterCount else {
+            reject(.badRequest, "gradient covers [\(p.gradient.offset), \(p.gradient.offset + p.gradient.count)) but job \(p.jobId) has \(r.network.parameterCount) parameters", "gradient", true)
             return false
         }
         let expected = work.leafSamples[range].reduce(0, +)
@@ -614,10 +614,10 @@ public struct Coordinator {
         }
         work.assigned[range] = nil
         precondition(work.gradients.nodes.count < CoordinatorLimits.inFlightPushesMax, "more nodes than chunks")
-        work.gradients.insert(range, payload: p.gradient.values,
+        work.gradients.insert(range, payload: p.gradient.data,
                               stats: ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples))
         out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: false)))))
-        out.append(.observe(.pushAccepted(bytes: p.gradient.values.count * MemoryLayout<Float>.size, duplicate: false)))
+        out.append(.observe(.pushAccepted(bytes: p.gradient.count * MemoryLayout<Float>.size, duplicate: false)))
         r.work = work
         run = r
         return work.gradients.isComplete

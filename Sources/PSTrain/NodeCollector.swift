@@ -47,18 +47,20 @@ public struct NodeCollector<Payload> {
     }
 }
 
-extension NodeCollector where Payload == [Float] {
+extension NodeCollector where Payload == FloatData {
     /// Gradient sums combine by element-wise addition, each internal node into a fresh buffer (the
-    /// same additions as adding in place, with no copy of a shared input).
-    public func combinedGradient() -> (payload: [Float], stats: ChunkStats) {
+    /// same additions as adding in place, with no copy of an input). Received gradients are read where
+    /// they lie in their frames.
+    public func combinedGradient() -> (payload: FloatData, stats: ChunkStats) {
         combine { a, b in
             let n = a.count
-            return [Float](unsafeUninitializedCapacity: n) { out, count in
-                a.withUnsafeBufferPointer { pa in
-                    b.withUnsafeBufferPointer { VectorMath.sum(pa.baseAddress!, $0.baseAddress!, into: out.baseAddress!, count: n) }
+            precondition(b.count == n, "gradient lengths \(n) and \(b.count) differ")
+            return FloatData([Float](unsafeUninitializedCapacity: n) { out, count in
+                a.withUnsafeBytes { pa in
+                    b.withUnsafeBytes { VectorMath.sum(pa.baseAddress!, $0.baseAddress!, into: out.baseAddress!, count: n) }
                 }
                 count = n
-            }
+            })
         }
     }
 }

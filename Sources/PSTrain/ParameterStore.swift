@@ -35,10 +35,15 @@ public struct ParameterStore: Sendable {
     /// Applies one step from a gradient **sum** over `batchCount` samples (read, never modified):
     /// mean over the batch, optional clipping to the whole vector's norm, then each shard's optimizer.
     public mutating func apply(gradientSum: [Float], batchCount: Int) {
+        apply(gradientSum: FloatData(gradientSum), batchCount: batchCount)
+    }
+
+    /// The same, from a gradient sum that may be a view of a received frame (a single worker's push).
+    public mutating func apply(gradientSum: FloatData, batchCount: Int) {
         precondition(gradientSum.count == parameters.count, "gradient length \(gradientSum.count) != \(parameters.count)")
         let n = gradientSum.count
         mean.withUnsafeMutableBufferPointer { g in
-            gradientSum.withUnsafeBufferPointer { GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount) }
+            gradientSum.withUnsafeBytes { GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount) }
             if let clipNorm {
                 GradientMath.clip(g.baseAddress!, count: n, maxNorm: clipNorm)
             }

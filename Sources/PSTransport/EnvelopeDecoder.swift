@@ -40,9 +40,14 @@ struct EnvelopeDecoder: ByteToMessageDecoder {
             buffer.reserveCapacity(minimumWritableBytes: frameBytes - buffer.readableBytes)
             return nil
         }
-        // A view of the payload in place: protobuf-c reads straight from the receive buffer.
-        let payload = buffer.readableBytesView.dropFirst(header).prefix(Int(length))
-        let envelope = try Envelope(payload: payload)
+        // Decoded in place: protobuf-c reads the small fields straight from the receive buffer, and a
+        // weights or gradient tensor stays there, the message holding the buffer's storage alive.
+        // ByteBuffer is copy-on-write, so the decoder's later reads into this buffer go to a new
+        // storage while the message holds the old one: the tensor's bytes never change under it.
+        let envelope = try buffer.withUnsafeReadableBytesWithStorageManagement { raw, storage throws(WireError) in
+            try Envelope(payload: UnsafeRawBufferPointer(rebasing: raw[header..<frameBytes]),
+                         owner: storage.takeUnretainedValue())
+        }
         buffer.moveReaderIndex(forwardBy: frameBytes)
         return envelope
     }

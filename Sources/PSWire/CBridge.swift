@@ -111,6 +111,10 @@ private func streamAppend(_ buffer: UnsafeMutablePointer<ProtobufCBuffer>?, _ co
 /// Runs `body` with `values` as little-endian float32 binary data pointing at the array's own
 /// storage, so encoding a tensor copies it once: straight into the output buffer.
 func withFloatBytes<R>(_ values: [Float], _ body: (ProtobufCBinaryData) -> R) -> R {
+    withFloatBytes(FloatData(values), body)
+}
+
+func withFloatBytes<R>(_ values: FloatData, _ body: (ProtobufCBinaryData) -> R) -> R {
     precondition(UInt32(1).littleEndian == 1, "the wire carries little-endian float32; big-endian hosts are not supported")
     return values.withUnsafeBytes { raw in
         let data = UnsafeMutablePointer(mutating: raw.baseAddress?.assumingMemoryBound(to: UInt8.self))

@@ -54,17 +54,49 @@ public func encodeFrame(requestId: UInt64, message: Message,
 extension Envelope {
     /// Decodes and checks one envelope (a frame's payload, without the length). Errors name the
     /// message and field (`PushGradient.gradient.data`); an unknown body is an error, not ignored.
-    /// A contiguous collection (an array or a slice of one) is read in place; any other is copied once.
+    /// An array or array slice is read in place, and a tensor in it stays there (the decoded message
+    /// keeps the array's storage alive); any other collection is copied once first.
     public init(payload: some Collection<UInt8>) throws(WireError) {
-        try Self.checkPayloadSize(payload.count)
-        try self.init(unpacked: unpack(payload, { ps__v1__envelope__unpack(nil, $0, $1) }))
+        if let slice = payload as? ArraySlice<UInt8> {
+            try self.init(slice: slice)
+        } else if let array = payload as? [UInt8] {
+            try self.init(slice: array[...])
+        } else {
+            try self.init(slice: Array(payload)[...])
+        }
+    }
+
+    private init(slice: ArraySlice<UInt8>) throws(WireError) {
+        let owner = ReceivedBytes(slice)
+        try self.init(payload: owner.bytes, owner: owner)
     }
 
     /// Decodes and checks one envelope straight from memory the caller owns (a network buffer's
-    /// readable bytes) without copying it; the bytes need to stay valid only during the call.
+    /// readable bytes); the bytes need to stay valid only during the call, so a tensor in them is
+    /// copied once into the message.
     public init(payload: UnsafeRawBufferPointer) throws(WireError) {
         try Self.checkPayloadSize(payload.count)
-        try self.init(unpacked: unpack(payload, { ps__v1__envelope__unpack(nil, $0, $1) }))
+        guard let cut = TensorCut(payload) else {
+            try self.init(unpacked: unpack(payload, { ps__v1__envelope__unpack(nil, $0, $1) }), tensorView: nil)
+            return
+        }
+        let view = ReceivedBytes(copying: UnsafeRawBufferPointer(rebasing: payload[cut.data]))
+        try self.init(unpacked: cut.stripped.withUnsafeBytes { unpack($0, { ps__v1__envelope__unpack(nil, $0, $1) }) },
+                      tensorView: view)
+    }
+
+    /// Decodes and checks one envelope from memory that `owner` keeps alive and unchanged (a network
+    /// buffer's storage). A weights or gradient tensor is not copied: the message reads it where it lies
+    /// and holds `owner` until the message is gone.
+    public init(payload: UnsafeRawBufferPointer, owner: AnyObject) throws(WireError) {
+        try Self.checkPayloadSize(payload.count)
+        guard let cut = TensorCut(payload) else {
+            try self.init(unpacked: unpack(payload, { ps__v1__envelope__unpack(nil, $0, $1) }), tensorView: nil)
+            return
+        }
+        let view = ReceivedBytes(UnsafeRawBufferPointer(rebasing: payload[cut.data]), owner: owner)
+        try self.init(unpacked: cut.stripped.withUnsafeBytes { unpack($0, { ps__v1__envelope__unpack(nil, $0, $1) }) },
+                      tensorView: view)
     }
 
     private static func checkPayloadSize(_ count: Int) throws(WireError) {
@@ -75,10 +107,10 @@ extension Envelope {
     }
 
     /// Takes ownership of what protobuf-c unpacked (nil: it rejected the bytes) and frees it.
-    private init(unpacked envelope: UnsafeMutablePointer<Ps__V1__Envelope>?) throws(WireError) {
+    private init(unpacked envelope: UnsafeMutablePointer<Ps__V1__Envelope>?, tensorView: ReceivedBytes?) throws(WireError) {
         guard let envelope else { throw WireError(field: "Envelope", "not a valid protobuf message") }
         defer { ps__v1__envelope__free_unpacked(envelope, nil) }
-        self.init(requestId: envelope.pointee.request_id, message: try Message(c: envelope.pointee))
+        self.init(requestId: envelope.pointee.request_id, message: try Message(c: envelope.pointee, tensorView: tensorView))
     }
 }
 
@@ -241,7 +273,8 @@ extension Message {
         return body(e)
     }
 
-    init(c e: Ps__V1__Envelope) throws(WireError) {
+    /// `tensorView`: the tensor bytes of a weights or gradient body that the decoder read in place.
+    init(c e: Ps__V1__Envelope, tensorView: ReceivedBytes? = nil) throws(WireError) {
         switch e.body_case {
         case PS__V1__ENVELOPE__BODY_HELLO:
             let m = try required(e.hello, "Hello")
@@ -315,14 +348,15 @@ extension Message {
             self = .weights(Weights(
                 jobId: try requiredJobId(m.job_id, "Weights.job_id"),
                 version: try int(m.version, "Weights.version"),
-                tensor: try TensorSlice(c: try required(m.weights, "Weights.weights"), "Weights.weights")))
+                tensor: try TensorSlice(c: try required(m.weights, "Weights.weights"), "Weights.weights", view: tensorView)))
         case PS__V1__ENVELOPE__BODY_PUSH_GRADIENT:
             let m = try required(e.push_gradient, "PushGradient")
             self = .pushGradient(PushGradient(
                 jobId: try requiredJobId(m.job_id, "PushGradient.job_id"),
                 step: try int(m.step, "PushGradient.step"),
                 subtree: try ChunkRange(first: m.first_chunk, count: m.chunk_count, "PushGradient"),
-                gradient: try TensorSlice(c: try required(m.gradient, "PushGradient.gradient"), "PushGradient.gradient"),
+                gradient: try TensorSlice(c: try required(m.gradient, "PushGradient.gradient"), "PushGradient.gradient",
+                                          view: tensorView),
                 lossSum: m.loss_sum,
                 correct: try int(m.correct, "PushGradient.correct"),
                 samples: try int(m.samples, "PushGradient.samples", min: 1)))
@@ -373,19 +407,30 @@ extension TensorSlice {
     func withCMessage<R>(_ arena: CArena, _ body: (UnsafeMutablePointer<Ps__V1__Tensor>) -> R) -> R {
         let m: UnsafeMutablePointer<Ps__V1__Tensor> = arena.message(ps__v1__tensor__init)
         m.pointee.offset = uint64(offset, "Tensor.offset")
-        return withFloatBytes(values) { data in
+        return withFloatBytes(data) { data in
             m.pointee.data = data
             return body(m)
         }
     }
 
-    init(c: Ps__V1__Tensor, _ path: String) throws(WireError) {
+    /// `view`: the data field's bytes, when the decoder cut them out of the message protobuf-c saw
+    /// (whose data field is then empty) to read them in place.
+    init(c: Ps__V1__Tensor, _ path: String, view: ReceivedBytes?) throws(WireError) {
         let offset = try int(c.offset, "\(path).offset")
-        let values = try floats(c.data, "\(path).data")
-        guard !offset.addingReportingOverflow(values.count).overflow else {
-            throw WireError(field: "\(path).offset", "\(offset) + \(values.count) values overflows")
+        let data: FloatData
+        if let view {
+            precondition(c.data.len == 0, "a tensor read in place was also unpacked")
+            guard view.count % MemoryLayout<Float>.size == 0 else {
+                throw WireError(field: "\(path).data", "\(view.count) bytes is not a whole number of float32 values")
+            }
+            data = FloatData(viewing: view)
+        } else {
+            data = FloatData(try floats(c.data, "\(path).data"))
         }
-        self.init(offset: offset, values: values)
+        guard !offset.addingReportingOverflow(data.count).overflow else {
+            throw WireError(field: "\(path).offset", "\(offset) + \(data.count) values overflows")
+        }
+        self.init(offset: offset, data: data)
     }
 }
 

@@ -157,18 +157,30 @@ public struct KeyRange: Equatable, Sendable {
 }
 
 /// Values of a contiguous slice of the flat parameter vector (weights or a gradient sum).
+///
+/// A decoded slice does not copy its values out of the frame: `data` is a view of the receive buffer
+/// (see `FloatData`), and `values` makes the one copy for callers that need an array of their own.
 public struct TensorSlice: Equatable, Sendable {
-    /// Index of `values[0]` in the flat parameter vector.
+    /// Index of the first value in the flat parameter vector.
     public var offset: Int
-    public var values: [Float]
+    public var data: FloatData
 
-    public init(offset: Int, values: [Float]) {
+    public init(offset: Int, data: FloatData) {
         self.offset = offset
-        self.values = values
+        self.data = data
     }
 
+    public init(offset: Int, values: [Float]) {
+        self.init(offset: offset, data: FloatData(values))
+    }
+
+    /// The values as an array: free for a slice built from one, one copy for a decoded slice.
+    public var values: [Float] { data.array }
+
+    public var count: Int { data.count }
+
     /// The key range the values cover.
-    public var range: KeyRange { KeyRange(offset: offset, count: values.count) }
+    public var range: KeyRange { KeyRange(offset: offset, count: data.count) }
 }
 
 /// An aligned subtree of the reduction tree over a batch's chunks.

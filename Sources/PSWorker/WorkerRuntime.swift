@@ -56,7 +56,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     var workerId: UInt64?
     var generation = 0
     var job: JobContext?
-    var weights: (jobId: String, version: Int, values: [Float])?
+    var weights: (jobId: String, version: Int, values: FloatData)?
     var heartbeat: DispatchSourceTimer?
     var stepsDone = 0
     var recentSamples = 0
@@ -147,8 +147,8 @@ public final class WorkerRuntime: @unchecked Sendable {
                 }
             }
         case let .weights(w):
-            weights = (w.jobId, w.version, w.tensor.values)
-            metrics?.weightsReceived(bytes: w.tensor.values.count * MemoryLayout<Float>.size)
+            weights = (w.jobId, w.version, w.tensor.data)
+            metrics?.weightsReceived(bytes: w.tensor.count * MemoryLayout<Float>.size)
         case let .assignment(a):
             guard let context = job, context.jobId == a.jobId else {
                 return logger.error("assignment for a job this worker was not started on", metadata: ["job": "\(a.jobId)"])
@@ -157,7 +157,9 @@ public final class WorkerRuntime: @unchecked Sendable {
                 return logger.error("assignment without its weights", metadata: ["job": "\(a.jobId)", "version": "\(a.version)"])
             }
             let generation = self.generation
-            compute.async { [weak self] in self?.run(a, context: context, parameters: w.values, generation: generation) }
+            // The weights are still a view of the frame they came in; the one copy into an array of our
+            // own happens on the compute queue.
+            compute.async { [weak self] in self?.run(a, context: context, parameters: w.values.array, generation: generation) }
         case let .error(e):
             logger.warning("server reported an error", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
         case let .pushAck(ack):

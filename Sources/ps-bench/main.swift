@@ -192,6 +192,9 @@ struct Wire: ParsableCommand {
         guard case .pushGradient(let push) = decoded.message, push.gradient.values == values else {
             throw ValidationError("wire round trip changed the message")
         }
+        // Decoding hands out a view of the frame (what the server sums from); a consumer that needs an
+        // array of its own (a worker's parameters) copies once, outside this measurement.
+        guard push.gradient.data.isView else { throw ValidationError("the decoded tensor is a copy, not a view of the frame") }
 
         var sink = 0
         let encodeTimes = timeIt(reps: common.reps, minSeconds: common.minSeconds) {
@@ -200,12 +203,12 @@ struct Wire: ParsableCommand {
         }
         let decodeTimes = timeIt(reps: common.reps, minSeconds: common.minSeconds) {
             let e = try! Envelope(payload: frame[header...])
-            if case .pushGradient(let p) = e.message { sink &+= p.gradient.values.count }
+            if case .pushGradient(let p) = e.message { sink &+= p.gradient.count }
         }
         let roundTimes = timeIt(reps: common.reps, minSeconds: common.minSeconds) {
             let f = try! encodeFrame(requestId: 7, message: message)
             let e = try! Envelope(payload: f[header...])
-            if case .pushGradient(let p) = e.message { sink &+= p.gradient.values.count }
+            if case .pushGradient(let p) = e.message { sink &+= p.gradient.count }
         }
         let bytes = floats * MemoryLayout<Float>.stride
         let src = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)

@@ -53,20 +53,24 @@ final class TrainerTests: XCTestCase {
         let wholeStats = whole.withUnsafeMutableBufferPointer { node(StepEngine(network: network, chunkCapacity: 10), 0..<6, into: $0.baseAddress!) }
 
         // Worker A holds chunks 0–2, worker B chunks 3–5: covers [0,2) [2,3) and [3,4) [4,6), received out of order.
-        var collector = NodeCollector<[Float]>(total: 6)
+        // Pushes arrive as views of their frames, at any alignment: every other node here is read from
+        // bytes starting one past an aligned address.
+        var collector = NodeCollector<FloatData>(total: 6)
         for (assignment, engine) in [(3..<6, StepEngine(network: network, chunkCapacity: 10)),
                                      (0..<3, StepEngine(network: network, chunkCapacity: 10))] {
             for r in ReductionTree.cover(first: assignment.lowerBound, count: assignment.count, total: 6).reversed() {
                 var g = [Float](repeating: 0, count: n)
                 let s = g.withUnsafeMutableBufferPointer { node(engine, r, into: $0.baseAddress!) }
                 XCTAssertFalse(collector.isComplete)
-                collector.insert(r, payload: g, stats: s)
+                let payload = r.lowerBound % 2 == 0 ? FloatData(g)
+                    : FloatData(viewing: ReceivedBytes(([0] + g.withUnsafeBytes { [UInt8]($0) })[1...]))
+                collector.insert(r, payload: payload, stats: s)
             }
         }
         XCTAssertTrue(collector.isComplete)
         let (combined, combinedStats) = collector.combinedGradient()
         XCTAssertEqual(combinedStats, wholeStats)
-        XCTAssertTrue(combined.elementsEqual(whole) { $0.bitPattern == $1.bitPattern }, "gradients differ in their bits")
+        XCTAssertTrue(combined.array.elementsEqual(whole) { $0.bitPattern == $1.bitPattern }, "gradients differ in their bits")
         XCTAssertEqual(wholeStats.samples, 60)
     }
 
