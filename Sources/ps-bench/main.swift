@@ -14,6 +14,7 @@
 import ArgumentParser
 import CBLAS
 import Foundation
+import PSCore
 import PSWire
 
 @inline(__always) func now() -> Double {
@@ -238,5 +239,6 @@ struct Wire: ParsableCommand {
 }
 
 // The same allocator setting as ps-server, ps-worker and psctl, so P4 measures what they do.
+BuildTarget.requireSupportedCPU(program: "ps-bench")
 MemoryTuning.keepLargeBuffers()
 Bench.main()

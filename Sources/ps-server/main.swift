@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import PSCore
 import PSMetrics
 import PSServer
 import PSTransport
@@ -96,5 +97,6 @@ struct PSServerCommand: ParsableCommand {
     }
 }
 
+BuildTarget.requireSupportedCPU(program: "ps-server")
 MemoryTuning.keepLargeBuffers()
 PSServerCommand.main()

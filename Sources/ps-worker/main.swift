@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import PSCore
 import PSMetrics
 import PSTransport
 import PSWire
@@ -82,5 +83,6 @@ struct PSWorkerCommand: ParsableCommand {
     }
 }
 
+BuildTarget.requireSupportedCPU(program: "ps-worker")
 MemoryTuning.keepLargeBuffers()
 PSWorkerCommand.main()

@@ -19,6 +19,7 @@ struct OperatingError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+BuildTarget.requireSupportedCPU(program: "psctl")
 MemoryTuning.keepLargeBuffers()
 do {
     var command = try Psctl.parseAsRoot()

@@ -1,0 +1,47 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The CPU the numeric kernels were compiled for. On an x86-64 host with AVX2, Package.swift compiles
+/// PSMath for Haswell-class CPUs (AVX2, FMA) and defines `PS_AVX2` here, so each executable can refuse
+/// to start on a CPU without those instructions — a binary copied to an older host stops with this
+/// message instead of dying of an illegal instruction mid-step. `PS_PORTABLE_BUILD=1 swift build`
+/// builds for any x86-64.
+public enum BuildTarget {
+    #if PS_AVX2
+    public static let requiredCPUFlags = ["avx2", "fma"]
+    #else
+    public static let requiredCPUFlags: [String] = []
+    #endif
+
+    /// The flags of `requiredCPUFlags` that this CPU's `/proc/cpuinfo` does not list (none when it
+    /// cannot be read: the check is advice, not a gate on other systems).
+    public static func missingCPUFlags(cpuinfo path: String = "/proc/cpuinfo") -> [String] {
+        guard !requiredCPUFlags.isEmpty, let file = fopen(path, "r") else { return [] }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(line) }
+        while getline(&line, &capacity, file) > 0 {
+            let text = String(cString: line!)
+            guard text.hasPrefix("flags") else { continue }
+            let list = text.split(separator: ":", maxSplits: 1).last ?? ""
+            let flags = Set(list.split(whereSeparator: \.isWhitespace).map(String.init))
+            return requiredCPUFlags.filter { !flags.contains($0) }
+        }
+        return []
+    }
+
+    /// Exits with a message naming the missing instructions when this CPU cannot run the binary.
+    public static func requireSupportedCPU(program: String) {
+        let missing = missingCPUFlags()
+        guard !missing.isEmpty else { return }
+        let message = "\(program): this binary was built for CPUs with \(requiredCPUFlags.joined(separator: ", ")); "
+            + "this CPU lacks \(missing.joined(separator: ", ")). Rebuild it on this host, or with "
+            + "PS_PORTABLE_BUILD=1 for any x86-64.\n"
+        _ = message.withCString { write(2, $0, strlen($0)) }
+        exit(1)
+    }
+}
