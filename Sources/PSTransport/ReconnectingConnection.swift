@@ -135,6 +135,8 @@ public final class ReconnectingConnection: @unchecked Sendable {
         ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(seconds: TransportLimits.connectSeconds))
             .channelOption(ChannelOptions.noDelay, value: 1)
+            .channelOption(ChannelOptions.recvAllocator, value: ReadTuning.allocator)
+            .channelOption(ChannelOptions.maxMessagesPerRead, value: ReadTuning.messagesPerRead)
             .channelInitializer { [hello] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),

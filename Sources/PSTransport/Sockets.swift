@@ -54,6 +54,16 @@ extension ChannelOptions {
     static let noDelay = ChannelOptions.socketOption(.tcp_nodelay)
 }
 
+/// How a connection reads: a megabyte of weights or gradients per step per connection, next to small
+/// control messages. NIO's default reads at most 64 KiB per read call and 4 reads per event-loop turn,
+/// so one frame took dozens of reads and event-loop turns, each read copied again into the frame
+/// decoder's cumulation buffer. Reads grow to the frame size instead (and shrink back for small
+/// messages), so a frame usually arrives in a few reads and the decoder takes the read buffer as is.
+enum ReadTuning {
+    static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 1 << 10, initial: 64 << 10, maximum: 8 << 20)
+    static let messagesPerRead: UInt = 16
+}
+
 /// Writes `last` (if any), then closes `channel`: the output side first, so the peer reads `last` and
 /// then end of stream, and the whole channel when the peer closes or `TransportLimits.lingerSeconds`
 /// later. Closing at once while the peer is still sending would make the kernel reset the connection,

@@ -57,6 +57,8 @@ public final class TransportServer: @unchecked Sendable {
             // A restarted server must get its port back while old connections sit in TIME_WAIT.
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.noDelay, value: 1)
+            .childChannelOption(ChannelOptions.recvAllocator, value: ReadTuning.allocator)
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: ReadTuning.messagesPerRead)
             .childChannelInitializer { channel in
                 let peer = addressText(channel.remoteAddress)
                 guard let id = registry.add(channel) else {
