@@ -9,7 +9,7 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
   P1   psctl train --local samples/s / numpy (bench/numpy_mlp.py), same model, batches, Adam
   P1b  psctl train --local samples/s / the GEMM bound (ps-bench gemm: cblas_sgemm on the step's shapes)
   P2   cluster (1 server + 2 workers, 127.0.0.1) samples/s / train --local, batch 128 and 512
-  P3   CPU seconds per sample, cluster (server + workers) / train --local
+  P3   CPU seconds per sample, cluster (server + workers) / train --local (P3.steady: epochs 2-3 only)
   P4   memcpy time / (encodeFrame + Envelope(payload:)) time for a pushGradient of 1M floats
   P5   wall seconds to 97.5% test accuracy, 2-worker cluster / numpy on one core
   ref  square sgemm 1024 GFLOP/s, one thread
@@ -223,6 +223,7 @@ def main():
                 "gemm_c1": measured(gemm + ["--chunks", "1"]),
                 "sgemm": measured([PSBENCH, "sgemm", "--size", "1024", "--reps", "3", "--min-seconds", "0.3"]),
                 "wire": measured([PSBENCH, "wire", "--floats", "1000000", "--reps", "3", "--min-seconds", "0.3"]),
+                "update": measured([PSBENCH, "update", "--threads", "2", "--reps", "3", "--min-seconds", "0.3"]),
             }
             raw.setdefault("local", []).append(rep)
             log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} local: numpy "
@@ -238,6 +239,11 @@ def main():
             for batch in (128, 512):
                 rep[f"local_b{batch}"] = measured(local + ["--set", f"training.batch_size={batch}"])
                 rep[f"cluster2_b{batch}"] = cluster_epoch(2, batch)
+                # The same jobs with 3 epochs: the CPU difference is 2 epochs of training and
+                # validation, without the one-off costs (starting, loading the data 3 times, testing).
+                rep[f"local_b{batch}_e3"] = measured(local + ["--set", f"training.batch_size={batch}",
+                                                              "--set", "training.epochs=3"])
+                rep[f"cluster2_b{batch}_e3"] = cluster_epoch(2, batch, epochs=3)
             rep["cluster1_b512"] = cluster_epoch(1, 512)
             rep["cluster4_b512"] = cluster_epoch(4, 512)
             raw.setdefault("cluster", []).append(rep)
@@ -323,6 +329,8 @@ def table(raw):
         row("wire.decode", "Envelope(payload:) 1M floats",
             stats([rep["wire"]["decode_gb_per_second"] for rep in L]), "GB/s")
         row("wire.memcpy", "memcpy 4 MB", stats([rep["wire"]["memcpy_gb_per_second"] for rep in L]), "GB/s")
+        row("update.threads2", "server update (mean + Adam, 235k): 1 thread / 2 threads",
+            stats([rep["update"]["speedup_of_min_times"] for rep in L]), "x")
     if "cluster" in raw:
         C = raw["cluster"]
         for batch in (128, 512):
@@ -332,6 +340,10 @@ def table(raw):
         for batch in (128, 512):
             row(f"P3.b{batch}", f"CPU s/sample, cluster 2 workers / train --local, batch {batch}",
                 ratio(C, cpu(f"cluster2_b{batch}"), cpu(f"local_b{batch}")), "x", 1.15, "lower")
+        steady = lambda name: (lambda rep: rep[f"{name}_e3"]["_cpu_seconds"] - rep[name]["_cpu_seconds"])
+        for batch in (128, 512):
+            row(f"P3.steady.b{batch}", f"same, epochs 2-3 only (no start-up or loading), batch {batch}",
+                ratio(C, steady(f"cluster2_b{batch}"), steady(f"local_b{batch}")), "x")
         for batch in (128, 512):
             row(f"cpu.local_b{batch}", f"train --local CPU per sample, batch {batch}",
                 stats([rep[f"local_b{batch}"]["_cpu_seconds"] / 54000 * 1e6 for rep in C]), "us")

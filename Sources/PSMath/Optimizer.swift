@@ -93,40 +93,57 @@ public struct Optimizer: Sendable {
     ///
     /// Each rule is one branch-free loop over raw pointers so the compiler vectorises it: this runs
     /// over every parameter every step, on the server's critical path.
-    public mutating func step(parameters p: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>) {
+    ///
+    /// `threads` > 1 splits the vector into that many blocks updated concurrently (a server applying a
+    /// step while its workers wait); every rule is element-wise, so the result is bitwise the same.
+    public mutating func step(parameters: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, threads: Int = 1) {
         stepCount += 1
         let c = config
-        let n = count
         let lr = c.learningRate
         let wd = c.weightDecay
         let first = stepCount == 1
+        let t = Double(stepCount)
         slot0.withUnsafeMutableBufferPointer { sa in
             slot1.withUnsafeMutableBufferPointer { sb in
-                let s0 = sa.baseAddress
-                let s1 = sb.baseAddress
-                switch c.rule {
-                case .sgd:
-                    Self.sgd(p, g, n, lr, wd)
-                case .momentum, .nesterov:
-                    Self.momentum(p, g, s0!, n, lr, wd, c.momentum, nesterov: c.rule == .nesterov, first: first)
-                case .adagrad:
-                    Self.adagrad(p, g, s0!, n, lr, wd, c.epsilon)
-                case .adadelta:
-                    Self.adadelta(p, g, s0!, s1!, n, lr, wd, c.rho, c.epsilon)
-                case .rmsprop:
-                    Self.rmsprop(p, g, s0!, s1!, n, lr, wd, c.alpha, c.epsilon, c.momentum)
-                case .adam, .adamw:
-                    let t = Double(stepCount)
-                    // Bias corrections in double, as PyTorch computes them from a Python float.
-                    let stepSize = Float(Double(lr) / (1 - pow(Double(c.beta1), t)))
-                    let correction2 = Float((1 - pow(Double(c.beta2), t)).squareRoot())
-                    if c.rule == .adamw {
-                        let decay = 1 - lr * wd
-                        forEachBlock(n, vector: { i in store(load(p, i) * decay, p, i) }, scalar: { i in p[i] *= decay })
-                    }
-                    Self.adam(p, g, s0!, s1!, n, c.rule == .adamw ? 0 : wd, c.beta1, c.beta2, c.epsilon, stepSize, correction2)
+                // Addresses as integers: the blocks run on other threads, each on its own elements.
+                let (pa, ga) = (Int(bitPattern: parameters), Int(bitPattern: gradient))
+                let (s0a, s1a) = (Int(bitPattern: sa.baseAddress), Int(bitPattern: sb.baseAddress))
+                Parallel.blocks(count, parts: threads) { offset, n in
+                    let stride = offset * MemoryLayout<Float>.stride
+                    let p = UnsafeMutablePointer<Float>(bitPattern: pa + stride)!
+                    let g = UnsafePointer<Float>(bitPattern: ga + stride)!
+                    let s0 = UnsafeMutablePointer<Float>(bitPattern: s0a == 0 ? 0 : s0a + stride)
+                    let s1 = UnsafeMutablePointer<Float>(bitPattern: s1a == 0 ? 0 : s1a + stride)
+                    Self.update(c, p, g, s0, s1, n, lr: lr, wd: wd, first: first, t: t)
                 }
             }
+        }
+    }
+
+    /// One rule over `n` elements.
+    private static func update(_ c: OptimizerConfig, _ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                               _ s0: UnsafeMutablePointer<Float>?, _ s1: UnsafeMutablePointer<Float>?, _ n: Int,
+                               lr: Float, wd: Float, first: Bool, t: Double) {
+        switch c.rule {
+        case .sgd:
+            Self.sgd(p, g, n, lr, wd)
+        case .momentum, .nesterov:
+            Self.momentum(p, g, s0!, n, lr, wd, c.momentum, nesterov: c.rule == .nesterov, first: first)
+        case .adagrad:
+            Self.adagrad(p, g, s0!, n, lr, wd, c.epsilon)
+        case .adadelta:
+            Self.adadelta(p, g, s0!, s1!, n, lr, wd, c.rho, c.epsilon)
+        case .rmsprop:
+            Self.rmsprop(p, g, s0!, s1!, n, lr, wd, c.alpha, c.epsilon, c.momentum)
+        case .adam, .adamw:
+            // Bias corrections in double, as PyTorch computes them from a Python float.
+            let stepSize = Float(Double(lr) / (1 - pow(Double(c.beta1), t)))
+            let correction2 = Float((1 - pow(Double(c.beta2), t)).squareRoot())
+            if c.rule == .adamw {
+                let decay = 1 - lr * wd
+                forEachBlock(n, vector: { i in store(load(p, i) * decay, p, i) }, scalar: { i in p[i] *= decay })
+            }
+            Self.adam(p, g, s0!, s1!, n, c.rule == .adamw ? 0 : wd, c.beta1, c.beta2, c.epsilon, stepSize, correction2)
         }
     }
 
@@ -241,10 +258,16 @@ public enum GradientMath {
     }
 
     /// out[i] ← sum[i] / batchSize. `sum` is raw so that it can be a gradient read in place from a
-    /// received frame (little-endian float32, any alignment).
-    public static func mean(_ sum: UnsafeRawPointer, into out: UnsafeMutablePointer<Float>, count: Int, batchSize: Int) {
+    /// received frame (little-endian float32, any alignment). `threads` as for `Optimizer.step`.
+    public static func mean(_ sum: UnsafeRawPointer, into out: UnsafeMutablePointer<Float>, count: Int, batchSize: Int,
+                            threads: Int = 1) {
         let divisor = Float(batchSize)
-        forEachBlock(count, vector: { i in store(load(sum, i) / divisor, out, i) }, scalar: { i in out[i] = loadScalar(sum, i) / divisor })
+        let (sa, oa) = (Int(bitPattern: sum), Int(bitPattern: out))
+        Parallel.blocks(count, parts: threads) { offset, n in
+            let sum = UnsafeRawPointer(bitPattern: sa + offset * MemoryLayout<Float>.stride)!
+            let out = UnsafeMutablePointer<Float>(bitPattern: oa + offset * MemoryLayout<Float>.stride)!
+            forEachBlock(n, vector: { i in store(load(sum, i) / divisor, out, i) }, scalar: { i in out[i] = loadScalar(sum, i) / divisor })
+        }
     }
 
     /// Squared L2 norm accumulated in double, in index order.

@@ -27,14 +27,17 @@ public struct CoordinatorConfig: Sendable {
     public var heartbeatTimeoutSeconds: Double
     /// Key ranges the parameters are split into (each with its own optimizer); any count gives the same bits.
     public var shardCount: Int
+    /// Threads that apply each step's update while the workers wait; any count gives the same bits.
+    public var updateThreads: Int
 
     public init(serverName: String = "ps-server", address: String, heartbeatIntervalSeconds: Double = 1,
-                heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1) {
+                heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1, updateThreads: Int = 1) {
         self.serverName = serverName
         self.address = address
         self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
         self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
         self.shardCount = shardCount
+        self.updateThreads = updateThreads
     }
 }
 
@@ -442,7 +445,8 @@ public struct Coordinator {
             let steps = ChunkPlan.stepsPerEpoch(count: data.trainCount, batchSize: spec.training.batchSize)
             run = Run(jobId: jobId, spec: spec, network: network, data: data,
                       store: ParameterStore(parameters: network.initialParameters(seed: spec.seed),
-                                            optimizer: spec.optimizer, shardCount: min(config.shardCount, network.parameterCount)),
+                                            optimizer: spec.optimizer, shardCount: min(config.shardCount, network.parameterCount),
+                                            updateThreads: config.updateThreads),
                       ledger: TrainingLedger(spec: spec), stepsPerEpoch: steps, epochStartedAt: now)
             jobs[jobId]!.message = ""
             setState(jobId, workers.isEmpty ? .waitingForWorkers : .running, &out)

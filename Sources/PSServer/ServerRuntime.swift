@@ -16,15 +16,18 @@ public final class ServerRuntime: @unchecked Sendable {
         public var heartbeatIntervalSeconds: Double
         public var heartbeatTimeoutSeconds: Double
         public var shardCount: Int
+        public var updateThreads: Int
 
         public init(host: String = "127.0.0.1", port: Int = 7070, dataDirectory: String,
-                    heartbeatIntervalSeconds: Double = 1, heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1) {
+                    heartbeatIntervalSeconds: Double = 1, heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1,
+                    updateThreads: Int = 1) {
             self.host = host
             self.port = port
             self.dataDirectory = dataDirectory
             self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
             self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
             self.shardCount = shardCount
+            self.updateThreads = updateThreads
         }
     }
 
@@ -73,7 +76,7 @@ public final class ServerRuntime: @unchecked Sendable {
         let config = CoordinatorConfig(serverName: "ps-server@\(transport.localAddress)", address: transport.localAddress,
                                        heartbeatIntervalSeconds: options.heartbeatIntervalSeconds,
                                        heartbeatTimeoutSeconds: options.heartbeatTimeoutSeconds,
-                                       shardCount: options.shardCount)
+                                       shardCount: options.shardCount, updateThreads: options.updateThreads)
         // Safe without the queue: it is suspended, so nothing else touches the coordinator yet.
         coordinator = Coordinator(config: config, now: now, firstJobNumber: Self.nextJobNumber(in: jobsDirectory))
         let t = DispatchSource.makeTimerSource(queue: queue)

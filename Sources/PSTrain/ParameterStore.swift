@@ -19,8 +19,14 @@ public struct ParameterStore: Sendable {
     /// The batch-mean gradient of the step being applied (owned here, so it is written in place).
     private var mean: [Float]
 
+    /// Threads that apply an update (the mean and each shard's optimizer, in blocks); any count gives
+    /// bitwise the same parameters.
+    public var updateThreads: Int
+
     /// Splits `parameters` into `shardCount` near-equal key ranges.
-    public init(parameters: [Float], optimizer: OptimizerSpec, shardCount: Int = 1) {
+    public init(parameters: [Float], optimizer: OptimizerSpec, shardCount: Int = 1, updateThreads: Int = 1) {
+        precondition(updateThreads >= 1, "bad update thread count \(updateThreads)")
+        self.updateThreads = updateThreads
         precondition(shardCount >= 1 && shardCount <= max(parameters.count, 1), "bad shard count \(shardCount)")
         self.parameters = parameters
         mean = [Float](repeating: 0, count: parameters.count)
@@ -43,7 +49,9 @@ public struct ParameterStore: Sendable {
         precondition(gradientSum.count == parameters.count, "gradient length \(gradientSum.count) != \(parameters.count)")
         let n = gradientSum.count
         mean.withUnsafeMutableBufferPointer { g in
-            gradientSum.withUnsafeBytes { GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount) }
+            gradientSum.withUnsafeBytes {
+                GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount, threads: updateThreads)
+            }
             if let clipNorm {
                 GradientMath.clip(g.baseAddress!, count: n, maxNorm: clipNorm)
             }
@@ -51,7 +59,8 @@ public struct ParameterStore: Sendable {
                 for s in shards.indices {
                     let r = shards[s].range
                     shards[s].optimizer.step(parameters: p.baseAddress! + r.lowerBound,
-                                             gradient: UnsafePointer(g.baseAddress! + r.lowerBound))
+                                             gradient: UnsafePointer(g.baseAddress! + r.lowerBound),
+                                             threads: updateThreads)
                 }
             }
         }

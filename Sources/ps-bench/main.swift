@@ -8,6 +8,9 @@
 //   ps-bench wire  --floats 1000000
 //       encodeFrame of a pushGradient carrying N floats + Envelope(payload:) of the frame, against a
 //       memcpy of the same bytes.
+//   ps-bench update --parameters 235146 --threads 2
+//       one server-side update (ParameterStore.apply: batch mean + Adam) of N parameters with 1 and
+//       with --threads threads, and the speed-up (the bits are the same for any thread count).
 //
 // Every timing is taken over --reps repetitions of a loop that runs at least --min-seconds; we print
 // the minimum and the median per-iteration time.
@@ -15,6 +18,7 @@ import ArgumentParser
 import CBLAS
 import Foundation
 import PSCore
+import PSTrain
 import PSWire
 
 @inline(__always) func now() -> Double {
@@ -73,8 +77,8 @@ func openBLASString(_ symbol: String) -> String {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ps-bench", abstract: "Micro-benchmarks: step GEMMs, square sgemm, wire encode/decode.",
-        subcommands: [Gemm.self, Sgemm.self, Wire.self])
+        commandName: "ps-bench", abstract: "Micro-benchmarks: step GEMMs, square sgemm, wire encode/decode, optimizer update.",
+        subcommands: [Gemm.self, Sgemm.self, Wire.self, Update.self])
 }
 
 struct Common: ParsableArguments {
@@ -171,6 +175,40 @@ struct Sgemm: ParsableCommand {
             "seconds_min": times.min()!, "seconds_median": median(times),
             "gflops_best": flops / times.min()! / 1e9, "gflops_median": flops / median(times) / 1e9,
             "gflops_per_rep": times.map { flops / $0 / 1e9 }, "reps": times.count,
+        ])
+    }
+}
+
+struct Update: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "ParameterStore.apply (batch mean + Adam) with 1 thread and with --threads threads.")
+    @Option var parameters = 235_146
+    @Option var threads = 2
+    @OptionGroup var common: Common
+
+    func run() throws {
+        let initial = Array(UnsafeBufferPointer(start: filled(parameters, seed: 3), count: parameters))
+        let gradient = FloatData(Array(UnsafeBufferPointer(start: filled(parameters, seed: 4), count: parameters)))
+        let optimizer = OptimizerSpec(kind: .adam, learningRate: 1e-3)
+        func measure(_ threads: Int) -> (times: [Double], result: [Float]) {
+            var store = ParameterStore(parameters: initial, optimizer: optimizer, updateThreads: threads)
+            let times = timeIt(reps: common.reps, minSeconds: common.minSeconds) {
+                store.apply(gradientSum: gradient, batchCount: 128)
+            }
+            // Same number of steps from the same start for the bit check.
+            var check = ParameterStore(parameters: initial, optimizer: optimizer, updateThreads: threads)
+            for _ in 0..<3 { check.apply(gradientSum: gradient, batchCount: 128) }
+            return (times, check.parameters)
+        }
+        let one = measure(1), many = measure(threads)
+        guard one.result.elementsEqual(many.result, by: { $0.bitPattern == $1.bitPattern }) else {
+            throw ValidationError("\(threads) threads changed the bits of the update")
+        }
+        printJSON([
+            "what": "update", "parameters": parameters, "threads": threads,
+            "seconds_min_1": one.times.min()!, "seconds_min_n": many.times.min()!,
+            "seconds_median_1": median(one.times), "seconds_median_n": median(many.times),
+            "speedup_of_min_times": one.times.min()! / many.times.min()!,
         ])
     }
 }

@@ -30,6 +30,11 @@ struct PSServerCommand: ParsableCommand {
     @Option(help: "Key ranges the parameters are split into, each with its own optimizer (results are identical for any count).")
     var shards = 1
 
+    @Option(help: ArgumentHelp(
+        "Threads that apply each step's optimizer update while the workers wait (results are identical for any count).",
+        valueName: "n"))
+    var updateThreads = ServerDefaults.updateThreads
+
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
     var metricsListen: String?
 
@@ -41,6 +46,7 @@ struct PSServerCommand: ParsableCommand {
             throw ValidationError("--heartbeat-timeout must be between 0.5 and 3600 seconds")
         }
         guard (1...1024).contains(shards) else { throw ValidationError("--shards must be between 1 and 1024") }
+        guard (1...256).contains(updateThreads) else { throw ValidationError("--update-threads must be between 1 and 256") }
         do { _ = try parseAddress(listen) } catch { throw ValidationError("--listen: \(error)") }
         if let metricsListen {
             do { _ = try parseAddress(metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
@@ -58,7 +64,8 @@ struct PSServerCommand: ParsableCommand {
         let (host, port) = try parseAddress(listen)
         let runtime = ServerRuntime(options: .init(host: host, port: port, dataDirectory: dataDir,
                                                    heartbeatIntervalSeconds: min(1, heartbeatTimeout / 4),
-                                                   heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards),
+                                                   heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards,
+                                                   updateThreads: updateThreads),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
         var metricsEndpoint: MetricsEndpoint?
@@ -100,3 +107,9 @@ struct PSServerCommand: ParsableCommand {
 BuildTarget.requireSupportedCPU(program: "ps-server")
 MemoryTuning.keepLargeBuffers()
 PSServerCommand.main()
+
+enum ServerDefaults {
+    /// The update is memory- and divide-bound and runs while every worker waits for the next weights:
+    /// use the machine's cores, up to 4 (beyond that the blocks get too small to pay for the threads).
+    static let updateThreads = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
+}

@@ -162,4 +162,35 @@ final class ParameterStoreTests: XCTestCase {
             XCTAssertNotEqual(results[0], start)
         }
     }
+
+    // Applying the update in concurrent blocks (a server's --update-threads) changes no bit either,
+    // for every rule: each updates an element from that element alone.
+    func testUpdateThreadsGiveTheSameBits() {
+        let n = 100_003  // three blocks of more than Parallel.elementsPerPartMin, and a ragged end
+        let start: [Float] = (0..<n).map { i in Float(i % 19) * 0.01 - 0.09 }
+        let sums: [[Float]] = (0..<3).map { step in (0..<n).map { i in Float((i * 5 + step * 11) % 29) * 0.25 - 3.5 } }
+        let specs = [
+            OptimizerSpec(kind: .sgd, learningRate: 0.1, weightDecay: 0.01),
+            OptimizerSpec(kind: .momentum, learningRate: 0.1, momentum: 0.9),
+            OptimizerSpec(kind: .nesterov, learningRate: 0.1, momentum: 0.9, weightDecay: 0.01),
+            OptimizerSpec(kind: .adagrad, learningRate: 0.1, epsilon: 1e-10),
+            OptimizerSpec(kind: .adadelta, learningRate: 1, epsilon: 1e-6, rho: 0.9),
+            OptimizerSpec(kind: .rmsprop, learningRate: 0.01, momentum: 0.9, epsilon: 1e-8, alpha: 0.99),
+            OptimizerSpec(kind: .adam, learningRate: 0.01, clipNorm: 3),
+            OptimizerSpec(kind: .adamw, learningRate: 0.01, weightDecay: 0.01),
+        ]
+        for spec in specs {
+            var results: [[Float]] = []
+            for threads in [1, 2, 3, 8] {
+                var store = ParameterStore(parameters: start, optimizer: spec, shardCount: threads == 3 ? 2 : 1,
+                                           updateThreads: threads)
+                for g in sums { store.apply(gradientSum: g, batchCount: 64) }
+                results.append(store.parameters)
+            }
+            XCTAssertNotEqual(results[0], start, "\(spec.kind) did not move")
+            for (i, r) in results.enumerated().dropFirst() {
+                XCTAssertTrue(r.elementsEqual(results[0]) { $0.bitPattern == $1.bitPattern }, "\(spec.kind), variant \(i)")
+            }
+        }
+    }
 }
