@@ -61,7 +61,9 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         .target(name: "PSWireC", path: "Sources/PSWireC",
                 linkerSettings: [.linkedLibrary("protobuf-c")]),
-        .target(name: "PSMath", dependencies: ["CBLAS"], swiftSettings: mathSettings),
+        // Vector square root as one instruction (header only).
+        .systemLibrary(name: "CSIMD", path: "Sources/CSIMD"),
+        .target(name: "PSMath", dependencies: ["CBLAS", "CSIMD"], swiftSettings: mathSettings),
         .target(name: "PSCore", dependencies: ["Yams"], swiftSettings: coreSettings),
         .target(name: "PSData", dependencies: ["PSCore", "PSMath", "CZlib"]),
         // glibc's <malloc.h> (mallopt), which the Glibc module does not expose.

@@ -181,47 +181,78 @@ public struct Optimizer: Sendable {
     @inline(__always)
     static func adagrad(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ s: UnsafeMutablePointer<Float>,
                         _ n: Int, _ lr: Float, _ wd: Float, _ eps: Float) {
-        for i in 0..<n {
+        forEachBlock(n, vector: { i in
+            let pi = load(p, i)
+            let gi = load(g, i) + wd * pi
+            let si = load(s, i) + gi * gi
+            store(si, s, i)
+            store(pi - lr * gi / (squareRoot(si) + eps), p, i)
+        }, scalar: { i in
             let gi = g[i] + wd * p[i]
             let si = s[i] + gi * gi
             s[i] = si
             p[i] -= lr * gi / (si.squareRoot() + eps)
-        }
+        })
     }
 
     @inline(__always)
     static func adadelta(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>,
                          _ u: UnsafeMutablePointer<Float>, _ n: Int, _ lr: Float, _ wd: Float, _ rho: Float, _ eps: Float) {
-        for i in 0..<n {
+        let keep = 1 - rho
+        forEachBlock(n, vector: { i in
+            let pi = load(p, i)
+            let gi = load(g, i) + wd * pi
+            let vi = rho * load(v, i) + keep * gi * gi
+            store(vi, v, i)
+            let ui = load(u, i)
+            let delta = squareRoot(ui + eps) / squareRoot(vi + eps) * gi
+            store(rho * ui + keep * delta * delta, u, i)
+            store(pi - lr * delta, p, i)
+        }, scalar: { i in
             let gi = g[i] + wd * p[i]
-            let vi = rho * v[i] + (1 - rho) * gi * gi
+            let vi = rho * v[i] + keep * gi * gi
             v[i] = vi
             let delta = (u[i] + eps).squareRoot() / (vi + eps).squareRoot() * gi
-            u[i] = rho * u[i] + (1 - rho) * delta * delta
+            u[i] = rho * u[i] + keep * delta * delta
             p[i] -= lr * delta
-        }
+        })
     }
 
     @inline(__always)
     static func rmsprop(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>,
                         _ b: UnsafeMutablePointer<Float>, _ n: Int, _ lr: Float, _ wd: Float, _ alpha: Float,
                         _ eps: Float, _ mu: Float) {
+        let keep = 1 - alpha
         if mu > 0 {
-            for i in 0..<n {
+            forEachBlock(n, vector: { i in
+                let pi = load(p, i)
+                let gi = load(g, i) + wd * pi
+                let vi = alpha * load(v, i) + keep * gi * gi
+                store(vi, v, i)
+                let bi = mu * load(b, i) + gi / (squareRoot(vi) + eps)
+                store(bi, b, i)
+                store(pi - lr * bi, p, i)
+            }, scalar: { i in
                 let gi = g[i] + wd * p[i]
-                let vi = alpha * v[i] + (1 - alpha) * gi * gi
+                let vi = alpha * v[i] + keep * gi * gi
                 v[i] = vi
                 let bi = mu * b[i] + gi / (vi.squareRoot() + eps)
                 b[i] = bi
                 p[i] -= lr * bi
-            }
+            })
         } else {
-            for i in 0..<n {
+            forEachBlock(n, vector: { i in
+                let pi = load(p, i)
+                let gi = load(g, i) + wd * pi
+                let vi = alpha * load(v, i) + keep * gi * gi
+                store(vi, v, i)
+                store(pi - lr * gi / (squareRoot(vi) + eps), p, i)
+            }, scalar: { i in
                 let gi = g[i] + wd * p[i]
-                let vi = alpha * v[i] + (1 - alpha) * gi * gi
+                let vi = alpha * v[i] + keep * gi * gi
                 v[i] = vi
                 p[i] -= lr * gi / (vi.squareRoot() + eps)
-            }
+            })
         }
     }
 
@@ -238,7 +269,7 @@ public struct Optimizer: Sendable {
             let vi = b2 * load(v, i) + keep2 * gi * gi
             store(mi, m, i)
             store(vi, v, i)
-            store(pi - stepSize * mi / (vi.squareRoot() / correction2 + eps), p, i)
+            store(pi - stepSize * mi / (squareRoot(vi) / correction2 + eps), p, i)
         }, scalar: { i in
             let gi = g[i] + wd * p[i]
             let mi = b1 * m[i] + keep1 * gi

@@ -1,8 +1,16 @@
+import CSIMD
+
 /// Explicit SIMD for the element-wise loops that run over every parameter every step. The compiler does
 /// not vectorise them on its own (baseline x86-64 target, possible aliasing), and IEEE addition,
 /// multiplication, division and square root are exactly rounded, so a lane computes the same bits as
 /// the scalar tail: results do not depend on where a vector boundary falls.
 typealias Lanes = SIMD8<Float>
+
+/// Lane-wise square root in one vector instruction, the same bits as `Float.squareRoot()` per lane.
+@inline(__always)
+func squareRoot(_ v: Lanes) -> Lanes {
+    ps_sqrt8(v)
+}
 
 @inline(__always)
 func load(_ p: UnsafePointer<Float>, _ i: Int) -> Lanes {

@@ -109,7 +109,7 @@ MemoryTuning.keepLargeBuffers()
 PSServerCommand.main()
 
 enum ServerDefaults {
-    /// The update is memory- and divide-bound and runs while every worker waits for the next weights:
-    /// use the machine's cores, up to 4 (beyond that the blocks get too small to pay for the threads).
+    /// The update runs while every worker waits for the next weights: use the machine's cores, up to 4.
+    /// Vectors under 2 × Parallel.elementsPerPartMin (262,144) are updated on one thread anyway.
     static let updateThreads = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
 }

@@ -5,7 +5,7 @@ import XCTest
 /// The blocks an element-wise pass is split into cover every element exactly once.
 final class ParallelTests: XCTestCase {
     func testBlocksCoverTheVectorOnce() {
-        for n in [0, 1, 7, 32_767, 65_536, 100_003, 1_000_000] {
+        for n in [0, 1, 7, 262_143, 524_288, 800_003, 2_000_000] {
             for parts in [1, 2, 3, 4, 16] {
                 let hits = UnsafeMutablePointer<UInt8>.allocate(capacity: max(n, 1))
                 hits.initialize(repeating: 0, count: max(n, 1))

@@ -166,7 +166,7 @@ final class ParameterStoreTests: XCTestCase {
     // Applying the update in concurrent blocks (a server's --update-threads) changes no bit either,
     // for every rule: each updates an element from that element alone.
     func testUpdateThreadsGiveTheSameBits() {
-        let n = 100_003  // three blocks of more than Parallel.elementsPerPartMin, and a ragged end
+        let n = 800_003  // three blocks of at least Parallel.elementsPerPartMin (262,144), and a ragged end
         let start: [Float] = (0..<n).map { i in Float(i % 19) * 0.01 - 0.09 }
         let sums: [[Float]] = (0..<3).map { step in (0..<n).map { i in Float((i * 5 + step * 11) % 29) * 0.25 - 3.5 } }
         let specs = [
