@@ -96,7 +96,12 @@ public struct Optimizer: Sendable {
     ///
     /// `threads` > 1 splits the vector into that many blocks updated concurrently (a server applying a
     /// step while its workers wait); every rule is element-wise, so the result is bitwise the same.
-    public mutating func step(parameters: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, threads: Int = 1) {
+    ///
+    /// `gradientDivisor`: the gradient is `gradient[i] / gradientDivisor` (a sum over the batch and the
+    /// batch size, the same division the separate mean pass does, so the same bits), read as raw
+    /// float32 of any alignment (a push read in place from its frame).
+    public mutating func step(parameters: UnsafeMutablePointer<Float>, gradient: UnsafeRawPointer, gradientDivisor: Float = 1,
+                              threads: Int = 1) {
         stepCount += 1
         let c = config
         let lr = c.learningRate
@@ -111,30 +116,30 @@ public struct Optimizer: Sendable {
                 Parallel.blocks(count, parts: threads) { offset, n in
                     let stride = offset * MemoryLayout<Float>.stride
                     let p = UnsafeMutablePointer<Float>(bitPattern: pa + stride)!
-                    let g = UnsafePointer<Float>(bitPattern: ga + stride)!
+                    let g = UnsafeRawPointer(bitPattern: ga + stride)!
                     let s0 = UnsafeMutablePointer<Float>(bitPattern: s0a == 0 ? 0 : s0a + stride)
                     let s1 = UnsafeMutablePointer<Float>(bitPattern: s1a == 0 ? 0 : s1a + stride)
-                    Self.update(c, p, g, s0, s1, n, lr: lr, wd: wd, first: first, t: t)
+                    Self.update(c, p, g, gradientDivisor, s0, s1, n, lr: lr, wd: wd, first: first, t: t)
                 }
             }
         }
     }
 
     /// One rule over `n` elements.
-    private static func update(_ c: OptimizerConfig, _ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+    private static func update(_ c: OptimizerConfig, _ p: UnsafeMutablePointer<Float>, _ g: UnsafeRawPointer, _ d: Float,
                                _ s0: UnsafeMutablePointer<Float>?, _ s1: UnsafeMutablePointer<Float>?, _ n: Int,
                                lr: Float, wd: Float, first: Bool, t: Double) {
         switch c.rule {
         case .sgd:
-            Self.sgd(p, g, n, lr, wd)
+            Self.sgd(p, g, d, n, lr, wd)
         case .momentum, .nesterov:
-            Self.momentum(p, g, s0!, n, lr, wd, c.momentum, nesterov: c.rule == .nesterov, first: first)
+            Self.momentum(p, g, d, s0!, n, lr, wd, c.momentum, nesterov: c.rule == .nesterov, first: first)
         case .adagrad:
-            Self.adagrad(p, g, s0!, n, lr, wd, c.epsilon)
+            Self.adagrad(p, g, d, s0!, n, lr, wd, c.epsilon)
         case .adadelta:
-            Self.adadelta(p, g, s0!, s1!, n, lr, wd, c.rho, c.epsilon)
+            Self.adadelta(p, g, d, s0!, s1!, n, lr, wd, c.rho, c.epsilon)
         case .rmsprop:
-            Self.rmsprop(p, g, s0!, s1!, n, lr, wd, c.alpha, c.epsilon, c.momentum)
+            Self.rmsprop(p, g, d, s0!, s1!, n, lr, wd, c.alpha, c.epsilon, c.momentum)
         case .adam, .adamw:
             // Bias corrections in double, as PyTorch computes them from a Python float.
             let stepSize = Float(Double(lr) / (1 - pow(Double(c.beta1), t)))
@@ -143,22 +148,22 @@ public struct Optimizer: Sendable {
                 let decay = 1 - lr * wd
                 forEachBlock(n, vector: { i in store(load(p, i) * decay, p, i) }, scalar: { i in p[i] *= decay })
             }
-            Self.adam(p, g, s0!, s1!, n, c.rule == .adamw ? 0 : wd, c.beta1, c.beta2, c.epsilon, stepSize, correction2)
+            Self.adam(p, g, d, s0!, s1!, n, c.rule == .adamw ? 0 : wd, c.beta1, c.beta2, c.epsilon, stepSize, correction2)
         }
     }
 
     @inline(__always)
-    static func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ n: Int, _ lr: Float, _ wd: Float) {
+    static func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeRawPointer, _ d: Float, _ n: Int, _ lr: Float, _ wd: Float) {
         forEachBlock(n, vector: { i in
             let pi = load(p, i)
-            store(pi - lr * (load(g, i) + wd * pi), p, i)
+            store(pi - lr * (load(g, i) / d + wd * pi), p, i)
         }, scalar: { i in
-            p[i] -= lr * (g[i] + wd * p[i])
+            p[i] -= lr * (loadScalar(g, i) / d + wd * p[i])
         })
     }
 
     @inline(__always)
-    static func momentum(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ b: UnsafeMutablePointer<Float>,
+    static func momentum(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeRawPointer, _ d: Float, _ b: UnsafeMutablePointer<Float>,
                          _ n: Int, _ lr: Float, _ wd: Float, _ mu: Float, nesterov: Bool, first: Bool) {
         // The first buffer is the gradient itself (b₁ = g), as torch.optim.SGD does.
         let keep: Float = first ? 0 : mu
@@ -166,12 +171,12 @@ public struct Optimizer: Sendable {
         let bScale: Float = nesterov ? mu : 1
         forEachBlock(n, vector: { i in
             let pi = load(p, i)
-            let gi = load(g, i) + wd * pi
+            let gi = load(g, i) / d + wd * pi
             let buf = keep * load(b, i) + gi
             store(buf, b, i)
             store(pi - lr * (nesterov ? gi + bScale * buf : buf), p, i)
         }, scalar: { i in
-            let gi = g[i] + wd * p[i]
+            let gi = loadScalar(g, i) / d + wd * p[i]
             let buf = keep * b[i] + gi
             b[i] = buf
             p[i] -= lr * (nesterov ? gi + bScale * buf : buf)
@@ -179,16 +184,16 @@ public struct Optimizer: Sendable {
     }
 
     @inline(__always)
-    static func adagrad(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ s: UnsafeMutablePointer<Float>,
+    static func adagrad(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeRawPointer, _ d: Float, _ s: UnsafeMutablePointer<Float>,
                         _ n: Int, _ lr: Float, _ wd: Float, _ eps: Float) {
         forEachBlock(n, vector: { i in
             let pi = load(p, i)
-            let gi = load(g, i) + wd * pi
+            let gi = load(g, i) / d + wd * pi
             let si = load(s, i) + gi * gi
             store(si, s, i)
             store(pi - lr * gi / (squareRoot(si) + eps), p, i)
         }, scalar: { i in
-            let gi = g[i] + wd * p[i]
+            let gi = loadScalar(g, i) / d + wd * p[i]
             let si = s[i] + gi * gi
             s[i] = si
             p[i] -= lr * gi / (si.squareRoot() + eps)
@@ -196,12 +201,12 @@ public struct Optimizer: Sendable {
     }
 
     @inline(__always)
-    static func adadelta(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+    static func adadelta(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeRawPointer, _ d: Float, _ v: UnsafeMutablePointer<Float>,
                          _ u: UnsafeMutablePointer<Float>, _ n: Int, _ lr: Float, _ wd: Float, _ rho: Float, _ eps: Float) {
         let keep = 1 - rho
         forEachBlock(n, vector: { i in
             let pi = load(p, i)
-            let gi = load(g, i) + wd * pi
+            let gi = load(g, i) / d + wd * pi
             let vi = rho * load(v, i) + keep * gi * gi
             store(vi, v, i)
             let ui = load(u, i)
@@ -209,7 +214,7 @@ public struct Optimizer: Sendable {
             store(rho * ui + keep * delta * delta, u, i)
             store(pi - lr * delta, p, i)
         }, scalar: { i in
-            let gi = g[i] + wd * p[i]
+            let gi = loadScalar(g, i) / d + wd * p[i]
             let vi = rho * v[i] + keep * gi * gi
             v[i] = vi
             let delta = (u[i] + eps).squareRoot() / (vi + eps).squareRoot() * gi
@@ -219,21 +224,21 @@ public struct Optimizer: Sendable {
     }
 
     @inline(__always)
-    static func rmsprop(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+    static func rmsprop(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeRawPointer, _ d: Float, _ v: UnsafeMutablePointer<Float>,
                         _ b: UnsafeMutablePointer<Float>, _ n: Int, _ lr: Float, _ wd: Float, _ alpha: Float,
                         _ eps: Float, _ mu: Float) {
         let keep = 1 - alpha
         if mu > 0 {
             forEachBlock(n, vector: { i in
                 let pi = load(p, i)
-                let gi = load(g, i) + wd * pi
+                let gi = load(g, i) / d + wd * pi
                 let vi = alpha * load(v, i) + keep * gi * gi
                 store(vi, v, i)
                 let bi = mu * load(b, i) + gi / (squareRoot(vi) + eps)
                 store(bi, b, i)
                 store(pi - lr * bi, p, i)
             }, scalar: { i in
-                let gi = g[i] + wd * p[i]
+                let gi = loadScalar(g, i) / d + wd * p[i]
                 let vi = alpha * v[i] + keep * gi * gi
                 v[i] = vi
                 let bi = mu * b[i] + gi / (vi.squareRoot() + eps)
@@ -243,12 +248,12 @@ public struct Optimizer: Sendable {
         } else {
             forEachBlock(n, vector: { i in
                 let pi = load(p, i)
-                let gi = load(g, i) + wd * pi
+                let gi = load(g, i) / d + wd * pi
                 let vi = alpha * load(v, i) + keep * gi * gi
                 store(vi, v, i)
                 store(pi - lr * gi / (squareRoot(vi) + eps), p, i)
             }, scalar: { i in
-                let gi = g[i] + wd * p[i]
+                let gi = loadScalar(g, i) / d + wd * p[i]
                 let vi = alpha * v[i] + keep * gi * gi
                 v[i] = vi
                 p[i] -= lr * gi / (vi.squareRoot() + eps)
@@ -257,21 +262,21 @@ public struct Optimizer: Sendable {
     }
 
     @inline(__always)
-    static func adam(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+    static func adam(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeRawPointer, _ d: Float, _ m: UnsafeMutablePointer<Float>,
                      _ v: UnsafeMutablePointer<Float>, _ n: Int, _ wd: Float, _ b1: Float, _ b2: Float, _ eps: Float,
                      _ stepSize: Float, _ correction2: Float) {
         let keep1 = 1 - b1
         let keep2 = 1 - b2
         forEachBlock(n, vector: { i in
             let pi = load(p, i)
-            let gi = load(g, i) + wd * pi
+            let gi = load(g, i) / d + wd * pi
             let mi = b1 * load(m, i) + keep1 * gi
             let vi = b2 * load(v, i) + keep2 * gi * gi
             store(mi, m, i)
             store(vi, v, i)
             store(pi - stepSize * mi / (squareRoot(vi) / correction2 + eps), p, i)
         }, scalar: { i in
-            let gi = g[i] + wd * p[i]
+            let gi = loadScalar(g, i) / d + wd * p[i]
             let mi = b1 * m[i] + keep1 * gi
             let vi = b2 * v[i] + keep2 * gi * gi
             m[i] = mi

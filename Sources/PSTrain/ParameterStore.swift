@@ -45,22 +45,36 @@ public struct ParameterStore: Sendable {
     }
 
     /// The same, from a gradient sum that may be a view of a received frame (a single worker's push).
+    /// Without clipping, each optimizer divides the sum by the batch size as it reads it (one pass over
+    /// memory instead of two, the same division); clipping needs the whole mean's norm first.
     public mutating func apply(gradientSum: FloatData, batchCount: Int) {
         precondition(gradientSum.count == parameters.count, "gradient length \(gradientSum.count) != \(parameters.count)")
         let n = gradientSum.count
+        let threads = updateThreads
+        guard let clipNorm else {
+            gradientSum.withUnsafeBytes { sum in
+                parameters.withUnsafeMutableBufferPointer { p in
+                    for s in shards.indices {
+                        let r = shards[s].range
+                        shards[s].optimizer.step(parameters: p.baseAddress! + r.lowerBound,
+                                                 gradient: sum.baseAddress! + r.lowerBound * MemoryLayout<Float>.stride,
+                                                 gradientDivisor: Float(batchCount), threads: threads)
+                    }
+                }
+            }
+            version += 1
+            return
+        }
         mean.withUnsafeMutableBufferPointer { g in
             gradientSum.withUnsafeBytes {
-                GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount, threads: updateThreads)
+                GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount, threads: threads)
             }
-            if let clipNorm {
-                GradientMath.clip(g.baseAddress!, count: n, maxNorm: clipNorm)
-            }
+            GradientMath.clip(g.baseAddress!, count: n, maxNorm: clipNorm)
             parameters.withUnsafeMutableBufferPointer { p in
                 for s in shards.indices {
                     let r = shards[s].range
                     shards[s].optimizer.step(parameters: p.baseAddress! + r.lowerBound,
-                                             gradient: UnsafePointer(g.baseAddress! + r.lowerBound),
-                                             threads: updateThreads)
+                                             gradient: UnsafeRawPointer(g.baseAddress! + r.lowerBound), threads: threads)
                 }
             }
         }

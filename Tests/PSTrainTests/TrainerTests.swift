@@ -193,4 +193,27 @@ final class ParameterStoreTests: XCTestCase {
             }
         }
     }
+
+    // Without clipping the optimizer divides the sum by the batch size as it reads it; that is the same
+    // division as a separate mean pass followed by the optimizer, so the same bits.
+    func testFusedMeanGivesTheSameBitsAsAMeanPass() {
+        let n = 1_003
+        let start: [Float] = (0..<n).map { Float($0 % 13) * 0.03 - 0.2 }
+        let sums: [[Float]] = (0..<3).map { t in (0..<n).map { Float(($0 * 3 + t * 7) % 17) * 0.9 - 7 } }
+        for spec in [OptimizerSpec(kind: .adam, learningRate: 0.01, weightDecay: 0.001),
+                     OptimizerSpec(kind: .rmsprop, learningRate: 0.01, momentum: 0.5),
+                     OptimizerSpec(kind: .momentum, learningRate: 0.1, momentum: 0.9)] {
+            var store = ParameterStore(parameters: start, optimizer: spec)
+            var optimizer = Optimizer(config: spec.config, count: n)
+            var reference = start
+            for sum in sums {
+                store.apply(gradientSum: sum, batchCount: 96)
+                let mean = sum.map { $0 / 96 }
+                reference.withUnsafeMutableBufferPointer { p in
+                    mean.withUnsafeBytes { optimizer.step(parameters: p.baseAddress!, gradient: $0.baseAddress!) }
+                }
+            }
+            XCTAssertTrue(store.parameters.elementsEqual(reference) { $0.bitPattern == $1.bitPattern }, "\(spec.kind)")
+        }
+    }
 }
