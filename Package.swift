@@ -19,17 +19,21 @@ import PackageDescription
 //   psctl, ps-server, ps-worker   thin executables
 // PSMath's element-wise loops (the optimizer, activations, bias and gradient sums) are explicit
 // 8-lane SIMD, which the default x86-64 target (SSE2) splits in two. When the building host has
-// AVX2 and FMA, PSMath is compiled for Haswell-class CPUs: train --local runs 10–16% faster with the
-// same bits (IEEE operations are exactly rounded and Swift never fuses a*b+c into an FMA), and every
-// executable checks at start-up that its CPU has those instructions (PSCore's BuildTarget).
-// `PS_PORTABLE_BUILD=1 swift build ...` builds binaries for any x86-64 CPU.
+// AVX2, FMA and the rest of the Haswell feature set, PSMath is compiled for Haswell-class CPUs:
+// train --local runs 10–16% faster with the same bits (IEEE operations are exactly rounded and
+// Swift never fuses a*b+c into an FMA), and every executable checks at start-up that its CPU has
+// those instructions (PSCore's BuildTarget).
+// `PS_PORTABLE_BUILD=1 swift build ...` builds binaries for any x86-64 CPU (and is needed when
+// cross-compiling from such a host, since the manifest sees the host, not the target).
 let hostAVX2: Bool = {
     #if arch(x86_64) && os(Linux)
     if ProcessInfo.processInfo.environment["PS_PORTABLE_BUILD"] == "1" { return false }
     guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
           let flags = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
     let set = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
-    return set.contains("avx2") && set.contains("fma")
+    // Everything -target-cpu haswell lets the compiler use in ordinary code (PSCore's BuildTarget
+    // checks the same list at start-up); `abm` is LZCNT.
+    return ["avx", "avx2", "fma", "bmi1", "bmi2", "abm", "movbe", "f16c", "popcnt"].allSatisfy { set.contains(Substring($0)) }
     #else
     return false
     #endif

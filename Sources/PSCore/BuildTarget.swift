@@ -4,14 +4,16 @@ import Glibc
 import Darwin
 #endif
 
-/// The CPU the numeric kernels were compiled for. On an x86-64 host with AVX2, Package.swift compiles
-/// PSMath for Haswell-class CPUs (AVX2, FMA) and defines `PS_AVX2` here, so each executable can refuse
+/// The CPU the numeric kernels were compiled for. On an x86-64 host with the Haswell feature set,
+/// Package.swift compiles PSMath for Haswell-class CPUs (AVX2, FMA, BMI…) and defines `PS_AVX2` here, so each executable can refuse
 /// to start on a CPU without those instructions — a binary copied to an older host stops with this
 /// message instead of dying of an illegal instruction mid-step. `PS_PORTABLE_BUILD=1 swift build`
 /// builds for any x86-64.
 public enum BuildTarget {
     #if PS_AVX2
-    public static let requiredCPUFlags = ["avx2", "fma"]
+    /// What `-target-cpu haswell` lets the compiler use in ordinary code, as /proc/cpuinfo names it
+    /// (`abm` is LZCNT).
+    public static let requiredCPUFlags = ["avx", "avx2", "fma", "bmi1", "bmi2", "abm", "movbe", "f16c", "popcnt"]
     #else
     public static let requiredCPUFlags: [String] = []
     #endif

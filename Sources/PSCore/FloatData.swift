@@ -47,6 +47,20 @@ public struct FloatData: Sendable {
         }
     }
 
+    /// Copies the values into `array` (resized when its count differs), reusing its storage: a worker's
+    /// weights go into the same buffer every step. An owned array is shared rather than copied.
+    public func copy(into array: inout [Float]) {
+        switch storage {
+        case let .owned(values):
+            array = values
+        case let .received(bytes):
+            if array.count != count { array = [Float](repeating: 0, count: count) }
+            array.withUnsafeMutableBytes { out in
+                if bytes.count > 0 { out.baseAddress!.copyMemory(from: bytes.bytes.baseAddress!, byteCount: bytes.count) }
+            }
+        }
+    }
+
     /// The values as an array: free when owned, one copy when a view.
     public var array: [Float] {
         switch storage {

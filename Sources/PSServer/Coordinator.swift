@@ -196,6 +196,8 @@ public struct Coordinator {
         var epochSeconds = 0.0
         var kept: (epoch: Int, version: Int)?
         var work: Work?
+        /// Where the pushes of a step are summed (one buffer per internal tree node), reused every step.
+        var sumBuffers: [[Float]] = []
     }
 
     var connections: [ConnectionID: Connection] = [:]
@@ -633,8 +635,12 @@ public struct Coordinator {
         // referenced here and change in place.
         r.work = nil
         run = nil
-        let (gradient, stats) = work.gradients.combinedGradient()
+        // The buffers are taken out of the run while in use, so each is referenced once and is written in place.
+        var buffers: [[Float]] = []
+        swap(&buffers, &r.sumBuffers)
+        let (gradient, stats) = work.gradients.combinedGradient(reusing: &buffers)
         r.store.apply(gradientSum: gradient, batchCount: work.batchSize)
+        r.sumBuffers = buffers
         r.epochStats = r.epochStats + stats
         r.stepInEpoch += 1
         let elapsed = max(now - r.epochStartedAt, 1e-9)

@@ -48,6 +48,26 @@ public struct NodeCollector<Payload> {
 }
 
 extension NodeCollector where Payload == FloatData {
+    /// The same sums written into `buffers` (one per internal node, in post-order, grown as needed)
+    /// instead of fresh arrays, so that a server reuses them step after step. The result refers to
+    /// one of them: let it go before the next call, or that call's writes copy the buffer first.
+    public func combinedGradient(reusing buffers: inout [[Float]]) -> (payload: FloatData, stats: ChunkStats) {
+        var next = 0
+        return combine { a, b in
+            let n = a.count
+            precondition(b.count == n, "gradient lengths \(n) and \(b.count) differ")
+            if next == buffers.count { buffers.append([]) }
+            if buffers[next].count != n { buffers[next] = [Float](repeating: 0, count: n) }
+            buffers[next].withUnsafeMutableBufferPointer { out in
+                a.withUnsafeBytes { pa in
+                    b.withUnsafeBytes { VectorMath.sum(pa.baseAddress!, $0.baseAddress!, into: out.baseAddress!, count: n) }
+                }
+            }
+            defer { next += 1 }
+            return FloatData(buffers[next])
+        }
+    }
+
     /// Gradient sums combine by element-wise addition, each internal node into a fresh buffer (the
     /// same additions as adding in place, with no copy of an input). Received gradients are read where
     /// they lie in their frames.

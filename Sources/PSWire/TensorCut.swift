@@ -34,16 +34,11 @@ struct TensorCut {
     init?(_ payload: UnsafeRawBufferPointer) {
         guard payload.count >= Self.bytesMin else { return nil }
         let scan = WireScan(payload)
-        guard let top = scan.fields(in: 0..<payload.count) else { return nil }
-        let bodies = top.filter { $0.number == Self.weightsBody || $0.number == Self.pushGradientBody }
-        guard bodies.count == 1, let body = bodies.first, body.isLengthDelimited,
-              let bodyFields = scan.fields(in: body.value) else { return nil }
+        guard let body = scan.onlyField(in: 0..<payload.count,
+                                        where: { $0 == Self.weightsBody || $0 == Self.pushGradientBody }) else { return nil }
         let tensorNumber = body.number == Self.weightsBody ? Self.weightsTensor : Self.pushGradientTensor
-        let tensors = bodyFields.filter { $0.number == tensorNumber }
-        guard tensors.count == 1, let tensor = tensors.first, tensor.isLengthDelimited,
-              let tensorFields = scan.fields(in: tensor.value) else { return nil }
-        let datas = tensorFields.filter { $0.number == Self.tensorData }
-        guard datas.count == 1, let data = datas.first, data.isLengthDelimited,
+        guard let tensor = scan.onlyField(in: body.value, where: { $0 == tensorNumber }),
+              let data = scan.onlyField(in: tensor.value, where: { $0 == Self.tensorData }),
               data.value.count >= Self.bytesMin else { return nil }
 
         // The tensor shrinks by the data and its length prefix, which becomes the one byte 0; the
@@ -67,15 +62,13 @@ struct TensorCut {
 
 /// A forward-only reader of protobuf's wire format: fields, varints, lengths. No schema, no values.
 struct WireScan {
+    /// A length-delimited field.
     struct Field {
         let number: UInt32
-        let wireType: UInt8
-        /// Where the length prefix starts (length-delimited fields; the value's start otherwise).
+        /// Where the length prefix starts.
         let lengthStart: Int
-        /// The value's bytes (for a length-delimited field, after the prefix).
+        /// The value's bytes, after the prefix.
         let value: Range<Int>
-
-        var isLengthDelimited: Bool { wireType == 2 }
     }
 
     private let bytes: UnsafeRawBufferPointer
@@ -84,16 +77,20 @@ struct WireScan {
         self.bytes = bytes
     }
 
-    /// Every field in `range`, in order, or nil if the bytes are not well-formed protobuf (a truncated
-    /// varint or value, field number 0, a group or unknown wire type).
-    func fields(in range: Range<Int>) -> [Field]? {
-        var fields: [Field] = []
+    /// The one field in `range` whose number `matches`, when there is exactly one and it is
+    /// length-delimited; nil when there is none, more than one, one of another wire type, or the bytes
+    /// are not well-formed protobuf as protobuf-c reads it (a truncated varint or value, field number 0,
+    /// a group or unknown wire type, a length prefix over 5 bytes). Other fields are skipped, not
+    /// stored, so a frame of millions of tiny fields costs no memory here.
+    func onlyField(in range: Range<Int>, where matches: (UInt32) -> Bool) -> Field? {
+        var found: Field?
         var i = range.lowerBound
         while i < range.upperBound {
             guard let key = varint(&i, end: range.upperBound) else { return nil }
             let number = key >> 3, wireType = UInt8(key & 7)
             guard number >= 1, number <= 0x1FFF_FFFF else { return nil }
             let start = i
+            var valueStart = i
             switch wireType {
             case 0:
                 guard varint(&i, end: range.upperBound) != nil else { return nil }
@@ -102,17 +99,22 @@ struct WireScan {
                 guard range.upperBound - i >= width else { return nil }
                 i += width
             case 2:
-                guard let length = varint(&i, end: range.upperBound), length <= UInt64(range.upperBound - i) else { return nil }
-                fields.append(Field(number: UInt32(number), wireType: 2, lengthStart: start, value: i..<(i + Int(length))))
+                guard let length = varint(&i, end: range.upperBound), i - start <= Self.lengthPrefixBytesMax,
+                      length <= UInt64(range.upperBound - i) else { return nil }
+                valueStart = i
                 i += Int(length)
-                continue
             default:
                 return nil
             }
-            fields.append(Field(number: UInt32(number), wireType: wireType, lengthStart: start, value: start..<i))
+            guard matches(UInt32(number)) else { continue }
+            guard found == nil, wireType == 2 else { return nil }
+            found = Field(number: UInt32(number), lengthStart: start, value: valueStart..<i)
         }
-        return fields
+        return found
     }
+
+    /// protobuf-c reads a length prefix of at most 5 bytes (a 32-bit length) and rejects a longer one.
+    static let lengthPrefixBytesMax = 5
 
     /// A base-128 varint of at most 10 bytes, advancing `i`; nil when truncated or too long.
     func varint(_ i: inout Int, end: Int) -> UInt64? {

@@ -40,6 +40,11 @@ public final class WorkerRuntime: @unchecked Sendable {
         var evaluation: Workspace?
         /// The permutation of the epoch last used (recomputing it per step would cost more than the step).
         var order: (epoch: Int, indices: [Int32])?
+        /// The weights being computed with and one gradient buffer per pushed node, reused every step
+        /// (compute queue only). A step's pushes are encoded and released on the control queue right
+        /// after it; if one were still held when the next step writes, that write would copy it first.
+        var parameters: [Float] = []
+        var gradients: [[Float]] = []
 
         init(jobId: String, spec: JobSpec) {
             self.jobId = jobId
@@ -159,7 +164,10 @@ public final class WorkerRuntime: @unchecked Sendable {
             let generation = self.generation
             // The weights are still a view of the frame they came in; the one copy into an array of our
             // own happens on the compute queue.
-            compute.async { [weak self] in self?.run(a, context: context, parameters: w.values.array, generation: generation) }
+            compute.async { [weak self] in
+                w.values.copy(into: &context.parameters)
+                self?.run(a, context: context, generation: generation)
+            }
         case let .error(e):
             logger.warning("server reported an error", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
         case let .pushAck(ack):
@@ -210,7 +218,8 @@ public final class WorkerRuntime: @unchecked Sendable {
 
     // MARK: Compute queue
 
-    private func run(_ a: Assignment, context: JobContext, parameters: [Float], generation: Int) {
+    private func run(_ a: Assignment, context: JobContext, generation: Int) {
+        let parameters = context.parameters
         guard let data = context.data, let engine = context.engine, let evaluation = context.evaluation else {
             logger.error("cannot compute: the job's data did not load", metadata: ["job": "\(a.jobId)", "error": "\(context.loadError ?? "?")"])
             return
@@ -229,12 +238,17 @@ public final class WorkerRuntime: @unchecked Sendable {
                 let chunks = context.spec.training.chunks
                 let ranges = ChunkPlan.ranges(batchSize: a.batchSize, chunks: chunks)
                 let parameterCount = context.network.parameterCount
-                for node in a.subtrees {
-                    // Not zero-filled: reduceNode overwrites every element.
-                    var gradient = [Float](unsafeUninitializedCapacity: parameterCount) { _, count in count = parameterCount }
+                while context.gradients.count < a.subtrees.count {
+                    context.gradients.append([Float](repeating: 0, count: parameterCount))
+                }
+                for (k, node) in a.subtrees.enumerated() {
+                    if context.gradients[k].count != parameterCount {
+                        context.gradients[k] = [Float](repeating: 0, count: parameterCount)
+                    }
+                    // reduceNode overwrites every element.
                     let stats = parameters.withUnsafeBufferPointer { p in
                         order.withUnsafeBufferPointer { o in
-                            gradient.withUnsafeMutableBufferPointer { g in
+                            context.gradients[k].withUnsafeMutableBufferPointer { g in
                                 engine.reduceNode(first: node.firstChunk, count: node.chunkCount, totalChunks: chunks,
                                                   parameters: p.baseAddress!, dataset: data.train, step: a.step,
                                                   dropoutSeed: context.spec.seed,
@@ -246,9 +260,9 @@ public final class WorkerRuntime: @unchecked Sendable {
                     }
                     samples += stats.samples
                     pushes.append(PushKey(jobId: a.jobId, step: a.step, firstChunk: node.firstChunk, chunkCount: node.chunkCount))
-                    pushBytes += gradient.count * MemoryLayout<Float>.size
+                    pushBytes += parameterCount * MemoryLayout<Float>.size
                     messages.append(.pushGradient(PushGradient(
-                        jobId: a.jobId, step: a.step, subtree: node, gradient: TensorSlice(offset: 0, values: gradient),
+                        jobId: a.jobId, step: a.step, subtree: node, gradient: TensorSlice(offset: 0, values: context.gradients[k]),
                         lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples)))
                 }
             case .validate, .test:

@@ -12,9 +12,9 @@ final class BuildTargetTests: XCTestCase {
     }
 
     func testMissingFlagsAreNamed() throws {
-        let old = try cpuinfo("processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt\nbogomips\t: 4000\n")
+        let old = try cpuinfo("processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2\nbogomips\t: 4000\n")
         XCTAssertEqual(BuildTarget.missingCPUFlags(cpuinfo: old), BuildTarget.requiredCPUFlags)
-        let new = try cpuinfo("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n")
+        let new = try cpuinfo("processor\t: 0\nflags\t\t: fpu sse2 popcnt avx avx2 fma bmi1 bmi2 abm movbe f16c aes\n")
         XCTAssertEqual(BuildTarget.missingCPUFlags(cpuinfo: new), [])
         let partial = try cpuinfo("flags\t: sse2 fma\n")
         XCTAssertEqual(BuildTarget.missingCPUFlags(cpuinfo: partial), BuildTarget.requiredCPUFlags.filter { $0 != "fma" })

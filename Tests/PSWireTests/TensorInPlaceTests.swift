@@ -80,6 +80,7 @@ final class TensorInPlaceTests: XCTestCase {
                                                    .bytes(905, [9])])),
             ("long-form length prefixes", encode([.varint(1, 5), .paddedBytes(43, encode([.bytes(1, Array("job-1".utf8)), .varint(2, 9), .varint(4, 4), .varint(8, 128),
                                                                                           .paddedBytes(5, encode([.paddedBytes(2, data)]))]))])),
+            ("a 6-byte length prefix, which protobuf-c refuses", encode([.varint(1, 5), .bytes(43, push([.varint(1, 0), .paddedBytes(2, data, width: 6)]))])),
             ("two tensors: protobuf merges them", encode([.varint(1, 5), .bytes(43, push(plainTensor, extra: [.bytes(5, tensor([.varint(1, 0), .bytes(2, Array(data.reversed()))]))]))])),
             ("two data fields: the last wins", encode([.varint(1, 5), .bytes(43, push([.bytes(2, Array(data.prefix(4096))), .bytes(2, data)]))])),
             ("two bodies: the last wins", encode([.varint(1, 5), .bytes(43, push(plainTensor)), .bytes(44, encode([.bytes(1, Array("job-1".utf8)), .varint(2, 9), .varint(4, 4)]))])),
@@ -168,8 +169,9 @@ private enum Field {
     case fixed32(UInt32, UInt32)
     case fixed64(UInt32, UInt64)
     case bytes(UInt32, [UInt8])
-    /// Length-delimited with the length written in 5 bytes (valid, never produced by encoders).
-    case paddedBytes(UInt32, [UInt8])
+    /// Length-delimited with the length written in `width` bytes (5 is valid and never produced by
+    /// encoders; protobuf-c refuses more).
+    case paddedBytes(UInt32, [UInt8], width: Int = 5)
 }
 
 private func encode(_ fields: [Field]) -> [UInt8] {
@@ -182,10 +184,10 @@ private func encode(_ fields: [Field]) -> [UInt8] {
         case let .fixed32(n, v): key(n, 5); withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
         case let .fixed64(n, v): key(n, 1); withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
         case let .bytes(n, b): key(n, 2); varint(UInt64(b.count)); out.append(contentsOf: b)
-        case let .paddedBytes(n, b):
+        case let .paddedBytes(n, b, width):
             key(n, 2)
             var v = UInt64(b.count)
-            for _ in 0..<4 { out.append(UInt8(truncatingIfNeeded: v) | 0x80); v >>= 7 }
+            for _ in 0..<(width - 1) { out.append(UInt8(truncatingIfNeeded: v) | 0x80); v >>= 7 }
             out.append(UInt8(v))
             out.append(contentsOf: b)
         }
