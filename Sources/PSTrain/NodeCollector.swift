@@ -72,15 +72,7 @@ extension NodeCollector where Payload == FloatData {
     /// same additions as adding in place, with no copy of an input). Received gradients are read where
     /// they lie in their frames.
     public func combinedGradient() -> (payload: FloatData, stats: ChunkStats) {
-        combine { a, b in
-            let n = a.count
-            precondition(b.count == n, "gradient lengths \(n) and \(b.count) differ")
-            return FloatData([Float](unsafeUninitializedCapacity: n) { out, count in
-                a.withUnsafeBytes { pa in
-                    b.withUnsafeBytes { VectorMath.sum(pa.baseAddress!, $0.baseAddress!, into: out.baseAddress!, count: n) }
-                }
-                count = n
-            })
-        }
+        var buffers: [[Float]] = []
+        return combinedGradient(reusing: &buffers)
     }
 }

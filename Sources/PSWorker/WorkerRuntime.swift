@@ -162,8 +162,8 @@ public final class WorkerRuntime: @unchecked Sendable {
                 return logger.error("assignment without its weights", metadata: ["job": "\(a.jobId)", "version": "\(a.version)"])
             }
             let generation = self.generation
-            // The weights are still a view of the frame they came in; the one copy into an array of our
-            // own happens on the compute queue.
+            // The weights are still a view of the frame they came in; the one copy, into the job's
+            // weights buffer, happens on the compute queue.
             compute.async { [weak self] in
                 w.values.copy(into: &context.parameters)
                 self?.run(a, context: context, generation: generation)
@@ -242,9 +242,6 @@ public final class WorkerRuntime: @unchecked Sendable {
                     context.gradients.append([Float](repeating: 0, count: parameterCount))
                 }
                 for (k, node) in a.subtrees.enumerated() {
-                    if context.gradients[k].count != parameterCount {
-                        context.gradients[k] = [Float](repeating: 0, count: parameterCount)
-                    }
                     // reduceNode overwrites every element.
                     let stats = parameters.withUnsafeBufferPointer { p in
                         order.withUnsafeBufferPointer { o in

@@ -68,6 +68,18 @@ final class LocalTrainingTests: XCTestCase {
         XCTAssertTrue(notLocal.stderr.contains("--local"), notLocal.stderr)
     }
 
+    // ps-server's numeric flags are range-checked before anything starts, naming the flag; the exit
+    // status is ArgumentParser's for a validation error, EX_USAGE (64).
+    func testServerFlagsOutOfRangeAreUsageErrors() throws {
+        for (binary, arguments, flag) in [("ps-server", ["--update-threads", "0"], "--update-threads"),
+                                          ("ps-server", ["--update-threads", "257"], "--update-threads"),
+                                          ("ps-server", ["--shards", "0"], "--shards")] {
+            let out = try Binaries.run(binary, arguments)
+            XCTAssertEqual(out.status, 64, "\(binary) \(arguments): \(out.stderr)")
+            XCTAssertTrue(out.stderr.contains("\(flag) must be between"), out.stderr)
+        }
+    }
+
     // A file that is not a model is an operating error naming the file.
     func testModelInfoRejectsOtherFiles() throws {
         let out = try Binaries.run("psctl", ["model", "info", "README.md"])

@@ -9,7 +9,8 @@ final class StatusWatchTests: XCTestCase {
         let cluster = try LocalCluster()
         defer { cluster.stop() }
         try cluster.startWorker("w")
-        let overrides = ["--set", "training.epochs=12", "--set", "training.batch_size=16"]
+        // Long enough (a few seconds) that the watch prints several updates before the job ends.
+        let overrides = ["--set", "training.epochs=60", "--set", "training.batch_size=16"]
         let plainJob = try cluster.psctl(["submit", "examples/mnist-small-sgd.yaml"] + overrides)
             .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let plain = try cluster.psctl(["status", "--watch", plainJob, "--interval", "0.2"])
