@@ -74,6 +74,14 @@ struct Submit: ParsableCommand {
         guard case let .submitted(jobId) = try request(client, .submitJob(job)) else {
             throw OperatingError("unexpected reply to submit")
         }
+        // A step is shared by at most `chunks` workers: say so when workers would sit idle, since the
+        // chunk count (not the cluster) fixes the job's result and cannot be raised behind its back.
+        if case let .statusReply(status)? = try? request(client, .statusRequest(jobId: jobId)),
+           status.cluster.workers.count > job.training.chunks {
+            printError("note: training.chunks is \(job.training.chunks), so at most \(job.training.chunks) of the "
+                       + "\(status.cluster.workers.count) connected workers compute each step; set training.chunks "
+                       + "to use more (results depend on chunks, never on the number of workers)")
+        }
         if !wait {
             print(jobId)
             return

@@ -199,6 +199,22 @@ final class ClusterEndToEndTests: XCTestCase {
         XCTAssertTrue(unreachable.stderr.contains("127.0.0.1:1"), unreachable.stderr)
     }
 
+    // A job whose chunk count leaves connected workers idle is accepted with a note saying so; one
+    // that can use them all gets none.
+    func testSubmitNotesWorkersTheChunkCountLeavesIdle() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.stop() }
+        try cluster.startWorker("a")
+        try cluster.startWorker("b")
+        let small = ["submit", "examples/mnist-small-sgd.yaml", "--set", "training.epochs=1", "--wait"]
+        let one = try cluster.psctl(small + ["--set", "training.chunks=1"])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertTrue(one.stderr.contains("note: training.chunks is 1, so at most 1 of the 2 connected workers"), one.stderr)
+        let two = try cluster.psctl(small + ["--set", "training.chunks=2"])
+        XCTAssertEqual(two.status, 0, two.stderr)
+        XCTAssertFalse(two.stderr.contains("note:"), two.stderr)
+    }
+
     // SIGTERM stops the server cleanly: a waiting client learns the running job was interrupted.
     func testSigtermInterruptsTheRunningJob() throws {
         let cluster = try LocalCluster()
