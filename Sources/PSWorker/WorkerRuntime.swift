@@ -195,6 +195,15 @@ public final class WorkerRuntime: @unchecked Sendable {
         heartbeat = t
     }
 
+    /// Sends one push of `generation` at once (unless the connection has changed since).
+    private func send(_ push: Message, key: PushKey, generation: Int) {
+        control.async { [self] in
+            guard generation == self.generation else { return }
+            if metrics != nil { pushesInFlight[key] = ContinuousClock.now }
+            connection.send(push)
+        }
+    }
+
     /// Sends results computed for `generation` only if the connection they were assigned on is still the current one.
     /// Each message is encoded straight into its network buffer by `send` (one copy of the gradient).
     private func deliver(_ messages: [Message], generation: Int, samples: Int, seconds: Double, train: Bool,
@@ -256,11 +265,18 @@ public final class WorkerRuntime: @unchecked Sendable {
                         }
                     }
                     samples += stats.samples
-                    pushes.append(PushKey(jobId: a.jobId, step: a.step, firstChunk: node.firstChunk, chunkCount: node.chunkCount))
                     pushBytes += parameterCount * MemoryLayout<Float>.size
-                    messages.append(.pushGradient(PushGradient(
+                    let key = PushKey(jobId: a.jobId, step: a.step, firstChunk: node.firstChunk, chunkCount: node.chunkCount)
+                    let push = Message.pushGradient(PushGradient(
                         jobId: a.jobId, step: a.step, subtree: node, gradient: TensorSlice(offset: 0, values: context.gradients[k]),
-                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples)))
+                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))
+                    if k < a.subtrees.count - 1 {
+                        // Not the last node: its push travels (and the server stores it) while the next computes.
+                        send(push, key: key, generation: generation)
+                    } else {
+                        pushes.append(key)
+                        messages.append(push)
+                    }
                 }
             case .validate, .test:
                 guard let dataset = a.kind == .validate ? data.validation : data.test else {
