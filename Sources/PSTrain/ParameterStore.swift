@@ -50,35 +50,33 @@ public struct ParameterStore: Sendable {
     public mutating func apply(gradientSum: FloatData, batchCount: Int) {
         precondition(gradientSum.count == parameters.count, "gradient length \(gradientSum.count) != \(parameters.count)")
         let n = gradientSum.count
-        let threads = updateThreads
-        guard let clipNorm else {
-            gradientSum.withUnsafeBytes { sum in
-                parameters.withUnsafeMutableBufferPointer { p in
-                    for s in shards.indices {
-                        let r = shards[s].range
-                        shards[s].optimizer.step(parameters: p.baseAddress! + r.lowerBound,
-                                                 gradient: sum.baseAddress! + r.lowerBound * MemoryLayout<Float>.stride,
-                                                 gradientDivisor: Float(batchCount), threads: threads)
-                    }
+        if let clipNorm {
+            mean.withUnsafeMutableBufferPointer { g in
+                gradientSum.withUnsafeBytes {
+                    GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount,
+                                      threads: updateThreads)
                 }
+                GradientMath.clip(g.baseAddress!, count: n, maxNorm: clipNorm)
             }
-            version += 1
-            return
-        }
-        mean.withUnsafeMutableBufferPointer { g in
-            gradientSum.withUnsafeBytes {
-                GradientMath.mean($0.baseAddress!, into: g.baseAddress!, count: n, batchSize: batchCount, threads: threads)
-            }
-            GradientMath.clip(g.baseAddress!, count: n, maxNorm: clipNorm)
-            parameters.withUnsafeMutableBufferPointer { p in
-                for s in shards.indices {
-                    let r = shards[s].range
-                    shards[s].optimizer.step(parameters: p.baseAddress! + r.lowerBound,
-                                             gradient: UnsafeRawPointer(g.baseAddress! + r.lowerBound), threads: threads)
-                }
-            }
+            let clipped = mean
+            clipped.withUnsafeBytes { step(gradient: $0.baseAddress!, divisor: 1) }
+        } else {
+            gradientSum.withUnsafeBytes { step(gradient: $0.baseAddress!, divisor: Float(batchCount)) }
         }
         version += 1
+    }
+
+    /// Each shard's optimizer over its key range of `gradient` (float32, any alignment) ÷ `divisor`.
+    private mutating func step(gradient: UnsafeRawPointer, divisor: Float) {
+        let threads = updateThreads
+        parameters.withUnsafeMutableBufferPointer { p in
+            for s in shards.indices {
+                let r = shards[s].range
+                shards[s].optimizer.step(parameters: p.baseAddress! + r.lowerBound,
+                                         gradient: gradient + r.lowerBound * MemoryLayout<Float>.stride,
+                                         gradientDivisor: divisor, threads: threads)
+            }
+        }
     }
 
     /// Replaces the parameters (restoring the best epoch's weights); the optimizer state is kept.
