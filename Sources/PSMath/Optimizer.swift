@@ -102,27 +102,45 @@ public struct Optimizer: Sendable {
     /// float32 of any alignment (a push read in place from its frame).
     public mutating func step(parameters: UnsafeMutablePointer<Float>, gradient: UnsafeRawPointer, gradientDivisor: Float = 1,
                               threads: Int = 1) {
-        stepCount += 1
+        stepPart(0..<count, parameters: parameters, gradient: gradient, gradientDivisor: gradientDivisor, threads: threads)
+        endStep()
+    }
+
+    /// Applies the coming update to elements `range` only: `parameters` and `gradient` point at
+    /// element `range.lowerBound`. A step may be applied in parts, in any order, as its gradient
+    /// arrives (a server updating one layer while the next is still on its way); once every element
+    /// has had its part, `endStep()` counts the step. Every rule is element-wise and the step's
+    /// scalars (Adam's bias corrections) depend only on the step number, so the parts give bitwise
+    /// the parameters one `step` gives.
+    public mutating func stepPart(_ range: Range<Int>, parameters: UnsafeMutablePointer<Float>, gradient: UnsafeRawPointer,
+                                  gradientDivisor: Float = 1, threads: Int = 1) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "part \(range) outside 0..<\(count)")
         let c = config
         let lr = c.learningRate
         let wd = c.weightDecay
-        let first = stepCount == 1
-        let t = Double(stepCount)
+        let first = stepCount == 0
+        let t = Double(stepCount + 1)
+        let base = range.lowerBound * MemoryLayout<Float>.stride
         slot0.withUnsafeMutableBufferPointer { sa in
             slot1.withUnsafeMutableBufferPointer { sb in
                 // Addresses as integers: the blocks run on other threads, each on its own elements.
                 let (pa, ga) = (Int(bitPattern: parameters), Int(bitPattern: gradient))
                 let (s0a, s1a) = (Int(bitPattern: sa.baseAddress), Int(bitPattern: sb.baseAddress))
-                Parallel.blocks(count, parts: threads) { offset, n in
+                Parallel.blocks(range.count, parts: threads) { offset, n in
                     let stride = offset * MemoryLayout<Float>.stride
                     let p = UnsafeMutablePointer<Float>(bitPattern: pa + stride)!
                     let g = UnsafeRawPointer(bitPattern: ga + stride)!
-                    let s0 = UnsafeMutablePointer<Float>(bitPattern: s0a == 0 ? 0 : s0a + stride)
-                    let s1 = UnsafeMutablePointer<Float>(bitPattern: s1a == 0 ? 0 : s1a + stride)
+                    let s0 = UnsafeMutablePointer<Float>(bitPattern: s0a == 0 ? 0 : s0a + base + stride)
+                    let s1 = UnsafeMutablePointer<Float>(bitPattern: s1a == 0 ? 0 : s1a + base + stride)
                     Self.update(c, p, g, gradientDivisor, s0, s1, n, lr: lr, wd: wd, first: first, t: t)
                 }
             }
         }
+    }
+
+    /// Counts one update whose parts `stepPart` has applied to every element.
+    public mutating func endStep() {
+        stepCount += 1
     }
 
     /// One rule over `n` elements.

@@ -18,6 +18,8 @@ public struct ParameterStore: Sendable {
     let clipNorm: Float?
     /// The batch-mean gradient of the step being applied (owned here, so it is written in place).
     private var mean: [Float]
+    /// Parameters updated so far by the parts of a step not yet ended (`applyPart`).
+    private var partApplied = 0
 
     /// Threads that apply an update (the mean and each shard's optimizer, in blocks); any count gives
     /// bitwise the same parameters.
@@ -68,6 +70,7 @@ public struct ParameterStore: Sendable {
 
     /// Each shard's optimizer over its key range of `gradient` (float32, any alignment) ÷ `divisor`.
     private mutating func step(gradient: UnsafeRawPointer, divisor: Float) {
+        precondition(partApplied == 0, "a whole step while a step applied in parts is unfinished")
         let threads = updateThreads
         parameters.withUnsafeMutableBufferPointer { p in
             for s in shards.indices {
@@ -79,9 +82,44 @@ public struct ParameterStore: Sendable {
         }
     }
 
+    /// Whether a step can be applied a key range at a time, as its gradient arrives: only without
+    /// clipping, whose norm needs the whole gradient first.
+    public var appliesInParts: Bool { clipNorm == nil }
+
+    /// Applies the coming step to the key range `range` from its gradient **sum** over `batchCount`
+    /// samples (`gradientSum` points at the range's first value, float32 of any alignment). Call it for
+    /// ranges that together cover the vector once, in any order, then `endStep()`. The parameters are
+    /// bitwise those of one `apply` with the whole sum: every rule is element-wise.
+    public mutating func applyPart(_ range: Range<Int>, gradientSum: UnsafeRawPointer, batchCount: Int) {
+        precondition(appliesInParts, "a clipped step needs the whole gradient (apply(gradientSum:batchCount:))")
+        precondition(range.lowerBound >= 0 && range.upperBound <= parameters.count, "part \(range) outside the parameters")
+        let threads = updateThreads
+        let divisor = Float(batchCount)
+        parameters.withUnsafeMutableBufferPointer { p in
+            for s in shards.indices {
+                let r = shards[s].range.clamped(to: range)
+                if r.isEmpty { continue }
+                let local = (r.lowerBound - shards[s].range.lowerBound)..<(r.upperBound - shards[s].range.lowerBound)
+                shards[s].optimizer.stepPart(local, parameters: p.baseAddress! + r.lowerBound,
+                                             gradient: gradientSum + (r.lowerBound - range.lowerBound) * MemoryLayout<Float>.stride,
+                                             gradientDivisor: divisor, threads: threads)
+            }
+        }
+        partApplied += range.count
+    }
+
+    /// Ends a step applied in parts; the parts must have covered every parameter exactly once.
+    public mutating func endStep() {
+        precondition(partApplied == parameters.count, "parts covered \(partApplied) of \(parameters.count) parameters")
+        for s in shards.indices { shards[s].optimizer.endStep() }
+        partApplied = 0
+        version += 1
+    }
+
     /// Replaces the parameters (restoring the best epoch's weights); the optimizer state is kept.
     public mutating func restore(_ saved: [Float], version: Int) {
         precondition(saved.count == parameters.count, "restored vector has the wrong length")
+        precondition(partApplied == 0, "restoring in the middle of a step applied in parts")
         parameters = saved
         self.version = version
     }

@@ -163,4 +163,40 @@ final class OptimizerTests: XCTestCase {
             XCTAssertNotEqual(p, start, "\(config.rule) did not move")
         }
     }
+
+    /// A step applied in parts (a server updating each layer as its gradient arrives), in any order
+    /// and at any boundaries, gives bitwise the one whole step, for every rule, over 3 steps: the
+    /// bias corrections count the step once, at `endStep`.
+    func testStepInPartsMatchesTheWholeStep() {
+        let n = 8 * 9 + 5
+        let start: [Float] = (0..<n).map { Float($0 % 11) * 0.07 - 0.3 }
+        let gradients: [[Float]] = (0..<3).map { t in (0..<n).map { Float(($0 * 7 + t * 5) % 13) * 0.11 - 0.6 } }
+        let parts = [61..<77, 0..<3, 20..<61, 3..<20]  // uneven, unaligned, out of order
+        for rule in OptimizerRule.allCases {
+            let config = OptimizerConfig(rule: rule, learningRate: 0.01, momentum: 0.9, epsilon: 1e-6, rho: 0.9,
+                                         weightDecay: 0.01)
+            var whole = Optimizer(config: config, count: n)
+            var split = Optimizer(config: config, count: n)
+            var p = start
+            var q = start
+            for g in gradients {
+                p.withUnsafeMutableBufferPointer { pp in
+                    g.withUnsafeBytes { whole.step(parameters: pp.baseAddress!, gradient: $0.baseAddress!, gradientDivisor: 4) }
+                }
+                q.withUnsafeMutableBufferPointer { qq in
+                    g.withUnsafeBytes { gg in
+                        for r in parts {
+                            split.stepPart(r, parameters: qq.baseAddress! + r.lowerBound,
+                                           gradient: gg.baseAddress! + r.lowerBound * 4, gradientDivisor: 4)
+                        }
+                    }
+                }
+                split.endStep()
+            }
+            XCTAssertEqual(split.stepCount, 3)
+            XCTAssertNotEqual(p, start, "\(rule) did not move")
+            XCTAssertTrue(p.elementsEqual(q) { $0.bitPattern == $1.bitPattern }, "\(rule)")
+            XCTAssertEqual(whole.slots, split.slots, "\(rule) state")
+        }
+    }
 }
