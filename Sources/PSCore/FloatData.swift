@@ -61,6 +61,21 @@ public struct FloatData: Sendable {
         }
     }
 
+    /// Values `range` (indices of this run): a view of the same bytes when this is a view; a copy
+    /// when owned (an owned array's storage cannot be kept alive by a view).
+    public func slice(_ range: Range<Int>) -> FloatData {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "slice \(range) outside 0..<\(count)")
+        if range == 0..<count { return self }
+        switch storage {
+        case let .owned(values):
+            return FloatData(Array(values[range]))
+        case let .received(bytes):
+            let size = MemoryLayout<Float>.size
+            let sub = UnsafeRawBufferPointer(rebasing: bytes.bytes[(range.lowerBound * size)..<(range.upperBound * size)])
+            return FloatData(viewing: ReceivedBytes(sub, owner: bytes))
+        }
+    }
+
     /// The values as an array: free when owned, one copy when a view.
     public var array: [Float] {
         switch storage {

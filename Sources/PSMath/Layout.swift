@@ -32,6 +32,15 @@ public struct ParameterLayout: Equatable, Sendable {
         self.count = offset
     }
 
+    /// Layer `l`'s weights and biases, which are contiguous: the key range a worker pushes as soon as
+    /// backward has finished that layer (last layer first), and the unit a server updates.
+    public func range(ofLayer l: Int) -> Range<Int> {
+        layers[l].weightOffset..<(layers[l].biasOffset + layers[l].units)
+    }
+
+    /// Every layer's range, in layer order; they tile `0 ..< count`.
+    public var layerRanges: [Range<Int>] { layers.indices.map(range(ofLayer:)) }
+
     public var outputs: Int { layers[layers.count - 1].units }
     public var widestLayer: Int { layers.map(\.units).max()! }
 }

@@ -173,8 +173,13 @@ extension Network {
     ///
     /// Deterministic: the same parameters, samples and key give the same bits on any machine running
     /// the same OpenBLAS kernel with the same thread count.
+    ///
+    /// `layerDone(l, stats)` is called as soon as layer `l`'s range of `gradient` is final, last layer
+    /// first, with the chunk's statistics (known once forward is done; not called at all for an empty
+    /// chunk, whose gradient is zeroed at once).
     public func gradientSum(parameters: UnsafePointer<Float>, chunk: ChunkInput, dropoutSeed: UInt64, step: Int,
-                            gradient: UnsafeMutablePointer<Float>, workspace ws: Workspace) -> ChunkStats {
+                            gradient: UnsafeMutablePointer<Float>, workspace ws: Workspace,
+                            layerDone: ((Int, ChunkStats) -> Void)? = nil) -> ChunkStats {
         let n = chunk.indices.count
         precondition(n <= ws.capacity, "chunk of \(n) samples exceeds workspace capacity \(ws.capacity)")
         precondition(chunk.width == inputs, "chunk width \(chunk.width) differs from network inputs \(inputs)")
@@ -205,6 +210,8 @@ extension Network {
                       beta: 0, c: gradient + spec.weightOffset, ldc: spec.fanIn)
             // db[units] = Σ_rows dZ, in row order.
             columnSums(current, rows: n, width: spec.units, into: gradient + spec.biasOffset)
+            // Layer l's gradient is final: a worker can send it while the earlier layers compute.
+            layerDone?(l, stats)
             if l > 0 {
                 // dH_{l-1}[n × fanIn] = dZ[n × units] · W[units × fanIn]
                 BLAS.gemm(transA: false, transB: false, m: n, n: spec.fanIn, k: spec.units,

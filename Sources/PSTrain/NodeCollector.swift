@@ -31,6 +31,12 @@ public struct NodeCollector<Payload> {
         covered += range.count
     }
 
+    /// Forgets a received node (its sender's other results will not come, and its chunks are
+    /// recomputed, perhaps split differently).
+    public mutating func remove(_ range: Range<Int>) {
+        if nodes.removeValue(forKey: range) != nil { covered -= range.count }
+    }
+
     /// The whole tree's result: `add(left, right)` at every internal node, in post-order. `add`
     /// returns a new value rather than mutating its left argument, because a received tensor may still
     /// be referenced by the message it came in, and mutating it would copy a megabyte on write.

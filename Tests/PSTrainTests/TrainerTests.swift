@@ -216,4 +216,128 @@ final class ParameterStoreTests: XCTestCase {
             XCTAssertTrue(store.parameters.elementsEqual(reference) { $0.bitPattern == $1.bitPattern }, "\(spec.kind)")
         }
     }
+
+    // A step applied one layer at a time (in the order the layers' gradients arrive), over shard
+    // boundaries that cut through layers, gives bitwise the parameters of one whole apply.
+    func testApplyInPartsGivesTheSameBits() {
+        let n = 1_001
+        let start: [Float] = (0..<n).map { Float($0 % 13) * 0.03 - 0.2 }
+        let sums: [[Float]] = (0..<3).map { t in (0..<n).map { Float(($0 * 3 + t * 7) % 17) * 0.9 - 7 } }
+        let layers = [0..<700, 700..<990, 990..<1_001]
+        for spec in [OptimizerSpec(kind: .adam, learningRate: 0.01, weightDecay: 0.001),
+                     OptimizerSpec(kind: .adadelta, learningRate: 1, epsilon: 1e-6, rho: 0.9),
+                     OptimizerSpec(kind: .nesterov, learningRate: 0.1, momentum: 0.9)] {
+            var whole = ParameterStore(parameters: start, optimizer: spec)
+            for sum in sums { whole.apply(gradientSum: sum, batchCount: 40) }
+            for shards in [1, 2, 7] {
+                var parts = ParameterStore(parameters: start, optimizer: spec, shardCount: shards)
+                XCTAssertTrue(parts.appliesInParts)
+                for sum in sums {
+                    sum.withUnsafeBytes { g in
+                        for r in layers.reversed() {
+                            parts.applyPart(r, gradientSum: g.baseAddress! + r.lowerBound * 4, batchCount: 40)
+                        }
+                    }
+                    parts.endStep()
+                }
+                XCTAssertEqual(parts.version, 3)
+                XCTAssertTrue(parts.parameters.elementsEqual(whole.parameters) { $0.bitPattern == $1.bitPattern },
+                              "\(spec.kind), \(shards) shards")
+            }
+        }
+        XCTAssertFalse(ParameterStore(parameters: start, optimizer: OptimizerSpec(kind: .sgd, learningRate: 0.1, clipNorm: 1))
+            .appliesInParts)
+    }
+}
+
+final class LayerPushTests: XCTestCase {
+    // A node reported layer by layer (as a worker pushes it): each layer's range is reported once, last
+    // layer first, already holding its final bits, with the node's statistics; and the whole result is
+    // bitwise that of the plain walk — for nodes of 1, 2, 3 and 5 chunks and a node with empty chunks.
+    func testLayersAreReportedFinalAndInBackwardOrder() throws {
+        let spec = smallMNISTSpec(layers: [LayerSpec(units: 16, activation: .tanh), LayerSpec(units: 12, activation: .relu, dropout: 0.2),
+                                           LayerSpec(units: 10, activation: .softmax)], batchSize: 60, chunks: 8)
+        let data = try DataLoader.load(spec)
+        let network = spec.network
+        let parameters = network.initialParameters(seed: 3)
+        let order = epochPermutation(seed: spec.seed, epoch: 0, count: data.train.count)
+        let n = network.parameterCount
+        let layerRanges = network.layout.layerRanges
+        for (batch, total, node) in [(60, 8, 0..<8), (60, 8, 2..<4), (60, 8, 4..<8), (60, 6, 0..<6), (60, 7, 4..<7),
+                                     (60, 5, 0..<5), (3, 8, 0..<8), (60, 8, 7..<8)] {
+            XCTAssertTrue(ReductionTree.isNode(first: node.lowerBound, count: node.count, total: total), "\(node) of \(total)")
+            let chunks = ChunkPlan.ranges(batchSize: batch, chunks: total)
+            func run(_ engine: StepEngine, into out: UnsafeMutablePointer<Float>,
+                     _ done: ((Range<Int>, ChunkStats) -> Void)?) -> ChunkStats {
+                parameters.withUnsafeBufferPointer { p in
+                    order.withUnsafeBufferPointer { o in
+                        engine.reduceNode(first: node.lowerBound, count: node.count, totalChunks: total, parameters: p.baseAddress!,
+                                          dataset: data.train, step: 2, dropoutSeed: spec.seed,
+                                          chunkIndices: { UnsafeBufferPointer(rebasing: o[chunks[$0]]) }, into: out, rangeDone: done)
+                    }
+                }
+            }
+            var plain = [Float](repeating: 0, count: n)
+            let plainStats = plain.withUnsafeMutableBufferPointer { run(StepEngine(network: network, chunkCapacity: 12), into: $0.baseAddress!, nil) }
+            var layered = [Float](repeating: .nan, count: n)
+            var reported: [(Range<Int>, [Float], ChunkStats)] = []
+            let stats = layered.withUnsafeMutableBufferPointer { g in
+                let base = g.baseAddress!
+                return run(StepEngine(network: network, chunkCapacity: 12), into: base) { r, s in
+                    reported.append((r, Array(UnsafeBufferPointer(start: base + r.lowerBound, count: r.count)), s))
+                }
+            }
+            let what = "batch \(batch), node \(node) of \(total)"
+            XCTAssertEqual(stats, plainStats, what)
+            XCTAssertTrue(layered.elementsEqual(plain) { $0.bitPattern == $1.bitPattern }, what)
+            XCTAssertEqual(reported.map(\.0), layerRanges.reversed(), what)
+            for (r, values, s) in reported {
+                XCTAssertTrue(values.elementsEqual(plain[r]) { $0.bitPattern == $1.bitPattern }, "\(what): \(r) changed after it was reported")
+                XCTAssertEqual(s, plainStats, what)
+            }
+        }
+    }
+
+    // The per-layer collection of a step: duplicates, layers completing, a node complete once every
+    // layer is in or applied, a lost worker's partial node dropped, statistics combined in tree order.
+    func testStepGradientsCollectsLayers() {
+        let ranges = [0..<6, 6..<9, 9..<10]
+        var step = StepGradients(leaves: 4, ranges: ranges)
+        XCTAssertEqual(step.layers(covering: 0..<10), [0, 1, 2])
+        XCTAssertEqual(step.layers(covering: 6..<9), [1])
+        XCTAssertNil(step.layers(covering: 6..<10))
+        XCTAssertNil(step.layers(covering: 0..<9))
+        let s = (0..<4).map { ChunkStats(lossSum: Double($0) + 0.5, correct: $0, samples: 3) }
+        func values(_ node: Range<Int>, _ l: Int) -> FloatData {
+            FloatData(ranges[l].map { Float($0 * 100 + node.lowerBound) })
+        }
+        // Node 0..<2 pushes its last layer, then node 2..<4 everything whole: layer 2 completes.
+        XCTAssertEqual(step.insert(0..<2, layers: [2], stats: s[0] + s[1]) { values(0..<2, $0) },
+                       .stored(completedLayers: [], nodeComplete: false))
+        XCTAssertEqual(step.partialStats(of: 0..<2), s[0] + s[1])
+        XCTAssertEqual(step.insert(0..<2, layers: [2], stats: s[0] + s[1]) { values(0..<2, $0) }, .duplicate)
+        XCTAssertEqual(step.insert(2..<4, layers: [0, 1, 2], stats: s[2] + s[3]) { values(2..<4, $0) },
+                       .stored(completedLayers: [2], nodeComplete: true))
+        XCTAssertTrue(step.hasNode(2..<4))
+        var buffers: [[Float]] = []
+        XCTAssertEqual(step.combined(layer: 2, reusing: &buffers).array, [Float(900 + 0) + Float(900 + 2)])
+        step.markApplied(2)
+        // Its worker is lost: what it pushed of 0..<2 goes, except the applied layer.
+        step.dropPartial(0..<2)
+        XCTAssertNil(step.partialStats(of: 0..<2))
+        XCTAssertEqual(step.missing([0, 1, 2], of: 0..<1), [0, 1])
+        // Reassigned as two nodes: the applied layer is a duplicate, the rest completes the step.
+        XCTAssertEqual(step.insert(0..<1, layers: [2], stats: s[0]) { values(0..<1, $0) }, .duplicate)
+        XCTAssertEqual(step.insert(1..<2, layers: [0, 1, 2], stats: s[1]) { values(1..<2, $0) },
+                       .stored(completedLayers: [], nodeComplete: true))
+        XCTAssertFalse(step.isComplete)
+        XCTAssertEqual(step.insert(0..<1, layers: [1], stats: s[0]) { values(0..<1, $0) },
+                       .stored(completedLayers: [1], nodeComplete: false))
+        XCTAssertEqual(step.insert(0..<1, layers: [0], stats: s[0]) { values(0..<1, $0) },
+                       .stored(completedLayers: [0], nodeComplete: true))
+        XCTAssertTrue(step.isComplete)
+        XCTAssertEqual(Set(step.receivedNodes), [0..<1, 1..<2, 2..<4])
+        XCTAssertEqual(step.stats, (s[0] + s[1]) + (s[2] + s[3]))
+        XCTAssertEqual(step.combined(layer: 1, reusing: &buffers).array, ranges[1].map { Float($0 * 100) + Float($0 * 100 + 1) + Float($0 * 100 + 2) })
+    }
 }
