@@ -10,14 +10,24 @@
 /// `loadUnaligned`; the math kernels that take raw pointers do.
 public struct FloatData: Sendable {
     private enum Storage: Sendable {
-        case owned([Float])
+        /// An array or part of one (a slice shares the array's storage, copy-on-write).
+        case owned(ArraySlice<Float>)
         case received(ReceivedBytes)
     }
 
     private let storage: Storage
 
-    public init(_ values: [Float]) {
+    private init(storage: Storage) {
+        self.storage = storage
+    }
+
+    /// A part of an array, sharing its storage until either is written (copy-on-write).
+    public init(_ values: ArraySlice<Float>) {
         storage = .owned(values)
+    }
+
+    public init(_ values: [Float]) {
+        storage = .owned(values[...])
     }
 
     /// A view of `bytes` (whose count is a multiple of 4), kept valid by `bytes`' owner.
@@ -52,7 +62,7 @@ public struct FloatData: Sendable {
     public func copy(into array: inout [Float]) {
         switch storage {
         case let .owned(values):
-            array = values
+            array = Array(values)
         case let .received(bytes):
             if array.count != count { array = [Float](repeating: 0, count: count) }
             array.withUnsafeMutableBytes { out in
@@ -61,14 +71,15 @@ public struct FloatData: Sendable {
         }
     }
 
-    /// Values `range` (indices of this run): a view of the same bytes when this is a view; a copy
-    /// when owned (an owned array's storage cannot be kept alive by a view).
+    /// Values `range` (indices of this run), sharing this run's storage (an array's, copy-on-write,
+    /// or a received buffer's): no copy.
     public func slice(_ range: Range<Int>) -> FloatData {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "slice \(range) outside 0..<\(count)")
         if range == 0..<count { return self }
         switch storage {
         case let .owned(values):
-            return FloatData(Array(values[range]))
+            let start = values.startIndex
+            return FloatData(storage: .owned(values[(start + range.lowerBound)..<(start + range.upperBound)]))
         case let .received(bytes):
             let size = MemoryLayout<Float>.size
             let sub = UnsafeRawBufferPointer(rebasing: bytes.bytes[(range.lowerBound * size)..<(range.upperBound * size)])
@@ -80,7 +91,7 @@ public struct FloatData: Sendable {
     public var array: [Float] {
         switch storage {
         case let .owned(values):
-            return values
+            return Array(values)
         case let .received(bytes):
             precondition(UInt32(1).littleEndian == 1, "the wire carries little-endian float32; big-endian hosts are not supported")
             let count = self.count

@@ -134,6 +134,8 @@ public struct Coordinator {
         var startedJobs: Set<String> = []
         /// Weights version the worker holds for the running job.
         var version: Int?
+        /// Push ranges (parts) of the coming version already sent as each was applied (see `applyParts`).
+        var streamed: (version: Int, parts: Set<Int>)?
     }
 
     struct Job {
@@ -166,15 +168,18 @@ public struct Coordinator {
         let batchSize: Int
         /// Samples in each leaf, to check pushes.
         let leafSamples: [Int]
-        var gradients: NodeCollector<FloatData>
+        var gradients: StepGradients
         var evaluations: NodeCollector<Void>
         /// Nodes handed out and not yet received, and to whom.
         var assigned: [Range<Int>: UInt64] = [:]
+        /// Workers handed any node of this work: those the next step's weights go to as each part is
+        /// applied (dispatch picks the same workers step after step unless membership changes).
+        var participants: Set<UInt64> = []
 
         var total: Int { leafSamples.count }
         var isComplete: Bool { kind == .train ? gradients.isComplete : evaluations.isComplete }
         var receivedRanges: [Range<Int>] {
-            kind == .train ? Array(gradients.nodes.keys) : Array(evaluations.nodes.keys)
+            kind == .train ? gradients.receivedNodes : Array(evaluations.nodes.keys)
         }
     }
 
@@ -196,8 +201,10 @@ public struct Coordinator {
         var epochSeconds = 0.0
         var kept: (epoch: Int, version: Int)?
         var work: Work?
-        /// Where the pushes of a step are summed (one buffer per internal tree node), reused every step.
-        var sumBuffers: [[Float]] = []
+        /// Where each part's pushes of a step are summed (one buffer per internal tree node), reused every step.
+        var sumBuffers: [[[Float]]] = []
+        /// A clipped step's whole gradient sum, put together from its parts' sums.
+        var clipBuffer: [Float] = []
     }
 
     var connections: [ConnectionID: Connection] = [:]
@@ -476,7 +483,10 @@ public struct Coordinator {
         jobs[jobId]!.waiters = []
         if run?.jobId == jobId {
             run = nil
-            for w in workers.keys { workers[w]!.version = nil }
+            for w in workers.keys {
+                workers[w]!.version = nil
+                workers[w]!.streamed = nil
+            }
         }
         out.append(.log(state == .failed ? .error : .info, "job ended",
                         ["job": jobId, "state": state.rawValue, "message": message, "weights_sha256": sha]))
@@ -496,7 +506,8 @@ public struct Coordinator {
         if r.stepInEpoch == 0 { r.epochStartedAt = now }
         r.work = Work(kind: .train, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
                       version: r.store.version, batchStart: batchStart, batchSize: batchCount, leafSamples: leaves,
-                      gradients: NodeCollector(total: leaves.count), evaluations: NodeCollector(total: 1))
+                      gradients: StepGradients(leaves: leaves.count, ranges: r.network.layout.pushRanges),
+                      evaluations: NodeCollector(total: 1))
         run = r
     }
 
@@ -505,7 +516,8 @@ public struct Coordinator {
         let leaves = ChunkPlan.evaluationRanges(count: count).map(\.count)
         r.work = Work(kind: kind, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
                       version: r.store.version, batchStart: 0, batchSize: count, leafSamples: leaves,
-                      gradients: NodeCollector(total: 1), evaluations: NodeCollector(total: leaves.count))
+                      gradients: StepGradients(leaves: 1, ranges: r.network.layout.pushRanges),
+                      evaluations: NodeCollector(total: leaves.count))
         run = r
     }
 
@@ -541,6 +553,7 @@ public struct Coordinator {
             nodes += ReductionTree.cover(first: runStart, count: previous - runStart + 1, total: work.total)
             let wid = order[p]
             for n in nodes { work.assigned[n] = wid }
+            work.participants.insert(wid)
             sendAssignment(to: wid, run: r, work: work, nodes: nodes, &out)
         }
         r.work = work
@@ -554,9 +567,19 @@ public struct Coordinator {
             w.startedJobs.insert(r.jobId)
         }
         if w.version != work.version {
-            out.append(.send(w.connection, Envelope(requestId: 0, message: .weights(Weights(
-                jobId: r.jobId, version: work.version, tensor: TensorSlice(offset: 0, values: r.store.parameters))))))
+            if let streamed = w.streamed, streamed.version == work.version, r.store.version == work.version {
+                // Some parts went out as they were applied; send the rest (none unless it joined mid-step).
+                for (l, range) in r.network.layout.pushRanges.enumerated() where !streamed.parts.contains(l) {
+                    out.append(.send(w.connection, Envelope(requestId: 0, message: .weights(Weights(
+                        jobId: r.jobId, version: work.version,
+                        tensor: TensorSlice(offset: range.lowerBound, data: FloatData(r.store.parameters[range])))))))
+                }
+            } else {
+                out.append(.send(w.connection, Envelope(requestId: 0, message: .weights(Weights(
+                    jobId: r.jobId, version: work.version, tensor: TensorSlice(offset: 0, values: r.store.parameters))))))
+            }
             w.version = work.version
+            w.streamed = nil
         }
         workers[wid] = w
         let assignment = Assignment(jobId: r.jobId, kind: work.kind, step: work.step, epoch: work.epoch,
@@ -569,14 +592,15 @@ public struct Coordinator {
                                now: Double, _ out: inout [CoordinatorAction]) {
         // Two calls, so that `accept`'s local copies of the run are gone before the step is applied:
         // otherwise the parameters and optimizer state would be shared, and updating them would copy them.
-        if accept(p, from: wid, requestId: rid, connection: id, &out) {
-            completeTrainStep(now: now, &out)
-        }
+        let completed = accept(p, from: wid, requestId: rid, connection: id, &out)
+        if !completed.isEmpty { applyParts(completed, &out) }
+        let stepComplete = run?.work.map { $0.kind == .train && $0.gradients.isComplete } ?? false
+        if stepComplete { completeTrainStep(now: now, &out) }
     }
 
-    /// Checks and stores one push; true when it completed the step's tree.
+    /// Checks and stores one push; returns the parts it completed (every chunk of the step in).
     private mutating func accept(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
-                                 _ out: inout [CoordinatorAction]) -> Bool {
+                                 _ out: inout [CoordinatorAction]) -> [Int] {
         func reject(_ code: ErrorCode, _ message: String, _ field: String, _ close: Bool) {
             out += rejection(id, rid, code, message, field: field, close: close)
         }
@@ -584,49 +608,101 @@ public struct Coordinator {
         guard var r = run, r.jobId == p.jobId else {
             // A late push for a job that ended (cancelled, or finished while this one was in flight).
             if jobs[p.jobId] != nil {
-                out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
-                return false
+                out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
+                return []
             }
             reject(.unknownJob, "push for unknown job '\(p.jobId)'", "job_id", true)
-            return false
+            return []
         }
         guard var work = r.work, work.kind == .train, p.step == work.step else {
             let current = r.work.map { $0.step } ?? 0
             if p.step <= current {
                 // Already applied: pushes are idempotent by (job, step, subtree).
-                out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
-                return false
+                out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
+                return []
             }
             reject(.unknownStep, "push for step \(p.step) of \(p.jobId), which has not started (current step \(current))", "step", true)
-            return false
+            return []
         }
-        if work.gradients.contains(range) {
+        let covered = p.gradient.offset..<(p.gradient.offset + p.gradient.count)
+        guard let pushed = work.gradients.parts(covering: covered) else {
+            let parts = work.gradients.ranges.map { "[\($0.lowerBound), \($0.upperBound))" }.joined(separator: " ")
+            reject(.badRequest, "gradient covers [\(covered.lowerBound), \(covered.upperBound)) of job \(p.jobId)'s \(r.network.parameterCount) parameters, which is neither the whole vector nor one of its push ranges (\(parts))", "gradient", true)
+            return []
+        }
+        if work.gradients.hasNode(range) || work.gradients.missing(pushed, of: range).isEmpty {
             out.append(.observe(.pushAccepted(bytes: p.gradient.count * MemoryLayout<Float>.size, duplicate: true)))
-            out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true)))))
-            return false
+            out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
+            return []
         }
         guard work.assigned[range] == wid else {
             reject(.notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true)
-            return false
-        }
-        guard p.gradient.offset == 0, p.gradient.count == r.network.parameterCount else {
-            reject(.badRequest, "gradient covers [\(p.gradient.offset), \(p.gradient.offset + p.gradient.count)) but job \(p.jobId) has \(r.network.parameterCount) parameters", "gradient", true)
-            return false
+            return []
         }
         let expected = work.leafSamples[range].reduce(0, +)
         guard p.samples == expected, p.correct >= 0, p.correct <= expected else {
             reject(.badRequest, "push reports \(p.samples) samples for chunks \(range.lowerBound)..<\(range.upperBound), which hold \(expected)", "samples", true)
-            return false
+            return []
         }
-        work.assigned[range] = nil
-        precondition(work.gradients.nodes.count < CoordinatorLimits.inFlightPushesMax, "more nodes than chunks")
-        work.gradients.insert(range, payload: p.gradient.data,
-                              stats: ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples))
-        out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: false)))))
+        let stats = ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples)
+        if let earlier = work.gradients.partialStats(of: range), earlier != stats {
+            reject(.badRequest, "push for chunks \(range.lowerBound)..<\(range.upperBound) reports loss_sum \(p.lossSum) and correct \(p.correct), but an earlier part of the same chunks reported \(earlier.lossSum) and \(earlier.correct)", "loss_sum", true)
+            return []
+        }
+        precondition(work.gradients.receivedNodes.count < CoordinatorLimits.inFlightPushesMax, "more nodes than chunks")
+        let gradient = p.gradient.data
+        let ranges = work.gradients.ranges
+        let insertion = work.gradients.insert(range, parts: pushed, stats: stats) { l in
+            gradient.slice((ranges[l].lowerBound - covered.lowerBound)..<(ranges[l].upperBound - covered.lowerBound))
+        }
+        guard case let .stored(completed, nodeComplete) = insertion else { preconditionFailure("checked not a duplicate") }
+        if nodeComplete { work.assigned[range] = nil }
+        out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: false, offset: p.gradient.offset)))))
         out.append(.observe(.pushAccepted(bytes: p.gradient.count * MemoryLayout<Float>.size, duplicate: false)))
         r.work = work
         run = r
-        return work.gradients.isComplete
+        return r.store.appliesInParts ? completed : []
+    }
+
+    /// Sums and applies parts every chunk of the step has pushed, while the step's other parts are
+    /// still on their way, and sends each updated part to the workers computing the step: the next
+    /// step's weights travel while the last pushes are still arriving. Part by part is bitwise the
+    /// whole update (`ParameterStore.applyPart`); a clipped step waits for all of its parts instead.
+    private mutating func applyParts(_ parts: [Int], _ out: inout [CoordinatorAction]) {
+        guard var r = run, var work = r.work else { return }
+        // Taken out while updated, so the parameters, optimizer state and buffers are referenced once
+        // and change in place.
+        r.work = nil
+        run = nil
+        let ranges = work.gradients.ranges
+        if r.sumBuffers.count != ranges.count { r.sumBuffers = ranges.map { _ in [] } }
+        for l in parts {
+            var buffers: [[Float]] = []
+            swap(&buffers, &r.sumBuffers[l])
+            do {
+                let sum = work.gradients.combined(part: l, reusing: &buffers)
+                sum.withUnsafeBytes { r.store.applyPart(ranges[l], gradientSum: $0.baseAddress!, batchCount: work.batchSize) }
+            }
+            r.sumBuffers[l] = buffers
+            work.gradients.markApplied(l)
+        }
+        // Only to workers computing this step (idle ones would only queue megabytes they may never use).
+        // The frames share the parameters' storage: they are encoded before the next update writes it.
+        let receivers = work.participants.filter { workers[$0] != nil }.sorted()
+        let version = r.store.version + 1
+        for l in parts where !receivers.isEmpty {
+            let weights = Envelope(requestId: 0, message: .weights(Weights(
+                jobId: r.jobId, version: version,
+                tensor: TensorSlice(offset: ranges[l].lowerBound, data: FloatData(r.store.parameters[ranges[l]])))))
+            out.append(.broadcast(receivers.map { workers[$0]!.connection }, weights))
+            for wid in receivers {
+                var streamed = workers[wid]!.streamed.flatMap { $0.version == version ? $0 : nil } ?? (version: version, parts: [])
+                streamed.parts.insert(l)
+                workers[wid]!.streamed = streamed
+            }
+        }
+        r.work = work
+        run = r
     }
 
     private mutating func completeTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
@@ -635,12 +711,28 @@ public struct Coordinator {
         // referenced here and change in place.
         r.work = nil
         run = nil
-        // The buffers are taken out of the run while in use, so each is referenced once and is written in place.
-        var buffers: [[Float]] = []
-        swap(&buffers, &r.sumBuffers)
-        let (gradient, stats) = work.gradients.combinedGradient(reusing: &buffers)
-        r.store.apply(gradientSum: gradient, batchCount: work.batchSize)
-        r.sumBuffers = buffers
+        if r.store.appliesInParts {
+            precondition(work.gradients.applied.allSatisfy { $0 }, "step complete with a part not applied")
+            r.store.endStep()
+        } else {
+            // Clipping needs the whole gradient's norm: put the parts' sums together, then apply.
+            let ranges = work.gradients.ranges
+            if r.sumBuffers.count != ranges.count { r.sumBuffers = ranges.map { _ in [] } }
+            if r.clipBuffer.count != r.network.parameterCount { r.clipBuffer = [Float](repeating: 0, count: r.network.parameterCount) }
+            for (l, range) in ranges.enumerated() {
+                var buffers: [[Float]] = []
+                swap(&buffers, &r.sumBuffers[l])
+                do {
+                    let sum = work.gradients.combined(part: l, reusing: &buffers)
+                    r.clipBuffer.withUnsafeMutableBytes { whole in
+                        sum.withUnsafeBytes { whole.baseAddress!.advanced(by: range.lowerBound * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    }
+                }
+                r.sumBuffers[l] = buffers
+            }
+            r.store.apply(gradientSum: r.clipBuffer, batchCount: work.batchSize)
+        }
+        let stats = work.gradients.stats
         r.epochStats = r.epochStats + stats
         r.stepInEpoch += 1
         let elapsed = max(now - r.epochStartedAt, 1e-9)
@@ -762,6 +854,9 @@ public struct Coordinator {
         if var r = run, var work = r.work {
             for (range, owner) in work.assigned where owner == wid {
                 work.assigned[range] = nil
+                // Parts it pushed of a node it did not finish go too: its chunks may be reassigned as
+                // other nodes, which would overlap them. (Parts already applied stay applied.)
+                work.gradients.dropPartial(range)
                 freed += range.count
             }
             r.work = work

@@ -134,23 +134,25 @@ public final class ServerRuntime: @unchecked Sendable {
 
     private func perform(_ actions: [CoordinatorAction]) {
         // A step's weights go to every worker that needs them: encode them once per batch of actions.
-        var weightsFrames: [Int: EncodedFrame] = [:]
+        var weightsFrames: [WeightsKey: EncodedFrame] = [:]
         for action in actions {
             switch action {
             case let .observe(observation):
                 for o in observers { o(observation) }
             case let .send(id, envelope):
                 if case let .weights(w) = envelope.message {
-                    if weightsFrames[w.version] == nil { weightsFrames[w.version] = try? transport.encode(envelope) }
-                    if let frame = weightsFrames[w.version] {
+                    let key = WeightsKey(jobId: w.jobId, version: w.version, offset: w.tensor.offset, count: w.tensor.count)
+                    if weightsFrames[key] == nil { weightsFrames[key] = try? transport.encode(envelope) }
+                    if let frame = weightsFrames[key] {
                         transport.send(frame, to: id)
                         continue
                     }
                 }
                 transport.send(envelope, to: id)
             case let .broadcast(ids, envelope):
-                guard let frame = try? encodeFrame(requestId: envelope.requestId, message: envelope.message) else { continue }
-                for id in ids { transport.send(frame: frame, to: id) }
+                // Encoded once; every connection writes the same bytes (a layer's new weights go to every worker).
+                guard let frame = try? transport.encode(envelope) else { continue }
+                for id in ids { transport.send(frame, to: id) }
             case let .close(id, after):
                 transport.close(id, after: after)
             case let .prepare(jobId, spec):
@@ -204,4 +206,12 @@ public final class ServerRuntime: @unchecked Sendable {
         lastEventDuration = clock.now - started
         return actions
     }
+}
+
+/// Which weights a frame holds: a version, whole or one layer's key range.
+private struct WeightsKey: Hashable {
+    let jobId: String
+    let version: Int
+    let offset: Int
+    let count: Int
 }

@@ -9,6 +9,8 @@ import PSMath
 public final class StepEngine {
     public let network: Network
     let workspace: Workspace
+    /// `network.layout.pushRanges`, computed once.
+    private let pushRanges: [Range<Int>]
     /// One gradient buffer per tree depth (a node's left result waits there while its right is computed).
     private var buffers: [UnsafeMutablePointer<Float>] = []
 
@@ -16,6 +18,7 @@ public final class StepEngine {
     public init(network: Network, chunkCapacity: Int) {
         self.network = network
         workspace = Workspace(network: network, capacity: max(chunkCapacity, 1))
+        pushRanges = network.layout.pushRanges
     }
 
     deinit {
@@ -34,10 +37,10 @@ public final class StepEngine {
     /// `ReductionTree.isNode`). `chunkIndices(c)` gives chunk `c`'s dataset indices.
     ///
     /// `rangeDone(r, stats)`, when given, is called as soon as `out[r]` holds its final sum, once for
-    /// each layer's key range (`ParameterLayout.range(ofLayer:)`), last layer first, with the node's
-    /// statistics: while the node's last chunk runs backward, each layer's tree additions are done as
-    /// soon as the layer is, so that a worker sends it while the earlier layers still compute. Every
-    /// element is added in the same order either way, so `out` is bitwise the same with or without it.
+    /// each push range (`ParameterLayout.pushRanges`), last first, with the node's statistics: while
+    /// the node's last chunk runs backward, a range's tree additions are done as soon as its layers
+    /// are, so that a worker sends it while the earlier layers still compute. Every element is added
+    /// in the same order either way, so `out` is bitwise the same with or without it.
     public func reduceNode(first: Int, count: Int, totalChunks: Int, parameters: UnsafePointer<Float>,
                            dataset: Dataset, step: Int, dropoutSeed: UInt64,
                            chunkIndices: (Int) -> UnsafeBufferPointer<Int32>,
@@ -73,21 +76,27 @@ public final class StepEngine {
                         finished: (Range<Int>, ChunkStats) -> Void) -> ChunkStats {
         if count == 1 {
             guard let spine else { return leaf(first, out, nil) }
-            let layout = network.layout
-            var done = [Bool](repeating: false, count: layout.layers.count)
-            func finish(_ l: Int, _ leafStats: ChunkStats) {
-                let r = layout.range(ofLayer: l)
+            let ranges = pushRanges
+            var done = [Bool](repeating: false, count: ranges.count)
+            func finish(_ g: Int, _ leafStats: ChunkStats) {
+                let r = ranges[g]
                 var stats = leafStats
                 for owed in spine {
                     VectorMath.add(owed.target + r.lowerBound, owed.source + r.lowerBound, count: r.count)
                     stats = owed.left + stats
                 }
-                done[l] = true
+                done[g] = true
                 finished(r, stats)
             }
-            let stats = withoutActuallyEscaping(finish) { leaf(first, out, $0) }
+            let layout = network.layout
+            let stats = withoutActuallyEscaping(finish) { finish in
+                leaf(first, out) { l, s in
+                    // A range is final once its first layer is (backward runs from the last layer down).
+                    if let g = ranges.firstIndex(where: { $0.lowerBound == layout.layers[l].weightOffset }) { finish(g, s) }
+                }
+            }
             // An empty chunk reports no layers: its zeros are final now.
-            for l in stride(from: layout.layers.count - 1, through: 0, by: -1) where !done[l] { finish(l, stats) }
+            for g in stride(from: ranges.count - 1, through: 0, by: -1) where !done[g] { finish(g, stats) }
             return stats
         }
         let left = ReductionTree.leftCount(count)

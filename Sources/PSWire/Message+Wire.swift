@@ -267,6 +267,7 @@ extension Message {
             m.pointee.first_chunk = uint64(ack.subtree.firstChunk, "PushAck.subtree.firstChunk")
             m.pointee.chunk_count = uint64(ack.subtree.chunkCount, "PushAck.subtree.chunkCount")
             m.pointee.duplicate = ack.duplicate ? 1 : 0
+            m.pointee.offset = uint64(ack.offset, "PushAck.offset")
             e.pointee.body_case = PS__V1__ENVELOPE__BODY_PUSH_ACK
             e.pointee.push_ack = m
         }
@@ -366,7 +367,8 @@ extension Message {
                 jobId: try requiredJobId(m.job_id, "PushAck.job_id"),
                 step: try int(m.step, "PushAck.step"),
                 subtree: try ChunkRange(first: m.first_chunk, count: m.chunk_count, "PushAck"),
-                duplicate: m.duplicate != 0))
+                duplicate: m.duplicate != 0,
+                offset: try int(m.offset, "PushAck.offset")))
         case PS__V1__ENVELOPE__BODY__NOT_SET:
             // Also what a body from a newer schema looks like: protobuf-c keeps it as an unknown field.
             throw WireError(field: "Envelope", "unknown body")

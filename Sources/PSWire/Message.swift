@@ -181,6 +181,8 @@ public struct TensorSlice: Equatable, Sendable {
 
     /// The key range the values cover.
     public var range: KeyRange { KeyRange(offset: offset, count: data.count) }
+    /// The same key range as indices of the flat parameter vector.
+    public var indices: Range<Int> { offset..<(offset + data.count) }
 }
 
 /// An aligned subtree of the reduction tree over a batch's chunks.
@@ -249,12 +251,15 @@ public struct PushAck: Equatable, Sendable {
     public var step: Int
     public var subtree: ChunkRange
     public var duplicate: Bool
+    /// The acknowledged push's `gradient.offset`: which layer's range, when a subtree is pushed per layer.
+    public var offset: Int
 
-    public init(jobId: String, step: Int, subtree: ChunkRange, duplicate: Bool) {
+    public init(jobId: String, step: Int, subtree: ChunkRange, duplicate: Bool, offset: Int = 0) {
         self.jobId = jobId
         self.step = step
         self.subtree = subtree
         self.duplicate = duplicate
+        self.offset = offset
     }
 }
 

@@ -41,10 +41,11 @@ public final class WorkerRuntime: @unchecked Sendable {
         /// The permutation of the epoch last used (recomputing it per step would cost more than the step).
         var order: (epoch: Int, indices: [Int32])?
         /// The weights being computed with and one gradient buffer per pushed node, reused every step
-        /// (compute queue only). A step's pushes are encoded and released on the control queue right
-        /// after it; if one were still held when the next step writes, that write would copy it first.
+        /// (compute queue only). Pushes are views of the gradient buffers, encoded on the control queue
+        /// as soon as each layer is done; a step waits for the control queue to have sent the previous
+        /// step's pushes before it writes the buffers again (`run`).
         var parameters: [Float] = []
-        var gradients: [[Float]] = []
+        var gradients: [GradientBuffer] = []
 
         init(jobId: String, spec: JobSpec) {
             self.jobId = jobId
@@ -61,7 +62,10 @@ public final class WorkerRuntime: @unchecked Sendable {
     var workerId: UInt64?
     var generation = 0
     var job: JobContext?
-    var weights: (jobId: String, version: Int, values: FloatData)?
+    /// Weights held, whole or as the layers the server sent as it applied each one: the two versions
+    /// received last, newest last. Two, because the next version's layers start arriving while the
+    /// current one may still be needed (chunks of a lost worker reassigned within the step).
+    var weights: [(jobId: String, version: Int, parts: [TensorSlice])] = []
     var heartbeat: DispatchSourceTimer?
     var stepsDone = 0
     var recentSamples = 0
@@ -115,7 +119,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         case let .disconnected(reason):
             generation += 1
             workerId = nil
-            weights = nil
+            weights = []
             heartbeat?.cancel()
             heartbeat = nil
             metrics?.setConnected(false)
@@ -152,26 +156,56 @@ public final class WorkerRuntime: @unchecked Sendable {
                 }
             }
         case let .weights(w):
-            weights = (w.jobId, w.version, w.tensor.data)
+            if let i = weights.firstIndex(where: { $0.jobId == w.jobId && $0.version == w.version }) {
+                // Another layer of a version held: it replaces whatever it overlaps.
+                weights[i].parts.removeAll { $0.indices.overlaps(w.tensor.indices) }
+                weights[i].parts.append(w.tensor)
+            } else {
+                weights.append((w.jobId, w.version, [w.tensor]))
+                if weights.count > 2 { weights.removeFirst() }
+            }
             metrics?.weightsReceived(bytes: w.tensor.count * MemoryLayout<Float>.size)
         case let .assignment(a):
             guard let context = job, context.jobId == a.jobId else {
                 return logger.error("assignment for a job this worker was not started on", metadata: ["job": "\(a.jobId)"])
             }
-            guard let w = weights, w.jobId == a.jobId, w.version == a.version else {
+            guard let w = weights.last(where: { $0.jobId == a.jobId && $0.version == a.version }) else {
                 return logger.error("assignment without its weights", metadata: ["job": "\(a.jobId)", "version": "\(a.version)"])
             }
+            let parts = w.parts.sorted { $0.offset < $1.offset }
+            let count = context.network.parameterCount
+            guard zip(parts, parts.dropFirst()).allSatisfy({ $0.indices.upperBound == $1.offset }),
+                  parts.first?.offset == 0, parts.last?.indices.upperBound == count else {
+                let have = parts.map { "[\($0.offset), \($0.indices.upperBound))" }.joined(separator: " ")
+                return logger.error("assignment with incomplete weights", metadata: [
+                    "job": "\(a.jobId)", "version": "\(a.version)", "parameters": "\(count)", "received": "\(have)"])
+            }
             let generation = self.generation
-            // The weights are still a view of the frame they came in; the one copy, into the job's
+            // The weights are still views of the frames they came in; the one copy, into the job's
             // weights buffer, happens on the compute queue.
             compute.async { [weak self] in
-                w.values.copy(into: &context.parameters)
+                if parts.count == 1 {
+                    parts[0].data.copy(into: &context.parameters)
+                } else {
+                    if context.parameters.count != count { context.parameters = [Float](repeating: 0, count: count) }
+                    context.parameters.withUnsafeMutableBytes { out in
+                        for part in parts {
+                            part.data.withUnsafeBytes { b in
+                                if b.count > 0 {
+                                    out.baseAddress!.advanced(by: part.offset * MemoryLayout<Float>.size)
+                                        .copyMemory(from: b.baseAddress!, byteCount: b.count)
+                                }
+                            }
+                        }
+                    }
+                }
                 self?.run(a, context: context, generation: generation)
             }
         case let .error(e):
             logger.warning("server reported an error", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
         case let .pushAck(ack):
-            let key = PushKey(jobId: ack.jobId, step: ack.step, firstChunk: ack.subtree.firstChunk, chunkCount: ack.subtree.chunkCount)
+            let key = PushKey(jobId: ack.jobId, step: ack.step, firstChunk: ack.subtree.firstChunk,
+                              chunkCount: ack.subtree.chunkCount, offset: ack.offset)
             if let sent = pushesInFlight.removeValue(forKey: key) {
                 metrics?.pushAcknowledged(after: ContinuousClock.now - sent)
             }
@@ -207,13 +241,9 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// Sends results computed for `generation` only if the connection they were assigned on is still the current one.
     /// Each message is encoded straight into its network buffer by `send` (one copy of the gradient).
     private func deliver(_ messages: [Message], generation: Int, samples: Int, seconds: Double, train: Bool,
-                         pushes: [PushKey], pushBytes: Int) {
+                         pushBytes: Int) {
         control.async { [self] in
             guard generation == self.generation else { return }
-            if metrics != nil {
-                let now = ContinuousClock.now
-                for key in pushes { pushesInFlight[key] = now }
-            }
             for m in messages { connection.send(m) }
             if train {
                 stepsDone += 1
@@ -236,7 +266,6 @@ public final class WorkerRuntime: @unchecked Sendable {
         let started = ContinuousClock.now
         var messages: [Message] = []
         var samples = 0
-        var pushes: [PushKey] = []
         var pushBytes = 0
         switch a.kind {
             case .train:
@@ -248,35 +277,36 @@ public final class WorkerRuntime: @unchecked Sendable {
                 let ranges = ChunkPlan.ranges(batchSize: a.batchSize, chunks: chunks)
                 let parameterCount = context.network.parameterCount
                 while context.gradients.count < a.subtrees.count {
-                    context.gradients.append([Float](repeating: 0, count: parameterCount))
+                    context.gradients.append(GradientBuffer(count: parameterCount))
                 }
+                // The previous step's pushes are views of these buffers: let the control queue send
+                // (encode) them before they are overwritten. (They always have been by now: the server
+                // starts a step only after the last one's pushes arrived. This makes it certain.)
+                control.sync {}
                 for (k, node) in a.subtrees.enumerated() {
-                    // reduceNode overwrites every element.
+                    let buffer = context.gradients[k]
+                    // reduceNode overwrites every element; each layer's push leaves as soon as it is final
+                    // and travels (and is summed, and applied) while the earlier layers compute.
                     let stats = parameters.withUnsafeBufferPointer { p in
                         order.withUnsafeBufferPointer { o in
-                            context.gradients[k].withUnsafeMutableBufferPointer { g in
-                                engine.reduceNode(first: node.firstChunk, count: node.chunkCount, totalChunks: chunks,
-                                                  parameters: p.baseAddress!, dataset: data.train, step: a.step,
-                                                  dropoutSeed: context.spec.seed,
-                                                  chunkIndices: { c in
-                                                      UnsafeBufferPointer(rebasing: o[(a.batchStart + ranges[c].lowerBound)..<(a.batchStart + ranges[c].upperBound)])
-                                                  }, into: g.baseAddress!)
+                            engine.reduceNode(first: node.firstChunk, count: node.chunkCount, totalChunks: chunks,
+                                              parameters: p.baseAddress!, dataset: data.train, step: a.step,
+                                              dropoutSeed: context.spec.seed,
+                                              chunkIndices: { c in
+                                                  UnsafeBufferPointer(rebasing: o[(a.batchStart + ranges[c].lowerBound)..<(a.batchStart + ranges[c].upperBound)])
+                                              }, into: buffer.pointer) { range, stats in
+                                let key = PushKey(jobId: a.jobId, step: a.step, firstChunk: node.firstChunk,
+                                                  chunkCount: node.chunkCount, offset: range.lowerBound)
+                                self.send(.pushGradient(PushGradient(
+                                    jobId: a.jobId, step: a.step, subtree: node,
+                                    gradient: TensorSlice(offset: range.lowerBound, data: buffer.view(range)),
+                                    lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples)),
+                                          key: key, generation: generation)
                             }
                         }
                     }
                     samples += stats.samples
                     pushBytes += parameterCount * MemoryLayout<Float>.size
-                    let key = PushKey(jobId: a.jobId, step: a.step, firstChunk: node.firstChunk, chunkCount: node.chunkCount)
-                    let push = Message.pushGradient(PushGradient(
-                        jobId: a.jobId, step: a.step, subtree: node, gradient: TensorSlice(offset: 0, values: context.gradients[k]),
-                        lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))
-                    if k < a.subtrees.count - 1 {
-                        // Not the last node: its push travels (and the server stores it) while the next computes.
-                        send(push, key: key, generation: generation)
-                    } else {
-                        pushes.append(key)
-                        messages.append(push)
-                    }
                 }
             case .validate, .test:
                 guard let dataset = a.kind == .validate ? data.validation : data.test else {
@@ -308,16 +338,39 @@ public final class WorkerRuntime: @unchecked Sendable {
         metrics?.computed(WorkerMetrics.Kind(a.kind), duration: d)
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
         deliver(messages, generation: generation, samples: samples, seconds: seconds, train: a.kind == .train,
-                pushes: pushes, pushBytes: pushBytes)
+                pushBytes: pushBytes)
     }
 }
 
-/// A gradient push, as its acknowledgement names it.
+/// A gradient push, as its acknowledgement names it (`offset`: its layer's key range start).
 struct PushKey: Hashable {
     let jobId: String
     let step: Int
     let firstChunk: Int
     let chunkCount: Int
+    let offset: Int
+}
+
+/// A node's gradient sum, reused step after step. Its pushes are views of it (`view`), which hold it
+/// alive until they are encoded; the worker does not write it again before then (see `run`).
+final class GradientBuffer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+
+    init(count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    deinit { pointer.deallocate() }
+
+    /// Values `range`, as the bytes of a push.
+    func view(_ range: Range<Int>) -> FloatData {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "view \(range) outside 0..<\(count)")
+        let bytes = UnsafeRawBufferPointer(start: pointer + range.lowerBound, count: range.count * MemoryLayout<Float>.size)
+        return FloatData(viewing: ReceivedBytes(bytes, owner: self))
+    }
 }
 
 extension WorkerMetrics.Kind {

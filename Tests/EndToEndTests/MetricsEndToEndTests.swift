@@ -79,7 +79,9 @@ final class MetricsEndToEndTests: XCTestCase {
         XCTAssertEqual(worker["ps_worker_samples_total"], samples)
         XCTAssertEqual(worker[#"ps_worker_compute_seconds_count{kind="train"}"#], steps)
         XCTAssertEqual(worker[#"ps_worker_compute_seconds_count{kind="validate"}"#], Double(epochsRun))
+        // The example's model is one push range (ParameterLayout.pushRanges), so one push per step.
         XCTAssertEqual(worker["ps_worker_push_seconds_count"], steps, "every push acknowledged")
+        XCTAssertEqual(server[#"ps_pushes_total{duplicate="false"}"#], steps)
         XCTAssertEqual(worker["ps_worker_push_bytes_total"], server["ps_push_bytes_total"])
         XCTAssertGreaterThan(try XCTUnwrap(worker["ps_worker_pull_bytes_total"]), 0)
         XCTAssertEqual(worker["ps_worker_connected"], 1)
@@ -95,6 +97,30 @@ final class MetricsEndToEndTests: XCTestCase {
         let url = try metricsURL(cluster, log: "server")
         XCTAssertEqual(try get(url.replacingOccurrences(of: "/metrics", with: "/")).status, 404)
         XCTAssertEqual(try get(url, method: "POST").status, 405)
+    }
+
+    // A model large enough to be pushed in two parts (784-64, then 64-4096-10 with more than 262,144
+    // parameters): each of two workers sends its node's last layers while layer 0 is still in
+    // backward, and the server applies them and streams their weights back before the step ends. The
+    // server counts two pushes per worker per step, and the weights are still the local trainer's.
+    func testModelPushedInPartsMatchesLocal() throws {
+        let overrides = ["model.layers=[{units: 64, activation: relu}, {units: 4096, activation: relu}, {units: 10, activation: softmax}]",
+                         "training.epochs=1"]
+        let local = try Reference.localSHA("examples/mnist-small-sgd.yaml", overrides)
+        let cluster = try LocalCluster(extraServerArguments: ["--metrics-listen", "127.0.0.1:0"])
+        defer { cluster.stop() }
+        let url = try metricsURL(cluster, log: "server")
+        try cluster.startWorker("w1")
+        try cluster.startWorker("w2")
+        try cluster.waitUntil("both workers registered") { try cluster.workerCount() == 2 }
+        let out = try cluster.psctl(["submit", "examples/mnist-small-sgd.yaml"] + overrides.flatMap { ["--set", $0] } + ["--wait", "--json"])
+        XCTAssertEqual(out.status, 0, out.stderr + "\n" + cluster.log("server").suffix(2000))
+        let result = try Binaries.json(out)
+        XCTAssertEqual(result["weights_sha256"] as? String, local)
+        let status = try cluster.jobStatus(try XCTUnwrap(result["job_id"] as? String))
+        let steps = Double(try XCTUnwrap(status["steps_per_epoch"] as? Int))
+        // chunks: 2, so each worker holds one node a step, pushed in two parts.
+        XCTAssertEqual(try scrape(url)[#"ps_pushes_total{duplicate="false"}"#], steps * 2 * 2)
     }
 
     // MARK: Helpers

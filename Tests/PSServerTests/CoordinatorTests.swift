@@ -137,6 +137,99 @@ final class CoordinatorProtocolTests: XCTestCase {
         XCTAssertTrue(sim.closed.contains(c))
     }
 
+    // Pushes per part (push range): each is acknowledged with its offset (a repeat as a duplicate); a
+    // part every chunk has pushed is applied at once and its new weights go to the workers before the
+    // step ends; a push whose parts disagree on the statistics, or whose range is not a part, closes
+    // its connection; a lost worker's chunks are recomputed, its applied part acknowledged as a
+    // duplicate; a worker sent only some parts of the new version gets the rest with its next assignment.
+    func testPartPushesAndStreamedWeights() throws {
+        let spec = smallJob(chunks: 4)  // one node each for two workers: 0..<2 and 2..<4
+        var sim = try Simulation(spec: spec, seed: 1)
+        let client = sim.connect(.client)
+        sim.addWorker(style: .parts)
+        sim.addWorker(style: .parts)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        let (a, b) = (sim.workers.keys.min()!, sim.workers.keys.max()!)
+        var pushes: [ConnectionID: [PushGradient]] = [:]
+        for (id, m) in sim.toWorkers {
+            for case let .pushGradient(p) in sim.workers[id]!.respond(to: m) { pushes[id, default: []].append(p) }
+        }
+        sim.toWorkers = []
+        let layout = spec.network.layout
+        XCTAssertEqual(layout.pushRanges.count, 2)
+        let (part0, part1) = (layout.pushRanges[0], layout.pushRanges[1])
+        // Last part first, each with the node's statistics.
+        XCTAssertEqual(pushes[a]?.map { $0.gradient.indices }, [part1, part0])
+        XCTAssertEqual(pushes[a]?[0].lossSum, pushes[a]?[1].lossSum)
+        func acks(_ id: ConnectionID) -> [PushAck] {
+            sim.sent[id, default: []].compactMap { if case let .pushAck(x) = $0.message { return x }; return nil }
+        }
+        func weights(_ id: ConnectionID, version: Int) -> [TensorSlice] {
+            sim.sent[id, default: []].compactMap { if case let .weights(w) = $0.message, w.version == version { return w.tensor }; return nil }
+        }
+        sim.feed(.received(a, Envelope(requestId: 3, message: .pushGradient(pushes[a]![0]))))
+        sim.feed(.received(a, Envelope(requestId: 4, message: .pushGradient(pushes[a]![0]))))
+        XCTAssertEqual(acks(a).map(\.offset), [part1.lowerBound, part1.lowerBound])
+        XCTAssertEqual(acks(a).map(\.duplicate), [false, true])
+        XCTAssertTrue(weights(a, version: 1).isEmpty)
+        // b's last part completes part 1 across the batch: applied, and sent to both at version 1.
+        sim.feed(.received(b, Envelope(requestId: 5, message: .pushGradient(pushes[b]![0]))))
+        XCTAssertEqual(weights(a, version: 1).map(\.indices), [part1])
+        XCTAssertEqual(weights(b, version: 1).map(\.indices), [part1])
+        XCTAssertEqual(sim.coordinator.run?.store.version, 0, "the step is not over")
+
+        // A third worker joins: nothing to do until b is lost.
+        sim.addWorker(style: .parts)
+        let c = sim.workers.keys.max()!
+        XCTAssertTrue(weights(c, version: 0).isEmpty)
+        // b's first part claims other statistics than its last: refused, b closed.
+        var lying = pushes[b]![1]
+        lying.lossSum += 1
+        sim.feed(.received(b, Envelope(requestId: 6, message: .pushGradient(lying))))
+        XCTAssertEqual(errorReply(sim, b)?.code, .badRequest)
+        XCTAssertTrue(errorReply(sim, b)?.message.contains("earlier part") ?? false)
+        XCTAssertTrue(sim.closed.contains(b))
+
+        // b's chunks go to c (with whole weights of version 0) and a, one each; their part 1 was
+        // applied already, so those pushes are duplicates.
+        XCTAssertEqual(weights(c, version: 0).map(\.indices), [0..<layout.count])
+        var again: [(ConnectionID, Message)] = []
+        for (id, m) in sim.toWorkers { again += sim.workers[id]!.respond(to: m).map { (id, $0) } }
+        sim.toWorkers = []
+        XCTAssertEqual(again.count, 4)
+        for (id, p) in again { sim.feed(.received(id, Envelope(requestId: 7, message: p))) }
+        XCTAssertEqual(acks(c).map(\.duplicate), [true, false])
+        XCTAssertEqual(acks(a).map(\.duplicate), [false, true, true, false])
+        XCTAssertEqual(sim.coordinator.run?.store.version, 0)
+        // a's first part ends the step: part 0 goes to a and c; c, which missed part 1, gets it with its assignment.
+        sim.feed(.received(a, Envelope(requestId: 8, message: .pushGradient(pushes[a]![1]))))
+        let store = try XCTUnwrap(sim.coordinator.run?.store)
+        XCTAssertEqual(store.version, 1)
+        XCTAssertEqual(weights(a, version: 1).map(\.indices), [part1, part0])
+        XCTAssertEqual(weights(c, version: 1).map(\.indices), [part0, part1])
+        for id in [a, c] {
+            let sent = weights(id, version: 1)
+            for part in sent {
+                XCTAssertTrue(part.values.elementsEqual(store.parameters[part.indices]) { $0.bitPattern == $1.bitPattern })
+            }
+            XCTAssertTrue(sim.toWorkers.contains { $0.0 == id && { if case .assignment = $0 { return true }; return false }($0.1) })
+        }
+        var next: [ConnectionID: [PushGradient]] = [:]
+        for (id, m) in sim.toWorkers {  // both put version 1 together and compute step 1
+            for case let .pushGradient(p) in sim.workers[id]!.respond(to: m) { next[id, default: []].append(p) }
+        }
+        XCTAssertTrue(sim.workers[c]!.assembledWeights(version: 1, count: layout.count) == store.parameters)
+        XCTAssertEqual(next[a]?.first?.step, 1)
+
+        // A range that is not a part's is refused.
+        var odd = try XCTUnwrap(next[a]?.last)
+        odd.gradient = TensorSlice(offset: 5, values: Array(odd.gradient.values[5...]))
+        sim.feed(.received(a, Envelope(requestId: 9, message: .pushGradient(odd))))
+        XCTAssertEqual(errorReply(sim, a)?.code, .badRequest)
+        XCTAssertTrue(errorReply(sim, a)?.message.contains("push ranges") ?? false)
+        XCTAssertTrue(sim.closed.contains(a))
+    }
+
     // A worker whose heartbeat stops is removed at the deadline and its chunks go to the remaining worker.
     func testHeartbeatDeadlineReassigns() throws {
         var sim = try Simulation(spec: smallJob(), seed: 1)
@@ -271,6 +364,17 @@ final class CoordinatorExactnessTests: XCTestCase {
             let (clusterSHA, _, sim) = try simulate(spec, workers: 3, seed: seed, chaos: true, shards: 3)
             XCTAssertEqual(clusterSHA, sha, "seed \(seed)")
             XCTAssertTrue(sim.logs.contains { $0.1 == "worker left" }, "seed \(seed) killed nobody")
+        }
+    }
+
+    // A clipped step cannot be applied a layer at a time (the norm needs every layer): with clipping the
+    // server waits for the whole gradient, and chaos still keeps the bits.
+    func testChaosWithClippingKeepsTheBits() throws {
+        let spec = smallJob(chunks: 5, epochs: 1, optimizer: OptimizerSpec(kind: .adam, learningRate: 0.003, clipNorm: 0.5))
+        let (sha, _) = try localSHA(spec)
+        for seed in 21...22 as ClosedRange<UInt64> {
+            let (clusterSHA, _, _) = try simulate(spec, workers: 3, seed: seed, chaos: true, shards: 2)
+            XCTAssertEqual(clusterSHA, sha, "seed \(seed)")
         }
     }
 

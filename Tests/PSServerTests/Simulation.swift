@@ -22,7 +22,10 @@ func smallJob(chunks: Int = 6, epochs: Int = 2, batchSize: Int = 50, earlyStoppi
                        validationSplit: 0.15,
                        test: .idx(images: small + "t10k-images-idx3-ubyte", labels: small + "t10k-labels-idx1-ubyte"),
                        preprocessing: .scale(255)),
-        model: ModelSpec(inputs: 784, layers: [LayerSpec(units: 24, activation: .relu, dropout: 0.25),
+        // Two push ranges (784-64, then 64-4096-10 with more than ParameterLayout.pushRangeMin
+        // parameters), so workers push each node in two parts.
+        model: ModelSpec(inputs: 784, layers: [LayerSpec(units: 64, activation: .relu, dropout: 0.25),
+                                               LayerSpec(units: 4096, activation: .relu),
                                                LayerSpec(units: 10, activation: .softmax)]),
         loss: .softmaxCrossEntropy, optimizer: optimizer,
         training: TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs),
@@ -32,17 +35,41 @@ func smallJob(chunks: Int = 6, epochs: Int = 2, batchSize: Int = 50, earlyStoppi
 /// A worker simulated in the test process: it reacts to the coordinator's messages exactly as
 /// `WorkerRuntime` does (start job, take weights, compute assigned nodes), but without sockets.
 final class SimulatedWorker {
+    /// How a node's gradient goes out: as `WorkerRuntime` sends it (one push per push range, as
+    /// backward finishes each, last first), whole, or per range in an order drawn from `seed`.
+    enum PushStyle {
+        case parts
+        case whole
+        case shuffledParts(seed: UInt64)
+    }
+
     let connection: ConnectionID
     let data: LoadedData
+    let style: PushStyle
     var spec: JobSpec?
     var engine: StepEngine?
     var evaluation: Workspace?
-    var weights: (version: Int, values: [Float])?
+    /// The weights as `WorkerRuntime` keeps them: the last two versions, whole or part by part.
+    var weights: [(version: Int, parts: [TensorSlice])] = []
     var workerId: UInt64?
 
-    init(connection: ConnectionID, data: LoadedData) {
+    init(connection: ConnectionID, data: LoadedData, style: PushStyle = .parts) {
         self.connection = connection
         self.data = data
+        self.style = style
+    }
+
+    /// The weights of `version` put together, or nil when they are not all there.
+    func assembledWeights(version: Int, count: Int) -> [Float]? {
+        guard let held = weights.last(where: { $0.version == version }) else { return nil }
+        var values = [Float](repeating: .nan, count: count)
+        var covered = 0
+        for part in held.parts {
+            guard part.indices.upperBound <= count else { return nil }
+            values.replaceSubrange(part.indices, with: part.values)
+            covered += part.count
+        }
+        return covered == count ? values : nil
     }
 
     /// The messages this worker sends in response to one from the coordinator.
@@ -58,7 +85,13 @@ final class SimulatedWorker {
             evaluation = Workspace(network: s.spec.network, capacity: ChunkPlan.evaluationChunkSamples)
             return []
         case let .weights(w):
-            weights = (w.version, w.tensor.values)
+            if let i = weights.firstIndex(where: { $0.version == w.version }) {
+                weights[i].parts.removeAll { $0.indices.overlaps(w.tensor.indices) }
+                weights[i].parts.append(w.tensor)
+            } else {
+                weights.append((w.version, [w.tensor]))
+                if weights.count > 2 { weights.removeFirst() }
+            }
             return []
         case let .assignment(a):
             return compute(a)
@@ -68,29 +101,45 @@ final class SimulatedWorker {
     }
 
     func compute(_ a: Assignment) -> [Message] {
-        guard let spec, let engine, let evaluation, let weights, weights.version == a.version else {
+        guard let spec, let engine, let evaluation,
+              let values = assembledWeights(version: a.version, count: spec.network.parameterCount) else {
             fatalError("assignment without job or weights: \(a)")
         }
+        let weights = (version: a.version, values: values)
         let network = spec.network
         switch a.kind {
         case .train:
             let order = epochPermutation(seed: spec.seed, epoch: a.epoch, count: data.train.count)
             let ranges = ChunkPlan.ranges(batchSize: a.batchSize, chunks: spec.training.chunks)
-            return a.subtrees.map { node in
+            return a.subtrees.flatMap { node -> [Message] in
                 var gradient = [Float](repeating: 0, count: network.parameterCount)
+                var done: [(Range<Int>, ChunkStats)] = []
                 let stats = weights.values.withUnsafeBufferPointer { p in
                     order.withUnsafeBufferPointer { o in
                         gradient.withUnsafeMutableBufferPointer { g in
                             engine.reduceNode(first: node.firstChunk, count: node.chunkCount, totalChunks: spec.training.chunks,
                                               parameters: p.baseAddress!, dataset: data.train, step: a.step, dropoutSeed: spec.seed,
                                               chunkIndices: { UnsafeBufferPointer(rebasing: o[(a.batchStart + ranges[$0].lowerBound)..<(a.batchStart + ranges[$0].upperBound)]) },
-                                              into: g.baseAddress!)
+                                              into: g.baseAddress!) { done.append(($0, $1)) }
                         }
                     }
                 }
-                return .pushGradient(PushGradient(jobId: a.jobId, step: a.step, subtree: node,
-                                                  gradient: TensorSlice(offset: 0, values: gradient),
-                                                  lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))
+                func push(_ range: Range<Int>, _ s: ChunkStats) -> Message {
+                    .pushGradient(PushGradient(jobId: a.jobId, step: a.step, subtree: node,
+                                               gradient: TensorSlice(offset: range.lowerBound, values: Array(gradient[range])),
+                                               lossSum: s.lossSum, correct: s.correct, samples: s.samples))
+                }
+                switch style {
+                case .whole:
+                    return [push(0..<network.parameterCount, stats)]
+                case .parts:
+                    return done.map { push($0.0, $0.1) }
+                case let .shuffledParts(seed):
+                    var rng = SplitMix(seed: seed ^ UInt64(a.step) &* 31 ^ UInt64(node.firstChunk))
+                    var order = done
+                    for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+                    return order.map { push($0.0, $0.1) }
+                }
             }
         case .validate, .test:
             let dataset = a.kind == .validate ? data.validation! : data.test!
@@ -199,9 +248,16 @@ struct Simulation {
         return id
     }
 
-    mutating func addWorker() {
+    /// `style` nil: drawn from the seed.
+    mutating func addWorker(style: SimulatedWorker.PushStyle? = nil) {
         let id = nextConnection
-        workers[id] = SimulatedWorker(connection: id, data: data)
+        let drawn: SimulatedWorker.PushStyle
+        switch random(3) {
+        case 0: drawn = .whole
+        case 1: drawn = .shuffledParts(seed: UInt64(random(1 << 30)))
+        default: drawn = .parts
+        }
+        workers[id] = SimulatedWorker(connection: id, data: data, style: style ?? drawn)
         _ = connect(.worker)
         toWorkers.removeAll { $0.0 == id }  // the helloOk
         feed(.received(id, Envelope(requestId: 2, message: .registerWorker(RegisterWorker(name: "w\(id)", threads: 1)))))
@@ -235,5 +291,18 @@ struct Simulation {
             for reply in worker.respond(to: message) { toCoordinator.append((id, reply)) }
         }
         return true
+    }
+}
+
+/// A small deterministic generator for the simulated workers' choices.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -251,18 +251,22 @@ final class ParameterStoreTests: XCTestCase {
 }
 
 final class LayerPushTests: XCTestCase {
-    // A node reported layer by layer (as a worker pushes it): each layer's range is reported once, last
-    // layer first, already holding its final bits, with the node's statistics; and the whole result is
-    // bitwise that of the plain walk — for nodes of 1, 2, 3 and 5 chunks and a node with empty chunks.
+    // A node reported range by range (as a worker pushes it): each push range is reported once, last
+    // first, already holding its final bits, with the node's statistics; and the whole result is
+    // bitwise that of the plain walk — for nodes of 1 to 8 chunks and a node with empty chunks.
     func testLayersAreReportedFinalAndInBackwardOrder() throws {
-        let spec = smallMNISTSpec(layers: [LayerSpec(units: 16, activation: .tanh), LayerSpec(units: 12, activation: .relu, dropout: 0.2),
-                                           LayerSpec(units: 10, activation: .softmax)], batchSize: 60, chunks: 8)
+        // Three push ranges: 784-520, 520-520, and 520-520-10 (the last layer alone is too small).
+        let spec = smallMNISTSpec(layers: [LayerSpec(units: 520, activation: .tanh), LayerSpec(units: 520, activation: .relu, dropout: 0.2),
+                                           LayerSpec(units: 520, activation: .relu), LayerSpec(units: 10, activation: .softmax)],
+                                  batchSize: 60, chunks: 8)
         let data = try DataLoader.load(spec)
         let network = spec.network
         let parameters = network.initialParameters(seed: 3)
         let order = epochPermutation(seed: spec.seed, epoch: 0, count: data.train.count)
         let n = network.parameterCount
-        let layerRanges = network.layout.layerRanges
+        let pushRanges = network.layout.pushRanges
+        let layers = network.layout.layerRanges
+        XCTAssertEqual(pushRanges, [layers[0], layers[1], layers[2].lowerBound..<layers[3].upperBound])
         for (batch, total, node) in [(60, 8, 0..<8), (60, 8, 2..<4), (60, 8, 4..<8), (60, 6, 0..<6), (60, 7, 4..<7),
                                      (60, 5, 0..<5), (3, 8, 0..<8), (60, 8, 7..<8)] {
             XCTAssertTrue(ReductionTree.isNode(first: node.lowerBound, count: node.count, total: total), "\(node) of \(total)")
@@ -290,7 +294,7 @@ final class LayerPushTests: XCTestCase {
             let what = "batch \(batch), node \(node) of \(total)"
             XCTAssertEqual(stats, plainStats, what)
             XCTAssertTrue(layered.elementsEqual(plain) { $0.bitPattern == $1.bitPattern }, what)
-            XCTAssertEqual(reported.map(\.0), layerRanges.reversed(), what)
+            XCTAssertEqual(reported.map(\.0), pushRanges.reversed(), what)
             for (r, values, s) in reported {
                 XCTAssertTrue(values.elementsEqual(plain[r]) { $0.bitPattern == $1.bitPattern }, "\(what): \(r) changed after it was reported")
                 XCTAssertEqual(s, plainStats, what)
@@ -298,46 +302,59 @@ final class LayerPushTests: XCTestCase {
         }
     }
 
-    // The per-layer collection of a step: duplicates, layers completing, a node complete once every
+    // Push ranges group layers from the last one back until a group holds `pushRangeMin` parameters
+    // and an eighth of them all.
+    func testPushRangesGroupSmallLayers() {
+        let mnist = ParameterLayout(inputs: 784, units: [256, 128, 10])
+        XCTAssertEqual(mnist.pushRanges, [0..<235_146])  // 34k parameters after layer 0: not worth a push of their own
+        let wide = ParameterLayout(inputs: 784, units: [1024, 1024, 10])
+        XCTAssertEqual(wide.pushRanges, [0..<803_840, 803_840..<wide.count])  // 1024-1024-10 first
+        XCTAssertEqual(ParameterLayout(inputs: 784, units: [10]).pushRanges, [0..<7_850])
+        let deep = ParameterLayout(inputs: 10, units: [600, 600, 600, 600, 600])
+        XCTAssertEqual(deep.pushRanges.map(\.count), [6_600, 360_600, 360_600, 360_600, 360_600])  // layer 0 is what is left
+        XCTAssertEqual(ParameterLayout(inputs: 4, units: [1_000, 1_000, 1_000]).pushRanges.count, 3)
+    }
+
+    // The per-part collection of a step: duplicates, layers completing, a node complete once every
     // layer is in or applied, a lost worker's partial node dropped, statistics combined in tree order.
     func testStepGradientsCollectsLayers() {
         let ranges = [0..<6, 6..<9, 9..<10]
         var step = StepGradients(leaves: 4, ranges: ranges)
-        XCTAssertEqual(step.layers(covering: 0..<10), [0, 1, 2])
-        XCTAssertEqual(step.layers(covering: 6..<9), [1])
-        XCTAssertNil(step.layers(covering: 6..<10))
-        XCTAssertNil(step.layers(covering: 0..<9))
+        XCTAssertEqual(step.parts(covering: 0..<10), [0, 1, 2])
+        XCTAssertEqual(step.parts(covering: 6..<9), [1])
+        XCTAssertNil(step.parts(covering: 6..<10))
+        XCTAssertNil(step.parts(covering: 0..<9))
         let s = (0..<4).map { ChunkStats(lossSum: Double($0) + 0.5, correct: $0, samples: 3) }
         func values(_ node: Range<Int>, _ l: Int) -> FloatData {
             FloatData(ranges[l].map { Float($0 * 100 + node.lowerBound) })
         }
         // Node 0..<2 pushes its last layer, then node 2..<4 everything whole: layer 2 completes.
-        XCTAssertEqual(step.insert(0..<2, layers: [2], stats: s[0] + s[1]) { values(0..<2, $0) },
-                       .stored(completedLayers: [], nodeComplete: false))
+        XCTAssertEqual(step.insert(0..<2, parts: [2], stats: s[0] + s[1]) { values(0..<2, $0) },
+                       .stored(completedParts: [], nodeComplete: false))
         XCTAssertEqual(step.partialStats(of: 0..<2), s[0] + s[1])
-        XCTAssertEqual(step.insert(0..<2, layers: [2], stats: s[0] + s[1]) { values(0..<2, $0) }, .duplicate)
-        XCTAssertEqual(step.insert(2..<4, layers: [0, 1, 2], stats: s[2] + s[3]) { values(2..<4, $0) },
-                       .stored(completedLayers: [2], nodeComplete: true))
+        XCTAssertEqual(step.insert(0..<2, parts: [2], stats: s[0] + s[1]) { values(0..<2, $0) }, .duplicate)
+        XCTAssertEqual(step.insert(2..<4, parts: [0, 1, 2], stats: s[2] + s[3]) { values(2..<4, $0) },
+                       .stored(completedParts: [2], nodeComplete: true))
         XCTAssertTrue(step.hasNode(2..<4))
         var buffers: [[Float]] = []
-        XCTAssertEqual(step.combined(layer: 2, reusing: &buffers).array, [Float(900 + 0) + Float(900 + 2)])
+        XCTAssertEqual(step.combined(part: 2, reusing: &buffers).array, [Float(900 + 0) + Float(900 + 2)])
         step.markApplied(2)
         // Its worker is lost: what it pushed of 0..<2 goes, except the applied layer.
         step.dropPartial(0..<2)
         XCTAssertNil(step.partialStats(of: 0..<2))
         XCTAssertEqual(step.missing([0, 1, 2], of: 0..<1), [0, 1])
         // Reassigned as two nodes: the applied layer is a duplicate, the rest completes the step.
-        XCTAssertEqual(step.insert(0..<1, layers: [2], stats: s[0]) { values(0..<1, $0) }, .duplicate)
-        XCTAssertEqual(step.insert(1..<2, layers: [0, 1, 2], stats: s[1]) { values(1..<2, $0) },
-                       .stored(completedLayers: [], nodeComplete: true))
+        XCTAssertEqual(step.insert(0..<1, parts: [2], stats: s[0]) { values(0..<1, $0) }, .duplicate)
+        XCTAssertEqual(step.insert(1..<2, parts: [0, 1, 2], stats: s[1]) { values(1..<2, $0) },
+                       .stored(completedParts: [], nodeComplete: true))
         XCTAssertFalse(step.isComplete)
-        XCTAssertEqual(step.insert(0..<1, layers: [1], stats: s[0]) { values(0..<1, $0) },
-                       .stored(completedLayers: [1], nodeComplete: false))
-        XCTAssertEqual(step.insert(0..<1, layers: [0], stats: s[0]) { values(0..<1, $0) },
-                       .stored(completedLayers: [0], nodeComplete: true))
+        XCTAssertEqual(step.insert(0..<1, parts: [1], stats: s[0]) { values(0..<1, $0) },
+                       .stored(completedParts: [1], nodeComplete: false))
+        XCTAssertEqual(step.insert(0..<1, parts: [0], stats: s[0]) { values(0..<1, $0) },
+                       .stored(completedParts: [0], nodeComplete: true))
         XCTAssertTrue(step.isComplete)
         XCTAssertEqual(Set(step.receivedNodes), [0..<1, 1..<2, 2..<4])
         XCTAssertEqual(step.stats, (s[0] + s[1]) + (s[2] + s[3]))
-        XCTAssertEqual(step.combined(layer: 1, reusing: &buffers).array, ranges[1].map { Float($0 * 100) + Float($0 * 100 + 1) + Float($0 * 100 + 2) })
+        XCTAssertEqual(step.combined(part: 1, reusing: &buffers).array, ranges[1].map { Float($0 * 100) + Float($0 * 100 + 1) + Float($0 * 100 + 2) })
     }
 }

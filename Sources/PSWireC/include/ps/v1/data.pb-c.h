@@ -157,7 +157,10 @@ struct  Ps__V1__Weights
 
 
 /*
- * Worker to server shard: the gradient sum of one subtree, restricted to the shard's key range.
+ * Worker to server shard: the gradient sum of one subtree, over either the whole parameter vector
+ * or one layer's key range (`ParameterLayout.range(ofLayer:)`). A worker sends each layer as soon as
+ * backward has finished it, last layer first; the subtree is received once every layer has been.
+ * Every push of a subtree carries the subtree's whole loss_sum, correct and samples.
  */
 struct  Ps__V1__PushGradient
 {
@@ -190,10 +193,14 @@ struct  Ps__V1__PushAck
   uint64_t first_chunk;
   uint64_t chunk_count;
   protobuf_c_boolean duplicate;
+  /*
+   * gradient.offset of the push acknowledged (which layer's range, when a subtree is sent per layer).
+   */
+  uint64_t offset;
 };
 #define PS__V1__PUSH_ACK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__push_ack__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
 
 
 /*

@@ -951,7 +951,7 @@ const ProtobufCMessageDescriptor ps__v1__push_gradient__descriptor =
   (ProtobufCMessageInit) ps__v1__push_gradient__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__push_ack__field_descriptors[5] =
+static const ProtobufCFieldDescriptor ps__v1__push_ack__field_descriptors[6] =
 {
   {
     "job_id",
@@ -1013,18 +1013,31 @@ static const ProtobufCFieldDescriptor ps__v1__push_ack__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "offset",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__PushAck, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__push_ack__field_indices_by_name[] = {
   3,   /* field[3] = chunk_count */
   4,   /* field[4] = duplicate */
   2,   /* field[2] = first_chunk */
   0,   /* field[0] = job_id */
+  5,   /* field[5] = offset */
   1,   /* field[1] = step */
 };
 static const ProtobufCIntRange ps__v1__push_ack__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor ps__v1__push_ack__descriptor =
 {
@@ -1034,7 +1047,7 @@ const ProtobufCMessageDescriptor ps__v1__push_ack__descriptor =
   "Ps__V1__PushAck",
   "ps.v1",
   sizeof(Ps__V1__PushAck),
-  5,
+  6,
   ps__v1__push_ack__field_descriptors,
   ps__v1__push_ack__field_indices_by_name,
   1,  ps__v1__push_ack__number_ranges,
