@@ -13,7 +13,8 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
   P4   memcpy time / (encodeFrame + Envelope(payload:)) time for a pushGradient of 1M floats
   P5   wall seconds to 97.5% test accuracy, 2-worker cluster / numpy on one core
   ref  square sgemm 1024 GFLOP/s, one thread
-  scaling  784-1024-1024-10 (local / numpy); 1, 2, 4 workers at batch 512
+  scaling  784-1024-1024-10 (local / numpy; 2-worker cluster / local at batch 512, the model that is
+           pushed in two ranges); 1, 2, 4 workers at batch 512
 
 Prints a table and writes everything (environment, every raw measurement, the table) as JSON.
 """
@@ -110,14 +111,15 @@ class Cluster:
         subprocess.run([CLUSTER, "stop", "--dir", self.dir], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
 
 
-def cluster_epoch(workers, batch, epochs=1):
+def cluster_epoch(workers, batch, epochs=1, overrides=()):
     """One job on a fresh cluster: samples/s as `psctl wait --json` reports it, and the CPU seconds
     all cluster processes spent from just before the submit to just before they are stopped."""
     with Cluster(workers) as c:
         before = c.cpu()
         start = time.perf_counter()
+        extra = [a for o in overrides for a in ("--set", o)]
         job = psctl("submit", SPEC, "--set", f"training.batch_size={batch}", "--set", f"training.epochs={epochs}",
-                    server=c.server).strip()
+                    *extra, server=c.server).strip()
         result = json.loads(psctl("wait", job, "--json", server=c.server).strip().splitlines()[-1])
         wall = time.perf_counter() - start
         after = c.cpu()
@@ -251,7 +253,9 @@ def main():
             log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} cluster: " + ", ".join(
                 f"{k} {v['samples_per_second']:,.0f}" for k, v in rep.items()))
 
-    # Scaling with model size: 784-1024-1024-10, local against numpy.
+    # Scaling with model size: 784-1024-1024-10, local against numpy, and a 2-worker cluster against
+    # local at batch 512 (this model is pushed in two ranges, so it shows the overlap of pushes,
+    # updates and weights with backward that the example model, pushed whole, does not have).
     if "wide" not in skip:
         for r in range(args.runs):
             rep = {
@@ -259,10 +263,14 @@ def main():
                 "local_c4": measured(local + ["--set", f"model.layers={WIDE}"]),
                 "gemm_c4": measured([PSBENCH, "gemm", "--batch", "128", "--chunks", "4", "--layers",
                                      "784,1024,1024,10", "--reps", "3", "--min-seconds", "0.3"]),
+                "local_b512": measured(local + ["--set", f"model.layers={WIDE}", "--set", "training.batch_size=512"]),
+                "cluster2_b512": cluster_epoch(2, 512, overrides=[f"model.layers={WIDE}"]),
             }
             raw.setdefault("wide", []).append(rep)
             log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} wide: numpy "
-                f"{rep['numpy']['samples_per_second']:,.0f}, local {rep['local_c4']['samples_per_second']:,.0f}")
+                f"{rep['numpy']['samples_per_second']:,.0f}, local {rep['local_c4']['samples_per_second']:,.0f}, "
+                f"b512 local {rep['local_b512']['samples_per_second']:,.0f}, cluster of 2 "
+                f"{rep['cluster2_b512']['samples_per_second']:,.0f}")
 
     # P5: time to 97.5% test accuracy, 2-worker cluster against numpy on one core.
     if "target" not in skip:
@@ -369,6 +377,10 @@ def table(raw):
             "samples/s")
         row("rate.wide_local", "784-1024-1024-10 train --local",
             stats([r["local_c4"]["samples_per_second"] for r in W]), "samples/s")
+        row("scale.wide.P2", "784-1024-1024-10: cluster 2 workers / train --local, batch 512",
+            ratio(W, sps("cluster2_b512"), sps("local_b512")), "x")
+        row("cpu.wide.P3", "784-1024-1024-10: CPU per sample, cluster 2 workers / train --local, batch 512",
+            ratio(W, lambda r: r["cluster2_b512"]["_cpu_seconds"], lambda r: r["local_b512"]["_cpu_seconds"]), "x")
     if "target" in raw:
         T = raw["target"]
         row("P5", "s to 97.5% test acc, cluster 2w / numpy (wall incl. load + eval)",
