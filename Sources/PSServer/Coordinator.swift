@@ -205,6 +205,10 @@ public struct Coordinator {
         var sumBuffers: [[[Float]]] = []
         /// A clipped step's whole gradient sum, put together from its parts' sums.
         var clipBuffer: [Float] = []
+        /// The values a part had before this step's update, kept when it is applied while other parts
+        /// are still outstanding: a worker handed reassigned chunks mid-step needs the whole of the
+        /// step's version, and the store already holds the next one in the applied parts.
+        var previous: [[Float]] = []
     }
 
     var connections: [ConnectionID: Connection] = [:]
@@ -567,12 +571,22 @@ public struct Coordinator {
             w.startedJobs.insert(r.jobId)
         }
         if w.version != work.version {
-            if let streamed = w.streamed, streamed.version == work.version, r.store.version == work.version {
+            let ranges = r.network.layout.pushRanges
+            let appliedThisStep = work.kind == .train && work.gradients.applied.contains(true)
+            if let streamed = w.streamed, streamed.version == work.version, !appliedThisStep {
                 // Some parts went out as they were applied; send the rest (none unless it joined mid-step).
-                for (l, range) in r.network.layout.pushRanges.enumerated() where !streamed.parts.contains(l) {
+                for (l, range) in ranges.enumerated() where !streamed.parts.contains(l) {
                     out.append(.send(w.connection, Envelope(requestId: 0, message: .weights(Weights(
                         jobId: r.jobId, version: work.version,
                         tensor: TensorSlice(offset: range.lowerBound, data: FloatData(r.store.parameters[range])))))))
+                }
+            } else if appliedThisStep {
+                // Chunks reassigned mid-step: the parts already applied hold the next version in the
+                // store, so their values of this version come from what was kept before the update.
+                for (l, range) in ranges.enumerated() {
+                    let values = work.gradients.applied[l] ? FloatData(r.previous[l]) : FloatData(r.store.parameters[range])
+                    out.append(.send(w.connection, Envelope(requestId: 0, message: .weights(Weights(
+                        jobId: r.jobId, version: work.version, tensor: TensorSlice(offset: range.lowerBound, data: values))))))
                 }
             } else {
                 out.append(.send(w.connection, Envelope(requestId: 0, message: .weights(Weights(
@@ -645,7 +659,9 @@ public struct Coordinator {
             return []
         }
         let stats = ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples)
-        if let earlier = work.gradients.partialStats(of: range), earlier != stats {
+        // Bit patterns, not `==`: a diverged job's NaN loss is the same NaN in every push of a node.
+        if let earlier = work.gradients.partialStats(of: range),
+           earlier.lossSum.bitPattern != stats.lossSum.bitPattern || earlier.correct != stats.correct {
             reject(.badRequest, "push for chunks \(range.lowerBound)..<\(range.upperBound) reports loss_sum \(p.lossSum) and correct \(p.correct), but an earlier part of the same chunks reported \(earlier.lossSum) and \(earlier.correct)", "loss_sum", true)
             return []
         }
@@ -676,7 +692,19 @@ public struct Coordinator {
         run = nil
         let ranges = work.gradients.ranges
         if r.sumBuffers.count != ranges.count { r.sumBuffers = ranges.map { _ in [] } }
+        if r.previous.count != ranges.count { r.previous = ranges.map { _ in [] } }
+        // Unless these parts end the step (then nothing can be reassigned before it is over), keep
+        // their values of this step's version for workers that join the step late (sendAssignment).
+        let endsStep = ranges.indices.allSatisfy { work.gradients.applied[$0] || parts.contains($0) }
         for l in parts {
+            if !endsStep {
+                if r.previous[l].count != ranges[l].count { r.previous[l] = [Float](repeating: 0, count: ranges[l].count) }
+                r.previous[l].withUnsafeMutableBufferPointer { kept in
+                    r.store.parameters.withUnsafeBufferPointer { p in
+                        kept.baseAddress!.update(from: p.baseAddress! + ranges[l].lowerBound, count: ranges[l].count)
+                    }
+                }
+            }
             var buffers: [[Float]] = []
             swap(&buffers, &r.sumBuffers[l])
             do {

@@ -90,6 +90,12 @@ public final class ReconnectingConnection: @unchecked Sendable {
         return true
     }
 
+    /// Thread-safe: closes the current connection and connects again as after any loss (the server
+    /// then reassigns whatever this peer held). For a peer whose state no longer agrees with the server's.
+    public func reconnect() {
+        eventLoop.execute { self.channel?.close(promise: nil) }
+    }
+
     /// Stops reconnecting and closes; waits until closed. Safe to call more than once. From inside
     /// `onEvent` it cannot wait for its own thread: it stops at once and closes in the background.
     public func stop() {

@@ -30,7 +30,8 @@ public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Limits of the wire protocol, checked where bytes enter and leave.
 public enum WireLimits {
     /// Sent in `Hello`; a peer speaking another version is refused with `versionMismatch`.
-    public static let protocolVersion: UInt32 = 1
+    /// 2: gradients are pushed in push ranges, weights streamed per range, `PushAck.offset`.
+    public static let protocolVersion: UInt32 = 2
 
     /// Largest frame payload (the envelope, without the 4-byte length) sent or accepted. The largest
     /// messages carry a whole parameter vector (`ModelData`, a full-range `Weights`): 64 MiB holds

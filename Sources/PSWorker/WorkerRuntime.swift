@@ -169,16 +169,20 @@ public final class WorkerRuntime: @unchecked Sendable {
             guard let context = job, context.jobId == a.jobId else {
                 return logger.error("assignment for a job this worker was not started on", metadata: ["job": "\(a.jobId)"])
             }
+            // Without the weights the assignment cannot be computed, and the step would wait on it:
+            // reconnect, so that the server reassigns the chunks and sends whole weights again.
             guard let w = weights.last(where: { $0.jobId == a.jobId && $0.version == a.version }) else {
-                return logger.error("assignment without its weights", metadata: ["job": "\(a.jobId)", "version": "\(a.version)"])
+                logger.error("assignment without its weights; reconnecting", metadata: ["job": "\(a.jobId)", "version": "\(a.version)"])
+                return connection.reconnect()
             }
             let parts = w.parts.sorted { $0.offset < $1.offset }
             let count = context.network.parameterCount
             guard zip(parts, parts.dropFirst()).allSatisfy({ $0.indices.upperBound == $1.offset }),
                   parts.first?.offset == 0, parts.last?.indices.upperBound == count else {
                 let have = parts.map { "[\($0.offset), \($0.indices.upperBound))" }.joined(separator: " ")
-                return logger.error("assignment with incomplete weights", metadata: [
+                logger.error("assignment with incomplete weights; reconnecting", metadata: [
                     "job": "\(a.jobId)", "version": "\(a.version)", "parameters": "\(count)", "received": "\(have)"])
+                return connection.reconnect()
             }
             let generation = self.generation
             // The weights are still views of the frames they came in; the one copy, into the job's

@@ -190,9 +190,15 @@ final class CoordinatorProtocolTests: XCTestCase {
         XCTAssertTrue(errorReply(sim, b)?.message.contains("earlier part") ?? false)
         XCTAssertTrue(sim.closed.contains(b))
 
-        // b's chunks go to c (with whole weights of version 0) and a, one each; their part 1 was
-        // applied already, so those pushes are duplicates.
-        XCTAssertEqual(weights(c, version: 0).map(\.indices), [0..<layout.count])
+        // b's chunks go to c and a, one each; their part 1 was applied already, so those pushes are
+        // duplicates. c gets version 0 part by part: part 1 as it was before this step's update (the
+        // store holds version 1 there already), part 0 from the store.
+        XCTAssertEqual(weights(c, version: 0).map(\.indices), [part0, part1])
+        let initial = spec.network.initialParameters(seed: spec.seed)
+        for part in weights(c, version: 0) {
+            XCTAssertTrue(part.values.elementsEqual(initial[part.indices]) { $0.bitPattern == $1.bitPattern },
+                          "version 0 of \(part.indices) is not the initial weights")
+        }
         var again: [(ConnectionID, Message)] = []
         for (id, m) in sim.toWorkers { again += sim.workers[id]!.respond(to: m).map { (id, $0) } }
         sim.toWorkers = []
@@ -365,6 +371,43 @@ final class CoordinatorExactnessTests: XCTestCase {
             XCTAssertEqual(clusterSHA, sha, "seed \(seed)")
             XCTAssertTrue(sim.logs.contains { $0.1 == "worker left" }, "seed \(seed) killed nobody")
         }
+    }
+
+    // The one worker dies after a range of a step was applied and before the step ended; a new worker
+    // computes the whole step from version t (the applied range's values before its update) and the
+    // job ends with the local trainer's bits.
+    func testWorkerLostAfterARangeWasApplied() throws {
+        let spec = smallJob(chunks: 2, epochs: 1)
+        let (sha, _) = try localSHA(spec)
+        var sim = try Simulation(spec: spec, seed: 7)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        sim.addWorker(style: .parts)
+        sim.feed(.received(client, Envelope(requestId: 3, message: .waitJob(jobId: "job-1"))))
+        var killed = false
+        var deliveries = 0
+        while sim.step(duplicates: false) {
+            deliveries += 1
+            if !killed, let run = sim.coordinator.run, run.store.version == 3, let work = run.work, work.kind == .train,
+               work.gradients.applied.contains(true) {
+                sim.kill(sim.workers.keys.first!)
+                sim.addWorker(style: .parts)
+                killed = true
+            }
+            if deliveries >= 100_000 { return XCTFail("simulation does not finish") }
+        }
+        XCTAssertTrue(killed, "no range was applied mid-step")
+        guard case let .jobResult(result)? = sim.replies[client]?.last?.message else { return XCTFail("job did not finish") }
+        XCTAssertEqual(result.weightsSHA256, sha)
+    }
+
+    // A diverged job (NaN losses) still ends: every push of a node reports the same NaN, which the
+    // server compares by its bits, and the weights are the local trainer's.
+    func testDivergedJobEndsWithTheLocalBits() throws {
+        let spec = smallJob(chunks: 4, epochs: 1, optimizer: OptimizerSpec(kind: .sgd, learningRate: 1e30))
+        let (sha, _) = try localSHA(spec)
+        let (clusterSHA, _, _) = try simulate(spec, workers: 2, seed: 4, chaos: false)
+        XCTAssertEqual(clusterSHA, sha)
     }
 
     // A clipped step cannot be applied a layer at a time (the norm needs every layer): with clipping the

@@ -46,6 +46,21 @@ final class ReconnectingConnectionTests: XCTestCase {
         })
     }
 
+    // Proves reconnect() drops a live connection (reported as .disconnected) and connects again.
+    func testReconnectDropsAndComesBack() throws {
+        let echo = try EchoServer()
+        defer { echo.server.shutdown() }
+        let events = Recorder<ReconnectingConnection.Event>()
+        let connection = connection(port: echo.port, events: events)
+        defer { connection.stop() }
+        connection.start()
+        XCTAssertTrue(eventually { count(events, connected: true) == 1 })
+        connection.reconnect()
+        XCTAssertTrue(eventually { count(events, connected: false) == 1 && count(events, connected: true) == 2 },
+                      "\(events.items)")
+        XCTAssertTrue(connection.send(.ack))
+    }
+
     // Proves a lost server is reported as .disconnected and the connection comes back when it restarts on the same port.
     func testReconnectsAfterServerRestart() throws {
         let first = try EchoServer()
