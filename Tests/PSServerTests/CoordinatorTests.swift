@@ -362,11 +362,13 @@ final class CoordinatorExactnessTests: XCTestCase {
         }
     }
 
-    // Random delivery order, retransmitted pushes, workers killed mid-step and joining: still the same bits (five seeds).
+    // Random delivery order, retransmitted pushes, workers killed mid-step and joining: still the same
+    // bits (five seeds; PS_CHAOS_SEEDS=N runs N, for a longer hunt).
     func testChaosKeepsTheBits() throws {
         let spec = smallJob(chunks: 7, epochs: 2)
         let (sha, _) = try localSHA(spec)
-        for seed in 11...15 as ClosedRange<UInt64> {
+        let seeds = UInt64(ProcessInfo.processInfo.environment["PS_CHAOS_SEEDS"].flatMap(Int.init) ?? 5)
+        for seed in 11..<(11 + seeds) {
             let (clusterSHA, _, sim) = try simulate(spec, workers: 3, seed: seed, chaos: true, shards: 3)
             XCTAssertEqual(clusterSHA, sha, "seed \(seed)")
             XCTAssertTrue(sim.logs.contains { $0.1 == "worker left" }, "seed \(seed) killed nobody")
