@@ -742,6 +742,16 @@ public struct Coordinator {
         if r.store.appliesInParts {
             precondition(work.gradients.applied.allSatisfy { $0 }, "step complete with a part not applied")
             r.store.endStep()
+        } else if work.gradients.ranges.count == 1 {
+            // Clipping needs the whole gradient's norm; one part is the whole gradient already.
+            if r.sumBuffers.count != 1 { r.sumBuffers = [[]] }
+            var buffers: [[Float]] = []
+            swap(&buffers, &r.sumBuffers[0])
+            do {
+                let sum = work.gradients.combined(part: 0, reusing: &buffers)
+                r.store.apply(gradientSum: sum, batchCount: work.batchSize)
+            }
+            r.sumBuffers[0] = buffers
         } else {
             // Clipping needs the whole gradient's norm: put the parts' sums together, then apply.
             let ranges = work.gradients.ranges

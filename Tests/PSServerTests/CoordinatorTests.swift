@@ -415,11 +415,15 @@ final class CoordinatorExactnessTests: XCTestCase {
     // A clipped step cannot be applied a layer at a time (the norm needs every layer): with clipping the
     // server waits for the whole gradient, and chaos still keeps the bits.
     func testChaosWithClippingKeepsTheBits() throws {
-        let spec = smallJob(chunks: 5, epochs: 1, optimizer: OptimizerSpec(kind: .adam, learningRate: 0.003, clipNorm: 0.5))
-        let (sha, _) = try localSHA(spec)
-        for seed in 21...22 as ClosedRange<UInt64> {
-            let (clusterSHA, _, _) = try simulate(spec, workers: 3, seed: seed, chaos: true, shards: 2)
-            XCTAssertEqual(clusterSHA, sha, "seed \(seed)")
+        let clipped = OptimizerSpec(kind: .adam, learningRate: 0.003, clipNorm: 0.5)
+        let onePart = [LayerSpec(units: 24, activation: .relu, dropout: 0.25), LayerSpec(units: 10, activation: .softmax)]
+        for (spec, seeds) in [(smallJob(chunks: 5, epochs: 1, optimizer: clipped), 21...22 as ClosedRange<UInt64>),
+                              (smallJob(chunks: 5, epochs: 1, optimizer: clipped, layers: onePart), 23...23)] {
+            let (sha, _) = try localSHA(spec)
+            for seed in seeds {
+                let (clusterSHA, _, _) = try simulate(spec, workers: 3, seed: seed, chaos: true, shards: 2)
+                XCTAssertEqual(clusterSHA, sha, "seed \(seed), \(spec.network.layout.pushRanges.count) push range(s)")
+            }
         }
     }
 

@@ -13,7 +13,8 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 
 /// A small real job on the 1,000-sample MNIST slices: two epochs, dropout, validation, test.
 func smallJob(chunks: Int = 6, epochs: Int = 2, batchSize: Int = 50, earlyStopping: EarlyStoppingSpec? = nil,
-              optimizer: OptimizerSpec = OptimizerSpec(kind: .adam, learningRate: 0.003)) -> JobSpec {
+              optimizer: OptimizerSpec = OptimizerSpec(kind: .adam, learningRate: 0.003),
+              layers: [LayerSpec]? = nil) -> JobSpec {
     let small = repositoryRoot + "/data/mnist/small/"
     return JobSpec(
         name: "sim", seed: 5,
@@ -24,9 +25,9 @@ func smallJob(chunks: Int = 6, epochs: Int = 2, batchSize: Int = 50, earlyStoppi
                        preprocessing: .scale(255)),
         // Two push ranges (784-64, then 64-4096-10 with more than ParameterLayout.pushRangeMin
         // parameters), so workers push each node in two parts.
-        model: ModelSpec(inputs: 784, layers: [LayerSpec(units: 64, activation: .relu, dropout: 0.25),
-                                               LayerSpec(units: 4096, activation: .relu),
-                                               LayerSpec(units: 10, activation: .softmax)]),
+        model: ModelSpec(inputs: 784, layers: layers ?? [LayerSpec(units: 64, activation: .relu, dropout: 0.25),
+                                                         LayerSpec(units: 4096, activation: .relu),
+                                                         LayerSpec(units: 10, activation: .softmax)]),
         loss: .softmaxCrossEntropy, optimizer: optimizer,
         training: TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs),
         earlyStopping: earlyStopping)
