@@ -98,7 +98,7 @@ final class TensorInPlaceTests: XCTestCase {
 
     /// Random damage to the bytes around the tensor (the scanner's territory) in encoded frames.
     func testDamagedFramesDecodeLikeProtobufC() throws {
-        var random = SplitMix(seed: 42)
+        var random = SeededGenerator(state: 42)
         for message: Message in [
             .weights(Weights(jobId: "job-17", version: 300, tensor: TensorSlice(offset: 0, values: Self.values))),
             .pushGradient(PushGradient(jobId: "job-17", step: 300, subtree: ChunkRange(firstChunk: 0, chunkCount: 8),
@@ -195,14 +195,3 @@ private func encode(_ fields: [Field]) -> [UInt8] {
     return out
 }
 
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
