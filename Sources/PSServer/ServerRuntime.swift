@@ -150,7 +150,7 @@ public final class ServerRuntime: @unchecked Sendable {
                 }
                 transport.send(envelope, to: id)
             case let .broadcast(ids, envelope):
-                // Encoded once; every connection writes the same bytes (a layer's new weights go to every worker).
+                // Encoded once; every connection writes the same bytes (a push range's new weights go to every worker of the step).
                 guard let frame = try? transport.encode(envelope) else { continue }
                 for id in ids { transport.send(frame, to: id) }
             case let .close(id, after):
@@ -208,7 +208,7 @@ public final class ServerRuntime: @unchecked Sendable {
     }
 }
 
-/// Which weights a frame holds: a version, whole or one layer's key range.
+/// Which weights a frame holds: a version, whole or one push range.
 private struct WeightsKey: Hashable {
     let jobId: String
     let version: Int

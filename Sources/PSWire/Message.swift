@@ -251,7 +251,7 @@ public struct PushAck: Equatable, Sendable {
     public var step: Int
     public var subtree: ChunkRange
     public var duplicate: Bool
-    /// The acknowledged push's `gradient.offset`: which layer's range, when a subtree is pushed per layer.
+    /// The acknowledged push's `gradient.offset`: which push range, when a subtree is pushed in ranges.
     public var offset: Int
 
     public init(jobId: String, step: Int, subtree: ChunkRange, duplicate: Bool, offset: Int = 0) {

@@ -42,7 +42,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         var order: (epoch: Int, indices: [Int32])?
         /// The weights being computed with and one gradient buffer per pushed node, reused every step
         /// (compute queue only). Pushes are views of the gradient buffers, encoded on the control queue
-        /// as soon as each layer is done; a step waits for the control queue to have sent the previous
+        /// as soon as each push range is done; a step waits for the control queue to have sent the previous
         /// step's pushes before it writes the buffers again (`run`).
         var parameters: [Float] = []
         var gradients: [GradientBuffer] = []
@@ -62,8 +62,8 @@ public final class WorkerRuntime: @unchecked Sendable {
     var workerId: UInt64?
     var generation = 0
     var job: JobContext?
-    /// Weights held, whole or as the layers the server sent as it applied each one: the two versions
-    /// received last, newest last. Two, because the next version's layers start arriving while the
+    /// Weights held, whole or as the push ranges the server sent as it applied each one: the two
+    /// versions received last, newest last. Two, because the next version's ranges start arriving while the
     /// current one may still be needed (chunks of a lost worker reassigned within the step).
     var weights: [(jobId: String, version: Int, parts: [TensorSlice])] = []
     var heartbeat: DispatchSourceTimer?
@@ -157,7 +157,7 @@ public final class WorkerRuntime: @unchecked Sendable {
             }
         case let .weights(w):
             if let i = weights.firstIndex(where: { $0.jobId == w.jobId && $0.version == w.version }) {
-                // Another layer of a version held: it replaces whatever it overlaps.
+                // Another range of a version held: it replaces whatever it overlaps.
                 weights[i].parts.removeAll { $0.indices.overlaps(w.tensor.indices) }
                 weights[i].parts.append(w.tensor)
             } else {
@@ -289,7 +289,7 @@ public final class WorkerRuntime: @unchecked Sendable {
                 control.sync {}
                 for (k, node) in a.subtrees.enumerated() {
                     let buffer = context.gradients[k]
-                    // reduceNode overwrites every element; each layer's push leaves as soon as it is final
+                    // reduceNode overwrites every element; each push range leaves as soon as it is final
                     // and travels (and is summed, and applied) while the earlier layers compute.
                     let stats = parameters.withUnsafeBufferPointer { p in
                         order.withUnsafeBufferPointer { o in
@@ -346,7 +346,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     }
 }
 
-/// A gradient push, as its acknowledgement names it (`offset`: its layer's key range start).
+/// A gradient push, as its acknowledgement names it (`offset`: its push range's start).
 struct PushKey: Hashable {
     let jobId: String
     let step: Int

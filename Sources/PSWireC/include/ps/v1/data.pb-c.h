@@ -158,8 +158,9 @@ struct  Ps__V1__Weights
 
 /*
  * Worker to server shard: the gradient sum of one subtree, over either the whole parameter vector
- * or one layer's key range (`ParameterLayout.range(ofLayer:)`). A worker sends each layer as soon as
- * backward has finished it, last layer first; the subtree is received once every layer has been.
+ * or one push range (`ParameterLayout.pushRanges`: layers grouped from the last one back). A worker
+ * sends each range as soon as backward has finished its layers, last range first; the subtree is
+ * received once every range has been.
  * Every push of a subtree carries the subtree's whole loss_sum, correct and samples.
  */
 struct  Ps__V1__PushGradient
@@ -194,7 +195,7 @@ struct  Ps__V1__PushAck
   uint64_t chunk_count;
   protobuf_c_boolean duplicate;
   /*
-   * gradient.offset of the push acknowledged (which layer's range, when a subtree is sent per layer).
+   * gradient.offset of the push acknowledged (which push range, when a subtree is sent in ranges).
    */
   uint64_t offset;
 };
