@@ -21,7 +21,7 @@ final class FrameTests: XCTestCase {
         .pushGradient(PushGradient(jobId: "job-1", step: 3, subtree: ChunkRange(firstChunk: 4, chunkCount: 4),
                                    gradient: TensorSlice(offset: 0, values: [0.25, -Float.leastNormalMagnitude / 8, 7]),
                                    lossSum: 12.5, correct: 30, samples: 32)),
-        .pushAck(PushAck(jobId: "job-1", step: 3, subtree: ChunkRange(firstChunk: 4, chunkCount: 4), duplicate: true)),
+        .pushAck(PushAck(jobId: "job-1", step: 3, subtree: ChunkRange(firstChunk: 4, chunkCount: 4), duplicate: true, offset: 200_960)),
         // Jobs, status and the worker's work (StatusAndWorkWireTests covers their variants and errors).
         .startJob(StartJob(jobId: "job-1", spec: Fixtures.spec(variant: 1))),
         .assignment(Fixtures.assignment()),
