@@ -527,7 +527,7 @@ struct SpecValidator {
         }
         guard parameters <= Limits.parametersMax else {
             throw field.error("the model has \(parameters) parameters; at most \(Limits.parametersMax) "
-                + "(Limits.parametersMax, 1 GiB of float32) are allowed")
+                + "(Limits.parametersMax, what one 64 MiB frame holds) are allowed")
         }
         return ModelSpec(inputs: inputs, layers: layers)
     }

@@ -75,8 +75,6 @@ public struct PreparationError: Error, Equatable, Sendable {
     public init(_ message: String) { self.message = message }
 }
 
-public enum LogLevel: String, Sendable { case debug, info, warning, error }
-
 /// What the runtime's observers (metrics, TensorBoard) are told. The coordinator stays free of I/O and
 /// clocks: observers add the time and do the writing.
 public enum Observation: Sendable {
@@ -141,7 +139,9 @@ public struct Coordinator {
     struct Job {
         let id: String
         let spec: JobSpec
-        var state: JobState
+        /// Changed only through `transition`, which the lifecycle's table guards.
+        var lifecycle = JobLifecycle()
+        var state: JobState { lifecycle.state }
         var message = ""
         var result: JobResult?
         var model: TrainedModel?
@@ -259,7 +259,7 @@ public struct Coordinator {
         case .shutdown:
             shuttingDown = true
             if let run {
-                finish(run.jobId, state: .interrupted, message: "the server was stopped", &out)
+                finish(run.jobId, .interrupted, message: "the server was stopped", &out)
             }
             for id in connections.keys.sorted() { out.append(.close(id, after: nil)) }
         }
@@ -357,7 +357,7 @@ public struct Coordinator {
             guard !job.state.isFinal else {
                 return reject(.badRequest, "job \(jobId) has already ended (\(job.state.rawValue))", field: "job_id", close: false)
             }
-            finish(jobId, state: .cancelled, message: "cancelled by a client", &out)
+            finish(jobId, .cancelled, message: "cancelled by a client", &out)
             out.append(.send(id, Envelope(requestId: rid, message: .ack)))
             startNextJob(now: now, &out)
 
@@ -398,11 +398,19 @@ public struct Coordinator {
         return [.log(.warning, message, fields), close ? .close(id, after: reply) : .send(id, reply)]
     }
 
-    /// Changes a job's state, telling observers when it really changes.
-    private mutating func setState(_ jobId: String, _ state: JobState, _ out: inout [CoordinatorAction]) {
-        guard let job = jobs[jobId], job.state != state else { return }
-        jobs[jobId]!.state = state
-        out.append(.observe(.jobState(jobId: jobId, name: job.spec.name, state: state)))
+    /// Moves a job on by `event` if its lifecycle allows it, telling observers when its state
+    /// changes. A refused event changes nothing and is logged as the bug it would be.
+    @discardableResult
+    private mutating func transition(_ jobId: String, _ event: JobEvent, _ out: inout [CoordinatorAction]) -> Bool {
+        guard let job = jobs[jobId] else { return false }
+        guard let before = jobs[jobId]!.lifecycle.apply(event) else {
+            out.append(.log(.error, "job transition refused", ["job": jobId, "phase": "\(job.lifecycle.phase)",
+                                                                "event": "\(event)"]))
+            return false
+        }
+        let state = jobs[jobId]!.state
+        if before.state != state { out.append(.observe(.jobState(jobId: jobId, name: job.spec.name, state: state))) }
+        return true
     }
 
     // MARK: Jobs
@@ -427,7 +435,7 @@ public struct Coordinator {
         }
         let jobId = "job-\(nextJobNumber)"
         nextJobNumber += 1
-        jobs[jobId] = Job(id: jobId, spec: spec, state: .submitted)
+        jobs[jobId] = Job(id: jobId, spec: spec)
         jobOrder.append(jobId)
         out.append(.observe(.jobState(jobId: jobId, name: spec.name, state: .submitted)))
         out.append(.send(id, Envelope(requestId: rid, message: .submitted(jobId: jobId))))
@@ -437,20 +445,23 @@ public struct Coordinator {
 
     /// Starts the oldest submitted job when none is running: first its data is prepared by the driver.
     private mutating func startNextJob(now: Double, _ out: inout [CoordinatorAction]) {
-        guard run == nil, !shuttingDown, !jobs.values.contains(where: { $0.state == .running || $0.state == .waitingForWorkers }),
-              let next = jobOrder.first(where: { jobs[$0]!.state == .submitted && jobs[$0]!.message != Self.preparing }) else { return }
-        jobs[next]!.message = Self.preparing
+        // One job at a time: none runs, waits for workers, or is having its data prepared.
+        guard run == nil, !shuttingDown,
+              !jobs.values.contains(where: { [.preparing, .waitingForWorkers, .running].contains($0.lifecycle.phase) }),
+              let next = jobOrder.first(where: { jobs[$0]!.lifecycle.phase == .queued }) else { return }
+        transition(next, .prepare, &out)
         out.append(.prepare(jobId: next, spec: jobs[next]!.spec))
     }
 
-    static let preparing = "loading data"
+    /// What `psctl status` shows for a job whose data is being prepared.
+    static let preparingMessage = "loading data"
 
     private mutating func prepared(_ jobId: String, _ result: Result<PreparedData, PreparationError>, now: Double,
                                    _ out: inout [CoordinatorAction]) {
-        guard let job = jobs[jobId], job.state == .submitted, !shuttingDown else { return }
+        guard let job = jobs[jobId], job.lifecycle.phase == .preparing, !shuttingDown else { return }
         switch result {
         case let .failure(error):
-            finish(jobId, state: .failed, message: error.message, &out)
+            finish(jobId, .failed, message: error.message, &out)
             startNextJob(now: now, &out)
         case let .success(data):
             let spec = job.spec
@@ -461,8 +472,7 @@ public struct Coordinator {
                                             optimizer: spec.optimizer, shardCount: min(config.shardCount, network.parameterCount),
                                             updateThreads: config.updateThreads),
                       ledger: TrainingLedger(spec: spec), stepsPerEpoch: steps, epochStartedAt: now)
-            jobs[jobId]!.message = ""
-            setState(jobId, workers.isEmpty ? .waitingForWorkers : .running, &out)
+            transition(jobId, .prepared(workers: !workers.isEmpty), &out)
             jobs[jobId]!.stepsPerEpoch = steps
             jobs[jobId]!.epoch = 1
             out.append(.log(.info, "job started", ["job": jobId, "train": "\(data.trainCount)",
@@ -473,11 +483,13 @@ public struct Coordinator {
         }
     }
 
-    /// Ends a job: records the result, answers waiters, drops the run if it was this job.
-    private mutating func finish(_ jobId: String, state: JobState, message: String, summary: TrainingSummary? = nil,
+    /// Ends a job by `event` (one its lifecycle allows): records the result, answers waiters, drops
+    /// the run if it was this job.
+    private mutating func finish(_ jobId: String, _ event: JobEvent, message: String, summary: TrainingSummary? = nil,
                                  sha: String = "", _ out: inout [CoordinatorAction]) {
+        guard transition(jobId, event, &out) else { return }
+        let state = jobs[jobId]!.state
         let result = JobResult(jobId: jobId, state: state, summary: summary, weightsSHA256: sha, message: message)
-        setState(jobId, state, &out)
         jobs[jobId]!.message = message
         jobs[jobId]!.result = result
         jobs[jobId]!.etaSeconds = nil
@@ -531,10 +543,10 @@ public struct Coordinator {
     private mutating func dispatch(now: Double, _ out: inout [CoordinatorAction]) {
         guard var r = run, var work = r.work else { return }
         if workers.isEmpty {
-            setState(r.jobId, .waitingForWorkers, &out)
+            transition(r.jobId, .workersGone, &out)
             return
         }
-        setState(r.jobId, .running, &out)
+        transition(r.jobId, .workersAvailable, &out)
         var taken = [Bool](repeating: false, count: work.total)
         for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
         let free = (0..<work.total).filter { !taken[$0] }
@@ -880,7 +892,7 @@ public struct Coordinator {
         let sha = weightsSHA256(r.store.parameters)
         jobs[r.jobId]!.model = model
         out.append(.saveModel(jobId: r.jobId, model: model))
-        finish(r.jobId, state: summary.stoppedEarly ? .stoppedEarly : .completed, message: "", summary: summary, sha: sha, &out)
+        finish(r.jobId, .finished(stoppedEarly: summary.stoppedEarly), message: "", summary: summary, sha: sha, &out)
     }
 
     // MARK: Membership
@@ -923,7 +935,8 @@ public struct Coordinator {
                   epochs: job.spec.training.epochs, step: job.step, stepsPerEpoch: job.stepsPerEpoch,
                   trainLoss: job.trainLoss, validationLoss: job.validationLoss,
                   validationAccuracy: job.validationAccuracy, bestEpoch: job.bestEpoch,
-                  samplesPerSecond: job.samplesPerSecond, etaSeconds: job.etaSeconds, message: job.message,
+                  samplesPerSecond: job.samplesPerSecond, etaSeconds: job.etaSeconds,
+                  message: job.lifecycle.phase == .preparing ? Self.preparingMessage : job.message,
                   workers: run?.jobId == job.id ? workers.count : 0)
     }
 

@@ -181,13 +181,7 @@ public final class ServerRuntime: @unchecked Sendable {
                     }
                 }
             case let .log(level, message, fields):
-                let metadata = fields.mapValues { Logger.MetadataValue.string($0) }
-                switch level {
-                case .debug: logger.debug("\(message)", metadata: metadata)
-                case .info: logger.info("\(message)", metadata: metadata)
-                case .warning: logger.warning("\(message)", metadata: metadata)
-                case .error: logger.error("\(message)", metadata: metadata)
-                }
+                logger.log(level, message, fields)
             }
         }
     }

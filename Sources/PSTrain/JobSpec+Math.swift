@@ -57,5 +57,5 @@ extension OptimizerSpec {
 /// SHA-256 of the parameters as little-endian float32 bytes in layout order: the model's fingerprint.
 public func weightsSHA256(_ parameters: [Float]) -> String {
     precondition(1.littleEndian == 1, "weights_sha256 is defined on little-endian bytes")
-    return parameters.withUnsafeBytes { SHA256.hex(SHA256.hash($0)) }
+    return parameters.withUnsafeBytes { Digest.hex(Digest.sha256($0)) }
 }

@@ -109,7 +109,7 @@ public struct LocalTrainer {
             trainingSeconds += epochSeconds
             trainedSamples += epochStats.samples
             let validation = data.validation.map {
-                StepEngine.evaluate(network: network, parameters: store.parameters, dataset: $0, workspace: evaluation)
+                Evaluation.stats(network: network, parameters: store.parameters, dataset: $0, workspace: evaluation)
             }
             let report = ledger.endEpoch(epoch + 1, train: epochStats, validation: validation, seconds: epochSeconds,
                                          parameters: store.parameters, version: store.version)
@@ -119,7 +119,7 @@ public struct LocalTrainer {
 
         let kept = ledger.keptParameters(current: store.parameters, currentVersion: store.version)
         let test = data.test.map {
-            StepEngine.evaluate(network: network, parameters: kept.parameters, dataset: $0, workspace: evaluation)
+            Evaluation.stats(network: network, parameters: kept.parameters, dataset: $0, workspace: evaluation)
         }
         let summary = ledger.summary(keptEpoch: kept.epoch, test: test,
                                      samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9))

@@ -111,27 +111,4 @@ public final class StepEngine {
         }
         return leftStats + rightStats
     }
-
-    /// Forward-only statistics of a whole dataset (no dropout), in evaluation chunks combined in tree
-    /// order, so the local trainer and the cluster's workers report the same bits.
-    public static func evaluate(network: Network, parameters: [Float], dataset: Dataset,
-                                workspace: Workspace) -> ChunkStats {
-        let ranges = ChunkPlan.evaluationRanges(count: dataset.count)
-        if ranges.isEmpty { return ChunkStats() }
-        let all = (0..<Int32(dataset.count)).map { $0 }
-        let leaves: [ChunkStats] = parameters.withUnsafeBufferPointer { p in
-            dataset.features.withUnsafeBufferPointer { f in
-                all.withUnsafeBufferPointer { indices in
-                    ranges.map { r in
-                        network.evaluate(parameters: p.baseAddress!,
-                                         chunk: ChunkInput(features: f.baseAddress!, width: dataset.width,
-                                                           targets: dataset.targets,
-                                                           indices: UnsafeBufferPointer(rebasing: indices[r])),
-                                         workspace: workspace)
-                    }
-                }
-            }
-        }
-        return ReductionTree.reduce(leaves, +)
-    }
 }

@@ -340,27 +340,6 @@ public struct StartJob: Equatable, Sendable {
 
 // MARK: - Status and results
 
-/// A job's life-cycle state. Raw values are the names `psctl` prints.
-public enum JobState: String, Equatable, Sendable, CaseIterable {
-    case submitted
-    case waitingForWorkers = "waiting_for_workers"
-    case running
-    case completed
-    case stoppedEarly = "stopped_early"
-    case failed
-    case cancelled
-    /// The coordinator restarted while the job ran.
-    case interrupted
-
-    /// Whether the job has ended and will never change state again.
-    public var isFinal: Bool {
-        switch self {
-        case .submitted, .waitingForWorkers, .running: false
-        case .completed, .stoppedEarly, .failed, .cancelled, .interrupted: true
-        }
-    }
-}
-
 /// A worker's state as the coordinator sees it.
 public enum WorkerState: String, Equatable, Sendable, CaseIterable {
     case idle

@@ -152,22 +152,22 @@ extension JobResult {
             summary = try TrainingSummary(c: s.pointee, "\(path).summary")
         }
         let digest = bytes(c.weights_sha256)
-        guard digest.isEmpty || digest.count == SHA256.digestBytes else {
-            throw WireError(field: "\(path).weights_sha256", "\(digest.count) bytes (expected 0 or \(SHA256.digestBytes))")
+        guard digest.isEmpty || digest.count == Digest.sha256Bytes else {
+            throw WireError(field: "\(path).weights_sha256", "\(digest.count) bytes (expected 0 or \(Digest.sha256Bytes))")
         }
         // The digest is of the final parameters, which exist only once an epoch (and so a summary) does.
         guard digest.isEmpty || summary != nil else {
             throw WireError(field: "\(path).weights_sha256", "present without a summary")
         }
         self.init(jobId: try requiredJobId(c.job_id, "\(path).job_id"), state: state, summary: summary,
-                  weightsSHA256: digest.isEmpty ? "" : SHA256.hex(digest), message: string(c.message))
+                  weightsSHA256: digest.isEmpty ? "" : Digest.hex(digest), message: string(c.message))
     }
 }
 
 /// "" → no bytes, 64 hex digits (either case) → the 32 digest bytes, anything else → nil.
 private func digestBytes(hex: String) -> [UInt8]? {
     let digits = Array(hex.utf8)
-    guard digits.isEmpty || digits.count == 2 * SHA256.digestBytes else { return nil }
+    guard digits.isEmpty || digits.count == 2 * Digest.sha256Bytes else { return nil }
     func value(_ digit: UInt8) -> UInt8? {
         switch digit {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")

@@ -33,11 +33,9 @@ public enum WireLimits {
     /// 2: gradients are pushed in push ranges, weights streamed per range, `PushAck.offset`.
     public static let protocolVersion: UInt32 = 2
 
-    /// Largest frame payload (the envelope, without the 4-byte length) sent or accepted. The largest
-    /// messages carry a whole parameter vector (`ModelData`, a full-range `Weights`): 64 MiB holds
-    /// 16.7 M float32 parameters, 70× the example model, while bounding what one peer can make a
-    /// server buffer before the length is even checked.
-    public static let frameBytesMax = 64 << 20
+    /// Largest frame payload (the envelope, without the 4-byte length) sent or accepted: PSCore's
+    /// `Limits.frameBytesMax`, where `Limits.parametersMax` is derived from it.
+    public static let frameBytesMax = Limits.frameBytesMax
 
     /// Bytes of the big-endian length that precedes every envelope.
     public static let frameHeaderBytes = 4

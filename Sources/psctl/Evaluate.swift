@@ -45,7 +45,7 @@ struct Evaluate: ParsableCommand {
         // The trainer's own evaluation (same chunks, same reduction order), so loss and accuracy are
         // the bits `train --local` reported for its test split.
         let workspace = Workspace(network: network, capacity: ChunkPlan.evaluationChunkSamples)
-        let stats = StepEngine.evaluate(network: network, parameters: m.parameters, dataset: dataset, workspace: workspace)
+        let stats = Evaluation.stats(network: network, parameters: m.parameters, dataset: dataset, workspace: workspace)
         let n = Double(stats.samples)
         let loss = stats.lossSum / n
         let outputs = networkOutputs(m, features: dataset.features, count: dataset.count)

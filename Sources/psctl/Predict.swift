@@ -65,7 +65,11 @@ struct Predict: ParsableCommand {
         let inputs = m.spec.model.inputs
         guard width == inputs else {
             let rows = resolvedFormat == .idx ? "images have \(width) pixels" : "rows have \(width) features"
-            throw OperatingError("model expects \(inputs) features, '\(input)' \(rows)")
+            // One column too many is most often the label, still in the file.
+            let hint = resolvedFormat == .csv && labelColumn == nil && width == inputs + 1
+                ? "; if one column is the label, drop it with --label-column INDEX" + (header ? " or NAME" : "")
+                : ""
+            throw OperatingError("model expects \(inputs) features, '\(input)' \(rows)\(hint)")
         }
         var features = rawFeatures
         m.preprocessing.apply(to: &features, width: width)
@@ -134,18 +138,13 @@ func networkOutputs(_ model: TrainedModel, features: [Float], count: Int) -> [Fl
     let placeholder: Targets = model.spec.loss == .softmaxCrossEntropy
         ? .classes([Int32](repeating: 0, count: count), classCount: network.outputs)
         : .values([Float](repeating: 0, count: count * network.outputs), width: network.outputs)
-    let indices = (0..<Int32(count)).map { $0 }
     var outputs = [Float]()
     outputs.reserveCapacity(count * network.outputs)
     model.parameters.withUnsafeBufferPointer { p in
         features.withUnsafeBufferPointer { f in
-            indices.withUnsafeBufferPointer { all in
-                for range in ChunkPlan.evaluationRanges(count: count) {
-                    let chunk = ChunkInput(features: f.baseAddress!, width: network.inputs, targets: placeholder,
-                                           indices: UnsafeBufferPointer(rebasing: all[range]))
-                    _ = network.evaluate(parameters: p.baseAddress!, chunk: chunk, workspace: workspace)
-                    outputs.append(contentsOf: workspace.outputs(count: range.count))
-                }
+            Evaluation.forEachChunk(network: network, parameters: p, features: f, width: network.inputs,
+                                    targets: placeholder, count: count, workspace: workspace) { range, _ in
+                outputs.append(contentsOf: workspace.outputs(count: range.count))
             }
         }
     }

@@ -22,7 +22,7 @@ struct OperatingError: Error, CustomStringConvertible {
 BuildTarget.requireSupportedCPU(program: "psctl")
 MemoryTuning.keepLargeBuffers()
 do {
-    var command = try Psctl.parseAsRoot()
+    var command = try Psctl.parseAsRoot(GlobalOptions.hoisted(Array(CommandLine.arguments.dropFirst()), root: Psctl.self))
     try command.run()
 } catch let error as CleanExit {
     Psctl.exit(withError: error)

@@ -161,6 +161,10 @@ final class ModelToolsEndToEndTests: XCTestCase {
         let wide = try Binaries.run("psctl", ["predict", "--model", model, "--input", "data/mnist/small/test.csv"])
         XCTAssertEqual(wide.status, 1)
         XCTAssertTrue(wide.stderr.contains("model expects 784 features, 'data/mnist/small/test.csv' rows have 785"), wide.stderr)
+        XCTAssertTrue(wide.stderr.contains("--label-column"), "one column too many suggests the label column: \(wide.stderr)")
+        let labelled = try Binaries.run("psctl", ["predict", "--model", model, "--input", "data/mnist/small/test.csv",
+                                                  "--label-column", "0"])
+        XCTAssertEqual(labelled.status, 0, labelled.stderr)
         let missing = try Binaries.run("psctl", ["predict", "--model", "\(scratch!)/none.model", "--input", Self.images])
         XCTAssertEqual(missing.status, 1)
         XCTAssertTrue(missing.stderr.contains("none.model"), missing.stderr)

@@ -340,6 +340,15 @@ final class JobSpecParsingTests: XCTestCase {
         assertError(failure(text), field: "model", "parameters", "Limits.parametersMax")
     }
 
+    func testModelTooLargeForOneFrameIsRefusedAtValidation() {
+        // Proves a 20 M-parameter model (which would validate but could not be sent while the limit was
+        // 2^28) is refused when parsed, naming the limit, and that the limit leaves room in a frame.
+        let text = example(replacing: "units: 256", with: "units: 25000")
+        assertError(failure(text), field: "model", "parameters", "Limits.parametersMax")
+        XCTAssertLessThan(Limits.parametersMax, 20_000_000)
+        XCTAssertLessThanOrEqual(Limits.parametersMax * 4 + Limits.frameReserveBytes, Limits.frameBytesMax)
+    }
+
     // MARK: loss
 
     func testUnknownLoss() {

@@ -55,6 +55,35 @@ final class CoordinatorProtocolTests: XCTestCase {
         XCTAssertTrue(jobs.isEmpty)
     }
 
+    // Jobs are prepared one at a time: a job submitted while another's data loads stays queued (status
+    // says which is loading), is prepared once the first ends, and the first's late result changes nothing.
+    func testOneJobIsPreparedAtATime() throws {
+        var coordinator = Coordinator(config: CoordinatorConfig(address: "t"), now: 0)
+        func feed(_ event: CoordinatorEvent) -> [CoordinatorAction] { coordinator.receive(event, now: 0) }
+        func prepared(_ actions: [CoordinatorAction]) -> [String] {
+            actions.compactMap { if case let .prepare(jobId, _) = $0 { return jobId }; return nil }
+        }
+        func jobs() -> [JobStatus] {
+            for case let .send(_, envelope) in feed(.received(1, Envelope(requestId: 9, message: .listJobs))) {
+                if case let .jobList(list) = envelope.message { return list }
+            }
+            return []
+        }
+        _ = feed(.connected(1, peer: "10.0.0.1:1"))
+        _ = feed(.received(1, Envelope(requestId: 1, message: .hello(Hello(role: .client, name: "c")))))
+        XCTAssertEqual(prepared(feed(.received(1, Envelope(requestId: 2, message: .submitJob(smallJob()))))), ["job-1"])
+        XCTAssertEqual(prepared(feed(.received(1, Envelope(requestId: 3, message: .submitJob(smallJob()))))), [])
+        XCTAssertEqual(jobs().map(\.state), [.submitted, .submitted])
+        XCTAssertEqual(jobs().map(\.message), [Coordinator.preparingMessage, ""])
+
+        XCTAssertEqual(prepared(feed(.received(1, Envelope(requestId: 4, message: .cancelJob(jobId: "job-1"))))), ["job-2"])
+        let late = feed(.prepared(jobId: "job-1", .success(PreparedData(trainCount: 850, validationCount: 150,
+                                                                          testCount: 1000, preprocessing: .scale(divisor: 255)))))
+        XCTAssertTrue(late.isEmpty, "\(late)")
+        XCTAssertEqual(jobs().map(\.state), [.cancelled, .submitted])
+        XCTAssertEqual(jobs().map(\.message), ["cancelled by a client", Coordinator.preparingMessage])
+    }
+
     // With no workers a prepared job waits and says so; a worker joining starts it with the spec, weights and an assignment of every chunk.
     func testJobWaitsForWorkersThenStarts() throws {
         var sim = try Simulation(spec: smallJob(), seed: 1)

@@ -6,6 +6,7 @@ import PSMath
 import PSTrain
 import PSTransport
 import PSWire
+@testable import PSWorker
 
 /// Repository root, found from this file's path.
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -33,11 +34,13 @@ func smallJob(chunks: Int = 6, epochs: Int = 2, batchSize: Int = 50, earlyStoppi
         earlyStopping: earlyStopping)
 }
 
-/// A worker simulated in the test process: it reacts to the coordinator's messages exactly as
-/// `WorkerRuntime` does (start job, take weights, compute assigned nodes), but without sockets.
+/// A worker in the test process: the product's own `WorkerStateMachine` deciding and its own
+/// `WorkerCompute` computing, run synchronously with no sockets or queues. What the machine sends in
+/// answer to one message comes back from `respond(to:)`.
 final class SimulatedWorker {
-    /// How a node's gradient goes out: as `WorkerRuntime` sends it (one push per push range, as
-    /// backward finishes each, last first), whole, or per range in an order drawn from `seed`.
+    /// How a node's gradient goes out: as the machine sends it (one push per push range, as backward
+    /// finishes each, last first), or rearranged as another worker build might send it: whole (the
+    /// node's ranges joined into one push), or per range in an order drawn from `seed`.
     enum PushStyle {
         case parts
         case whole
@@ -45,127 +48,104 @@ final class SimulatedWorker {
     }
 
     let connection: ConnectionID
-    let data: LoadedData
     let style: PushStyle
-    var spec: JobSpec?
-    var engine: StepEngine?
-    var evaluation: Workspace?
-    /// The weights as `WorkerRuntime` keeps them: the last two versions, whole or part by part.
-    var weights: [(version: Int, parts: [TensorSlice])] = []
-    var workerId: UInt64?
+    private(set) var machine: WorkerStateMachine
+    private let computer: WorkerCompute
+    /// The log lines the machine asked for.
+    private(set) var logs: [(LogLevel, String, [String: String])] = []
 
     init(connection: ConnectionID, data: LoadedData, style: PushStyle = .parts) {
         self.connection = connection
-        self.data = data
         self.style = style
+        machine = WorkerStateMachine(name: "w\(connection)", threads: 1)
+        computer = WorkerCompute(loadData: { _ in data })
     }
+
+    var workerId: UInt64? { machine.workerId }
 
     /// The weights of `version` put together, or nil when they are not all there.
     func assembledWeights(version: Int, count: Int) -> [Float]? {
-        guard let held = weights.last(where: { $0.version == version }) else { return nil }
-        var values = [Float](repeating: .nan, count: count)
-        var covered = 0
-        for part in held.parts {
-            guard part.indices.upperBound <= count else { return nil }
-            values.replaceSubrange(part.indices, with: part.values)
-            covered += part.count
-        }
-        return covered == count ? values : nil
+        guard let job = machine.job,
+              case let .success(parts) = machine.completeWeights(jobId: job.jobId, version: version, parameterCount: count)
+        else { return nil }
+        var values: [Float] = []
+        WorkerCompute.assemble(parts, count: count, into: &values)
+        return values
+    }
+
+    /// The connection is up: what the machine sends first (its registration).
+    func connected() -> [Message] {
+        feed(.connected(serverName: "sim"))
     }
 
     /// The messages this worker sends in response to one from the coordinator.
     func respond(to message: Message) -> [Message] {
-        switch message {
-        case let .registered(r):
-            workerId = r.workerId
-            return []
-        case let .startJob(s):
-            spec = s.spec
-            let chunks = s.spec.training.chunks
-            engine = StepEngine(network: s.spec.network, chunkCapacity: (s.spec.training.batchSize + chunks - 1) / chunks)
-            evaluation = Workspace(network: s.spec.network, capacity: ChunkPlan.evaluationChunkSamples)
-            return []
-        case let .weights(w):
-            if let i = weights.firstIndex(where: { $0.version == w.version }) {
-                weights[i].parts.removeAll { $0.indices.overlaps(w.tensor.indices) }
-                weights[i].parts.append(w.tensor)
-            } else {
-                weights.append((w.version, [w.tensor]))
-                if weights.count > 2 { weights.removeFirst() }
-            }
-            return []
-        case let .assignment(a):
-            return compute(a)
-        default:
-            return []
-        }
+        arranged(feed(.received(message)))
     }
 
-    func compute(_ a: Assignment) -> [Message] {
-        guard let spec, let engine, let evaluation,
-              let values = assembledWeights(version: a.version, count: spec.network.parameterCount) else {
-            fatalError("assignment without job or weights: \(a)")
-        }
-        let weights = (version: a.version, values: values)
-        let network = spec.network
-        switch a.kind {
-        case .train:
-            let order = epochPermutation(seed: spec.seed, epoch: a.epoch, count: data.train.count)
-            let ranges = ChunkPlan.ranges(batchSize: a.batchSize, chunks: spec.training.chunks)
-            return a.subtrees.flatMap { node -> [Message] in
-                var gradient = [Float](repeating: 0, count: network.parameterCount)
-                var done: [(Range<Int>, ChunkStats)] = []
-                let stats = weights.values.withUnsafeBufferPointer { p in
-                    order.withUnsafeBufferPointer { o in
-                        gradient.withUnsafeMutableBufferPointer { g in
-                            engine.reduceNode(first: node.firstChunk, count: node.chunkCount, totalChunks: spec.training.chunks,
-                                              parameters: p.baseAddress!, dataset: data.train, step: a.step, dropoutSeed: spec.seed,
-                                              chunkIndices: { UnsafeBufferPointer(rebasing: o[(a.batchStart + ranges[$0].lowerBound)..<(a.batchStart + ranges[$0].upperBound)]) },
-                                              into: g.baseAddress!) { done.append(($0, $1)) }
-                        }
-                    }
+    /// Feeds the machine one event and performs its actions at once; returns what it sent.
+    private func feed(_ event: WorkerStateMachine.Event) -> [Message] {
+        var sent: [Message] = []
+        for action in machine.receive(event, now: 0) {
+            switch action {
+            case let .send(message):
+                // Gradient pushes are views of buffers the next computation reuses: copy what is kept.
+                if case var .pushGradient(p) = message {
+                    p.gradient = TensorSlice(offset: p.gradient.offset, values: p.gradient.values)
+                    sent.append(.pushGradient(p))
+                } else {
+                    sent.append(message)
                 }
-                func push(_ range: Range<Int>, _ s: ChunkStats) -> Message {
-                    .pushGradient(PushGradient(jobId: a.jobId, step: a.step, subtree: node,
-                                               gradient: TensorSlice(offset: range.lowerBound, values: Array(gradient[range])),
-                                               lossSum: s.lossSum, correct: s.correct, samples: s.samples))
-                }
-                switch style {
-                case .whole:
-                    return [push(0..<network.parameterCount, stats)]
-                case .parts:
-                    return done.map { push($0.0, $0.1) }
-                case let .shuffledParts(seed):
-                    // Rotated, and reversed half the time, by a key drawn from the seed, step and node:
-                    // every order of two parts, and a spread of orders of more.
-                    let key = (seed &+ UInt64(a.step) &* 0x9E37_79B9_7F4A_7C15) ^ UInt64(node.firstChunk) &* 0xBF58_476D_1CE4_E5B9
-                    let shift = Int(key % UInt64(max(done.count, 1)))
-                    var order = Array(done[shift...] + done[..<shift])
-                    if (key >> 32) & 1 == 1 { order.reverse() }
-                    return order.map { push($0.0, $0.1) }
-                }
-            }
-        case .validate, .test:
-            let dataset = a.kind == .validate ? data.validation! : data.test!
-            let leaves = ChunkPlan.evaluationRanges(count: dataset.count)
-            let all = (0..<Int32(dataset.count)).map { $0 }
-            return a.subtrees.map { node in
-                let stats = weights.values.withUnsafeBufferPointer { p in
-                    dataset.features.withUnsafeBufferPointer { f in
-                        all.withUnsafeBufferPointer { idx in
-                            ReductionTree.reduce(leaves[node.firstChunk..<(node.firstChunk + node.chunkCount)].map { r in
-                                network.evaluate(parameters: p.baseAddress!,
-                                                 chunk: ChunkInput(features: f.baseAddress!, width: dataset.width,
-                                                                   targets: dataset.targets, indices: UnsafeBufferPointer(rebasing: idx[r])),
-                                                 workspace: evaluation)
-                            }, +)
-                        }
-                    }
-                }
-                return .evalResult(EvalResult(jobId: a.jobId, kind: a.kind, epoch: a.epoch, subtree: node,
-                                              lossSum: stats.lossSum, correct: stats.correct, samples: stats.samples))
+            case let .load(jobId, spec):
+                sent += feed(.loaded(jobId: jobId, computer.load(jobId: jobId, spec: spec)))
+            case let .compute(order):
+                var pushes: [PushGradient] = []
+                let report = computer.run(order) { pushes.append($0) }
+                for p in pushes { sent += feed(.pushReady(generation: order.generation, p)) }
+                sent += feed(.computed(generation: order.generation, report))
+            case .reconnect:
+                fatalError("worker \(connection) asked to reconnect: \(logs.last.map { "\($0.1) \($0.2)" } ?? "")")
+            case let .log(level, message, fields):
+                logs.append((level, message, fields))
+            case .startHeartbeat, .stopHeartbeat, .observe:
+                break
             }
         }
+        return sent
+    }
+
+    /// `messages` with each node's pushes rearranged as `style` says (evaluation results unchanged).
+    private func arranged(_ messages: [Message]) -> [Message] {
+        var nodes: [ChunkRange] = []
+        var parts: [Int: [PushGradient]] = [:]  // by first chunk: an assignment's nodes are disjoint
+        var others: [Message] = []
+        for m in messages {
+            guard case let .pushGradient(p) = m else { others.append(m); continue }
+            if parts[p.subtree.firstChunk] == nil { nodes.append(p.subtree) }
+            parts[p.subtree.firstChunk, default: []].append(p)
+        }
+        let pushes = nodes.flatMap { node -> [PushGradient] in
+            let done = parts[node.firstChunk]!
+            switch style {
+            case .parts:
+                return done
+            case .whole:
+                // Every part carries the node's statistics; the ranges joined cover the whole vector.
+                var whole = done[0]
+                let sorted = done.sorted { $0.gradient.offset < $1.gradient.offset }
+                whole.gradient = TensorSlice(offset: 0, values: sorted.flatMap(\.gradient.values))
+                return [whole]
+            case let .shuffledParts(seed):
+                // Rotated, and reversed half the time, by a key drawn from the seed, step and node:
+                // every order of two parts, and a spread of orders of more.
+                let key = (seed &+ UInt64(done[0].step) &* 0x9E37_79B9_7F4A_7C15) ^ UInt64(node.firstChunk) &* 0xBF58_476D_1CE4_E5B9
+                let shift = Int(key % UInt64(max(done.count, 1)))
+                var order = Array(done[shift...] + done[..<shift])
+                if (key >> 32) & 1 == 1 { order.reverse() }
+                return order
+            }
+        }
+        return pushes.map { .pushGradient($0) } + others
     }
 }
 
@@ -264,7 +244,7 @@ struct Simulation {
         workers[id] = SimulatedWorker(connection: id, data: data, style: style ?? drawn)
         _ = connect(.worker)
         toWorkers.removeAll { $0.0 == id }  // the helloOk
-        feed(.received(id, Envelope(requestId: 2, message: .registerWorker(RegisterWorker(name: "w\(id)", threads: 1)))))
+        for message in workers[id]!.connected() { feed(.received(id, Envelope(requestId: 2, message: message))) }
     }
 
     mutating func kill(_ id: ConnectionID) {

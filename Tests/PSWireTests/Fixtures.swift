@@ -59,7 +59,7 @@ enum Fixtures {
     static let summaryNone = TrainingSummary(epochsRun: 1, bestEpoch: 1, stoppedEarly: false, trainLoss: 2.5,
                                              samplesPerSecond: 10)
 
-    static let digest = SHA256.hex(SHA256.hash("weights"))
+    static let digest = Digest.hex(Digest.sha256("weights"))
 
     static func assignment(kind: WorkKind = .train, subtrees: [ChunkRange]? = nil) -> Assignment {
         Assignment(jobId: "job-1", kind: kind, step: 17, epoch: 2, version: 17, batchStart: 2176, batchSize: 128,

@@ -39,9 +39,9 @@ final class FrameTests: XCTestCase {
     ]
 
     func testEveryMessageRoundTripsThroughAFrame() throws {
-        // Proves each Message case, and its request id, survive encodeFrame → FrameDecoder.
+        // Proves each Message case, and its request id, survive encodeFrame → the transport's frame decoder.
         for (i, message) in Self.messages.enumerated() {
-            var decoder = FrameDecoder()
+            var decoder = FrameReader()
             decoder.append(try encodeFrame(requestId: UInt64(i) + 1, message: message))
             XCTAssertEqual(try decoder.next(), Envelope(requestId: UInt64(i) + 1, message: message))
             XCTAssertNil(try decoder.next())
@@ -65,7 +65,7 @@ final class FrameTests: XCTestCase {
         let second = Message.hello(Hello(role: .client, name: "psctl"))
         let stream = try encodeFrame(requestId: 1, message: first) + encodeFrame(requestId: 2, message: second)
         for cut in 0...stream.count {
-            var decoder = FrameDecoder()
+            var decoder = FrameReader()
             var received: [Envelope] = []
             decoder.append(stream[..<cut])
             while let envelope = try decoder.next() { received.append(envelope) }
@@ -79,7 +79,7 @@ final class FrameTests: XCTestCase {
     func testByteByByteDelivery() throws {
         // Proves frames fed one byte at a time decode, and nothing is yielded early.
         let stream = try Self.messages.prefix(5).enumerated().flatMap { i, m in try encodeFrame(requestId: UInt64(i), message: m) }
-        var decoder = FrameDecoder()
+        var decoder = FrameReader()
         var received = 0
         for byte in stream {
             decoder.append(CollectionOfOne(byte))
@@ -90,12 +90,12 @@ final class FrameTests: XCTestCase {
 
     func testLengthOfExactlyFrameBytesMaxIsAcceptedAndOneMoreIsRejected() throws {
         // Proves the limit is inclusive: a prefix of frameBytesMax waits for the payload, frameBytesMax+1 fails.
-        var atLimit = FrameDecoder()
+        var atLimit = FrameReader()
         atLimit.append(bigEndian(WireLimits.frameBytesMax))
-        XCTAssertNil(try atLimit.nextPayload())
-        var overLimit = FrameDecoder()
+        XCTAssertNil(try atLimit.next())
+        var overLimit = FrameReader()
         overLimit.append(bigEndian(WireLimits.frameBytesMax + 1))
-        let error = assertWireError(try overLimit.nextPayload(), names: "frameBytesMax")
+        let error = assertWireError(try overLimit.next(), names: "frameBytesMax")
         XCTAssertEqual(error?.kind, .tooLarge)
     }
 
@@ -109,7 +109,7 @@ final class FrameTests: XCTestCase {
         let weights = Weights(jobId: jobId, version: 1, tensor: TensorSlice(offset: 0, values: values))
         frame = try encodeFrame(requestId: 1, message: .weights(weights))
         XCTAssertEqual(frame.count - 4, WireLimits.frameBytesMax)
-        var decoder = FrameDecoder()
+        var decoder = FrameReader()
         decoder.append(frame)
         XCTAssertEqual(try decoder.next()?.message, .weights(weights))
         var tooBig = weights
@@ -118,13 +118,35 @@ final class FrameTests: XCTestCase {
         XCTAssertEqual(error?.kind, .tooLarge)
     }
 
+    func testLargestMessagesAtTheLimitsFitInOneFrame() throws {
+        // Proves the messages that carry a whole parameter vector still fit in one frame when every
+        // limit that sizes them is at its maximum: Limits.parametersMax agrees with the frame limit.
+        let values = [Float](repeating: 0.25, count: Limits.parametersMax)
+        let features = [Float](repeating: 1, count: Limits.inputsMax)
+        var model = Fixtures.model(preprocessing: .standardize(mean: features, std: features))
+        model.parameters = values
+        let whole = TensorSlice(offset: 0, values: values)
+        let messages: [Message] = [
+            .modelData(model),
+            .weights(Weights(jobId: "job-\(Int.max)", version: .max, tensor: whole)),
+            .pushGradient(PushGradient(jobId: "job-\(Int.max)", step: .max, subtree: ChunkRange(firstChunk: 0, chunkCount: Limits.chunksMax),
+                                       gradient: whole, lossSum: .greatestFiniteMagnitude, correct: .max, samples: .max)),
+        ]
+        for message in messages {
+            let frame = try encodeFrame(requestId: .max, message: message)
+            XCTAssertLessThanOrEqual(frame.count - 4, WireLimits.frameBytesMax, message.caseName)
+            XCTAssertGreaterThan(frame.count, values.count * 4, message.caseName)
+        }
+    }
+
     func testOversizedPrefixIsRejectedBeforeThePayloadArrives() {
-        // Proves a hostile 4 GiB length fails at once from the 4 header bytes, and the decoder stays failed.
-        var decoder = FrameDecoder()
+        // Proves a hostile 4 GiB length fails at once from the 4 header bytes, and keeps failing: the
+        // refused prefix is never consumed as if it were a frame, whatever arrives after it.
+        var decoder = FrameReader()
         decoder.append([0xFF, 0xFF, 0xFF, 0xFF])
         let error = assertWireError(try decoder.next(), names: "frame")
         XCTAssertEqual(error?.kind, .tooLarge)
-        XCTAssertEqual(decoder.bufferedBytes, 0)
+        XCTAssertEqual(decoder.bufferedBytes, 4)
         decoder.append([0, 0, 0, 0])
         assertWireError(try decoder.next(), names: "frame")
     }
@@ -132,7 +154,7 @@ final class FrameTests: XCTestCase {
     func testTruncatedFrameWaitsForTheRest() throws {
         // Proves a frame missing its last byte yields nothing until that byte arrives.
         let frame = try encodeFrame(requestId: 9, message: .ack)
-        var decoder = FrameDecoder()
+        var decoder = FrameReader()
         decoder.append(frame.dropLast())
         XCTAssertNil(try decoder.next())
         XCTAssertNil(try decoder.next())
@@ -142,7 +164,7 @@ final class FrameTests: XCTestCase {
 
     func testGarbagePayloadIsADecodeError() {
         // Proves a well-sized frame of garbage is a malformed WireError about the envelope.
-        var decoder = FrameDecoder()
+        var decoder = FrameReader()
         decoder.append([0, 0, 0, 6, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
         let error = assertWireError(try decoder.next(), names: "Envelope")
         XCTAssertEqual(error?.kind, .malformed)
@@ -150,7 +172,7 @@ final class FrameTests: XCTestCase {
 
     func testEmptyEnvelopeIsAnUnknownBody() {
         // Proves a frame with no body (or a body from a newer schema) is rejected as an unknown body.
-        var decoder = FrameDecoder()
+        var decoder = FrameReader()
         decoder.append([0, 0, 0, 0])
         let error = assertWireError(try decoder.next(), names: "Envelope")
         XCTAssertEqual(error?.description, "Envelope: unknown body")

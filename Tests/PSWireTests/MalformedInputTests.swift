@@ -43,7 +43,7 @@ final class MalformedInputTests: XCTestCase {
         // Proves a random byte stream fed in random pieces ends in frames, waiting, or a WireError.
         var random = SeededGenerator(state: 7)
         for _ in 0..<2_000 {
-            var decoder = FrameDecoder()
+            var decoder = FrameReader()
             // Small lengths so that many streams reach the payload decoder instead of the size check.
             var stream: [UInt8] = [0, 0, 0, UInt8.random(in: 0...40, using: &random)]
             stream += (0..<Int.random(in: 0...64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }

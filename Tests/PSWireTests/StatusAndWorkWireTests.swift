@@ -248,7 +248,7 @@ final class StatusAndWorkWireTests: XCTestCase {
     // MARK: Helpers
 
     private func decode(_ message: Message, file: StaticString = #filePath, line: UInt = #line) throws -> Message {
-        var decoder = FrameDecoder()
+        var decoder = FrameReader()
         decoder.append(try encodeFrame(requestId: 5, message: message))
         let envelope = try XCTUnwrap(try decoder.next(), file: file, line: line)
         XCTAssertEqual(envelope.requestId, 5, file: file, line: line)
