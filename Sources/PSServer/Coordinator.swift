@@ -267,38 +267,49 @@ public struct Coordinator {
     }
 
     private mutating func handle(_ envelope: Envelope, from id: ConnectionID, now: Double, _ out: inout [CoordinatorAction]) {
-        guard var connection = connections[id] else { return }
-        let rid = envelope.requestId
-        func reject(_ code: ErrorCode, _ message: String, field: String = "", close: Bool) {
-            out += rejection(id, rid, code, message, field: field, close: close)
+        guard let connection = connections[id] else { return }
+        let request = Request(connection: id, id: envelope.requestId)
+        guard let role = connection.role else { return greet(envelope.message, request, &out) }
+        if shuttingDown {
+            return reject(request, .shuttingDown, "the server is shutting down", "", true, &out)
         }
-
-        guard connection.role != nil else {
-            guard case let .hello(hello) = envelope.message else {
-                return reject(.badRequest, "the first message on a connection must be hello", close: true)
-            }
-            guard hello.protocolVersion == WireLimits.protocolVersion else {
-                return reject(.versionMismatch, "protocol version \(hello.protocolVersion) is not supported (this server speaks \(WireLimits.protocolVersion))", close: true)
-            }
-            connection.role = hello.role
-            connections[id] = connection
-            out.append(.send(id, Envelope(requestId: rid, message: .helloOk(HelloOk(serverName: config.serverName)))))
+        if case .hello = envelope.message {
+            return reject(request, .badRequest, "hello was already received on this connection", "", true, &out)
+        }
+        if workerMessage(envelope.message, request, now: now, &out) || clientRequest(envelope.message, request, now: now, &out) {
             return
         }
-        if shuttingDown {
-            return reject(.shuttingDown, "the server is shutting down", close: true)
+        reject(request, .badRequest, "unexpected message \(envelope.message.caseName) from a \(role) connection", "", true, &out)
+    }
+
+    /// The first message on a connection: hello with our protocol version, or the connection is closed.
+    private mutating func greet(_ message: Message, _ request: Request, _ out: inout [CoordinatorAction]) {
+        let id = request.connection
+        let rid = request.id
+        guard case let .hello(hello) = message else {
+            return reject(request, .badRequest, "the first message on a connection must be hello", "", true, &out)
         }
+        guard hello.protocolVersion == WireLimits.protocolVersion else {
+            return reject(request, .versionMismatch, "protocol version \(hello.protocolVersion) is not supported (this server speaks \(WireLimits.protocolVersion))", "", true, &out)
+        }
+        connections[id]!.role = hello.role
+        out.append(.send(id, Envelope(requestId: rid, message: .helloOk(HelloOk(serverName: config.serverName)))))
+    }
 
-        switch envelope.message {
-        case .hello:
-            reject(.badRequest, "hello was already received on this connection", close: true)
-
+    /// A message only workers send: handled (true), or not one of those (false).
+    private mutating func workerMessage(_ message: Message, _ request: Request, now: Double,
+                                        _ out: inout [CoordinatorAction]) -> Bool {
+        let (id, rid) = (request.connection, request.id)
+        var connection = connections[id]!
+        switch message {
         case let .registerWorker(r):
             guard connection.role == .worker, connection.workerId == nil else {
-                return reject(.badRequest, "only a worker connection may register, once", close: true)
+                reject(request, .badRequest, "only a worker connection may register, once", "", true, &out)
+                return true
             }
             guard workers.count < CoordinatorLimits.workersMax else {
-                return reject(.busy, "the cluster already has \(CoordinatorLimits.workersMax) workers", close: true)
+                reject(request, .busy, "the cluster already has \(CoordinatorLimits.workersMax) workers", "", true, &out)
+                return true
             }
             let wid = nextWorkerId
             nextWorkerId += 1
@@ -315,7 +326,8 @@ public struct Coordinator {
 
         case let .heartbeat(h):
             guard let wid = connection.workerId, h.workerId == wid else {
-                return reject(.unknownWorker, "heartbeat for worker \(h.workerId) on a connection registered as \(connection.workerId.map(String.init) ?? "nothing")", close: true)
+                reject(request, .unknownWorker, "heartbeat for worker \(h.workerId) on a connection registered as \(connection.workerId.map(String.init) ?? "nothing")", "", true, &out)
+                return true
             }
             workers[wid]?.lastHeartbeat = now
             workers[wid]?.stepsDone = h.stepsDone
@@ -323,24 +335,37 @@ public struct Coordinator {
 
         case let .pushGradient(p):
             guard let wid = connection.workerId else {
-                return reject(.unknownWorker, "push from a connection that has not registered as a worker", close: true)
+                reject(request, .unknownWorker, "push from a connection that has not registered as a worker", "", true, &out)
+                return true
             }
             workers[wid]?.lastHeartbeat = now
             push(p, from: wid, requestId: rid, connection: id, now: now, &out)
 
         case let .evalResult(e):
             guard let wid = connection.workerId else {
-                return reject(.unknownWorker, "evaluation result from a connection that has not registered as a worker", close: true)
+                reject(request, .unknownWorker, "evaluation result from a connection that has not registered as a worker", "", true, &out)
+                return true
             }
             workers[wid]?.lastHeartbeat = now
             evaluation(e, from: wid, requestId: rid, connection: id, now: now, &out)
+        default:
+            return false
+        }
+        return true
+    }
 
+    /// A client's request: handled (true), or not one of those (false).
+    private mutating func clientRequest(_ message: Message, _ request: Request, now: Double,
+                                        _ out: inout [CoordinatorAction]) -> Bool {
+        let (id, rid) = (request.connection, request.id)
+        switch message {
         case let .submitJob(spec):
             submit(spec, requestId: rid, connection: id, now: now, &out)
 
         case let .statusRequest(jobId):
             guard jobId.isEmpty || jobs[jobId] != nil else {
-                return reject(.unknownJob, "no job '\(jobId)'", field: "job_id", close: false)
+                reject(request, .unknownJob, "no job '\(jobId)'", "job_id", false, &out)
+                return true
             }
             updateStatus(now: now)
             let list = jobOrder.filter { jobId.isEmpty || $0 == jobId }.map { status(of: jobs[$0]!) }
@@ -352,10 +377,12 @@ public struct Coordinator {
 
         case let .cancelJob(jobId):
             guard let job = jobs[jobId] else {
-                return reject(.unknownJob, "no job '\(jobId)'", field: "job_id", close: false)
+                reject(request, .unknownJob, "no job '\(jobId)'", "job_id", false, &out)
+                return true
             }
             guard !job.state.isFinal else {
-                return reject(.badRequest, "job \(jobId) has already ended (\(job.state.rawValue))", field: "job_id", close: false)
+                reject(request, .badRequest, "job \(jobId) has already ended (\(job.state.rawValue))", "job_id", false, &out)
+                return true
             }
             finish(jobId, .cancelled, message: "cancelled by a client", &out)
             out.append(.send(id, Envelope(requestId: rid, message: .ack)))
@@ -363,29 +390,44 @@ public struct Coordinator {
 
         case let .waitJob(jobId):
             guard let job = jobs[jobId] else {
-                return reject(.unknownJob, "no job '\(jobId)'", field: "job_id", close: false)
+                reject(request, .unknownJob, "no job '\(jobId)'", "job_id", false, &out)
+                return true
             }
             if let result = job.result {
                 out.append(.send(id, Envelope(requestId: rid, message: .jobResult(result))))
             } else if job.waiters.count >= CoordinatorLimits.waitersPerJobMax {
-                reject(.busy, "job \(jobId) already has \(CoordinatorLimits.waitersPerJobMax) waiters", close: false)
+                reject(request, .busy, "job \(jobId) already has \(CoordinatorLimits.waitersPerJobMax) waiters", "", false, &out)
             } else {
                 jobs[jobId]!.waiters.append((id, rid))
             }
 
         case let .fetchModel(jobId):
             guard let job = jobs[jobId] else {
-                return reject(.unknownJob, "no job '\(jobId)'", field: "job_id", close: false)
+                reject(request, .unknownJob, "no job '\(jobId)'", "job_id", false, &out)
+                return true
             }
             guard let model = job.model else {
-                return reject(.badRequest, "job \(jobId) has no model (\(job.state.rawValue))", field: "job_id", close: false)
+                reject(request, .badRequest, "job \(jobId) has no model (\(job.state.rawValue))", "job_id", false, &out)
+                return true
             }
             out.append(.send(id, Envelope(requestId: rid, message: .modelData(model))))
-
-        case .helloOk, .error, .ack, .registered, .submitted, .modelData, .pullWeights, .weights, .pushAck,
-             .startJob, .assignment, .statusReply, .jobList, .jobResult:
-            reject(.badRequest, "unexpected message \(envelope.message.caseName) from a \(connection.role!) connection", close: true)
+        default:
+            return false
         }
+        return true
+    }
+
+    /// Where a message came from and which request it was: where a refusal of it goes.
+    struct Request {
+        let connection: ConnectionID
+        let id: UInt64
+    }
+
+    /// Refuses `request` with an error reply naming `field` (and a log line naming the peer); with
+    /// `close`, the connection is closed after it.
+    private func reject(_ request: Request, _ code: ErrorCode, _ message: String, _ field: String, _ close: Bool,
+                        _ out: inout [CoordinatorAction]) {
+        out += rejection(request.connection, request.id, code, message, field: field, close: close)
     }
 
     /// An error reply (and a log line naming the peer); with `close`, the connection is closed after it.
@@ -417,21 +459,19 @@ public struct Coordinator {
 
     private mutating func submit(_ spec: JobSpec, requestId rid: UInt64, connection id: ConnectionID, now: Double,
                                  _ out: inout [CoordinatorAction]) {
-        func reject(_ code: ErrorCode, _ message: String, _ field: String, _ close: Bool) {
-            out += rejection(id, rid, code, message, field: field, close: close)
-        }
+        let request = Request(connection: id, id: rid)
         // The spec passed psctl's validation, but the server trusts no peer: validate it again.
         do {
             _ = try JobSpec.parse(spec.yamlText(), format: .yaml, source: "submitted spec")
         } catch {
-            return reject(.invalidSpec, error.message, error.field, false)
+            return reject(request, .invalidSpec, error.message, error.field, false, &out)
         }
         for (field, path) in spec.dataPaths where !path.hasPrefix("/") {
-            return reject(.invalidSpec, "relative path '\(path)' (psctl resolves paths before submitting; other clients must send absolute ones)", field, false)
+            return reject(request, .invalidSpec, "relative path '\(path)' (psctl resolves paths before submitting; other clients must send absolute ones)", field, false, &out)
         }
         let queued = jobs.values.filter { !$0.state.isFinal }.count
         guard queued <= CoordinatorLimits.queuedJobsMax else {
-            return reject(.busy, "\(queued) jobs are already queued (limit \(CoordinatorLimits.queuedJobsMax))", "", false)
+            return reject(request, .busy, "\(queued) jobs are already queued (limit \(CoordinatorLimits.queuedJobsMax))", "", false, &out)
         }
         let jobId = "job-\(nextJobNumber)"
         nextJobNumber += 1
@@ -627,9 +667,7 @@ public struct Coordinator {
     /// Checks and stores one push; returns the parts it completed (every chunk of the step in).
     private mutating func accept(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
                                  _ out: inout [CoordinatorAction]) -> [Int] {
-        func reject(_ code: ErrorCode, _ message: String, _ field: String, _ close: Bool) {
-            out += rejection(id, rid, code, message, field: field, close: close)
-        }
+        let request = Request(connection: id, id: rid)
         let range = p.subtree.firstChunk..<(p.subtree.firstChunk + p.subtree.chunkCount)
         guard var r = run, r.jobId == p.jobId else {
             // A late push for a job that ended (cancelled, or finished while this one was in flight).
@@ -637,7 +675,7 @@ public struct Coordinator {
                 out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
                 return []
             }
-            reject(.unknownJob, "push for unknown job '\(p.jobId)'", "job_id", true)
+            reject(request, .unknownJob, "push for unknown job '\(p.jobId)'", "job_id", true, &out)
             return []
         }
         guard var work = r.work, work.kind == .train, p.step == work.step else {
@@ -647,13 +685,13 @@ public struct Coordinator {
                 out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
                 return []
             }
-            reject(.unknownStep, "push for step \(p.step) of \(p.jobId), which has not started (current step \(current))", "step", true)
+            reject(request, .unknownStep, "push for step \(p.step) of \(p.jobId), which has not started (current step \(current))", "step", true, &out)
             return []
         }
         let covered = p.gradient.offset..<(p.gradient.offset + p.gradient.count)
         guard let pushed = work.gradients.parts(covering: covered) else {
             let parts = work.gradients.ranges.map { "[\($0.lowerBound), \($0.upperBound))" }.joined(separator: " ")
-            reject(.badRequest, "gradient covers [\(covered.lowerBound), \(covered.upperBound)) of job \(p.jobId)'s \(r.network.parameterCount) parameters, which is neither the whole vector nor one of its push ranges (\(parts))", "gradient", true)
+            reject(request, .badRequest, "gradient covers [\(covered.lowerBound), \(covered.upperBound)) of job \(p.jobId)'s \(r.network.parameterCount) parameters, which is neither the whole vector nor one of its push ranges (\(parts))", "gradient", true, &out)
             return []
         }
         if work.gradients.hasNode(range) || work.gradients.missing(pushed, of: range).isEmpty {
@@ -662,19 +700,19 @@ public struct Coordinator {
             return []
         }
         guard work.assigned[range] == wid else {
-            reject(.notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true)
+            reject(request, .notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true, &out)
             return []
         }
         let expected = work.leafSamples[range].reduce(0, +)
         guard p.samples == expected, p.correct >= 0, p.correct <= expected else {
-            reject(.badRequest, "push reports \(p.samples) samples for chunks \(range.lowerBound)..<\(range.upperBound), which hold \(expected)", "samples", true)
+            reject(request, .badRequest, "push reports \(p.samples) samples for chunks \(range.lowerBound)..<\(range.upperBound), which hold \(expected)", "samples", true, &out)
             return []
         }
         let stats = ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples)
         // Bit patterns, not `==`: a diverged job's NaN loss is the same NaN in every push of a node.
         if let earlier = work.gradients.partialStats(of: range),
            earlier.lossSum.bitPattern != stats.lossSum.bitPattern || earlier.correct != stats.correct {
-            reject(.badRequest, "push for chunks \(range.lowerBound)..<\(range.upperBound) reports loss_sum \(p.lossSum) and correct \(p.correct), but an earlier part of the same chunks reported \(earlier.lossSum) and \(earlier.correct)", "loss_sum", true)
+            reject(request, .badRequest, "push for chunks \(range.lowerBound)..<\(range.upperBound) reports loss_sum \(p.lossSum) and correct \(p.correct), but an earlier part of the same chunks reported \(earlier.lossSum) and \(earlier.correct)", "loss_sum", true, &out)
             return []
         }
         precondition(work.gradients.receivedNodes.count < CoordinatorLimits.inFlightPushesMax, "more nodes than chunks")
@@ -812,22 +850,20 @@ public struct Coordinator {
 
     private mutating func evaluation(_ e: EvalResult, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
                                      now: Double, _ out: inout [CoordinatorAction]) {
-        func reject(_ code: ErrorCode, _ message: String, _ field: String, _ close: Bool) {
-            out += rejection(id, rid, code, message, field: field, close: close)
-        }
+        let request = Request(connection: id, id: rid)
         let range = e.subtree.firstChunk..<(e.subtree.firstChunk + e.subtree.chunkCount)
         guard var r = run, r.jobId == e.jobId else {
             if jobs[e.jobId] != nil { return }  // late result for an ended job
-            return reject(.unknownJob, "evaluation result for unknown job '\(e.jobId)'", "job_id", true)
+            return reject(request, .unknownJob, "evaluation result for unknown job '\(e.jobId)'", "job_id", true, &out)
         }
         guard var work = r.work, work.kind == e.kind, e.epoch == work.epoch else { return }  // stale
         if work.evaluations.contains(range) { return }
         guard work.assigned[range] == wid else {
-            return reject(.notAssigned, "evaluation result for chunks \(range.lowerBound)..<\(range.upperBound), which worker \(wid) was not assigned", "first_chunk", true)
+            return reject(request, .notAssigned, "evaluation result for chunks \(range.lowerBound)..<\(range.upperBound), which worker \(wid) was not assigned", "first_chunk", true, &out)
         }
         let expected = work.leafSamples[range].reduce(0, +)
         guard e.samples == expected, e.correct >= 0, e.correct <= expected else {
-            return reject(.badRequest, "evaluation result reports \(e.samples) samples for chunks holding \(expected)", "samples", true)
+            return reject(request, .badRequest, "evaluation result reports \(e.samples) samples for chunks holding \(expected)", "samples", true, &out)
         }
         work.assigned[range] = nil
         work.evaluations.insert(range, payload: (), stats: ChunkStats(lossSum: e.lossSum, correct: e.correct, samples: e.samples))
