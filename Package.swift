@@ -121,6 +121,8 @@ let package = Package(
         .executableTarget(name: "ps-bench", dependencies: [
             "PSMath", "PSWire", "PSTrain", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // What several test suites share: the small MNIST job, the promtool runner, the repository root.
+        .target(name: "PSTestSupport", dependencies: ["PSCore"], path: "Tests/PSTestSupport"),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath"]),
         .testTarget(name: "PSCoreTests", dependencies: ["PSCore"]),
         .testTarget(name: "PSDataTests", dependencies: ["PSData"],
@@ -129,19 +131,19 @@ let package = Package(
         .testTarget(name: "PSWireTests", dependencies: [
             "PSWire", "PSWireC", "PSTransport", .product(name: "NIOCore", package: "swift-nio"),
         ]),
-        .testTarget(name: "PSTrainTests", dependencies: ["PSTrain"]),
+        .testTarget(name: "PSTrainTests", dependencies: ["PSTrain", "PSTestSupport"]),
         .testTarget(name: "PSTransportTests", dependencies: ["PSTransport"]),
         // The coordinator driven with the product's own worker state machine and compute (PSWorker).
-        .testTarget(name: "PSServerTests", dependencies: ["PSServer", "PSWorker"]),
+        .testTarget(name: "PSServerTests", dependencies: ["PSServer", "PSWorker", "PSTestSupport"]),
         .testTarget(name: "PSWorkerTests", dependencies: ["PSWorker"]),
         .testTarget(name: "PSMetricsTests", dependencies: [
-            "PSMetrics", .product(name: "Prometheus", package: "swift-prometheus"),
+            "PSMetrics", "PSTestSupport", .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PSEventFileTests", dependencies: ["PSEventFile"]),
         // Many nodes (coordinator and workers) in one process, over loopback.
-        .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSTransport"]),
+        .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSTransport", "PSTestSupport"]),
         // Starts the real binaries (built by `swift build` before the tests run).
-        .testTarget(name: "EndToEndTests", dependencies: ["PSWire"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSTestSupport"]),
     ]
 )

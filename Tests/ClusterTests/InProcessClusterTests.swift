@@ -7,10 +7,8 @@ import PSTrain
 import PSTransport
 import PSWire
 import PSWorker
+import PSTestSupport
 import XCTest
-
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .deletingLastPathComponent().deletingLastPathComponent().path
 
 /// A server runtime and several worker runtimes in this process, talking over loopback TCP: the real
 /// transport, coordinator and worker code, without separate processes.
@@ -18,19 +16,10 @@ final class InProcessClusterTests: XCTestCase {
     let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
     func job(epochs: Int = 2) -> JobSpec {
-        let small = repositoryRoot + "/data/mnist/small/"
-        return JobSpec(
-            name: "in-process", seed: 9,
-            data: DataSpec(format: .idx,
-                           train: .idx(images: small + "train-images-idx3-ubyte", labels: small + "train-labels-idx1-ubyte"),
-                           validationSplit: 0.2,
-                           test: .idx(images: small + "t10k-images-idx3-ubyte", labels: small + "t10k-labels-idx1-ubyte"),
-                           preprocessing: .scale(255)),
-            model: ModelSpec(inputs: 784, layers: [LayerSpec(units: 32, activation: .tanh, dropout: 0.1),
-                                                   LayerSpec(units: 10, activation: .softmax)]),
-            loss: .softmaxCrossEntropy, optimizer: OptimizerSpec(kind: .momentum, learningRate: 0.05, momentum: 0.9),
-            training: TrainingSpec(batchSize: 40, chunks: 5, epochs: epochs),
-            earlyStopping: nil)
+        smallMNISTJob(name: "in-process", seed: 9, validationSplit: 0.2,
+                      layers: [LayerSpec(units: 32, activation: .tanh, dropout: 0.1), LayerSpec(units: 10, activation: .softmax)],
+                      optimizer: OptimizerSpec(kind: .momentum, learningRate: 0.05, momentum: 0.9),
+                      batchSize: 40, chunks: 5, epochs: epochs)
     }
 
     func startServer() throws -> (ServerRuntime, String) {

@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import XCTest
+import PSTestSupport
 
 /// `--metrics-listen` on the real binaries: what a Prometheus server scraping them would see.
 final class MetricsEndToEndTests: XCTestCase {
@@ -37,7 +38,7 @@ final class MetricsEndToEndTests: XCTestCase {
             return page[#"ps_jobs{state="completed"}"#] == 1 || page[#"ps_jobs{state="failed"}"#] == 1
         }
         XCTAssertFalse(pagesWhileRunning.isEmpty, "no scrape answered while the job was running")
-        for text in pagesWhileRunning { try promtoolCheck(text) }
+        for text in pagesWhileRunning { try Promtool.check(text) }
 
         let wait = try cluster.psctl(["wait", job, "--json"])
         XCTAssertEqual(wait.status, 0, wait.stderr)
@@ -142,7 +143,7 @@ final class MetricsEndToEndTests: XCTestCase {
     /// Scrapes `url`, checks the page with promtool, and returns its samples.
     private func scrape(_ url: String) throws -> [String: Double] {
         let text = try pageText(url)
-        try promtoolCheck(text)
+        try Promtool.check(text)
         return parse(text)
     }
 
@@ -184,29 +185,5 @@ final class MetricsEndToEndTests: XCTestCase {
         done.wait()
         let (status, contentType, body) = try box.result!.get()
         return (status, contentType, body)
-    }
-
-    /// Fails the test when `promtool check metrics` reports any problem with `page` (or is not installed).
-    private func promtoolCheck(_ page: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let path = "/usr/bin/promtool"
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            XCTFail("\(path) is missing; install it with scripts/install-deps.sh --test", file: file, line: line)
-            return
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["check", "metrics"]
-        let input = Pipe()
-        let output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        input.fileHandleForWriting.write(Data(page.utf8))
-        try input.fileHandleForWriting.close()
-        let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, "promtool check metrics:\n\(report)\npage:\n\(page)", file: file, line: line)
-        XCTAssertEqual(report.trimmingCharacters(in: .whitespacesAndNewlines), "", "promtool check metrics", file: file, line: line)
     }
 }

@@ -6,32 +6,20 @@ import PSMath
 import PSTrain
 import PSTransport
 import PSWire
+import PSTestSupport
 @testable import PSWorker
-
-/// Repository root, found from this file's path.
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .deletingLastPathComponent().deletingLastPathComponent().path
 
 /// A small real job on the 1,000-sample MNIST slices: two epochs, dropout, validation, test.
 func smallJob(chunks: Int = 6, epochs: Int = 2, batchSize: Int = 50, earlyStopping: EarlyStoppingSpec? = nil,
               optimizer: OptimizerSpec = OptimizerSpec(kind: .adam, learningRate: 0.003),
               layers: [LayerSpec]? = nil) -> JobSpec {
-    let small = repositoryRoot + "/data/mnist/small/"
-    return JobSpec(
-        name: "sim", seed: 5,
-        data: DataSpec(format: .idx,
-                       train: .idx(images: small + "train-images-idx3-ubyte", labels: small + "train-labels-idx1-ubyte"),
-                       validationSplit: 0.15,
-                       test: .idx(images: small + "t10k-images-idx3-ubyte", labels: small + "t10k-labels-idx1-ubyte"),
-                       preprocessing: .scale(255)),
-        // Two push ranges (784-64, then 64-4096-10 with more than ParameterLayout.pushRangeMin
-        // parameters), so workers push each node in two parts.
-        model: ModelSpec(inputs: 784, layers: layers ?? [LayerSpec(units: 64, activation: .relu, dropout: 0.25),
-                                                         LayerSpec(units: 4096, activation: .relu),
-                                                         LayerSpec(units: 10, activation: .softmax)]),
-        loss: .softmaxCrossEntropy, optimizer: optimizer,
-        training: TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs),
-        earlyStopping: earlyStopping)
+    // Two push ranges (784-64, then 64-4096-10 with more than ParameterLayout.pushRangeMin
+    // parameters), so workers push each node in two parts.
+    smallMNISTJob(name: "sim", seed: 5, validationSplit: 0.15,
+                  layers: layers ?? [LayerSpec(units: 64, activation: .relu, dropout: 0.25),
+                                     LayerSpec(units: 4096, activation: .relu),
+                                     LayerSpec(units: 10, activation: .softmax)],
+                  optimizer: optimizer, batchSize: batchSize, chunks: chunks, epochs: epochs, earlyStopping: earlyStopping)
 }
 
 /// A worker in the test process: the product's own `WorkerStateMachine` deciding and its own

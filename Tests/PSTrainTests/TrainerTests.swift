@@ -3,10 +3,7 @@ import PSCore
 import PSData
 import PSMath
 @testable import PSTrain
-
-/// Repository root, found from this file's path so tests run from any working directory.
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .deletingLastPathComponent().deletingLastPathComponent().path
+import PSTestSupport
 
 /// The 1,000-sample MNIST slices: a real problem small enough for unit tests.
 func smallMNISTSpec(optimizer: OptimizerSpec = OptimizerSpec(kind: .sgd, learningRate: 0.1),
@@ -14,18 +11,8 @@ func smallMNISTSpec(optimizer: OptimizerSpec = OptimizerSpec(kind: .sgd, learnin
                                            LayerSpec(units: 10, activation: .softmax)],
                     batchSize: Int = 50, chunks: Int = 4, epochs: Int = 3,
                     earlyStopping: EarlyStoppingSpec? = nil) -> JobSpec {
-    let small = repositoryRoot + "/data/mnist/small/"
-    return JobSpec(
-        name: "small", seed: 7,
-        data: DataSpec(format: .idx,
-                       train: .idx(images: small + "train-images-idx3-ubyte", labels: small + "train-labels-idx1-ubyte"),
-                       validationSplit: 0.2,
-                       test: .idx(images: small + "t10k-images-idx3-ubyte", labels: small + "t10k-labels-idx1-ubyte"),
-                       preprocessing: .scale(255)),
-        model: ModelSpec(inputs: 784, layers: layers),
-        loss: .softmaxCrossEntropy, optimizer: optimizer,
-        training: TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs),
-        earlyStopping: earlyStopping)
+    smallMNISTJob(name: "small", seed: 7, validationSplit: 0.2, layers: layers, optimizer: optimizer,
+                  batchSize: batchSize, chunks: chunks, epochs: epochs, earlyStopping: earlyStopping)
 }
 
 final class TrainerTests: XCTestCase {
