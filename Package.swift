@@ -14,7 +14,10 @@ import PackageDescription
 //   PSTrain           step engine, epoch ledger, and the local trainer (the cluster's oracle)
 //   PSTransport       NIO: length-prefixed frames with a size limit, listener, connections, backoff;
 //                     the only importer of NIOPosix
-//   PSServer          the coordinator: a pure state machine plus the runtime that drives it
+//   PSShard           the parameter shard: parameters, optimizer state and tree sums (pure state machine)
+//   PSControl         the coordinator (pure state machine): job registry, membership, scheduler; it
+//                     holds no tensors and reaches the shard only through commands
+//   PSServer          the server's runtime: drives the coordinator and the shard on their own queues
 //   PSWorker          the worker runtime: connection, data, chunk computation off the event loop
 //   PSMetrics         Prometheus metrics and their /metrics endpoint
 //   PSEventFile       TensorBoard event files (TFRecord + Event/Summary protobuf)
@@ -98,8 +101,12 @@ let package = Package(
         ]),
         // TensorBoard event files: TFRecord framing around Event messages with scalar summaries.
         .target(name: "PSEventFile"),
+        // The parameter shard: parameters, optimizer state, tree sums (a pure state machine).
+        .target(name: "PSShard", dependencies: ["PSTrain", "PSMath", "PSWire"]),
+        // The control plane: job registry, membership, scheduler, composed into the coordinator (pure).
+        .target(name: "PSControl", dependencies: ["PSShard", "PSTrain", "PSMath", "PSWire", "PSTransport"]),
         .target(name: "PSServer", dependencies: [
-            "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSEventFile",
+            "PSControl", "PSShard", "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSEventFile",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PSWorker", dependencies: [
@@ -133,8 +140,9 @@ let package = Package(
         ]),
         .testTarget(name: "PSTrainTests", dependencies: ["PSTrain", "PSTestSupport"]),
         .testTarget(name: "PSTransportTests", dependencies: ["PSTransport"]),
-        // The coordinator driven with the product's own worker state machine and compute (PSWorker).
-        .testTarget(name: "PSServerTests", dependencies: ["PSServer", "PSWorker", "PSTestSupport"]),
+        // The coordinator and the shard driven with the product's own worker state machine and compute.
+        .testTarget(name: "PSControlTests", dependencies: ["PSControl", "PSShard", "PSWorker", "PSTestSupport"]),
+        .testTarget(name: "PSShardTests", dependencies: ["PSShard", "PSTrain", "PSTestSupport"]),
         .testTarget(name: "PSWorkerTests", dependencies: ["PSWorker"]),
         .testTarget(name: "PSMetricsTests", dependencies: [
             "PSMetrics", "PSTestSupport", .product(name: "Prometheus", package: "swift-prometheus"),

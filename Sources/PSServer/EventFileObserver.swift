@@ -1,3 +1,4 @@
+import PSControl
 import Foundation
 import Logging
 import PSEventFile

@@ -1,3 +1,4 @@
+import PSControl
 import Dispatch
 import PSMetrics
 import PSWire

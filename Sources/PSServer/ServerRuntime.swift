@@ -1,7 +1,9 @@
 import Dispatch
 import Foundation
 import Logging
+import PSControl
 import PSData
+import PSShard
 import PSTransport
 import PSWire
 
@@ -34,6 +36,11 @@ public final class ServerRuntime: @unchecked Sendable {
     let options: Options
     let logger: Logger
     let queue = DispatchQueue(label: "ps-server.coordinator")
+    /// The parameter shard's queue: tree sums and optimizer updates run here, never on the queue that
+    /// answers clients. Sends to workers go through it too, in the coordinator's order, so a worker's
+    /// weights leave before its assignment.
+    let shardQueue = DispatchQueue(label: "ps-server.shard")
+    var shard: ParameterShard!
     let io = DispatchQueue(label: "ps-server.io", attributes: .concurrent)
     var coordinator: Coordinator!
     var transport: TransportServer!
@@ -79,6 +86,7 @@ public final class ServerRuntime: @unchecked Sendable {
                                        shardCount: options.shardCount, updateThreads: options.updateThreads)
         // Safe without the queue: it is suspended, so nothing else touches the coordinator yet.
         coordinator = Coordinator(config: config, now: now, firstJobNumber: Self.nextJobNumber(in: jobsDirectory))
+        shard = ParameterShard(keyRanges: options.shardCount, updateThreads: options.updateThreads)
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.schedule(deadline: .now() + 0.25, repeating: 0.25)
         t.setEventHandler { [weak self] in
@@ -97,6 +105,7 @@ public final class ServerRuntime: @unchecked Sendable {
             perform(coordinator.receive(.shutdown, now: now))
         }
         // Let the last replies leave before the sockets close.
+        shardQueue.sync {}
         io.sync(flags: .barrier) {}
         transport.shutdown()
         stopped.signal()
@@ -132,29 +141,23 @@ public final class ServerRuntime: @unchecked Sendable {
         perform(timedReceive(e))
     }
 
+    /// Carries out the coordinator's actions. Shard commands and everything bound for a worker go to
+    /// the shard's queue as one batch, in order; replies to clients, logs and observations go now.
     private func perform(_ actions: [CoordinatorAction]) {
-        // A step's weights go to every worker that needs them: encode them once per batch of actions.
-        var weightsFrames: [WeightsKey: EncodedFrame] = [:]
+        var ordered: [CoordinatorAction] = []
+        var direct = Outbox(transport: transport)
         for action in actions {
             switch action {
             case let .observe(observation):
                 for o in observers { o(observation) }
+            case .shard:
+                ordered.append(action)
             case let .send(id, envelope):
-                if case let .weights(w) = envelope.message {
-                    let key = WeightsKey(jobId: w.jobId, version: w.version, offset: w.tensor.offset, count: w.tensor.count)
-                    if weightsFrames[key] == nil { weightsFrames[key] = try? transport.encode(envelope) }
-                    if let frame = weightsFrames[key] {
-                        transport.send(frame, to: id)
-                        continue
-                    }
-                }
-                transport.send(envelope, to: id)
+                if coordinator.isWorkerConnection(id) { ordered.append(action) } else { direct.send(envelope, to: id) }
             case let .broadcast(ids, envelope):
-                // Encoded once; every connection writes the same bytes (a push range's new weights go to every worker of the step).
-                guard let frame = try? transport.encode(envelope) else { continue }
-                for id in ids { transport.send(frame, to: id) }
+                if ids.contains(where: coordinator.isWorkerConnection) { ordered.append(action) } else { direct.broadcast(envelope, to: ids) }
             case let .close(id, after):
-                transport.close(id, after: after)
+                if coordinator.isWorkerConnection(id) { ordered.append(action) } else { transport.close(id, after: after) }
             case let .prepare(jobId, spec):
                 io.async { [weak self] in
                     let result: Result<PreparedData, PreparationError>
@@ -184,6 +187,36 @@ public final class ServerRuntime: @unchecked Sendable {
                 logger.log(level, message, fields)
             }
         }
+        if !ordered.isEmpty {
+            let batch = ordered
+            shardQueue.async { self.performOrdered(batch) }
+        }
+    }
+
+    /// On the shard's queue: the shard's commands and the sends around them, in order.
+    private func performOrdered(_ actions: [CoordinatorAction]) {
+        var out = Outbox(transport: transport)
+        for action in actions {
+            switch action {
+            case let .shard(command):
+                for answer in shard.receive(command) {
+                    switch answer {
+                    case let .send(id, envelope): out.send(envelope, to: id)
+                    case let .broadcast(ids, envelope): out.broadcast(envelope, to: ids)
+                    case let .finished(jobId, parameters, sha256):
+                        queue.async {
+                            self.perform(self.coordinator.receive(.shardFinished(jobId: jobId, parameters: parameters, sha256: sha256), now: self.now))
+                        }
+                    case let .log(level, message, fields):
+                        logger.log(level, message, fields)
+                    }
+                }
+            case let .send(id, envelope): out.send(envelope, to: id)
+            case let .broadcast(ids, envelope): out.broadcast(envelope, to: ids)
+            case let .close(id, after): transport.close(id, after: after)
+            default: preconditionFailure("only shard commands and sends are ordered")
+            }
+        }
     }
 
     // MARK: Timing for observers
@@ -203,6 +236,32 @@ public final class ServerRuntime: @unchecked Sendable {
 }
 
 /// Which weights a frame holds: a version, whole or one push range.
+/// Sends one batch of actions. A step's weights go to every worker that needs them: each range of a
+/// version is encoded once per batch, and a broadcast once for all its connections.
+private struct Outbox {
+    let transport: TransportServer
+    var weightsFrames: [WeightsKey: EncodedFrame] = [:]
+
+    init(transport: TransportServer) { self.transport = transport }
+
+    mutating func send(_ envelope: Envelope, to id: ConnectionID) {
+        if case let .weights(w) = envelope.message {
+            let key = WeightsKey(jobId: w.jobId, version: w.version, offset: w.tensor.offset, count: w.tensor.count)
+            if weightsFrames[key] == nil { weightsFrames[key] = try? transport.encode(envelope) }
+            if let frame = weightsFrames[key] {
+                transport.send(frame, to: id)
+                return
+            }
+        }
+        transport.send(envelope, to: id)
+    }
+
+    func broadcast(_ envelope: Envelope, to ids: [ConnectionID]) {
+        guard let frame = try? transport.encode(envelope) else { return }
+        for id in ids { transport.send(frame, to: id) }
+    }
+}
+
 private struct WeightsKey: Hashable {
     let jobId: String
     let version: Int

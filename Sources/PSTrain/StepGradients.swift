@@ -11,12 +11,18 @@ import PSMath
 /// step's statistics (carried whole by every push of a node) combine over received nodes in tree order.
 ///
 /// Pure data: the coordinator checks who may push what; this type keeps what arrived and says what
-/// is complete.
-public struct StepGradients {
+/// is complete. The payload is the pushed values (`StepGradients`, the local bookkeeping of tests and
+/// tools) or nothing (`StepProgress`, what the coordinator keeps: it holds no tensors, the parameter
+/// shard holds the values).
+public typealias StepGradients = PartCollector<FloatData>
+/// A step's pushes without their values: which nodes and parts are in, and their statistics.
+public typealias StepProgress = PartCollector<Void>
+
+public struct PartCollector<Payload> {
     /// Each part's key range, in order; they tile the parameter vector.
     public let ranges: [Range<Int>]
     /// Per part, the nodes received for it (dropped once the part has been applied).
-    public private(set) var parts: [NodeCollector<FloatData>]
+    public private(set) var parts: [NodeCollector<Payload>]
     /// Parts already summed and applied; later pushes of them are duplicates.
     public private(set) var applied: [Bool]
     /// Nodes with every part in, and their statistics.
@@ -69,7 +75,7 @@ public struct StepGradients {
     /// caller has checked that `node` is a node of the tree, overlaps no other node held, and that the
     /// statistics match `partialStats(of:)`.
     public mutating func insert(_ node: Range<Int>, parts pushed: [Int], stats: ChunkStats,
-                                payload: (Int) -> FloatData) -> Insertion {
+                                payload: (Int) -> Payload) -> Insertion {
         precondition(!received.contains(node), "node \(node) is already complete")
         let new = missing(pushed, of: node)
         if new.isEmpty { return .duplicate }
@@ -108,13 +114,22 @@ public struct StepGradients {
         for l in p.parts where !applied[l] { parts[l].remove(node) }
     }
 
+    /// The step's statistics, combined in tree order.
+    public var stats: ChunkStats {
+        received.combine { _, _ in () }.stats
+    }
+}
+
+extension PartCollector where Payload == FloatData {
     /// Part `l`'s sum over all chunks in tree order, in `buffers` (see `NodeCollector.combinedGradient`).
     public func combined(part l: Int, reusing buffers: inout [[Float]]) -> FloatData {
         parts[l].combinedGradient(reusing: &buffers).payload
     }
+}
 
-    /// The step's statistics, combined in tree order.
-    public var stats: ChunkStats {
-        received.combine { _, _ in () }.stats
+extension PartCollector where Payload == Void {
+    /// Stores a push of `node` carrying `parts` (no values: the shard keeps them).
+    public mutating func insert(_ node: Range<Int>, parts pushed: [Int], stats: ChunkStats) -> Insertion {
+        insert(node, parts: pushed, stats: stats) { _ in () }
     }
 }

@@ -46,7 +46,7 @@ public struct TrainingLedger: Sendable {
                 report.improved = tracker.observe(epoch: epoch, value: report.validationLoss!).improved
                 report.bestEpoch = tracker.bestEpoch
             }
-            if report.improved && spec.earlyStopping?.restoreBest == true {
+            if keepsWeights(of: report) {
                 bestParameters = parameters
                 bestVersion = version
             }
@@ -61,14 +61,30 @@ public struct TrainingLedger: Sendable {
         return last.stopEarly || last.epoch >= spec.training.epochs
     }
 
+    /// Whether the weights at the end of `report`'s epoch are the best so far and early stopping will
+    /// restore the best: the caller that holds the weights elsewhere (the parameter shard) keeps them.
+    public func keepsWeights(of report: EpochReport) -> Bool {
+        report.validationLoss != nil && report.improved && spec.earlyStopping?.restoreBest == true
+    }
+
     /// The weights to keep once training is over: the best epoch's when early stopping restores them
     /// and the best epoch is not the last, else `current`.
     public func keptParameters(current: [Float], currentVersion: Int) -> (parameters: [Float], version: Int, epoch: Int) {
-        let last = history[history.count - 1]
-        if let best = bestParameters, last.bestEpoch != last.epoch {
-            return (best, bestVersion, last.bestEpoch)
+        let kept = keptVersion(currentVersion: currentVersion)
+        if kept.epoch != history[history.count - 1].epoch, let best = bestParameters {
+            return (best, kept.version, kept.epoch)
         }
-        return (current, currentVersion, last.epoch)
+        return (current, currentVersion, kept.epoch)
+    }
+
+    /// Which weights `keptParameters` keeps, by version and epoch: the best epoch's when early stopping
+    /// restores them and the best epoch is not the last, else the current ones.
+    public func keptVersion(currentVersion: Int) -> (version: Int, epoch: Int) {
+        let last = history[history.count - 1]
+        if bestParameters != nil, last.bestEpoch != last.epoch {
+            return (bestVersion, last.bestEpoch)
+        }
+        return (currentVersion, last.epoch)
     }
 
     /// The run's summary. Validation figures are those recorded for the kept epoch (the same weights,

@@ -1,10 +1,12 @@
 import XCTest
 import PSCore
 import PSData
-@testable import PSServer
+@testable import PSControl
+@testable import PSShard
 import PSTrain
 import PSTransport
 import PSWire
+import PSTestSupport
 
 /// The coordinator's protocol, state × event, without sockets.
 final class CoordinatorProtocolTests: XCTestCase {
@@ -205,7 +207,7 @@ final class CoordinatorProtocolTests: XCTestCase {
         sim.feed(.received(b, Envelope(requestId: 5, message: .pushGradient(pushes[b]![0]))))
         XCTAssertEqual(weights(a, version: 1).map(\.indices), [part1])
         XCTAssertEqual(weights(b, version: 1).map(\.indices), [part1])
-        XCTAssertEqual(sim.coordinator.run?.store.version, 0, "the step is not over")
+        XCTAssertEqual(sim.store?.version, 0, "the step is not over")
 
         // A third worker joins: nothing to do until b is lost.
         sim.addWorker(style: .parts)
@@ -235,10 +237,10 @@ final class CoordinatorProtocolTests: XCTestCase {
         for (id, p) in again { sim.feed(.received(id, Envelope(requestId: 7, message: p))) }
         XCTAssertEqual(acks(c).map(\.duplicate), [true, false])
         XCTAssertEqual(acks(a).map(\.duplicate), [false, true, true, false])
-        XCTAssertEqual(sim.coordinator.run?.store.version, 0)
+        XCTAssertEqual(sim.store?.version, 0)
         // a's first part ends the step: part 0 goes to a and c; c, which missed part 1, gets it with its assignment.
         sim.feed(.received(a, Envelope(requestId: 8, message: .pushGradient(pushes[a]![1]))))
-        let store = try XCTUnwrap(sim.coordinator.run?.store)
+        let store = try XCTUnwrap(sim.store)
         XCTAssertEqual(store.version, 1)
         XCTAssertEqual(weights(a, version: 1).map(\.indices), [part1, part0])
         XCTAssertEqual(weights(c, version: 1).map(\.indices), [part0, part1])
@@ -274,9 +276,9 @@ final class CoordinatorProtocolTests: XCTestCase {
         sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
         let (a, b) = (sim.workers.keys.min()!, sim.workers.keys.max()!)
         sim.toWorkers = []
-        sim.now = 6
+        sim.clock.advance(by: 6)
         sim.feed(.received(b, Envelope(requestId: 0, message: .heartbeat(Heartbeat(workerId: sim.workers[b]!.workerId ?? 2, stepsDone: 0, samplesPerSecond: 0)))))
-        sim.now = 10.5
+        sim.clock.advance(by: 4.5)  // t = 10.5
         sim.feed(.tick)
         XCTAssertTrue(sim.closed.contains(a))
         XCTAssertFalse(sim.closed.contains(b))
@@ -305,6 +307,50 @@ final class CoordinatorProtocolTests: XCTestCase {
         XCTAssertTrue(errorReply(sim, client)?.message.contains("already ended") ?? false)
         sim.feed(.received(client, Envelope(requestId: 5, message: .cancelJob(jobId: "job-9"))))
         XCTAssertEqual(errorReply(sim, client)?.code, .unknownJob)
+    }
+
+    // Training and testing are over, but the job ends only when the shard hands its weights over:
+    // until then it is running. A cancel meanwhile wins and the late hand-over saves nothing; the
+    // hand-over itself saves the model and answers the waiter with the parameters' fingerprint. An
+    // answer for a job that is not finishing changes nothing.
+    func testJobEndsWhenTheShardHandsOver() throws {
+        let spec = smallJob(epochs: 1)
+        var sim = try Simulation(spec: spec, seed: 3)
+        sim.holdShardAnswers = true
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        sim.addWorker()
+        sim.feed(.received(client, Envelope(requestId: 3, message: .waitJob(jobId: "job-1"))))
+        var deliveries = 0
+        while sim.step(duplicates: false) {
+            deliveries += 1
+            if deliveries >= 100_000 { return XCTFail("simulation does not finish") }
+        }
+        XCTAssertEqual(sim.heldShardAnswers.count, 1)
+        guard case let .shardFinished(jobId, parameters, sha)? = sim.heldShardAnswers.first else { return XCTFail("no hand-over") }
+        XCTAssertEqual(jobId, "job-1")
+        XCTAssertEqual(sha, weightsSHA256(parameters))
+        XCTAssertEqual(sim.coordinator.registry.jobs["job-1"]?.state, .running)
+        XCTAssertTrue(sim.models.isEmpty)
+
+        var cancelled = sim
+        cancelled.feed(.received(client, Envelope(requestId: 4, message: .cancelJob(jobId: "job-1"))))
+        cancelled.feed(sim.heldShardAnswers[0])
+        XCTAssertEqual(cancelled.coordinator.registry.jobs["job-1"]?.state, .cancelled)
+        XCTAssertTrue(cancelled.models.isEmpty)
+
+        let before = sim.replies[client, default: []].count
+        sim.feed(.shardFinished(jobId: "job-9", parameters: parameters, sha256: sha))
+        XCTAssertEqual(sim.replies[client, default: []].count, before)
+        sim.feed(sim.heldShardAnswers[0])
+        XCTAssertEqual(sim.models["job-1"]?.parameters, parameters)
+        guard case let .jobResult(result)? = sim.replies[client]?.last?.message else { return XCTFail("waiter not answered") }
+        XCTAssertEqual(result.state, .completed)
+        XCTAssertEqual(result.weightsSHA256, sha)
+        // A second hand-over for the ended job changes nothing.
+        let ended = sim.replies[client, default: []].count
+        sim.feed(sim.heldShardAnswers[0])
+        XCTAssertEqual(sim.replies[client, default: []].count, ended)
     }
 
     // Shutdown marks the running job interrupted and answers its waiters.
@@ -354,7 +400,7 @@ final class CoordinatorExactnessTests: XCTestCase {
             if deliveries >= 200_000 { break }
         }
         guard case let .jobResult(result)? = sim.replies[client]?.last?.message else {
-            XCTFail("job did not finish; state: \(sim.coordinator.jobs["job-1"]?.state.rawValue ?? "?")")
+            XCTFail("job did not finish; state: \(sim.coordinator.registry.jobs["job-1"]?.state.rawValue ?? "?")")
             throw CocoaError(.featureUnsupported)
         }
         XCTAssertTrue(result.state == .completed || result.state == .stoppedEarly, "\(result.state) \(result.message)")
@@ -419,7 +465,7 @@ final class CoordinatorExactnessTests: XCTestCase {
         var deliveries = 0
         while sim.step(duplicates: false) {
             deliveries += 1
-            if !killed, let run = sim.coordinator.run, run.store.version == 3, let work = run.work, work.kind == .train,
+            if !killed, let run = sim.coordinator.run, sim.store?.version == 3, let work = run.work, work.kind == .train,
                work.gradients.applied.contains(true) {
                 sim.kill(sim.workers.keys.first!)
                 sim.addWorker(style: .parts)

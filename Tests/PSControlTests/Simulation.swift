@@ -2,7 +2,8 @@ import Foundation
 import PSCore
 import PSData
 import PSMath
-@testable import PSServer
+@testable import PSControl
+@testable import PSShard
 import PSTrain
 import PSTransport
 import PSWire
@@ -25,7 +26,7 @@ func smallJob(chunks: Int = 6, epochs: Int = 2, batchSize: Int = 50, earlyStoppi
 /// A worker in the test process: the product's own `WorkerStateMachine` deciding and its own
 /// `WorkerCompute` computing, run synchronously with no sockets or queues. What the machine sends in
 /// answer to one message comes back from `respond(to:)`.
-final class SimulatedWorker {
+final class TestWorker {
     /// How a node's gradient goes out: as the machine sends it (one push per push range, as backward
     /// finishes each, last first), or rearranged as another worker build might send it: whole (the
     /// node's ranges joined into one push), or per range in an order drawn from `seed`.
@@ -141,13 +142,15 @@ final class SimulatedWorker {
 /// joins and duplicate pushes are all drawn from the seed, so a failing seed replays exactly.
 struct Simulation {
     var coordinator: Coordinator
-    var now = 0.0
+    /// The parameter shard, given the coordinator's commands in order as the server's runtime does.
+    var shard: ParameterShard
+    var clock = ManualClock()
+    var now: Double { clock.now }
     var nextConnection: ConnectionID = 1
-    var workers: [ConnectionID: SimulatedWorker] = [:]
-    /// Messages in flight to workers, in send order per connection.
-    var toWorkers: [(ConnectionID, Message)] = []
-    /// Messages in flight to the coordinator.
-    var toCoordinator: [(ConnectionID, Message)] = []
+    var workers: [ConnectionID: TestWorker] = [:]
+    /// Messages in flight to workers, and to the coordinator (each connection in order).
+    var toWorkersLink = SimulatedNetwork<Message>()
+    var toCoordinatorLink = SimulatedNetwork<Message>()
     var replies: [ConnectionID: [Envelope]] = [:]
     /// Every envelope the coordinator sent, per connection (workers' too).
     var sent: [ConnectionID: [Envelope]] = [:]
@@ -156,26 +159,49 @@ struct Simulation {
     var models: [String: TrainedModel] = [:]
     var observations: [Observation] = []
     let data: LoadedData
-    var rng: UInt64
+    var rng: SeededRandom
 
     init(spec: JobSpec, seed: UInt64, shards: Int = 1) throws {
         coordinator = Coordinator(config: CoordinatorConfig(address: "sim", shardCount: shards), now: 0)
+        shard = ParameterShard(keyRanges: shards)
         data = try DataLoader.load(spec)
-        rng = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        rng = SeededRandom(seed: seed)
     }
 
-    mutating func random(_ n: Int) -> Int {
-        rng ^= rng << 13
-        rng ^= rng >> 7
-        rng ^= rng << 17
-        return Int(rng % UInt64(n))
+    mutating func random(_ n: Int) -> Int { rng.next(n) }
+
+    /// What is in flight to workers, in send order (tests read it, deliver it themselves, clear it).
+    var toWorkers: [(ConnectionID, Message)] {
+        get { toWorkersLink.inFlight.map { ($0.connection, $0.message) } }
+        set { toWorkersLink.inFlight = newValue.map { (connection: $0.0, message: $0.1) } }
     }
 
-    /// Feeds one event to the coordinator and routes its actions.
+    /// The shard's parameters and optimizer state (nil when no job is open).
+    var store: ParameterStore? { shard.job?.store }
+    /// Set: the shard's answers to `.finish` are kept in `heldShardAnswers` instead of delivered.
+    var holdShardAnswers = false
+    var heldShardAnswers: [CoordinatorEvent] = []
+
+    /// Feeds one event to the coordinator and routes its actions; the shard's answer to `.finish`
+    /// comes back as an event after them, as the runtime queues it.
     mutating func feed(_ event: CoordinatorEvent) {
         let actions = coordinator.receive(event, now: now)
+        var later: [CoordinatorEvent] = []
         for action in actions {
             switch action {
+            case let .shard(command):
+                for answer in shard.receive(command) {
+                    switch answer {
+                    case let .send(id, envelope):
+                        route(envelope, to: id)
+                    case let .broadcast(ids, envelope):
+                        for id in ids { route(envelope, to: id) }
+                    case let .finished(jobId, parameters, sha256):
+                        later.append(.shardFinished(jobId: jobId, parameters: parameters, sha256: sha256))
+                    case let .log(level, message, fields):
+                        logs.append((level, message, fields))
+                    }
+                }
             case let .send(id, envelope):
                 route(envelope, to: id)
             case let .broadcast(ids, envelope):
@@ -184,8 +210,8 @@ struct Simulation {
                 if let after { route(after, to: id) }
                 closed.insert(id)
                 if workers.removeValue(forKey: id) != nil {
-                    toWorkers.removeAll { $0.0 == id }
-                    toCoordinator.removeAll { $0.0 == id }
+                    toWorkersLink.drop(connection: id)
+                    toCoordinatorLink.drop(connection: id)
                 }
                 feed(.disconnected(id))
             case let .prepare(jobId, spec):
@@ -200,12 +226,17 @@ struct Simulation {
                 observations.append(o)
             }
         }
+        if holdShardAnswers {
+            heldShardAnswers += later
+        } else {
+            for event in later { feed(event) }
+        }
     }
 
     mutating func route(_ envelope: Envelope, to id: ConnectionID) {
         sent[id, default: []].append(envelope)
         if workers[id] != nil {
-            toWorkers.append((id, envelope.message))
+            toWorkersLink.send(envelope.message, on: id)
         } else {
             replies[id, default: []].append(envelope)
         }
@@ -221,46 +252,42 @@ struct Simulation {
     }
 
     /// `style` nil: drawn from the seed.
-    mutating func addWorker(style: SimulatedWorker.PushStyle? = nil) {
+    mutating func addWorker(style: TestWorker.PushStyle? = nil) {
         let id = nextConnection
-        let drawn: SimulatedWorker.PushStyle
+        let drawn: TestWorker.PushStyle
         switch random(3) {
         case 0: drawn = .whole
         case 1: drawn = .shuffledParts(seed: UInt64(random(1 << 30)))
         default: drawn = .parts
         }
-        workers[id] = SimulatedWorker(connection: id, data: data, style: style ?? drawn)
+        workers[id] = TestWorker(connection: id, data: data, style: style ?? drawn)
         _ = connect(.worker)
-        toWorkers.removeAll { $0.0 == id }  // the helloOk
+        toWorkersLink.drop(connection: id)  // the helloOk
         for message in workers[id]!.connected() { feed(.received(id, Envelope(requestId: 2, message: message))) }
     }
 
     mutating func kill(_ id: ConnectionID) {
         workers[id] = nil
-        toWorkers.removeAll { $0.0 == id }
-        toCoordinator.removeAll { $0.0 == id }
+        toWorkersLink.drop(connection: id)
+        toCoordinatorLink.drop(connection: id)
         feed(.disconnected(id))
     }
 
     /// Delivers one pending message (the first for a randomly chosen connection, keeping per-connection order).
     mutating func step(duplicates: Bool) -> Bool {
-        let toW = !toWorkers.isEmpty
-        let toC = !toCoordinator.isEmpty
+        let toW = !toWorkersLink.isEmpty
+        let toC = !toCoordinatorLink.isEmpty
         guard toW || toC else { return false }
         if toC && (!toW || random(2) == 0) {
-            let pick = toCoordinator[random(toCoordinator.count)].0
-            let index = toCoordinator.firstIndex { $0.0 == pick }!
-            let (id, message) = toCoordinator.remove(at: index)
+            let (id, message) = toCoordinatorLink.deliverOne(&rng)!
             feed(.received(id, Envelope(requestId: 0, message: message)))
             if duplicates, case .pushGradient = message, random(8) == 0, workers[id] != nil {
                 feed(.received(id, Envelope(requestId: 0, message: message)))  // a retransmission
             }
         } else {
-            let pick = toWorkers[random(toWorkers.count)].0
-            let index = toWorkers.firstIndex { $0.0 == pick }!
-            let (id, message) = toWorkers.remove(at: index)
+            let (id, message) = toWorkersLink.deliverOne(&rng)!
             guard let worker = workers[id] else { return true }
-            for reply in worker.respond(to: message) { toCoordinator.append((id, reply)) }
+            for reply in worker.respond(to: message) { toCoordinatorLink.send(reply, on: id) }
         }
         return true
     }

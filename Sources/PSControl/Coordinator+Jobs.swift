@@ -1,0 +1,145 @@
+import PSCore
+import PSMath
+import PSShard
+import PSTrain
+import PSTransport
+import PSWire
+
+/// Jobs: submission, the one-at-a-time queue, preparation, the end of a job, and status.
+extension Coordinator {
+    /// Moves a job on by `event` if its lifecycle allows it, telling observers when its state
+    /// changes. A refused event changes nothing and is logged as the bug it would be.
+    @discardableResult
+    mutating func transition(_ jobId: String, _ event: JobEvent, _ out: inout [CoordinatorAction]) -> Bool {
+        guard let job = registry.jobs[jobId] else { return false }
+        guard let before = registry.jobs[jobId]!.lifecycle.apply(event) else {
+            out.append(.log(.error, "job transition refused", ["job": jobId, "phase": "\(job.lifecycle.phase)",
+                                                                "event": "\(event)"]))
+            return false
+        }
+        let state = registry.jobs[jobId]!.state
+        if before.state != state { out.append(.observe(.jobState(jobId: jobId, name: job.spec.name, state: state))) }
+        return true
+    }
+
+    mutating func submit(_ spec: JobSpec, requestId rid: UInt64, connection id: ConnectionID, now: Double,
+                         _ out: inout [CoordinatorAction]) {
+        let request = Request(connection: id, id: rid)
+        // The spec passed psctl's validation, but the server trusts no peer: validate it again.
+        do {
+            _ = try JobSpec.parse(spec.yamlText(), format: .yaml, source: "submitted spec")
+        } catch {
+            return reject(request, .invalidSpec, error.message, error.field, false, &out)
+        }
+        for (field, path) in spec.dataPaths where !path.hasPrefix("/") {
+            return reject(request, .invalidSpec, "relative path '\(path)' (psctl resolves paths before submitting; other clients must send absolute ones)", field, false, &out)
+        }
+        let queued = registry.unfinishedCount
+        guard queued <= CoordinatorLimits.queuedJobsMax else {
+            return reject(request, .busy, "\(queued) jobs are already queued (limit \(CoordinatorLimits.queuedJobsMax))", "", false, &out)
+        }
+        let jobId = registry.add(spec)
+        out.append(.observe(.jobState(jobId: jobId, name: spec.name, state: .submitted)))
+        out.append(.send(id, Envelope(requestId: rid, message: .submitted(jobId: jobId))))
+        out.append(.log(.info, "job submitted", ["job": jobId, "name": spec.name]))
+        startNextJob(now: now, &out)
+    }
+
+    /// Starts the oldest submitted job when none is running: first its data is prepared by the driver.
+    mutating func startNextJob(now: Double, _ out: inout [CoordinatorAction]) {
+        guard run == nil, !shuttingDown, let next = registry.nextToStart else { return }
+        transition(next, .prepare, &out)
+        out.append(.prepare(jobId: next, spec: registry.jobs[next]!.spec))
+    }
+
+    mutating func prepared(_ jobId: String, _ result: Result<PreparedData, PreparationError>, now: Double,
+                           _ out: inout [CoordinatorAction]) {
+        guard let job = registry.jobs[jobId], job.lifecycle.phase == .preparing, !shuttingDown else { return }
+        switch result {
+        case let .failure(error):
+            finish(jobId, .failed, message: error.message, &out)
+            startNextJob(now: now, &out)
+        case let .success(data):
+            let spec = job.spec
+            let network = spec.network
+            let steps = ChunkPlan.stepsPerEpoch(count: data.trainCount, batchSize: spec.training.batchSize)
+            run = Run(jobId: jobId, spec: spec, ranges: network.layout.pushRanges, parameterCount: network.parameterCount,
+                      appliesInParts: spec.optimizer.clipNorm == nil, data: data, ledger: TrainingLedger(spec: spec),
+                      stepsPerEpoch: steps, epochStartedAt: now)
+            out.append(.shard(.open(jobId: jobId, spec: spec)))
+            transition(jobId, .prepared(workers: !membership.workers.isEmpty), &out)
+            registry.jobs[jobId]!.stepsPerEpoch = steps
+            registry.jobs[jobId]!.epoch = 1
+            out.append(.log(.info, "job started", ["job": jobId, "train": "\(data.trainCount)",
+                                                    "validation": "\(data.validationCount)", "test": "\(data.testCount)",
+                                                    "steps_per_epoch": "\(steps)", "parameters": "\(network.parameterCount)"]))
+            startTrainStep(now: now, &out)
+            dispatch(now: now, &out)
+        }
+    }
+
+    /// Ends a job by `event` (one its lifecycle allows): records the result, answers waiters, drops
+    /// the run if it was this job (and tells the shard to let its values go).
+    mutating func finish(_ jobId: String, _ event: JobEvent, message: String, summary: TrainingSummary? = nil,
+                         sha: String = "", _ out: inout [CoordinatorAction]) {
+        guard transition(jobId, event, &out) else { return }
+        let state = registry.jobs[jobId]!.state
+        let result = JobResult(jobId: jobId, state: state, summary: summary, weightsSHA256: sha, message: message)
+        for (connection, rid) in registry.end(jobId, result: result, message: message) {
+            out.append(.send(connection, Envelope(requestId: rid, message: .jobResult(result))))
+        }
+        if let r = run, r.jobId == jobId {
+            // A trained job's shard let its values go when it handed them over.
+            if r.finishing == nil { out.append(.shard(.close)) }
+            run = nil
+            membership.forgetWeights()
+        }
+        out.append(.log(state == .failed ? .error : .info, "job ended",
+                        ["job": jobId, "state": state.rawValue, "message": message, "weights_sha256": sha]))
+        registry.retainNewestModels()
+    }
+
+    /// Training and evaluation are over: the summary waits for the shard's final parameters.
+    mutating func complete(test: ChunkStats?, _ out: inout [CoordinatorAction]) {
+        guard var r = run, let kept = r.kept else { return }
+        r.finishing = r.ledger.summary(keptEpoch: kept.epoch, test: test,
+                                       samplesPerSecond: Double(r.trainedSamples) / max(r.trainingSeconds, 1e-9))
+        run = r
+        out.append(.shard(.finish))
+    }
+
+    /// The shard's final parameters: the model is made, saved, and the job ends.
+    mutating func trained(_ jobId: String, parameters: [Float], sha: String, now: Double, _ out: inout [CoordinatorAction]) {
+        guard let r = run, r.jobId == jobId, let summary = r.finishing else { return }  // cancelled meanwhile
+        let model = TrainedModel(spec: r.spec, preprocessing: r.data.preprocessing, parameters: parameters, summary: summary)
+        registry.jobs[jobId]!.model = model
+        out.append(.saveModel(jobId: jobId, model: model))
+        finish(jobId, .finished(stoppedEarly: summary.stoppedEarly), message: "", summary: summary, sha: sha, &out)
+        startNextJob(now: now, &out)
+    }
+
+    // MARK: Status
+
+    /// What `psctl status` shows for a job whose data is being prepared.
+    static var preparingMessage: String { JobRegistry.preparingMessage }
+
+    mutating func updateStatus(now: Double) {
+        guard let r = run else { return }
+        var job = registry.jobs[r.jobId]!
+        let stepsLeft = (r.spec.training.epochs - r.epoch) * r.stepsPerEpoch - r.stepInEpoch
+        if job.samplesPerSecond > 0 {
+            job.etaSeconds = Double(stepsLeft * r.spec.training.batchSize) / job.samplesPerSecond
+        }
+        registry.jobs[r.jobId] = job
+    }
+
+    func status(of jobId: String) -> JobStatus {
+        registry.status(of: jobId, workers: run?.jobId == jobId ? membership.workers.count : 0)
+    }
+
+    public func clusterStatus(now: Double) -> ClusterStatus {
+        let held = run?.work.map { w in Dictionary(grouping: w.assigned, by: { $0.value }).mapValues { $0.map(\.key.count).reduce(0, +) } } ?? [:]
+        let list = membership.status(held: held, jobId: run?.jobId ?? "", heartbeatInterval: config.heartbeatIntervalSeconds, now: now)
+        return ClusterStatus(serverAddress: config.address, uptimeSeconds: now - startedAt, workers: list)
+    }
+}

@@ -1,0 +1,112 @@
+import PSCore
+import PSMath
+import PSShard
+import PSTrain
+import PSTransport
+import PSWire
+
+/// Gradient pushes: checked against the schedule (job, step, assignment, samples, statistics), their
+/// values forwarded to the shard, complete parts applied there as they complete.
+extension Coordinator {
+    mutating func push(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
+                       now: Double, _ out: inout [CoordinatorAction]) {
+        let completed = accept(p, from: wid, requestId: rid, connection: id, &out)
+        if !completed.isEmpty { applyParts(completed, &out) }
+        let stepComplete = run?.work.map { $0.kind == .train && $0.gradients.isComplete } ?? false
+        if stepComplete { completeTrainStep(now: now, &out) }
+    }
+
+    /// Checks and stores one push; returns the parts it completed (every chunk of the step in).
+    mutating func accept(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
+                         _ out: inout [CoordinatorAction]) -> [Int] {
+        let request = Request(connection: id, id: rid)
+        let range = p.subtree.firstChunk..<(p.subtree.firstChunk + p.subtree.chunkCount)
+        guard var r = run, r.jobId == p.jobId else {
+            // A late push for a job that ended (cancelled, or finished while this one was in flight).
+            if registry.jobs[p.jobId] != nil {
+                out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
+                return []
+            }
+            reject(request, .unknownJob, "push for unknown job '\(p.jobId)'", "job_id", true, &out)
+            return []
+        }
+        guard var work = r.work, work.kind == .train, p.step == work.step else {
+            let current = r.work.map { $0.step } ?? 0
+            if p.step <= current {
+                // Already applied: pushes are idempotent by (job, step, subtree).
+                out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
+                return []
+            }
+            reject(request, .unknownStep, "push for step \(p.step) of \(p.jobId), which has not started (current step \(current))", "step", true, &out)
+            return []
+        }
+        let covered = p.gradient.offset..<(p.gradient.offset + p.gradient.count)
+        guard let pushed = work.gradients.parts(covering: covered) else {
+            let parts = work.gradients.ranges.map { "[\($0.lowerBound), \($0.upperBound))" }.joined(separator: " ")
+            reject(request, .badRequest, "gradient covers [\(covered.lowerBound), \(covered.upperBound)) of job \(p.jobId)'s \(r.parameterCount) parameters, which is neither the whole vector nor one of its push ranges (\(parts))", "gradient", true, &out)
+            return []
+        }
+        if work.gradients.hasNode(range) || work.gradients.missing(pushed, of: range).isEmpty {
+            out.append(.observe(.pushAccepted(bytes: p.gradient.count * MemoryLayout<Float>.size, duplicate: true)))
+            out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
+            return []
+        }
+        guard work.assigned[range] == wid else {
+            reject(request, .notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true, &out)
+            return []
+        }
+        let expected = work.leafSamples[range].reduce(0, +)
+        guard p.samples == expected, p.correct >= 0, p.correct <= expected else {
+            reject(request, .badRequest, "push reports \(p.samples) samples for chunks \(range.lowerBound)..<\(range.upperBound), which hold \(expected)", "samples", true, &out)
+            return []
+        }
+        let stats = ChunkStats(lossSum: p.lossSum, correct: p.correct, samples: p.samples)
+        // Bit patterns, not `==`: a diverged job's NaN loss is the same NaN in every push of a node.
+        if let earlier = work.gradients.partialStats(of: range),
+           earlier.lossSum.bitPattern != stats.lossSum.bitPattern || earlier.correct != stats.correct {
+            reject(request, .badRequest, "push for chunks \(range.lowerBound)..<\(range.upperBound) reports loss_sum \(p.lossSum) and correct \(p.correct), but an earlier part of the same chunks reported \(earlier.lossSum) and \(earlier.correct)", "loss_sum", true, &out)
+            return []
+        }
+        precondition(work.gradients.receivedNodes.count < CoordinatorLimits.inFlightPushesMax, "more nodes than chunks")
+        // The values go to the shard, part by part; the schedule keeps only what arrived.
+        let gradient = p.gradient.data
+        let ranges = work.gradients.ranges
+        for l in work.gradients.missing(pushed, of: range) {
+            let values = gradient.slice((ranges[l].lowerBound - covered.lowerBound)..<(ranges[l].upperBound - covered.lowerBound))
+            out.append(.shard(.push(node: range, part: l, gradient: values)))
+        }
+        let insertion = work.gradients.insert(range, parts: pushed, stats: stats)
+        guard case let .stored(completed, nodeComplete) = insertion else { preconditionFailure("checked not a duplicate") }
+        if nodeComplete { work.assigned[range] = nil }
+        out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: false, offset: p.gradient.offset)))))
+        out.append(.observe(.pushAccepted(bytes: p.gradient.count * MemoryLayout<Float>.size, duplicate: false)))
+        r.work = work
+        run = r
+        return r.appliesInParts ? completed : []
+    }
+
+    /// Has the shard apply parts every chunk of the step has pushed, while the step's other parts are
+    /// still on their way, and send each updated part to the workers computing the step: the next
+    /// step's weights travel while the last pushes are still arriving. Part by part is bitwise the
+    /// whole update (`ParameterStore.applyPart`); a clipped step waits for all of its parts instead.
+    mutating func applyParts(_ parts: [Int], _ out: inout [CoordinatorAction]) {
+        guard var r = run, var work = r.work else { return }
+        let ranges = work.gradients.ranges
+        // Unless these parts end the step (then nothing can be reassigned before it is over), the shard
+        // keeps their values of this step's version for workers that join the step late (sendAssignment).
+        let endsStep = ranges.indices.allSatisfy { work.gradients.applied[$0] || parts.contains($0) }
+        for l in parts { work.gradients.markApplied(l) }
+        // Only to workers computing this step (idle ones would only queue megabytes they may never use).
+        let receivers = work.participants.filter { membership.workers[$0] != nil }.sorted()
+        out.append(.shard(.applyParts(parts, batchSize: work.batchSize, keepPrevious: !endsStep,
+                                      sendTo: receivers.map { membership.workers[$0]!.connection })))
+        let version = r.version + 1
+        for wid in receivers {
+            var streamed = membership.workers[wid]!.streamed.flatMap { $0.version == version ? $0 : nil } ?? (version: version, parts: [])
+            streamed.parts.formUnion(parts)
+            membership.workers[wid]!.streamed = streamed
+        }
+        r.work = work
+        run = r
+    }
+}

@@ -1,0 +1,291 @@
+import PSCore
+import PSMath
+import PSShard
+import PSTrain
+import PSTransport
+import PSWire
+
+/// The running job's schedule: no tensors, only what was pushed where. The values are the shard's.
+struct Run {
+    let jobId: String
+    let spec: JobSpec
+    /// The push ranges (groups of layers) gradients and weights travel in.
+    let ranges: [Range<Int>]
+    let parameterCount: Int
+    /// Without clipping a step is applied part by part as its parts complete.
+    let appliesInParts: Bool
+    let data: PreparedData
+    var ledger: TrainingLedger
+    let stepsPerEpoch: Int
+    /// Updates the shard has applied (or been told to) so far: the weights' version.
+    var version = 0
+    var epoch = 0
+    var stepInEpoch = 0
+    var epochStats = ChunkStats()
+    var epochStartedAt: Double
+    var trainingSeconds = 0.0
+    var trainedSamples = 0
+    /// The last epoch's training time (for the ledger's rate).
+    var epochSeconds = 0.0
+    var kept: (epoch: Int, version: Int)?
+    var work: Work?
+    /// Set once training and evaluation are over: the summary, while the shard hands over the weights.
+    var finishing: TrainingSummary?
+
+    init(jobId: String, spec: JobSpec, ranges: [Range<Int>], parameterCount: Int, appliesInParts: Bool,
+         data: PreparedData, ledger: TrainingLedger, stepsPerEpoch: Int, epochStartedAt: Double) {
+        self.jobId = jobId
+        self.spec = spec
+        self.ranges = ranges
+        self.parameterCount = parameterCount
+        self.appliesInParts = appliesInParts
+        self.data = data
+        self.ledger = ledger
+        self.stepsPerEpoch = stepsPerEpoch
+        self.epochStartedAt = epochStartedAt
+    }
+}
+
+/// One training step or evaluation pass: its chunks, who holds which, what came back.
+struct Work {
+    let kind: WorkKind
+    let step: Int
+    let epoch: Int
+    let version: Int
+    let batchStart: Int
+    let batchSize: Int
+    /// Samples per chunk.
+    let leafSamples: [Int]
+    var gradients: StepProgress
+    var evaluations: NodeCollector<Void>
+    /// Nodes handed out and not yet received, by worker.
+    var assigned: [Range<Int>: UInt64] = [:]
+    /// Workers given chunks of this work (the receivers of parts applied early).
+    var participants: Set<UInt64> = []
+
+    var total: Int { leafSamples.count }
+    var isComplete: Bool { kind == .train ? gradients.isComplete : evaluations.isComplete }
+    var receivedRanges: [Range<Int>] {
+        kind == .train ? gradients.receivedNodes : Array(evaluations.nodes.keys)
+    }
+}
+
+extension Coordinator {
+    mutating func startTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run else { return }
+        let batchSize = r.spec.training.batchSize
+        let batchStart = r.stepInEpoch * batchSize
+        let batchCount = min(batchSize, r.data.trainCount - batchStart)
+        let leaves = ChunkPlan.ranges(batchSize: batchCount, chunks: r.spec.training.chunks).map(\.count)
+        if r.stepInEpoch == 0 { r.epochStartedAt = now }
+        r.work = Work(kind: .train, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
+                      version: r.version, batchStart: batchStart, batchSize: batchCount, leafSamples: leaves,
+                      gradients: StepProgress(leaves: leaves.count, ranges: r.ranges),
+                      evaluations: NodeCollector(total: 1))
+        run = r
+        out.append(.shard(.beginStep(leaves: leaves.count)))
+    }
+
+    mutating func startEvaluation(_ kind: WorkKind, count: Int) {
+        guard var r = run else { return }
+        let leaves = ChunkPlan.evaluationRanges(count: count).map(\.count)
+        r.work = Work(kind: kind, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
+                      version: r.version, batchStart: 0, batchSize: count, leafSamples: leaves,
+                      gradients: StepProgress(leaves: 1, ranges: r.ranges),
+                      evaluations: NodeCollector(total: leaves.count))
+        run = r
+    }
+
+    /// Hands out every chunk of the current work that is neither received nor held by a live worker.
+    /// Fresh work is split evenly over the workers in id order; chunks freed by a lost worker are
+    /// split the same way over the workers holding the least. Assignment never changes results.
+    mutating func dispatch(now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, var work = r.work else { return }
+        if membership.workers.isEmpty {
+            transition(r.jobId, .workersGone, &out)
+            return
+        }
+        transition(r.jobId, .workersAvailable, &out)
+        var taken = [Bool](repeating: false, count: work.total)
+        for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
+        let free = (0..<work.total).filter { !taken[$0] }
+        let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
+        for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: Array(membership.workers.keys), held: held) {
+            for n in nodes { work.assigned[n] = wid }
+            work.participants.insert(wid)
+            sendAssignment(to: wid, run: r, work: work, nodes: nodes, &out)
+        }
+        r.work = work
+        run = r
+    }
+
+    /// The job's spec (first time), the weights of the work's version unless the worker holds them
+    /// (the shard sends them, ahead of the assignment), then the assignment.
+    mutating func sendAssignment(to wid: UInt64, run r: Run, work: Work, nodes: [Range<Int>], _ out: inout [CoordinatorAction]) {
+        guard var w = membership.workers[wid] else { return }
+        if !w.startedJobs.contains(r.jobId) {
+            out.append(.send(w.connection, Envelope(requestId: 0, message: .startJob(StartJob(jobId: r.jobId, spec: r.spec)))))
+            w.startedJobs.insert(r.jobId)
+        }
+        if w.version != work.version {
+            let appliedThisStep = work.kind == .train && work.gradients.applied.contains(true)
+            if let streamed = w.streamed, streamed.version == work.version, !appliedThisStep {
+                // Some parts went out as they were applied; send the rest (none unless it joined mid-step).
+                let rest = r.ranges.indices.filter { !streamed.parts.contains($0) }
+                if !rest.isEmpty { out.append(.shard(.sendWeights(version: work.version, parts: rest, to: w.connection))) }
+            } else if appliedThisStep {
+                // Chunks reassigned mid-step: the parts already applied hold the next version in the
+                // shard, which sends their values of this version from what it kept before the update.
+                out.append(.shard(.sendWeights(version: work.version, parts: Array(r.ranges.indices), to: w.connection)))
+            } else {
+                out.append(.shard(.sendWeights(version: work.version, parts: nil, to: w.connection)))
+            }
+            w.version = work.version
+            w.streamed = nil
+        }
+        membership.workers[wid] = w
+        let assignment = Assignment(jobId: r.jobId, kind: work.kind, step: work.step, epoch: work.epoch,
+                                    version: work.version, batchStart: work.batchStart, batchSize: work.batchSize,
+                                    subtrees: nodes.map { ChunkRange(firstChunk: $0.lowerBound, chunkCount: $0.count) })
+        out.append(.send(w.connection, Envelope(requestId: 0, message: .assignment(assignment))))
+    }
+
+    mutating func completeTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, let work = r.work else { return }
+        if r.appliesInParts {
+            // The shard ended the step when its last part was applied.
+            precondition(work.gradients.applied.allSatisfy { $0 }, "step complete with a part not applied")
+        } else {
+            // Clipping needs the whole gradient's norm: the shard puts the parts' sums together, then applies.
+            out.append(.shard(.applyStep(batchSize: work.batchSize)))
+        }
+        r.version += 1
+        r.work = nil
+        let stats = work.gradients.stats
+        r.epochStats = r.epochStats + stats
+        r.stepInEpoch += 1
+        let elapsed = max(now - r.epochStartedAt, 1e-9)
+        registry.jobs[r.jobId]!.step = r.stepInEpoch
+        registry.jobs[r.jobId]!.trainLoss = r.epochStats.lossSum / Double(max(r.epochStats.samples, 1))
+        registry.jobs[r.jobId]!.samplesPerSecond = Double(r.epochStats.samples) / elapsed
+        out.append(.observe(.stepCompleted(jobId: r.jobId, step: work.step, epoch: r.epoch,
+                                           batchLoss: stats.lossSum / Double(max(stats.samples, 1)), batchSize: work.batchSize,
+                                           learningRate: r.spec.optimizer.learningRate,
+                                           samplesPerSecond: registry.jobs[r.jobId]!.samplesPerSecond)))
+        run = r
+        if r.stepInEpoch < r.stepsPerEpoch {
+            startTrainStep(now: now, &out)
+        } else {
+            run!.trainingSeconds += elapsed
+            run!.epochSeconds = elapsed
+            run!.trainedSamples += r.epochStats.samples
+            if r.data.validationCount > 0 {
+                startEvaluation(.validate, count: r.data.validationCount)
+            } else {
+                endEpoch(validation: nil, now: now, &out)
+                return
+            }
+        }
+        dispatch(now: now, &out)
+    }
+
+    mutating func evaluation(_ e: EvalResult, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
+                             now: Double, _ out: inout [CoordinatorAction]) {
+        let request = Request(connection: id, id: rid)
+        let range = e.subtree.firstChunk..<(e.subtree.firstChunk + e.subtree.chunkCount)
+        guard var r = run, r.jobId == e.jobId else {
+            if registry.jobs[e.jobId] != nil { return }  // late result for an ended job
+            return reject(request, .unknownJob, "evaluation result for unknown job '\(e.jobId)'", "job_id", true, &out)
+        }
+        guard var work = r.work, work.kind == e.kind, e.epoch == work.epoch else { return }  // stale
+        if work.evaluations.contains(range) { return }
+        guard work.assigned[range] == wid else {
+            return reject(request, .notAssigned, "evaluation result for chunks \(range.lowerBound)..<\(range.upperBound), which worker \(wid) was not assigned", "first_chunk", true, &out)
+        }
+        let expected = work.leafSamples[range].reduce(0, +)
+        guard e.samples == expected, e.correct >= 0, e.correct <= expected else {
+            return reject(request, .badRequest, "evaluation result reports \(e.samples) samples for chunks holding \(expected)", "samples", true, &out)
+        }
+        work.assigned[range] = nil
+        work.evaluations.insert(range, payload: (), stats: ChunkStats(lossSum: e.lossSum, correct: e.correct, samples: e.samples))
+        r.work = work
+        run = r
+        guard work.evaluations.isComplete else { return }
+        let stats = work.evaluations.combine { _, _ in () }.stats
+        run!.work = nil
+        if work.kind == .validate {
+            endEpoch(validation: stats, now: now, &out)
+        } else {
+            complete(test: stats, &out)
+        }
+    }
+
+    mutating func endEpoch(validation: ChunkStats?, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run else { return }
+        // The ledger decides; the shard keeps the best weights (`parameters: []` here: none travel).
+        let report = r.ledger.endEpoch(r.epoch + 1, train: r.epochStats, validation: validation, seconds: r.epochSeconds,
+                                       parameters: [], version: r.version)
+        if r.ledger.keepsWeights(of: report) { out.append(.shard(.keepBest)) }
+        var job = registry.jobs[r.jobId]!
+        job.trainLoss = report.trainLoss
+        job.validationLoss = report.validationLoss
+        job.validationAccuracy = report.validationAccuracy
+        job.bestEpoch = validation == nil ? 0 : report.bestEpoch
+        registry.jobs[r.jobId] = job
+        var fields = ["job": r.jobId, "epoch": "\(report.epoch)", "train_loss": format(report.trainLoss),
+                      "samples_per_second": format(report.samplesPerSecond)]
+        if let v = report.validationLoss { fields["val_loss"] = format(v) }
+        if let a = report.validationAccuracy { fields["val_accuracy"] = format(a) }
+        out.append(.log(.info, report.stopEarly ? "epoch done, stopping early" : "epoch done", fields))
+        out.append(.observe(.epochCompleted(jobId: r.jobId, report: report, learningRate: r.spec.optimizer.learningRate)))
+        if r.ledger.finished {
+            let kept = r.ledger.keptVersion(currentVersion: r.version)
+            if kept.version != r.version {
+                out.append(.shard(.restoreBest))
+                r.version = kept.version
+            }
+            r.kept = (kept.epoch, kept.version)
+            run = r
+            if r.data.testCount > 0 {
+                startEvaluation(.test, count: r.data.testCount)
+                dispatch(now: now, &out)
+            } else {
+                complete(test: nil, &out)
+            }
+            return
+        }
+        r.epoch += 1
+        r.stepInEpoch = 0
+        r.epochStats = ChunkStats()
+        run = r
+        registry.jobs[r.jobId]!.epoch = r.epoch + 1
+        registry.jobs[r.jobId]!.step = 0
+        startTrainStep(now: now, &out)
+        dispatch(now: now, &out)
+    }
+
+    // MARK: Membership
+
+    mutating func removeWorker(_ wid: UInt64, reason: String, now: Double, _ out: inout [CoordinatorAction]) {
+        guard let w = membership.remove(wid) else { return }
+        var freed = 0
+        if var r = run, var work = r.work {
+            for (range, owner) in work.assigned where owner == wid {
+                work.assigned[range] = nil
+                // Parts it pushed of a node it did not finish go too: its chunks may be reassigned as
+                // other nodes, which would overlap them. (Parts already applied stay applied.)
+                if work.gradients.partialStats(of: range) != nil {
+                    work.gradients.dropPartial(range)
+                    out.append(.shard(.drop(node: range)))
+                }
+                freed += range.count
+            }
+            r.work = work
+            run = r
+        }
+        out.append(.log(.warning, "worker left", ["worker": "\(wid)", "name": w.name, "reason": reason,
+                                                  "chunks_reassigned": "\(freed)"]))
+        out.append(.observe(.workerLeft(workerId: wid, reason: reason)))
+        dispatch(now: now, &out)
+    }
+}

@@ -1,0 +1,89 @@
+import PSCore
+import PSTransport
+import PSWire
+
+/// Every job the server knows, in submission order, with what `psctl status` and `wait` show of it.
+/// A job's state changes only through its `JobLifecycle`.
+struct JobRegistry {
+    struct Job {
+        let id: String
+        let spec: JobSpec
+        /// The only way the state changes: events its transition table allows.
+        var lifecycle = JobLifecycle()
+        var state: JobState { lifecycle.state }
+        var message = ""
+        var result: JobResult?
+        var model: TrainedModel?
+        var waiters: [(ConnectionID, UInt64)] = []
+        // Progress, as status shows it.
+        var epoch = 0
+        var step = 0
+        var stepsPerEpoch = 0
+        var trainLoss: Double?
+        var validationLoss: Double?
+        var validationAccuracy: Double?
+        var bestEpoch = 0
+        var samplesPerSecond = 0.0
+        var etaSeconds: Double?
+    }
+
+    var jobs: [String: Job] = [:]
+    var order: [String] = []
+    var nextNumber: Int
+
+    init(firstJobNumber: Int) { nextNumber = firstJobNumber }
+
+    /// Jobs not yet ended.
+    var unfinishedCount: Int { jobs.values.filter { !$0.state.isFinal }.count }
+
+    /// Registers a submitted job under the next id.
+    mutating func add(_ spec: JobSpec) -> String {
+        let jobId = "job-\(nextNumber)"
+        nextNumber += 1
+        jobs[jobId] = Job(id: jobId, spec: spec)
+        order.append(jobId)
+        return jobId
+    }
+
+    /// The oldest queued job, when none is being prepared, waiting for workers or running: one job at a time.
+    var nextToStart: String? {
+        guard !jobs.values.contains(where: { [.preparing, .waitingForWorkers, .running].contains($0.lifecycle.phase) })
+        else { return nil }
+        return order.first { jobs[$0]!.lifecycle.phase == .queued }
+    }
+
+    /// Records a job's result and returns the waiters to answer (they are let go).
+    mutating func end(_ jobId: String, result: JobResult, message: String) -> [(ConnectionID, UInt64)] {
+        jobs[jobId]!.message = message
+        jobs[jobId]!.result = result
+        jobs[jobId]!.etaSeconds = nil
+        defer { jobs[jobId]!.waiters = [] }
+        return jobs[jobId]!.waiters
+    }
+
+    /// Keeps only the newest models in memory (the files stay in the data directory).
+    mutating func retainNewestModels() {
+        let withModels = order.filter { jobs[$0]!.model != nil }
+        for old in withModels.dropLast(CoordinatorLimits.retainedModelsMax) { jobs[old]!.model = nil }
+    }
+
+    /// A closed connection waits for nothing.
+    mutating func dropWaiters(on id: ConnectionID) {
+        for jobId in jobs.keys { jobs[jobId]!.waiters.removeAll { $0.0 == id } }
+    }
+
+    /// What `psctl status` shows of `jobId`; `workers`: how many compute it.
+    func status(of jobId: String, workers: Int) -> JobStatus {
+        let job = jobs[jobId]!
+        return JobStatus(jobId: job.id, name: job.spec.name, state: job.state, epoch: job.epoch,
+                         epochs: job.spec.training.epochs, step: job.step, stepsPerEpoch: job.stepsPerEpoch,
+                         trainLoss: job.trainLoss, validationLoss: job.validationLoss,
+                         validationAccuracy: job.validationAccuracy, bestEpoch: job.bestEpoch,
+                         samplesPerSecond: job.samplesPerSecond, etaSeconds: job.etaSeconds,
+                         message: job.lifecycle.phase == .preparing ? Self.preparingMessage : job.message,
+                         workers: workers)
+    }
+
+    /// What `psctl status` shows for a job whose data is being prepared.
+    static let preparingMessage = "loading data"
+}

@@ -1,0 +1,34 @@
+import PSCore
+
+/// Chunk assignment: which worker computes which nodes of the reduction tree. Pure: the same inputs
+/// give the same plan, and no plan changes a result (every node is summed in tree order wherever it
+/// was computed).
+enum Scheduler {
+    /// Splits the chunks in `free` (sorted) over the workers: evenly, in order of how many nodes each
+    /// already holds of this work (then id). Each worker's share is covered by the fewest tree nodes.
+    static func assign(free: [Int], total: Int, workers: [UInt64], held: [UInt64: Int]) -> [(worker: UInt64, nodes: [Range<Int>])] {
+        guard !free.isEmpty, !workers.isEmpty else { return [] }
+        let order = workers.sorted { (held[$0] ?? 0, $0) < (held[$1] ?? 0, $1) }
+        let pieces = min(order.count, free.count)
+        return (0..<pieces).map { p in
+            let slice = free[(free.count * p / pieces)..<(free.count * (p + 1) / pieces)]
+            return (order[p], nodes(covering: slice, total: total))
+        }
+    }
+
+    /// Tree nodes covering `chunks` (sorted), run by run of consecutive chunks.
+    static func nodes(covering chunks: ArraySlice<Int>, total: Int) -> [Range<Int>] {
+        var nodes: [Range<Int>] = []
+        var runStart = chunks.first!
+        var previous = runStart
+        for c in chunks.dropFirst() {
+            if c != previous + 1 {
+                nodes += ReductionTree.cover(first: runStart, count: previous - runStart + 1, total: total)
+                runStart = c
+            }
+            previous = c
+        }
+        nodes += ReductionTree.cover(first: runStart, count: previous - runStart + 1, total: total)
+        return nodes
+    }
+}
