@@ -72,8 +72,8 @@ def measured(cmd):
     return result
 
 
-def psctl(*args, server=None, check=True):
-    cmd = [PSCTL, *args] + (["--server", server] if server else [])
+def psctl(*args, server=None, check=True, bin=BIN):
+    cmd = [os.path.join(bin, "psctl"), *args] + (["--server", server] if server else [])
     out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
     if check and out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
@@ -88,18 +88,20 @@ def proc_cpu(pid):
 
 
 class Cluster:
-    """deploy/local/cluster.sh start/stop, with the processes' CPU time read before they stop."""
+    """deploy/local/cluster.sh start/stop, with the processes' CPU time read before they stop.
+    The server and workers are the binaries in bin (passed as $PS_BIN)."""
     port = 7300
 
-    def __init__(self, workers):
+    def __init__(self, workers, bin=BIN):
         Cluster.port += 1
         self.workers = workers
         self.server = f"127.0.0.1:{Cluster.port}"
         self.dir = os.path.join(ROOT, "runs/bench/cluster")
+        self.env = dict(ENV, PS_BIN=bin)
 
     def __enter__(self):
         subprocess.run([CLUSTER, "start", "--workers", str(self.workers), "--port", str(Cluster.port),
-                        "--dir", self.dir], cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
+                        "--dir", self.dir], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL)
         pid_dir = os.path.join(self.dir, "pids")
         self.pids = {f[:-4]: int(open(os.path.join(pid_dir, f)).read()) for f in os.listdir(pid_dir)}
         return self
@@ -108,19 +110,20 @@ class Cluster:
         return {name: proc_cpu(pid) for name, pid in self.pids.items()}
 
     def __exit__(self, *exc):
-        subprocess.run([CLUSTER, "stop", "--dir", self.dir], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
+        subprocess.run([CLUSTER, "stop", "--dir", self.dir], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL)
 
 
-def cluster_epoch(workers, batch, epochs=1, overrides=()):
+def cluster_epoch(workers, batch, epochs=1, overrides=(), bin=BIN):
     """One job on a fresh cluster: samples/s as `psctl wait --json` reports it, and the CPU seconds
-    all cluster processes spent from just before the submit to just before they are stopped."""
-    with Cluster(workers) as c:
+    all cluster processes spent from just before the submit to just before they are stopped.
+    Server, workers and psctl are the binaries in bin."""
+    with Cluster(workers, bin) as c:
         before = c.cpu()
         start = time.perf_counter()
         extra = [a for o in overrides for a in ("--set", o)]
         job = psctl("submit", SPEC, "--set", f"training.batch_size={batch}", "--set", f"training.epochs={epochs}",
-                    *extra, server=c.server).strip()
-        result = json.loads(psctl("wait", job, "--json", server=c.server).strip().splitlines()[-1])
+                    *extra, server=c.server, bin=bin).strip()
+        result = json.loads(psctl("wait", job, "--json", server=c.server, bin=bin).strip().splitlines()[-1])
         wall = time.perf_counter() - start
         after = c.cpu()
     cpu = {k: after[k] - before[k] for k in after}
