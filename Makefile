@@ -32,8 +32,9 @@ proto: deps
 	scripts/gen-proto.sh
 
 # Performance figures (P1-P5, docs/PERFORMANCE.md): ratios within one run, table + runs/bench/results.json.
+# ARGS go to bench/run.py, e.g. make bench ARGS="--baseline /tmp/old/.build/release --skip local,cluster,wide,target"
 bench: build
-	bench/run.sh
+	bench/run.sh $(ARGS)
 
 clean:
 	rm -rf .build runs

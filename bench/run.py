@@ -15,6 +15,12 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
   ref  square sgemm 1024 GFLOP/s, one thread
   scaling  784-1024-1024-10 (local / numpy; 2-worker cluster / local at batch 512, the model that is
            pushed in two ranges); 1, 2, 4 workers at batch 512
+  compare  only with --baseline DIR (another build's psctl, ps-server, ps-worker = "old"; "new" is
+           .build/release, or --candidate DIR): P1's and P2's measurements (train --local at batch 128
+           and 512, 2-worker cluster at 128 and 512) with both builds back to back, old first in even
+           repetitions and new first in odd ones (ABBA), numpy once per repetition. Rows: new / old of
+           each rate (cmp.*), and P1 and P2 of each build (P1.old, P1.new, P2.b128.old, ...). Alone:
+           --baseline DIR --skip local,cluster,wide,target
 
 Prints a table and writes everything (environment, every raw measurement, the table) as JSON.
 """
@@ -72,8 +78,8 @@ def measured(cmd):
     return result
 
 
-def psctl(*args, server=None, check=True):
-    cmd = [PSCTL, *args] + (["--server", server] if server else [])
+def psctl(*args, server=None, check=True, bin=BIN):
+    cmd = [os.path.join(bin, "psctl"), *args] + (["--server", server] if server else [])
     out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
     if check and out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
@@ -88,18 +94,20 @@ def proc_cpu(pid):
 
 
 class Cluster:
-    """deploy/local/cluster.sh start/stop, with the processes' CPU time read before they stop."""
+    """deploy/local/cluster.sh start/stop, with the processes' CPU time read before they stop.
+    The server and workers are the binaries in bin (passed as $PS_BIN)."""
     port = 7300
 
-    def __init__(self, workers):
+    def __init__(self, workers, bin=BIN):
         Cluster.port += 1
         self.workers = workers
         self.server = f"127.0.0.1:{Cluster.port}"
         self.dir = os.path.join(ROOT, "runs/bench/cluster")
+        self.env = dict(ENV, PS_BIN=bin)
 
     def __enter__(self):
         subprocess.run([CLUSTER, "start", "--workers", str(self.workers), "--port", str(Cluster.port),
-                        "--dir", self.dir], cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
+                        "--dir", self.dir], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL)
         pid_dir = os.path.join(self.dir, "pids")
         self.pids = {f[:-4]: int(open(os.path.join(pid_dir, f)).read()) for f in os.listdir(pid_dir)}
         return self
@@ -108,19 +116,20 @@ class Cluster:
         return {name: proc_cpu(pid) for name, pid in self.pids.items()}
 
     def __exit__(self, *exc):
-        subprocess.run([CLUSTER, "stop", "--dir", self.dir], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
+        subprocess.run([CLUSTER, "stop", "--dir", self.dir], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL)
 
 
-def cluster_epoch(workers, batch, epochs=1, overrides=()):
+def cluster_epoch(workers, batch, epochs=1, overrides=(), bin=BIN):
     """One job on a fresh cluster: samples/s as `psctl wait --json` reports it, and the CPU seconds
-    all cluster processes spent from just before the submit to just before they are stopped."""
-    with Cluster(workers) as c:
+    all cluster processes spent from just before the submit to just before they are stopped.
+    Server, workers and psctl are the binaries in bin."""
+    with Cluster(workers, bin) as c:
         before = c.cpu()
         start = time.perf_counter()
         extra = [a for o in overrides for a in ("--set", o)]
         job = psctl("submit", SPEC, "--set", f"training.batch_size={batch}", "--set", f"training.epochs={epochs}",
-                    *extra, server=c.server).strip()
-        result = json.loads(psctl("wait", job, "--json", server=c.server).strip().splitlines()[-1])
+                    *extra, server=c.server, bin=bin).strip()
+        result = json.loads(psctl("wait", job, "--json", server=c.server, bin=bin).strip().splitlines()[-1])
         wall = time.perf_counter() - start
         after = c.cpu()
     cpu = {k: after[k] - before[k] for k in after}
@@ -196,22 +205,46 @@ def environment():
     }
 
 
+def build_info(bin):
+    """Where a set of binaries lies, and the commit of the checkout that holds it (if it is one):
+    what a compare run's old and new builds were. dirty: that checkout has uncommitted changes to
+    tracked files (the binaries may have been built from them, or not)."""
+    git = lambda *a: subprocess.run(["git", "-C", bin, *a], capture_output=True, text=True)
+    commit = git("rev-parse", "--short", "HEAD")
+    return {"dir": bin, "git_commit": commit.stdout.strip() if commit.returncode == 0 else None,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+            if commit.returncode == 0 else None}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "runs/bench/results.json"))
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: local,cluster,wide,target")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: local,cluster,wide,target,compare")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another build's binary directory (psctl, ps-server, ps-worker): adds the section "
+                         "'compare', P1 and P2 of that build ('old') against --candidate ('new'), alternating")
+    ap.add_argument("--candidate", metavar="DIR", default=BIN,
+                    help="the 'new' build of the compare section (default: .build/release)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    for b in (PSCTL, PSBENCH):
+    compare = args.baseline is not None and "compare" not in skip
+    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target"} - skip else []
+    if compare:
+        builds = {"old": os.path.abspath(args.baseline), "new": os.path.abspath(args.candidate)}
+        needed += [os.path.join(d, b) for d in builds.values() for b in ("psctl", "ps-server", "ps-worker")]
+    for b in needed:
         if not os.access(b, os.X_OK):
             sys.exit(f"bench: {b} not found; run 'swift build -c release' first")
     env = environment()
+    if compare:
+        env["compare"] = {which: build_info(d) for which, d in builds.items()}
     log(f"bench: {env['nproc']} cores, {env['cpu_model']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
         f"{args.runs} runs of each, 1 epoch per rate")
     raw = {}
     t_start = time.perf_counter()
-    local = [PSCTL, "train", "--local", SPEC, "--json", "--output", "/dev/null"]
+    local_args = ["train", "--local", SPEC, "--json", "--output", "/dev/null"]
+    local = [PSCTL, *local_args]
     gemm = [PSBENCH, "gemm", "--batch", "128", "--layers", "784,256,128,10", "--reps", "3", "--min-seconds", "0.3"]
 
     # P1, P1b, P4, reference: alternate numpy, local (chunks 4, 1), the GEMM bounds, sgemm, wire.
@@ -285,6 +318,33 @@ def main():
                 f"{rep['cluster2']['seconds_to_target']} s (epoch {rep['cluster2']['epoch']}), numpy wall "
                 f"{rep['numpy']['wall_seconds_to_target']} s, training {rep['numpy']['seconds_to_target']} s "
                 f"(epoch {rep['numpy']['epochs_run']})")
+
+    # compare: P1's and P2's measurements with two builds, "old" (--baseline) and "new" (--candidate),
+    # to show that a change of the code is not slower. Each measurement is taken with both builds
+    # back to back, old first in even repetitions and new first in odd ones (ABBA), so drift within
+    # the run hits both alike; numpy once per repetition, for P1 of each build. The cluster (server,
+    # workers) and psctl are the build's own.
+    if compare:
+        if builds["old"] == builds["new"]:
+            log("bench: --baseline and --candidate are the same directory; compare only checks itself")
+        for r in range(args.runs):
+            order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
+            rep = {"order": order, "old": {}, "new": {},
+                   "numpy": measured([sys.executable, "bench/numpy_mlp.py", "--epochs", "1", "--optimizer", "adam"])}
+            train_local = lambda bin, *extra: measured([os.path.join(bin, "psctl"), *local_args, *extra])
+            for name, measure in (
+                ("local_c4", lambda bin: train_local(bin)),
+                ("cluster2_b128", lambda bin: cluster_epoch(2, 128, bin=bin)),
+                ("local_b512", lambda bin: train_local(bin, "--set", "training.batch_size=512")),
+                ("cluster2_b512", lambda bin: cluster_epoch(2, 512, bin=bin)),
+            ):
+                for which in order:
+                    rep[which][name] = measure(builds[which])
+            raw.setdefault("compare", []).append(rep)
+            log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} compare ({', '.join(order)}): "
+                f"numpy {rep['numpy']['samples_per_second']:,.0f}; " + "; ".join(
+                    f"{which} " + ", ".join(f"{k} {v['samples_per_second']:,.0f}" for k, v in rep[which].items())
+                    for which in order))
 
     if "local" in raw:
         env["openblas_core"] = raw["local"][0]["sgemm"].get("openblas_core")
@@ -395,6 +455,25 @@ def table(raw):
             stats([r["numpy"]["wall_seconds_to_target"] for r in T]), "s")
         row("time.numpy_train", "numpy: training seconds to 97.5%",
             stats([r["numpy"]["seconds_to_target"] for r in T]), "s")
+    if "compare" in raw:
+        X = raw["compare"]
+        of = lambda which, name: (lambda rep: rep[which][name]["samples_per_second"])
+        rates = (("local_c4", "train --local, batch 128, chunks 4"), ("cluster2_b128", "cluster 2 workers, batch 128"),
+                 ("local_b512", "train --local, batch 512"), ("cluster2_b512", "cluster 2 workers, batch 512"))
+        for name, label in rates:
+            row(f"cmp.{name}", f"new / old: {label} (samples/s)", ratio(X, of("new", name), of("old", name)), "x")
+        for which in ("old", "new"):
+            row(f"P1.{which}", f"{which}: train --local / numpy, chunks 4 (samples/s)",
+                ratio(X, of(which, "local_c4"), sps("numpy")), "x")
+        for batch, local_name in ((128, "local_c4"), (512, "local_b512")):
+            for which in ("old", "new"):
+                row(f"P2.b{batch}.{which}", f"{which}: cluster 2 workers / train --local, batch {batch}",
+                    ratio(X, of(which, f"cluster2_b{batch}"), of(which, local_name)), "x")
+        row("cmp.numpy", "numpy, Adam, batch 128", stats([rep["numpy"]["samples_per_second"] for rep in X]),
+            "samples/s")
+        for which in ("old", "new"):
+            for name, label in rates:
+                row(f"{which}.{name}", f"{which}: {label}", stats([of(which, name)(rep) for rep in X]), "samples/s")
     return rows
 
 
@@ -411,6 +490,8 @@ def fmt(x, unit):
 def print_table(rows, env):
     print(f"machine: {env['nproc']} cores, {env['cpu_model']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
           f"OpenBLAS core {env.get('openblas_core', '?')}, numpy {env['numpy']}, commit {env['git_commit']}")
+    for which, b in env.get("compare", {}).items():
+        print(f"compare {which}: {b['dir']} (checkout at {b['git_commit'] or '?'}{', dirty' if b['dirty'] else ''})")
     print(f"{'figure':18} {'what':66} {'min':>9} {'median':>9}  {'target':>7}  status")
     for r in rows:
         target = "" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + f"{r['target']:g}"
