@@ -1,5 +1,6 @@
 import PSCore
 import PSMath
+import PSSpec
 import PSTrain
 import PSTransport
 import PSWire

@@ -1,4 +1,5 @@
 import Foundation
+import PSCore
 
 extension JobSpec {
     /// Parses a spec written in YAML or JSON, applies `overrides` (`PATH=VALUE`, VALUE read as YAML)
