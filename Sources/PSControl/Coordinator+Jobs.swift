@@ -1,6 +1,7 @@
 import PSCore
 import PSMath
 import PSShard
+import PSSpec
 import PSTrain
 import PSTransport
 import PSWire

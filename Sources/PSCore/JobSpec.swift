@@ -1,6 +1,6 @@
 /// A training job, as the user wrote it in YAML or JSON, after defaults are applied and every field
-/// has been validated (see `JobSpec+Parsing.swift`). Every type here is plain data: the same value is
-/// sent over the wire, stored in model files and shown by `psctl`.
+/// has been validated (PSSpec reads and checks the text). Every type here is plain data: the same
+/// value is sent over the wire, stored in model files and shown by `psctl`.
 public struct JobSpec: Equatable, Sendable {
     public var name: String
     /// Seeds initialisation, epoch permutations, the validation split and dropout masks.

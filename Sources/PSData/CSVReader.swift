@@ -246,42 +246,63 @@ func parseNumber(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Floa
         i += 1
     }
     let digitsStart = i
+    var decimal = DecimalText()
+    decimal.readMantissa(base, &i, e)
+    if !decimal.sawDigit { return parseSpecial(base, digitsStart, e, negative: negative) }
+    if i < e, base[i] | 0x20 == UInt8(ascii: "e") {
+        i += 1
+        guard decimal.readExponent(base, &i, e) else { return nil }
+    }
+    if i != e { return nil }
+    return decimal.fastValue(negative: negative) ?? slowParse(base, textStart, e)
+}
+
+/// A decimal number's digits as `parseNumber` reads them: the first 19 significant digits (which
+/// always fit a UInt64) and the power of ten that scales them. Lives in registers; nothing is allocated.
+private struct DecimalText {
     var mantissa: UInt64 = 0
     var significant = 0
     var exponent = 0
+    /// False once a non-zero digit past the 19th was dropped.
     var exact = true
     var sawDigit = false
-    // 19 significant digits always fit a UInt64.
-    while i < e, base[i] &- 48 < 10 {
-        sawDigit = true
-        let digit = UInt64(base[i] &- 48)
-        if significant < 19 {
-            mantissa = mantissa &* 10 &+ digit
-            if mantissa != 0 { significant += 1 }
-        } else {
-            exponent += 1
-            if digit != 0 { exact = false }
-        }
-        i += 1
-    }
-    if i < e, base[i] == UInt8(ascii: ".") {
-        i += 1
+
+    /// Reads the integer digits, then `.` and the fraction digits, from `base[i..<e]`, advancing `i`.
+    @inline(__always)
+    mutating func readMantissa(_ base: UnsafePointer<UInt8>, _ i: inout Int, _ e: Int) {
         while i < e, base[i] &- 48 < 10 {
             sawDigit = true
             let digit = UInt64(base[i] &- 48)
             if significant < 19 {
                 mantissa = mantissa &* 10 &+ digit
                 if mantissa != 0 { significant += 1 }
-                exponent -= 1
-            } else if digit != 0 {
-                exact = false
+            } else {
+                exponent += 1
+                if digit != 0 { exact = false }
             }
             i += 1
         }
+        if i < e, base[i] == UInt8(ascii: ".") {
+            i += 1
+            while i < e, base[i] &- 48 < 10 {
+                sawDigit = true
+                let digit = UInt64(base[i] &- 48)
+                if significant < 19 {
+                    mantissa = mantissa &* 10 &+ digit
+                    if mantissa != 0 { significant += 1 }
+                    exponent -= 1
+                } else if digit != 0 {
+                    exact = false
+                }
+                i += 1
+            }
+        }
     }
-    if !sawDigit { return parseSpecial(base, digitsStart, e, negative: negative) }
-    if i < e, base[i] | 0x20 == UInt8(ascii: "e") {
-        i += 1
+
+    /// Reads the exponent after `e`/`E` (optional sign, digits) from `base[i..<e]`, advancing `i`, and
+    /// adds it to `exponent`; false when it has no digits.
+    @inline(__always)
+    mutating func readExponent(_ base: UnsafePointer<UInt8>, _ i: inout Int, _ e: Int) -> Bool {
         var exponentNegative = false
         if i < e, base[i] == UInt8(ascii: "-") {
             exponentNegative = true
@@ -296,21 +317,27 @@ func parseNumber(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Floa
             if written < 100_000 { written = written * 10 + Int(base[i] &- 48) }  // saturate: far past any float
             i += 1
         }
-        if !sawExponentDigit { return nil }
+        if !sawExponentDigit { return false }
         exponent += exponentNegative ? -written : written
+        return true
     }
-    if i != e { return nil }
-    if mantissa == 0 { return negative ? -0.0 : 0 }
-    if exponent == 0 && mantissa <= 1 << 53 {
-        let value = Double(mantissa)
-        return Float(negative ? -value : value)
+
+    /// The value, where Clinger's fast path rounds it correctly (the mantissa and the power of ten are
+    /// both exact Doubles); nil where strtod has to.
+    @inline(__always)
+    func fastValue(negative: Bool) -> Float? {
+        if mantissa == 0 { return negative ? -0.0 : 0 }
+        if exponent == 0 && mantissa <= 1 << 53 {
+            let value = Double(mantissa)
+            return Float(negative ? -value : value)
+        }
+        if exact && mantissa <= 1 << 53 && exponent >= -22 && exponent <= 22 {
+            let value = exponent < 0 ? Double(mantissa) / exactPowersOfTen[-exponent]
+                : Double(mantissa) * exactPowersOfTen[exponent]
+            return Float(negative ? -value : value)
+        }
+        return nil
     }
-    if exact && mantissa <= 1 << 53 && exponent >= -22 && exponent <= 22 {
-        let value = exponent < 0 ? Double(mantissa) / exactPowersOfTen[-exponent]
-            : Double(mantissa) * exactPowersOfTen[exponent]
-        return Float(negative ? -value : value)
-    }
-    return slowParse(base, textStart, e)
 }
 
 /// strtod on a NUL-terminated copy; only for text the fast path cannot round exactly.

@@ -58,12 +58,11 @@ struct FileBytes {
         DataError(file: path, message: "\(doing): \(String(cString: strerror(errno)))")
     }
 
-    /// Inflates every gzip member in `compressed` (windowBits MAX_WBITS + 32 lets zlib read the gzip
-    /// header). Corrupt, truncated or trailing data is an error at its compressed byte offset.
-    static func gunzip(_ compressed: [UInt8], path: String) throws -> [UInt8] {
-        // The last four bytes of a gzip member are its uncompressed size mod 2^32: a good first guess
-        // when plausible. Deflate expands at most 1032:1, so a larger claim comes from a damaged or
-        // truncated file and must not make us allocate gigabytes before inflating a single byte.
+    /// The output buffer's first size. The last four bytes of a gzip member are its uncompressed size
+    /// mod 2^32: a good first guess when plausible. Deflate expands at most 1032:1, so a larger claim
+    /// comes from a damaged or truncated file and must not make us allocate gigabytes before inflating
+    /// a single byte.
+    private static func initialCapacity(_ compressed: [UInt8]) -> Int {
         let deflateRatioMax = 1032
         var capacity = max(compressed.count * 4, 64)
         if compressed.count >= 18 {
@@ -72,8 +71,13 @@ struct FileBytes {
                 | Int(compressed[n - 2]) << 16 | Int(compressed[n - 1]) << 24
             if isize <= compressed.count * deflateRatioMax { capacity = max(isize, 64) }
         }
-        capacity = min(capacity, DataLimits.fileBytesMax)
-        var output = [UInt8](repeating: 0, count: capacity)
+        return min(capacity, DataLimits.fileBytesMax)
+    }
+
+    /// Inflates every gzip member in `compressed` (windowBits MAX_WBITS + 32 lets zlib read the gzip
+    /// header). Corrupt, truncated or trailing data is an error at its compressed byte offset.
+    static func gunzip(_ compressed: [UInt8], path: String) throws -> [UInt8] {
+        var output = [UInt8](repeating: 0, count: initialCapacity(compressed))
         var produced = 0
         var stream = z_stream()
         var consumed = 0

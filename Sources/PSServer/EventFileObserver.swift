@@ -1,6 +1,6 @@
-import PSControl
 import Foundation
 import Logging
+import PSControl
 import PSEventFile
 import PSTrain
 import PSWire

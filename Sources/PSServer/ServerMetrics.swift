@@ -1,5 +1,5 @@
-import PSControl
 import Dispatch
+import PSControl
 import PSMetrics
 import PSWire
 

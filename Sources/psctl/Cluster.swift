@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PSCore
+import PSSpec
 import PSTrain
 import PSTransport
 import PSWire

@@ -3,6 +3,7 @@ import Foundation
 import PSCore
 import PSData
 import PSMath
+import PSSpec
 import PSTrain
 import PSWire
 

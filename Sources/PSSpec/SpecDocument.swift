@@ -1,3 +1,4 @@
+import PSCore
 import Yams
 
 /// The text formats a job spec may be written in. JSON is read with the same schema as YAML.

@@ -1,3 +1,5 @@
+import PSCore
+
 /// The keys of the spec schema, in the order the encoder writes them. The validator, the override
 /// path check and the encoder all read these lists, so a new field is added in one place.
 enum SpecSchema {

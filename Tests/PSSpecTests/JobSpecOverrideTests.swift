@@ -1,5 +1,6 @@
 import XCTest
-@testable import PSCore
+import PSCore
+@testable import PSSpec
 
 final class JobSpecOverrideTests: XCTestCase {
     func testValidOverridesReplaceFields() throws {

@@ -1,5 +1,6 @@
 import XCTest
-@testable import PSCore
+import PSCore
+@testable import PSSpec
 
 /// The schema's example, one field per line so tests can name the line an error must point to.
 let exampleYAML = """

@@ -1,3 +1,4 @@
+import PSCore
 import Yams
 
 extension JobSpec {

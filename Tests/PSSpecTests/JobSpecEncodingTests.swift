@@ -1,5 +1,6 @@
 import XCTest
-@testable import PSCore
+import PSCore
+@testable import PSSpec
 
 final class JobSpecEncodingTests: XCTestCase {
     /// Asserts that both encodings parse back to `spec`.

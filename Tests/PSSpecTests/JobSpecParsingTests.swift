@@ -1,5 +1,6 @@
 import XCTest
-@testable import PSCore
+import PSCore
+@testable import PSSpec
 
 /// One test per rule of the spec schema: each checks the exact field path and the key words of the message.
 final class JobSpecParsingTests: XCTestCase {

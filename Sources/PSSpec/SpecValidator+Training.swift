@@ -1,0 +1,101 @@
+import PSCore
+
+// The optimizer, training and early-stopping sections of the schema; the root, data and model
+// sections are in SpecValidator.swift.
+extension SpecValidator {
+    // MARK: optimizer
+
+    func optimizerSpec(_ field: SpecField) throws(SpecError) -> OptimizerSpec {
+        let fields = try SpecFields(field, allowed: SpecSchema.optimizer)
+        let kind = try fields.required("name").choice("optimizer", OptimizerKind.self)
+        let used = SpecSchema.optimizerFields(kind)
+        for key in fields.presentKeys(in: SpecSchema.optimizer) where key != "name" && !used.contains(key) {
+            throw fields.optional(key)!.error("not used by \(kind.rawValue) (its fields: \(used.joined(separator: ", ")))")
+        }
+
+        /// Reads an optional float with a default and a range rule phrased for the message.
+        func value(_ key: String, default fallback: Float, rule: String, _ ok: (Float) -> Bool) throws(SpecError) -> Float {
+            guard let f = fields.optional(key) else { return fallback }
+            let v = try f.float()
+            guard ok(v) else { throw f.error("must be \(rule), got \(f.node.text)") }
+            return v
+        }
+        let unit = "in [0, 1)"
+        let learningRateDefault: Float = switch kind {
+        case .adam, .adamw: 0.001
+        case .adadelta: 1.0
+        default: 0.01
+        }
+        // Unused hyper-parameters keep `OptimizerSpec`'s init defaults, so each spec has one canonical value.
+        var spec = OptimizerSpec(kind: kind, learningRate: 0)
+        spec.learningRate = try value("learning_rate", default: learningRateDefault, rule: "greater than 0") { $0 > 0 }
+        spec.weightDecay = try value("weight_decay", default: kind == .adamw ? 0.01 : 0, rule: "at least 0") { $0 >= 0 }
+        if let clip = fields.optional("clip_norm") {
+            let v = try clip.float()
+            guard v > 0 else { throw clip.error("must be greater than 0, got \(clip.node.text)") }
+            spec.clipNorm = v
+        }
+        switch kind {
+        case .sgd:
+            break
+        case .momentum, .nesterov:
+            spec.momentum = try value("momentum", default: 0.9, rule: unit) { $0 >= 0 && $0 < 1 }
+            if kind == .nesterov && spec.momentum == 0 {
+                throw (fields.optional("momentum") ?? field).error("nesterov needs momentum greater than 0")
+            }
+        case .adagrad:
+            spec.epsilon = try value("epsilon", default: 1e-10, rule: "greater than 0") { $0 > 0 }
+        case .adadelta:
+            spec.rho = try value("rho", default: 0.9, rule: "in (0, 1)") { $0 > 0 && $0 < 1 }
+            spec.epsilon = try value("epsilon", default: 1e-6, rule: "greater than 0") { $0 > 0 }
+        case .rmsprop:
+            spec.alpha = try value("alpha", default: 0.99, rule: "in (0, 1)") { $0 > 0 && $0 < 1 }
+            spec.epsilon = try value("epsilon", default: 1e-8, rule: "greater than 0") { $0 > 0 }
+            spec.momentum = try value("momentum", default: 0, rule: unit) { $0 >= 0 && $0 < 1 }
+        case .adam, .adamw:
+            spec.beta1 = try value("beta1", default: 0.9, rule: unit) { $0 >= 0 && $0 < 1 }
+            spec.beta2 = try value("beta2", default: 0.999, rule: unit) { $0 >= 0 && $0 < 1 }
+            spec.epsilon = try value("epsilon", default: 1e-8, rule: "greater than 0") { $0 > 0 }
+        }
+        return spec
+    }
+
+    // MARK: training and early stopping
+
+    func trainingSpec(_ field: SpecField) throws(SpecError) -> TrainingSpec {
+        let fields = try SpecFields(field, allowed: SpecSchema.training)
+        let batchSize = try fields.required("batch_size").int(in: 1...Limits.batchSizeMax, limit: "Limits.batchSizeMax")
+        var chunks = 1
+        if let chunksField = fields.optional("chunks") {
+            chunks = try chunksField.int()
+            let most = min(batchSize, Limits.chunksMax)
+            guard (1...most).contains(chunks) else {
+                let why = most == batchSize ? "batch_size, as every chunk needs a sample" : "Limits.chunksMax"
+                throw chunksField.error("must be between 1 and \(most) (\(why)), got \(chunks)")
+            }
+        }
+        let epochs = try fields.required("epochs").int(in: 1...Limits.epochsMax, limit: "Limits.epochsMax")
+        let consistency = try fields.optional("consistency")?.choice("consistency mode", ConsistencyMode.self) ?? .sync
+        return TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs, consistency: consistency)
+    }
+
+    func earlyStoppingSpec(_ field: SpecField, loss: LossKind) throws(SpecError) -> EarlyStoppingSpec {
+        let fields = try SpecFields(field, allowed: SpecSchema.earlyStopping)
+        var monitor = MonitorMetric.valLoss
+        if let monitorField = fields.optional("monitor") {
+            monitor = try monitorField.choice("metric", MonitorMetric.self)
+            if monitor == .valAccuracy && !loss.isClassification {
+                throw monitorField.error("val_accuracy requires a classification loss "
+                    + "(softmax_cross_entropy or binary_cross_entropy), but loss is \(loss.rawValue)")
+            }
+        }
+        let patience = try fields.required("patience").int(in: 0...Limits.epochsMax, limit: "Limits.epochsMax")
+        var minDelta = 0.0
+        if let deltaField = fields.optional("min_delta") {
+            minDelta = try deltaField.double()
+            guard minDelta >= 0 else { throw deltaField.error("must be at least 0, got \(deltaField.node.text)") }
+        }
+        let restoreBest = try fields.optional("restore_best")?.bool() ?? true
+        return EarlyStoppingSpec(monitor: monitor, patience: patience, minDelta: minDelta, restoreBest: restoreBest)
+    }
+}
