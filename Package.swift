@@ -87,6 +87,8 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Keyed records (models, job records; later the job journal and checkpoints): files or memory.
+        .target(name: "PSStorage", dependencies: ["PSWire", "PSCore"]),
         // Prometheus metrics: swift-metrics facades, the swift-prometheus registry, a /metrics HTTP endpoint.
         .target(name: "PSMetrics", dependencies: [
             .product(name: "Metrics", package: "swift-metrics"),
@@ -99,7 +101,7 @@ let package = Package(
         // TensorBoard event files: TFRecord framing around Event messages with scalar summaries.
         .target(name: "PSEventFile"),
         .target(name: "PSServer", dependencies: [
-            "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSEventFile",
+            "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSEventFile", "PSStorage",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PSWorker", dependencies: [
@@ -141,6 +143,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PSEventFileTests", dependencies: ["PSEventFile"]),
+        // The store contract run against both stores, and what only the data directory does.
+        .testTarget(name: "PSStorageTests", dependencies: ["PSStorage", "PSWire", "PSCore", "PSTestSupport"]),
         // Many nodes (coordinator and workers) in one process, over loopback.
         .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSTransport", "PSTestSupport"]),
         // Starts the real binaries (built by `swift build` before the tests run).

@@ -2,12 +2,14 @@ import Dispatch
 import Foundation
 import Logging
 import PSData
+import PSStorage
 import PSTransport
 import PSWire
 
 /// Drives the coordinator: transport events and timer ticks go onto one serial queue, where the
 /// state machine runs; its actions are performed there too (sends are thread-safe and cheap to
-/// start). Loading a job's data and writing models happen on a utility queue, never on an event loop.
+/// start). Loading a job's data and writing models and job records (through `store`) happen on a
+/// utility queue, never on an event loop.
 public final class ServerRuntime: @unchecked Sendable {
     public struct Options: Sendable {
         public var host: String
@@ -33,6 +35,8 @@ public final class ServerRuntime: @unchecked Sendable {
 
     let options: Options
     let logger: Logger
+    /// Where models and job records go: the data directory unless a test gives another store.
+    public let store: any RecordStore
     let queue = DispatchQueue(label: "ps-server.coordinator")
     let io = DispatchQueue(label: "ps-server.io", attributes: .concurrent)
     var coordinator: Coordinator!
@@ -49,9 +53,11 @@ public final class ServerRuntime: @unchecked Sendable {
         observers.append(observer)
     }
 
-    public init(options: Options, logger: Logger) {
+    /// `store`: where models and job records are kept; by default `FileRecordStore` on `options.dataDirectory`.
+    public init(options: Options, logger: Logger, store: (any RecordStore)? = nil) {
         self.options = options
         self.logger = logger
+        self.store = store ?? FileRecordStore(directory: options.dataDirectory)
     }
 
     /// "HOST:PORT" the server listens on (with the real port when 0 was asked).
@@ -64,7 +70,8 @@ public final class ServerRuntime: @unchecked Sendable {
 
     /// Binds, starts the coordinator and the tick timer. Returns once listening.
     public func start() throws {
-        try FileManager.default.createDirectory(atPath: jobsDirectory, withIntermediateDirectories: true)
+        try store.open()
+        let firstJobNumber = try store.nextJobNumber()
         // Connections may arrive as soon as the listener is up, but the coordinator needs the bound
         // address: the queue stays suspended, holding their events, until the coordinator exists.
         queue.suspend()
@@ -78,7 +85,7 @@ public final class ServerRuntime: @unchecked Sendable {
                                        heartbeatTimeoutSeconds: options.heartbeatTimeoutSeconds,
                                        shardCount: options.shardCount, updateThreads: options.updateThreads)
         // Safe without the queue: it is suspended, so nothing else touches the coordinator yet.
-        coordinator = Coordinator(config: config, now: now, firstJobNumber: Self.nextJobNumber(in: jobsDirectory))
+        coordinator = Coordinator(config: config, now: now, firstJobNumber: firstJobNumber)
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.schedule(deadline: .now() + 0.25, repeating: 0.25)
         t.setEventHandler { [weak self] in
@@ -96,7 +103,7 @@ public final class ServerRuntime: @unchecked Sendable {
             timer?.cancel()
             perform(coordinator.receive(.shutdown, now: now))
         }
-        // Let the last replies leave before the sockets close.
+        // Let the last replies leave and the last records reach the store before the sockets close.
         io.sync(flags: .barrier) {}
         transport.shutdown()
         stopped.signal()
@@ -108,17 +115,9 @@ public final class ServerRuntime: @unchecked Sendable {
         stopped.signal()
     }
 
-    var jobsDirectory: String { options.dataDirectory + "/jobs" }
-
-    /// Job numbers continue after the highest `job-N` folder, so a restarted server never overwrites a model.
-    static func nextJobNumber(in directory: String) -> Int {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        let numbers = names.compactMap { $0.hasPrefix("job-") ? Int($0.dropFirst(4)) : nil }
-        return (numbers.max() ?? 0) + 1
-    }
-
+    /// Where a job's model file is in a data directory (`FileRecordStore`'s layout).
     public static func modelPath(dataDirectory: String, jobId: String) -> String {
-        "\(dataDirectory)/jobs/\(jobId)/model.psm"
+        FileRecordStore(directory: dataDirectory).path(of: .model(jobId))
     }
 
     private func deliver(_ event: ServerEvent) {
@@ -138,6 +137,7 @@ public final class ServerRuntime: @unchecked Sendable {
         for action in actions {
             switch action {
             case let .observe(observation):
+                if case let .jobState(jobId, _, state) = observation, state.isFinal { saveJobRecord(jobId) }
                 for o in observers { o(observation) }
             case let .send(id, envelope):
                 if case let .weights(w) = envelope.message {
@@ -169,12 +169,10 @@ public final class ServerRuntime: @unchecked Sendable {
                     self.queue.async { self.perform(self.coordinator.receive(.prepared(jobId: jobId, result), now: self.now)) }
                 }
             case let .saveModel(jobId, model):
-                let path = Self.modelPath(dataDirectory: options.dataDirectory, jobId: jobId)
-                io.async(flags: .barrier) { [logger] in
+                let path = store.location(of: .model(jobId))
+                io.async(flags: .barrier) { [logger, store] in
                     do {
-                        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                                withIntermediateDirectories: true)
-                        try model.write(to: path)
+                        try store.putModel(model, jobId: jobId)
                         logger.info("model written", metadata: ["job": "\(jobId)", "path": "\(path)"])
                     } catch {
                         logger.error("cannot write model", metadata: ["job": "\(jobId)", "path": "\(path)", "error": "\(error)"])
@@ -182,6 +180,22 @@ public final class ServerRuntime: @unchecked Sendable {
                 }
             case let .log(level, message, fields):
                 logger.log(level, message, fields)
+            }
+        }
+    }
+
+    /// Writes a finished job's result to the store, after its model (the writes are barriers on `io`, in order).
+    private func saveJobRecord(_ jobId: String) {
+        guard let result = coordinator.jobs[jobId]?.result else {
+            return logger.error("no result to record for a finished job", metadata: ["job": "\(jobId)"])
+        }
+        let path = store.location(of: .jobRecord(jobId))
+        io.async(flags: .barrier) { [logger, store] in
+            do {
+                try store.putJobRecord(result)
+                logger.debug("job record written", metadata: ["job": "\(jobId)", "path": "\(path)"])
+            } catch {
+                logger.error("cannot write job record", metadata: ["job": "\(jobId)", "path": "\(path)", "error": "\(error)"])
             }
         }
     }

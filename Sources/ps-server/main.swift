@@ -18,7 +18,7 @@ struct PSServerCommand: ParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT.")
     var listen = "127.0.0.1:7070"
 
-    @Option(help: "Folder for job models (jobs/JOB/model.psm).")
+    @Option(help: "Folder for job models and results (jobs/JOB/model.psm, jobs/JOB/result.json).")
     var dataDir = "ps-data"
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
