@@ -87,6 +87,8 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The control-plane client psctl and the tests use.
+        .target(name: "PSClient", dependencies: ["PSTransport", "PSWire", "PSCore"]),
         // Keyed records (models, job records; later the job journal and checkpoints): files or memory.
         .target(name: "PSStorage", dependencies: ["PSWire", "PSCore"]),
         // Prometheus metrics: swift-metrics facades, the swift-prometheus registry, a /metrics HTTP endpoint.
@@ -108,7 +110,7 @@ let package = Package(
             "PSTrain", "PSWire", "PSTransport", "PSMetrics", .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "psctl", dependencies: [
-            "PSTrain", "PSWire", "PSCore", "PSData", "PSTransport",
+            "PSTrain", "PSWire", "PSCore", "PSData", "PSTransport", "PSClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ps-server", dependencies: [
@@ -145,8 +147,13 @@ let package = Package(
         .testTarget(name: "PSEventFileTests", dependencies: ["PSEventFile"]),
         // The store contract run against both stores, and what only the data directory does.
         .testTarget(name: "PSStorageTests", dependencies: ["PSStorage", "PSWire", "PSCore", "PSTestSupport"]),
+        // The client against a real in-process coordinator (in-memory store) and workers.
+        .testTarget(name: "PSClientTests", dependencies: [
+            "PSClient", "PSServer", "PSWorker", "PSStorage", "PSTrain", "PSTransport", "PSTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Many nodes (coordinator and workers) in one process, over loopback.
-        .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSTransport", "PSTestSupport"]),
+        .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSClient", "PSTestSupport"]),
         // Starts the real binaries (built by `swift build` before the tests run).
         .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSTestSupport"]),
     ]
