@@ -61,6 +61,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -91,8 +92,15 @@ let package = Package(
         .target(name: "PSClient", dependencies: ["PSTransport", "PSWire", "PSCore"]),
         // Keyed records (models, job records; later the job journal and checkpoints): files or memory.
         .target(name: "PSStorage", dependencies: ["PSWire", "PSCore"]),
+        // Running the daemons' parts as services: the stop signal, and a bridge for thread-and-queue parts.
+        .target(name: "PSLifecycle", dependencies: [
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Prometheus metrics: swift-metrics facades, the swift-prometheus registry, a /metrics HTTP endpoint.
         .target(name: "PSMetrics", dependencies: [
+            "PSLifecycle", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -103,22 +111,27 @@ let package = Package(
         // TensorBoard event files: TFRecord framing around Event messages with scalar summaries.
         .target(name: "PSEventFile"),
         .target(name: "PSServer", dependencies: [
-            "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSEventFile", "PSStorage",
+            "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSEventFile", "PSStorage", "PSLifecycle",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PSWorker", dependencies: [
-            "PSTrain", "PSWire", "PSTransport", "PSMetrics", .product(name: "Logging", package: "swift-log"),
+            "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSLifecycle",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "psctl", dependencies: [
             "PSTrain", "PSWire", "PSCore", "PSData", "PSTransport", "PSClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ps-server", dependencies: [
-            "PSServer", "PSMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSServer", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ps-worker", dependencies: [
-            "PSWorker", "PSMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSWorker", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Micro-benchmarks for bench/run.py: sgemm on a step's shapes, wire encode/decode vs memcpy.
@@ -152,8 +165,11 @@ let package = Package(
             "PSClient", "PSServer", "PSWorker", "PSStorage", "PSTrain", "PSTransport", "PSTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Many nodes (coordinator and workers) in one process, over loopback.
-        .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSClient", "PSTestSupport"]),
+        // Many nodes (coordinator and workers) in one process, over loopback; also as services of one group.
+        .testTarget(name: "ClusterTests", dependencies: [
+            "PSServer", "PSWorker", "PSClient", "PSTestSupport",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Starts the real binaries (built by `swift build` before the tests run).
         .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSTestSupport"]),
     ]

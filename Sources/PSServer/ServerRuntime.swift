@@ -44,7 +44,6 @@ public final class ServerRuntime: @unchecked Sendable {
     var timer: DispatchSourceTimer?
     let clock = ContinuousClock()
     let epoch = ContinuousClock.now
-    private let stopped = DispatchSemaphore(value: 0)
     /// Called on the coordinator's queue for every observation; keep them quick (hop elsewhere for slow I/O).
     private var observers: [@Sendable (Observation) -> Void] = []
 
@@ -97,8 +96,11 @@ public final class ServerRuntime: @unchecked Sendable {
         logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)"])
     }
 
-    /// Marks a running job interrupted, answers waiters, closes every connection and the listener.
+    /// Stops in order: no new connections; the coordinator marks a running job interrupted, answers its
+    /// waiters and closes every connection (observers close that job's event files); the last models and
+    /// job records are written; then the transport shuts down. Blocks until done; a second call does nothing new.
     public func stop() {
+        transport.stopAccepting()
         queue.sync {
             timer?.cancel()
             perform(coordinator.receive(.shutdown, now: now))
@@ -106,13 +108,6 @@ public final class ServerRuntime: @unchecked Sendable {
         // Let the last replies leave and the last records reach the store before the sockets close.
         io.sync(flags: .barrier) {}
         transport.shutdown()
-        stopped.signal()
-    }
-
-    /// Blocks until `stop()` has run.
-    public func wait() {
-        stopped.wait()
-        stopped.signal()
     }
 
     /// Where a job's model file is in a data directory (`FileRecordStore`'s layout).
