@@ -14,11 +14,17 @@ import PackageDescription
 //   PSTrain           step engine, epoch ledger, and the local trainer (the cluster's oracle)
 //   PSTransport       NIO: length-prefixed frames with a size limit, listener, connections, backoff;
 //                     the only importer of NIOPosix
+//   PSClient          the control-plane client (submit, status, wait, cancel, model pull) on PSTransport's
+//                     BlockingClient: typed results, errors naming the server and the request
+//   PSStorage         the server's records (models, job records) behind one keyed store: the data
+//                     directory (atomic writes) or memory (tests)
+//   PSLifecycle       what the daemons share to run as services (swift-service-lifecycle): the signal
+//                     that stops them, thread-and-queue parts run as services
 //   PSServer          the coordinator: a pure state machine plus the runtime that drives it
 //   PSWorker          the worker runtime: connection, data, chunk computation off the event loop
 //   PSMetrics         Prometheus metrics and their /metrics endpoint
 //   PSEventFile       TensorBoard event files (TFRecord + Event/Summary protobuf)
-//   psctl, ps-server, ps-worker   thin executables
+//   psctl, ps-server, ps-worker   thin executables (the daemons: flags, then one ServiceGroup)
 //
 // PSMath's element-wise loops (the optimizer, activations, bias and gradient sums) are explicit
 // 8-lane SIMD, which the default x86-64 target (SSE2) splits in two. When the building host has
