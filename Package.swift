@@ -16,6 +16,12 @@ import PackageDescription
 //   PSTrain           step engine, epoch ledger, and the local trainer (the cluster's oracle)
 //   PSTransport       NIO: length-prefixed frames with a size limit, listener, connections, backoff;
 //                     the only importer of NIOPosix
+//   PSClient          the control-plane client (submit, status, wait, cancel, model pull) on PSTransport's
+//                     BlockingClient: typed results, errors naming the server and the request
+//   PSStorage         the server's records (models, job records) behind one keyed store: the data
+//                     directory (atomic writes) or memory (tests)
+//   PSLifecycle       what the daemons share to run as services (swift-service-lifecycle): the signal
+//                     that stops them, thread-and-queue parts run as services
 //   PSShard           the parameter shard: parameters, optimizer state and tree sums (pure state machine)
 //   PSControl         the coordinator (pure state machine): job registry, membership, scheduler; it
 //                     holds no tensors and reaches the shard only through commands
@@ -23,7 +29,7 @@ import PackageDescription
 //   PSWorker          the worker runtime: connection, data, chunk computation off the event loop
 //   PSMetrics         Prometheus metrics and their /metrics endpoint
 //   PSEventFile       TensorBoard event files (TFRecord + Event/Summary protobuf)
-//   psctl, ps-server, ps-worker   thin executables
+//   psctl, ps-server, ps-worker   thin executables (the daemons: flags, then one ServiceGroup)
 //
 // PSMath's element-wise loops (the optimizer, activations, bias and gradient sums) are explicit
 // 8-lane SIMD, which the default x86-64 target (SSE2) splits in two. When the building host has
@@ -66,6 +72,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -94,8 +101,19 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The control-plane client psctl and the tests use.
+        .target(name: "PSClient", dependencies: ["PSTransport", "PSWire", "PSCore"]),
+        // Keyed records (models, job records; later the job journal and checkpoints): files or memory.
+        .target(name: "PSStorage", dependencies: ["PSWire", "PSCore"]),
+        // Running the daemons' parts as services: the stop signal, and a bridge for thread-and-queue parts.
+        .target(name: "PSLifecycle", dependencies: [
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Prometheus metrics: swift-metrics facades, the swift-prometheus registry, a /metrics HTTP endpoint.
         .target(name: "PSMetrics", dependencies: [
+            "PSLifecycle", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -111,21 +129,26 @@ let package = Package(
         .target(name: "PSControl", dependencies: ["PSShard", "PSSpec", "PSTrain", "PSMath", "PSWire", "PSTransport"]),
         .target(name: "PSServer", dependencies: [
             "PSControl", "PSShard", "PSTrain", "PSSpec", "PSWire", "PSTransport", "PSMetrics", "PSEventFile",
+            "PSStorage", "PSLifecycle", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PSWorker", dependencies: [
-            "PSTrain", "PSWire", "PSTransport", "PSMetrics", .product(name: "Logging", package: "swift-log"),
+            "PSTrain", "PSWire", "PSTransport", "PSMetrics", "PSLifecycle",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "psctl", dependencies: [
-            "PSTrain", "PSWire", "PSCore", "PSSpec", "PSData", "PSTransport",
+            "PSTrain", "PSWire", "PSCore", "PSSpec", "PSData", "PSTransport", "PSClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ps-server", dependencies: [
-            "PSServer", "PSMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSServer", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ps-worker", dependencies: [
-            "PSWorker", "PSMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSWorker", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Micro-benchmarks for bench/run.py: sgemm on a step's shapes, wire encode/decode vs memcpy.
@@ -154,8 +177,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PSEventFileTests", dependencies: ["PSEventFile"]),
-        // Many nodes (coordinator and workers) in one process, over loopback.
-        .testTarget(name: "ClusterTests", dependencies: ["PSServer", "PSWorker", "PSTransport", "PSTestSupport"]),
+        // The store contract run against both stores, and what only the data directory does.
+        .testTarget(name: "PSStorageTests", dependencies: ["PSStorage", "PSWire", "PSCore", "PSTestSupport"]),
+        // The client against a real in-process coordinator (in-memory store) and workers.
+        .testTarget(name: "PSClientTests", dependencies: [
+            "PSClient", "PSServer", "PSWorker", "PSStorage", "PSTrain", "PSTransport", "PSTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Many nodes (coordinator and workers) in one process, over loopback; also as services of one group.
+        .testTarget(name: "ClusterTests", dependencies: [
+            "PSServer", "PSWorker", "PSClient", "PSTestSupport",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Starts the real binaries (built by `swift build` before the tests run).
         .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSTestSupport"]),
     ]

@@ -235,6 +235,9 @@ public struct Coordinator {
 
     /// Whether `id` is a worker's connection: the runtime sends to those in order with the shard's sends.
     public func isWorkerConnection(_ id: ConnectionID) -> Bool { membership.isWorker(id) }
+
+    /// An ended job's result (nil while it runs, or for an unknown job): what the runtime records.
+    public func result(of jobId: String) -> JobResult? { registry.jobs[jobId]?.result }
 }
 
 func format(_ x: Double) -> String {

@@ -26,7 +26,7 @@ public final class ServerSeries {
             "ps_validation_accuracy", help: "Validation accuracy (fraction correct) after the job's latest epoch.") }
         static var stepApply: MetricNameDescriptor { .named(
             "ps_step_apply_seconds",
-            help: "Time the coordinator took over the push that completed a step: aggregation, optimizer, next assignments.") }
+            help: "Time the server took over the push that completed a step: the coordinator, then the shard's aggregation, optimizer and the next assignments.") }
         static var pushBytes: MetricNameDescriptor { .named(
             "ps_push_bytes_total", help: "Gradient bytes received in accepted pushes (float32 payload, without framing).") }
         static var pushes: MetricNameDescriptor { .named(
@@ -110,11 +110,21 @@ public final class ServerSeries {
 
     /// A training step of `jobId` was applied to a batch of `samples`.
     public func stepCompleted(jobId: String, samples: Int, batchLoss: Double, applyDuration: Duration) {
+        stepCounted(jobId: jobId, samples: samples, batchLoss: batchLoss)
+        stepApplied(duration: applyDuration)
+    }
+
+    /// A step of `jobId` is complete: its batch's size and mean loss.
+    public func stepCounted(jobId: String, samples: Int, batchLoss: Double) {
         let job = series(of: jobId)
         job.steps.increment()
         job.samples.increment(by: Int64(samples))
         job.trainLoss.set(to: batchLoss)
-        stepApply.record(applyDuration)
+    }
+
+    /// The time the server took to apply a step once its last push was in.
+    public func stepApplied(duration: Duration) {
+        stepApply.record(duration)
     }
 
     /// An epoch of `jobId` ended; the validation figures are nil when the job has no validation data.

@@ -38,9 +38,7 @@ public final class ServerMetrics: @unchecked Sendable {
 
     /// Observes `runtime` (call before `runtime.start()`). The runtime keeps this object alive.
     public func attach(to runtime: ServerRuntime) {
-        runtime.observe { [weak runtime] observation in
-            self.record(observation, eventDuration: runtime?.lastEventDuration ?? .zero)
-        }
+        runtime.observe { observation in self.record(observation) }
         let timer = DispatchSource.makeTimerSource(queue: runtime.queue)
         let interval = ServerMetricsLimits.workerStatesRefreshSeconds
         timer.schedule(deadline: .now() + interval, repeating: interval)
@@ -52,11 +50,12 @@ public final class ServerMetrics: @unchecked Sendable {
         refresh = timer
     }
 
-    /// `eventDuration`: how long the coordinator took over the event that produced this observation.
-    func record(_ observation: Observation, eventDuration: Duration) {
+    func record(_ observation: Observation) {
         switch observation {
         case let .stepCompleted(jobId, _, _, batchLoss, batchSize, _, _):
-            series.stepCompleted(jobId: jobId, samples: batchSize, batchLoss: batchLoss, applyDuration: eventDuration)
+            series.stepCounted(jobId: jobId, samples: batchSize, batchLoss: batchLoss)
+        case let .stepApplied(_, seconds):
+            series.stepApplied(duration: .nanoseconds(Int64(seconds * 1e9)))
         case let .epochCompleted(jobId, report, _):
             series.epochCompleted(jobId: jobId, validationLoss: report.validationLoss,
                                   validationAccuracy: report.validationAccuracy)

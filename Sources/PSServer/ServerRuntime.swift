@@ -4,12 +4,14 @@ import Logging
 import PSControl
 import PSData
 import PSShard
+import PSStorage
 import PSTransport
 import PSWire
 
 /// Drives the coordinator: transport events and timer ticks go onto one serial queue, where the
 /// state machine runs; its actions are performed there too (sends are thread-safe and cheap to
-/// start). Loading a job's data and writing models happen on a utility queue, never on an event loop.
+/// start). Loading a job's data and writing models and job records (through `store`) happen on a
+/// utility queue, never on an event loop.
 public final class ServerRuntime: @unchecked Sendable {
     public struct Options: Sendable {
         public var host: String
@@ -35,6 +37,8 @@ public final class ServerRuntime: @unchecked Sendable {
 
     let options: Options
     let logger: Logger
+    /// Where models and job records go: the data directory unless a test gives another store.
+    public let store: any RecordStore
     let queue = DispatchQueue(label: "ps-server.coordinator")
     /// The parameter shard's queue: tree sums and optimizer updates run here, never on the queue that
     /// answers clients. Sends to workers go through it too, in the coordinator's order, so a worker's
@@ -47,7 +51,6 @@ public final class ServerRuntime: @unchecked Sendable {
     var timer: DispatchSourceTimer?
     let clock = ContinuousClock()
     let epoch = ContinuousClock.now
-    private let stopped = DispatchSemaphore(value: 0)
     /// Called on the coordinator's queue for every observation; keep them quick (hop elsewhere for slow I/O).
     private var observers: [@Sendable (Observation) -> Void] = []
 
@@ -56,22 +59,22 @@ public final class ServerRuntime: @unchecked Sendable {
         observers.append(observer)
     }
 
-    public init(options: Options, logger: Logger) {
+    /// `store`: where models and job records are kept; by default `FileRecordStore` on `options.dataDirectory`.
+    public init(options: Options, logger: Logger, store: (any RecordStore)? = nil) {
         self.options = options
         self.logger = logger
+        self.store = store ?? FileRecordStore(directory: options.dataDirectory)
     }
 
     /// "HOST:PORT" the server listens on (with the real port when 0 was asked).
     public var address: String { transport.localAddress }
 
-    var now: Double {
-        let d = clock.now - epoch
-        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-    }
+    var now: Double { Self.seconds(clock.now - epoch) }
 
     /// Binds, starts the coordinator and the tick timer. Returns once listening.
     public func start() throws {
-        try FileManager.default.createDirectory(atPath: jobsDirectory, withIntermediateDirectories: true)
+        try store.open()
+        let firstJobNumber = try store.nextJobNumber()
         // Connections may arrive as soon as the listener is up, but the coordinator needs the bound
         // address: the queue stays suspended, holding their events, until the coordinator exists.
         queue.suspend()
@@ -85,7 +88,7 @@ public final class ServerRuntime: @unchecked Sendable {
                                        heartbeatTimeoutSeconds: options.heartbeatTimeoutSeconds,
                                        shardCount: options.shardCount, updateThreads: options.updateThreads)
         // Safe without the queue: it is suspended, so nothing else touches the coordinator yet.
-        coordinator = Coordinator(config: config, now: now, firstJobNumber: Self.nextJobNumber(in: jobsDirectory))
+        coordinator = Coordinator(config: config, now: now, firstJobNumber: firstJobNumber)
         shard = ParameterShard(keyRanges: options.shardCount, updateThreads: options.updateThreads)
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.schedule(deadline: .now() + 0.25, repeating: 0.25)
@@ -98,36 +101,24 @@ public final class ServerRuntime: @unchecked Sendable {
         logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)"])
     }
 
-    /// Marks a running job interrupted, answers waiters, closes every connection and the listener.
+    /// Stops in order: no new connections; the coordinator marks a running job interrupted, answers its
+    /// waiters and closes every connection (observers close that job's event files); the last models and
+    /// job records are written; then the transport shuts down. Blocks until done; a second call does nothing new.
     public func stop() {
+        transport.stopAccepting()
         queue.sync {
             timer?.cancel()
             perform(coordinator.receive(.shutdown, now: now))
         }
-        // Let the last replies leave before the sockets close.
+        // Let the last replies leave and the last records reach the store before the sockets close.
         shardQueue.sync {}
         io.sync(flags: .barrier) {}
         transport.shutdown()
-        stopped.signal()
     }
 
-    /// Blocks until `stop()` has run.
-    public func wait() {
-        stopped.wait()
-        stopped.signal()
-    }
-
-    var jobsDirectory: String { options.dataDirectory + "/jobs" }
-
-    /// Job numbers continue after the highest `job-N` folder, so a restarted server never overwrites a model.
-    static func nextJobNumber(in directory: String) -> Int {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        let numbers = names.compactMap { $0.hasPrefix("job-") ? Int($0.dropFirst(4)) : nil }
-        return (numbers.max() ?? 0) + 1
-    }
-
+    /// Where a job's model file is in a data directory (`FileRecordStore`'s layout).
     public static func modelPath(dataDirectory: String, jobId: String) -> String {
-        "\(dataDirectory)/jobs/\(jobId)/model.psm"
+        FileRecordStore(directory: dataDirectory).path(of: .model(jobId))
     }
 
     private func deliver(_ event: ServerEvent) {
@@ -146,9 +137,12 @@ public final class ServerRuntime: @unchecked Sendable {
     private func perform(_ actions: [CoordinatorAction]) {
         var ordered: [CoordinatorAction] = []
         var direct = Outbox(transport: transport)
+        var completedStep: String?
         for action in actions {
             switch action {
             case let .observe(observation):
+                if case let .stepCompleted(jobId, _, _, _, _, _, _) = observation { completedStep = jobId }
+                if case let .jobState(jobId, _, state) = observation, state.isFinal { saveJobRecord(jobId) }
                 for o in observers { o(observation) }
             case .shard:
                 ordered.append(action)
@@ -172,12 +166,10 @@ public final class ServerRuntime: @unchecked Sendable {
                     self.queue.async { self.perform(self.coordinator.receive(.prepared(jobId: jobId, result), now: self.now)) }
                 }
             case let .saveModel(jobId, model):
-                let path = Self.modelPath(dataDirectory: options.dataDirectory, jobId: jobId)
-                io.async(flags: .barrier) { [logger] in
+                let path = store.location(of: .model(jobId))
+                io.async(flags: .barrier) { [logger, store] in
                     do {
-                        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                                withIntermediateDirectories: true)
-                        try model.write(to: path)
+                        try store.putModel(model, jobId: jobId)
                         logger.info("model written", metadata: ["job": "\(jobId)", "path": "\(path)"])
                     } catch {
                         logger.error("cannot write model", metadata: ["job": "\(jobId)", "path": "\(path)", "error": "\(error)"])
@@ -187,10 +179,22 @@ public final class ServerRuntime: @unchecked Sendable {
                 logger.log(level, message, fields)
             }
         }
-        if !ordered.isEmpty {
-            let batch = ordered
-            shardQueue.async { self.performOrdered(batch) }
+        guard !ordered.isEmpty || completedStep != nil else { return }
+        let coordinatorTime = lastEventDuration
+        let batch = ordered
+        let stepJob = completedStep
+        shardQueue.async {
+            let started = self.clock.now
+            self.performOrdered(batch)
+            if let jobId = stepJob {
+                let seconds = Self.seconds(coordinatorTime + (self.clock.now - started))
+                for o in self.observers { o(.stepApplied(jobId: jobId, seconds: seconds)) }
+            }
         }
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 
     /// On the shard's queue: the shard's commands and the sends around them, in order.
@@ -219,12 +223,28 @@ public final class ServerRuntime: @unchecked Sendable {
         }
     }
 
+    /// Writes a finished job's result to the store, after its model (the writes are barriers on `io`, in order).
+    private func saveJobRecord(_ jobId: String) {
+        guard let result = coordinator.result(of: jobId) else {
+            return logger.error("no result to record for a finished job", metadata: ["job": "\(jobId)"])
+        }
+        let path = store.location(of: .jobRecord(jobId))
+        io.async(flags: .barrier) { [logger, store] in
+            do {
+                try store.putJobRecord(result)
+                logger.debug("job record written", metadata: ["job": "\(jobId)", "path": "\(path)"])
+            } catch {
+                logger.error("cannot write job record", metadata: ["job": "\(jobId)", "path": "\(path)", "error": "\(error)"])
+            }
+        }
+    }
+
     // MARK: Timing for observers
 
-    /// How long the coordinator took over the transport event whose actions are being performed: an
-    /// observer of `.stepCompleted` reads it (on the coordinator's queue) as the time to aggregate and
-    /// apply that step, which keeps clocks out of the coordinator. Steps complete only on a received
-    /// push, so only transport events are timed.
+    /// How long the coordinator took over the transport event whose actions are being performed. A
+    /// step's `.stepApplied` time is this plus the shard queue's time over that event's batch (the
+    /// coordinator reads no clock). Steps complete only on a received push, so only transport events
+    /// are timed.
     private(set) var lastEventDuration: Duration = .zero
 
     private func timedReceive(_ event: CoordinatorEvent) -> [CoordinatorAction] {

@@ -126,6 +126,13 @@ public final class TransportServer: @unchecked Sendable {
         channel.triggerUserOutboundEvent(CloseAfter(last: last), promise: nil)
     }
 
+    /// Closes the listener and waits for it: connections already open carry on, new ones are refused
+    /// (the first step of an orderly stop). Call it from outside `onEvent`; after `shutdown()` it does nothing.
+    public func stopAccepting() {
+        guard !isShutDown.withLockedValue({ $0 }) else { return }
+        try? listener.close().wait()
+    }
+
     /// Closes the listener and every connection and waits for them. Call it once from outside
     /// `onEvent` (it waits for the event-loop threads, which would deadlock there).
     public func shutdown() {

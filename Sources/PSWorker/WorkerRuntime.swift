@@ -36,7 +36,6 @@ public final class WorkerRuntime: @unchecked Sendable {
     private let computer = WorkerCompute()
     var connection: ReconnectingConnection!
     var heartbeat: DispatchSourceTimer?
-    private let stopped = DispatchSemaphore(value: 0)
     /// Where the worker's series go; nil when the process serves no metrics.
     let metrics: WorkerMetrics?
     private let startedAt = ContinuousClock.now
@@ -64,18 +63,13 @@ public final class WorkerRuntime: @unchecked Sendable {
         connection.start()
     }
 
+    /// Stops the heartbeat and closes the connection (no reconnecting after it). Blocks until closed.
     public func stop() {
         control.sync {
             heartbeat?.cancel()
             heartbeat = nil
         }
         connection.stop()
-        stopped.signal()
-    }
-
-    public func wait() {
-        stopped.wait()
-        stopped.signal()
     }
 
     /// Seconds since start, the machine's clock.

@@ -1,16 +1,18 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import Logging
 import PSCore
+import PSLifecycle
 import PSMetrics
 import PSServer
 import PSTransport
 import PSWire
+import ServiceLifecycle
 
-/// The parameter server and coordinator. Stops cleanly on SIGTERM/SIGINT: a running job is marked
+/// The parameter server and coordinator. Its parts run as services of one `ServiceGroup`; on SIGTERM
+/// or SIGINT they stop in order (the server, then the metrics endpoint): a running job is marked
 /// interrupted, waiting clients are answered, and no file is left half-written.
-struct PSServerCommand: ParsableCommand {
+struct PSServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ps-server",
         abstract: "Hold a job's parameters, apply optimizer updates, and coordinate workers.")
@@ -18,7 +20,7 @@ struct PSServerCommand: ParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT.")
     var listen = "127.0.0.1:7070"
 
-    @Option(help: "Folder for job models (jobs/JOB/model.psm).")
+    @Option(help: "Folder for job models and results (jobs/JOB/model.psm, jobs/JOB/result.json).")
     var dataDir = "ps-data"
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -53,7 +55,7 @@ struct PSServerCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -68,45 +70,41 @@ struct PSServerCommand: ParsableCommand {
                                                    updateThreads: updateThreads),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
-        var metricsEndpoint: MetricsEndpoint?
+        // Stopped in reverse order: the server first, then the metrics endpoint that reports on it.
+        var services = [StopOnSignal { signal in logger.info("stopping", metadata: ["signal": "\(signal)"]) }.configuration]
         if let metricsListen {
             let registry = MetricsBootstrap.bootstrap()
             ServerMetrics(series: ServerSeries(registry: registry)).attach(to: runtime)
             let (host, port) = try parseAddress(metricsListen)
             do {
-                metricsEndpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
                 logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])
                 throw ExitCode(1)
             }
         }
+        services.append(.init(service: runtime))
         do {
-            try runtime.start()
+            try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
         } catch {
             logger.critical("cannot start", metadata: ["listen": "\(listen)", "error": "\(error)"])
-            metricsEndpoint?.shutdown()
             throw ExitCode(1)
         }
-        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
-                runtime.stop()
-            }
-            source.resume()
-            return source
-        }
-        // The signal sources must outlive the wait (SIGTERM is ignored without them).
-        withExtendedLifetime(signals) { runtime.wait() }
-        metricsEndpoint?.shutdown()
         logger.info("stopped")
     }
 }
 
 BuildTarget.requireSupportedCPU(program: "ps-server")
 MemoryTuning.keepLargeBuffers()
-PSServerCommand.main()
+// Parsed and run by hand: in main.swift, `await PSServerCommand.main()` resolves to ParsableCommand's
+// synchronous main, which never calls the async `run()`.
+do {
+    let command = try PSServerCommand.parse()
+    try await command.run()
+} catch {
+    PSServerCommand.exit(withError: error)
+}
 
 enum ServerDefaults {
     /// The update runs while every worker waits for the next weights: use the machine's cores, up to 4.

@@ -1,16 +1,18 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import Logging
 import PSCore
+import PSLifecycle
 import PSMetrics
 import PSTransport
 import PSWire
 import PSWorker
+import ServiceLifecycle
 
 /// A stateless worker: computes the gradients of the chunks it is assigned. Start or kill any number
-/// at any time; the server reassigns their work.
-struct PSWorkerCommand: ParsableCommand {
+/// at any time; the server reassigns their work. Its parts run as services of one `ServiceGroup`; on
+/// SIGTERM or SIGINT the worker disconnects cleanly, then the metrics endpoint closes.
+struct PSWorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ps-worker",
         abstract: "Compute gradients for a ps-server cluster.")
@@ -42,23 +44,26 @@ struct PSWorkerCommand: ParsableCommand {
         guard !name.isEmpty && name.count <= 128 else { throw ValidationError("--name must be 1 to 128 characters") }
     }
 
-    func run() throws {
+    func run() async throws {
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
-        var logger = Logger(label: "ps-worker")
-        logger[metadataKey: "name"] = "\(name)"
+        var named = Logger(label: "ps-worker")
+        named[metadataKey: "name"] = "\(name)"
+        let logger = named
         var metrics: WorkerMetrics?
-        var metricsEndpoint: MetricsEndpoint?
+        // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it.
+        var services = [StopOnSignal { _ in logger.info("stopping") }.configuration]
         if let metricsListen {
             let registry = MetricsBootstrap.bootstrap()
             metrics = WorkerMetrics(registry: registry)
             let (host, port) = try parseAddress(metricsListen)
             do {
-                metricsEndpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
                 logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])
                 throw ExitCode(1)
@@ -66,23 +71,18 @@ struct PSWorkerCommand: ParsableCommand {
         }
         let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger,
                                     metrics: metrics)
-        runtime.start()
-        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                logger.info("stopping")
-                runtime.stop()
-            }
-            source.resume()
-            return source
-        }
-        // The signal sources must outlive the wait (SIGTERM is ignored without them).
-        withExtendedLifetime(signals) { runtime.wait() }
-        metricsEndpoint?.shutdown()
+        services.append(.init(service: runtime))
+        try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
     }
 }
 
 BuildTarget.requireSupportedCPU(program: "ps-worker")
 MemoryTuning.keepLargeBuffers()
-PSWorkerCommand.main()
+// Parsed and run by hand: in main.swift, `await PSWorkerCommand.main()` resolves to ParsableCommand's
+// synchronous main, which never calls the async `run()`.
+do {
+    let command = try PSWorkerCommand.parse()
+    try await command.run()
+} catch {
+    PSWorkerCommand.exit(withError: error)
+}

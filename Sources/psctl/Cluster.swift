@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PSClient
 import PSCore
 import PSSpec
 import PSTrain
@@ -15,12 +16,8 @@ struct ServerOptions: ParsableArguments {
         do { _ = try parseAddress(server) } catch { throw ValidationError("--server: \(error)") }
     }
 
-    func connect() throws -> BlockingClient {
-        do {
-            return try BlockingClient(address: server, name: "psctl-\(getpid())", role: .client, timeoutSeconds: 5)
-        } catch {
-            throw OperatingError("\(error)")
-        }
+    func connect() throws -> PSClient {
+        try request { try PSClient(server: server, name: "psctl-\(getpid())", connectTimeoutSeconds: 5) }
     }
 }
 
@@ -29,21 +26,49 @@ extension ServerOptions {
     func fetchModel(_ jobId: String) throws -> TrainedModel {
         let client = try connect()
         defer { client.close() }
-        guard case let .modelData(model) = try request(client, .fetchModel(jobId: jobId), timeoutSeconds: 60) else {
-            throw OperatingError("unexpected reply to a model request")
-        }
-        return model
+        return try request { try client.fetchModel(jobId) }
     }
 }
 
-/// Sends one request and returns the reply, turning transport and server errors into one-line operating errors.
-func request(_ client: BlockingClient, _ message: Message, timeoutSeconds: Double = 10) throws -> Message {
+extension OperatingError {
+    /// The one line psctl prints for a failed request: the server's refusal ("job_id: no job 'job-9'"),
+    /// the transport's own message ("cannot connect to 127.0.0.1:7070: connection refused"), or that the
+    /// reply made no sense.
+    init(_ error: PSClientError) {
+        switch (error.request, error.reason) {
+        case let (.connect, .refused(reply)):
+            self.init("\(ClientError.remote(reply))")
+        case let (_, .refused(reply)):
+            self.init(reply.field.isEmpty ? reply.message : "\(reply.field): \(reply.message)")
+        case let (_, .transport(transportError)):
+            self.init("\(transportError)")
+        case let (request, .unexpectedReply):
+            self.init("unexpected reply to \(request.verb)")
+        }
+    }
+}
+
+extension PSClientError.Request {
+    /// The psctl command that sends this request.
+    fileprivate var verb: String {
+        switch self {
+        case .connect: "connect"
+        case .submit: "submit"
+        case .status: "status"
+        case .list: "list"
+        case .wait: "wait"
+        case .cancel: "cancel"
+        case .fetchModel: "a model request"
+        }
+    }
+}
+
+/// Runs client calls, turning a client failure into psctl's one-line operating error.
+func request<T>(_ body: () throws -> T) throws -> T {
     do {
-        return try client.request(message, timeoutSeconds: timeoutSeconds)
-    } catch let ClientError.remote(reply) {
-        throw OperatingError(reply.field.isEmpty ? reply.message : "\(reply.field): \(reply.message)")
-    } catch {
-        throw OperatingError("\(error)")
+        return try body()
+    } catch let error as PSClientError {
+        throw OperatingError(error)
     }
 }
 
@@ -72,13 +97,10 @@ struct Submit: ParsableCommand {
         }
         let client = try options.connect()
         defer { client.close() }
-        guard case let .submitted(jobId) = try request(client, .submitJob(job)) else {
-            throw OperatingError("unexpected reply to submit")
-        }
+        let jobId = try request { try client.submit(job) }
         // A step is shared by at most `chunks` workers: say so when workers would sit idle, since the
         // chunk count (not the cluster) fixes the job's result and cannot be raised behind its back.
-        if case let .statusReply(status)? = try? request(client, .statusRequest(jobId: jobId)),
-           status.cluster.workers.count > job.training.chunks {
+        if let status = try? client.status(job: jobId), status.cluster.workers.count > job.training.chunks {
             printError("note: training.chunks is \(job.training.chunks), so at most \(job.training.chunks) of the "
                        + "\(status.cluster.workers.count) connected workers compute each step; set training.chunks "
                        + "to use more (results depend on chunks, never on the number of workers)")
@@ -117,10 +139,7 @@ struct Status: ParsableCommand {
         let client = try options.connect()
         defer { client.close() }
         func fetch() throws -> StatusReply {
-            guard case let .statusReply(status) = try request(client, .statusRequest(jobId: job ?? "")) else {
-                throw OperatingError("unexpected reply to status")
-            }
-            return status
+            try request { try client.status(job: job) }
         }
         guard watch else {
             let status = try fetch()
@@ -205,9 +224,7 @@ struct List: ParsableCommand {
     func run() throws {
         let client = try options.connect()
         defer { client.close() }
-        guard case let .jobList(jobs) = try request(client, .listJobs) else {
-            throw OperatingError("unexpected reply to list")
-        }
+        let jobs = try request { try client.listJobs() }
         print(json ? "[" + jobs.map(\.json).joined(separator: ", ") + "]" : JobStatus.table(jobs))
     }
 }
@@ -223,7 +240,7 @@ struct Cancel: ParsableCommand {
     func run() throws {
         let client = try options.connect()
         defer { client.close() }
-        _ = try request(client, .cancelJob(jobId: job))
+        try request { try client.cancel(job) }
         print("\(job) cancelled")
     }
 }
@@ -248,11 +265,9 @@ struct Wait: ParsableCommand {
 }
 
 /// Waits for the job's result and prints it; throws (exit 1) unless the job completed or stopped early.
-func waitAndReport(client: BlockingClient, jobId: String, json: Bool) throws {
+func waitAndReport(client: PSClient, jobId: String, json: Bool) throws {
     // Training can take days; the server answers when the job ends.
-    guard case let .jobResult(result) = try request(client, .waitJob(jobId: jobId), timeoutSeconds: 30 * 24 * 3600) else {
-        throw OperatingError("unexpected reply to wait")
-    }
+    let result = try request { try client.wait(for: jobId) }
     if let s = result.summary {
         if json {
             print(s.json(name: jobId, weightsSHA256: result.weightsSHA256) { o in

@@ -1,10 +1,10 @@
 import Foundation
 import Logging
+import PSClient
 import PSCore
 import PSData
 import PSServer
 import PSTrain
-import PSTransport
 import PSWire
 import PSWorker
 import PSTestSupport
@@ -37,9 +37,8 @@ final class InProcessClusterTests: XCTestCase {
         return w
     }
 
-    func workerCount(_ client: BlockingClient) throws -> Int {
-        guard case let .statusReply(s) = try client.request(.statusRequest(jobId: "")) else { return -1 }
-        return s.cluster.workers.count
+    func workerCount(_ client: PSClient) throws -> Int {
+        try client.clusterStatus().workers.count
     }
 
     func waitFor(_ what: String, timeout: Double = 30, _ condition: () throws -> Bool) throws {
@@ -59,13 +58,11 @@ final class InProcessClusterTests: XCTestCase {
         defer { server.stop() }
         let workers = (1...3).map { worker(server.address, "w\($0)") }
         defer { workers.forEach { $0.stop() } }
-        let client = try BlockingClient(address: server.address, name: "test")
+        let client = try PSClient(server: server.address, name: "test")
         defer { client.close() }
         try waitFor("3 workers") { try workerCount(client) == 3 }
-        guard case let .submitted(jobId) = try client.request(.submitJob(spec)) else { return XCTFail("not submitted") }
-        guard case let .jobResult(result) = try client.request(.waitJob(jobId: jobId), timeoutSeconds: 120) else {
-            return XCTFail("no result")
-        }
+        let jobId = try client.submit(spec)
+        let result = try client.wait(for: jobId, timeoutSeconds: 120)
         XCTAssertEqual(result.state, .completed, result.message)
         XCTAssertEqual(result.weightsSHA256, local.weightsSHA256)
         XCTAssertEqual(result.summary?.testAccuracy, local.model.summary.testAccuracy)
@@ -83,19 +80,17 @@ final class InProcessClusterTests: XCTestCase {
         let local = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run()
         let (server, _) = try startServer()
         defer { server.stop() }
-        let client = try BlockingClient(address: server.address, name: "test")
+        let client = try PSClient(server: server.address, name: "test")
         defer { client.close() }
-        guard case let .submitted(jobId) = try client.request(.submitJob(spec)) else { return XCTFail("not submitted") }
+        let jobId = try client.submit(spec)
         // No workers yet: the job waits and says so.
         try waitFor("waiting for workers") {
-            guard case let .statusReply(s) = try client.request(.statusRequest(jobId: jobId)) else { return false }
-            return s.jobs.first?.state == .waitingForWorkers
+            try client.status(job: jobId).jobs.first?.state == .waitingForWorkers
         }
         var live = [worker(server.address, "a"), worker(server.address, "b")]
         var joined = 2
         func step() throws -> Int {
-            guard case let .statusReply(s) = try client.request(.statusRequest(jobId: jobId)) else { return -1 }
-            let j = s.jobs[0]
+            let j = try client.status(job: jobId).jobs[0]
             return j.state.isFinal ? Int.max : (j.epoch - 1) * j.stepsPerEpoch + j.step
         }
         for target in [40, 120, 250, 380] {
@@ -106,9 +101,7 @@ final class InProcessClusterTests: XCTestCase {
             live.append(worker(server.address, "w\(joined)"))
         }
         defer { live.forEach { $0.stop() } }
-        guard case let .jobResult(result) = try client.request(.waitJob(jobId: jobId), timeoutSeconds: 120) else {
-            return XCTFail("no result")
-        }
+        let result = try client.wait(for: jobId, timeoutSeconds: 120)
         XCTAssertEqual(result.state, .completed, result.message)
         XCTAssertEqual(result.weightsSHA256, local.weightsSHA256)
     }

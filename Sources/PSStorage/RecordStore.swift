@@ -1,0 +1,100 @@
+/// What the server keeps between jobs and across restarts, as keyed records: each record is a whole
+/// byte string under a `RecordKey` (a kind and an id), written at once or not at all.
+///
+/// Today two kinds pass through it: the trained model of each completed job (`RecordKind.model`) and
+/// the final `JobResult` of every finished job (`RecordKind.jobRecord`); `ServerRecords.swift` holds
+/// their encodings. The protocol is deliberately no more than keyed records with an atomic `put`, a
+/// `get` and a `list` per kind, so that the job journal and training checkpoints planned next fit
+/// behind it unchanged: each is a new `RecordKind` (with a new `RecordKind.Layout` case where the file
+/// layout needs one, such as a folder of numbered entries), written with `put` (a reader never sees half
+/// a record, a crash leaves the previous one), found again after a restart with `list` and `get`.
+///
+/// `FileRecordStore` is the server's data directory; `MemoryRecordStore` is for tests. Implementations
+/// are safe to call from several threads.
+public protocol RecordStore: Sendable {
+    /// Makes the store usable (the file store creates its folders). Called once, before anything else.
+    func open() throws(StoreError)
+
+    /// Stores `bytes` as the record under `key`, replacing any earlier one atomically: afterwards `get`
+    /// returns either the old record or the new one, never a mix, and a failed `put` leaves no partial
+    /// record behind.
+    func put(_ bytes: [UInt8], at key: RecordKey) throws(StoreError)
+
+    /// The record under `key`, or nil when there is none.
+    func get(_ key: RecordKey) throws(StoreError) -> [UInt8]?
+
+    /// The ids that have a record of `kind`, sorted.
+    func list(_ kind: RecordKind) throws(StoreError) -> [String]
+
+    /// Every job id the store holds anything for, sorted: ids with a record of any kind, and in a data
+    /// directory any `jobs/<id>/` folder (one holding only TensorBoard logs included). Job numbers
+    /// continue after these, so a new job never writes into an earlier job's place.
+    func jobIds() throws(StoreError) -> [String]
+
+    /// Where the record under `key` is (or would be) kept, for messages: a file's path, or a name in memory.
+    func location(of key: RecordKey) -> String
+}
+
+/// The kinds of record the server keeps, and where each lives in a data directory.
+public struct RecordKind: Hashable, Sendable, CustomStringConvertible {
+    /// Where records of a kind live in a data directory.
+    public enum Layout: Hashable, Sendable {
+        /// `jobs/<id>/<file name>`: one file per job, beside the job's other files (its TensorBoard logs).
+        case jobFile(String)
+    }
+
+    /// A short name for messages, e.g. "model".
+    public let name: String
+    public let layout: Layout
+
+    public init(name: String, layout: Layout) {
+        self.name = name
+        self.layout = layout
+    }
+
+    /// A completed job's trained model: `jobs/<id>/model.psm`, the model file format (`TrainedModel`).
+    public static let model = RecordKind(name: "model", layout: .jobFile("model.psm"))
+    /// A finished job's final `JobResult`, as JSON: `jobs/<id>/result.json`.
+    public static let jobRecord = RecordKind(name: "job record", layout: .jobFile("result.json"))
+
+    public var description: String { name }
+}
+
+/// A record's name: its kind and, within the kind, its id (a job id for per-job kinds).
+public struct RecordKey: Hashable, Sendable, CustomStringConvertible {
+    public let kind: RecordKind
+    public let id: String
+
+    public init(_ kind: RecordKind, _ id: String) {
+        self.kind = kind
+        self.id = id
+    }
+
+    public static func model(_ jobId: String) -> RecordKey { RecordKey(.model, jobId) }
+    public static func jobRecord(_ jobId: String) -> RecordKey { RecordKey(.jobRecord, jobId) }
+
+    public var description: String { "\(kind.name) of \(id)" }
+
+    /// Checks that the id can name a file: not empty, not "." or "..", no "/" and no NUL, at most 255 bytes.
+    func validate(at location: String) throws(StoreError) {
+        guard !id.isEmpty, id != ".", id != "..", !id.contains("/"), !id.contains("\0"), id.utf8.count <= 255 else {
+            throw StoreError(path: location, "'\(id)' cannot be a record id (it must be a plain file name)")
+        }
+    }
+}
+
+/// Why a store operation failed: the file, folder or record concerned, and what went wrong there.
+public struct StoreError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The file or folder (or the record's name in memory).
+    public var path: String
+    /// What failed, e.g. "cannot write: No space left on device".
+    public var message: String
+
+    public init(path: String, _ message: String) {
+        self.path = path
+        self.message = message
+    }
+
+    /// "/srv/ps-data/jobs/job-3/model.psm: cannot create folder /srv/ps-data/jobs/job-3: Not a directory".
+    public var description: String { "\(path): \(message)" }
+}

@@ -1,0 +1,194 @@
+import Foundation
+import Logging
+import PSClient
+import PSCore
+import PSServer
+import PSStorage
+import PSTestSupport
+import PSTrain
+import PSTransport
+import PSWire
+import PSWorker
+import XCTest
+
+/// `PSClient` against a real coordinator in this process (the server runtime over loopback TCP, with
+/// the in-memory store), and real workers where a job has to run.
+final class PSClientTests: XCTestCase {
+    let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+    private var server: ServerRuntime!
+    private var store: MemoryRecordStore!
+    private var workers: [WorkerRuntime] = []
+
+    override func setUpWithError() throws {
+        store = MemoryRecordStore()
+        server = ServerRuntime(options: .init(host: "127.0.0.1", port: 0, dataDirectory: "/nonexistent/unused",
+                                              heartbeatIntervalSeconds: 0.2, heartbeatTimeoutSeconds: 2),
+                               logger: quiet, store: store)
+        try server.start()
+    }
+
+    override func tearDown() {
+        workers.forEach { $0.stop() }
+        server.stop()
+    }
+
+    /// One epoch of a tiny network on the small MNIST slices: a second or so.
+    func job(name: String = "client") -> JobSpec {
+        smallMNISTJob(name: name, seed: 4, validationSplit: 0.2,
+                      layers: [LayerSpec(units: 8, activation: .relu), LayerSpec(units: 10, activation: .softmax)],
+                      optimizer: OptimizerSpec(kind: .sgd, learningRate: 0.1), batchSize: 50, chunks: 2, epochs: 1)
+    }
+
+    func connect() throws -> PSClient {
+        try PSClient(server: server.address, name: "client-test")
+    }
+
+    func startWorker(_ name: String) {
+        let worker = WorkerRuntime(options: .init(serverAddress: server.address, name: name), logger: quiet)
+        worker.start()
+        workers.append(worker)
+    }
+
+    func waitFor(_ what: String, timeout: Double = 30, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        XCTFail("timed out waiting until \(what)")
+    }
+
+    /// Asserts that `body` fails with a refusal of `request` by this test's server, with `code` and `field`.
+    func assertRefused<T>(_ body: @autoclosure () throws -> T, _ request: PSClientError.Request, _ code: ErrorCode,
+                          field: String = "", says text: String, line: UInt = #line) {
+        XCTAssertThrowsError(try body(), line: line) { error in
+            guard let error = error as? PSClientError else { return XCTFail("not a PSClientError: \(error)", line: line) }
+            XCTAssertEqual(error.server, server.address, line: line)
+            XCTAssertEqual(error.request, request, line: line)
+            XCTAssertEqual(error.refusal?.code, code, "\(error)", line: line)
+            XCTAssertEqual(error.refusal?.field, field, line: line)
+            XCTAssertTrue(error.refusal?.message.contains(text) ?? false, "\(error)", line: line)
+            XCTAssertTrue("\(error)".hasPrefix("\(request) on \(server.address): refused: "), "\(error)", line: line)
+        }
+    }
+
+    // Submit, status, list, wait and model pull on a job one worker trains: typed answers that agree with
+    // each other, and the server keeps the job's model and result in its store.
+    func testJobFromSubmitToModel() throws {
+        startWorker("w1")
+        let client = try connect()
+        defer { client.close() }
+        XCTAssertEqual(client.serverName, "ps-server@\(server.address)")
+        try waitFor("the worker registers") { try client.clusterStatus().workers.count == 1 }
+        let cluster = try client.clusterStatus()
+        XCTAssertEqual(cluster.serverAddress, server.address)
+        XCTAssertEqual(cluster.workers.map(\.name), ["w1"])
+
+        let jobId = try client.submit(job())
+        XCTAssertEqual(jobId, "job-1")
+        XCTAssertEqual(try client.jobStatus(jobId).name, "client")
+        let result = try client.wait(for: jobId, timeoutSeconds: 120)
+        XCTAssertEqual(result.jobId, jobId)
+        XCTAssertEqual(result.state, .completed, result.message)
+        XCTAssertEqual(result.weightsSHA256.count, 64)
+        XCTAssertEqual(try client.wait(for: jobId), result, "waiting on a finished job answers at once")
+
+        let status = try client.status(job: jobId)
+        XCTAssertEqual(status.jobs.map(\.jobId), [jobId])
+        XCTAssertEqual(status.jobs[0].state, .completed)
+        XCTAssertEqual(try client.listJobs().map(\.jobId), [jobId])
+        XCTAssertEqual(try client.status().jobs.map(\.state), [.completed])
+
+        let model = try client.fetchModel(jobId)
+        XCTAssertEqual(weightsSHA256(model.parameters), result.weightsSHA256)
+        XCTAssertEqual(model.summary, result.summary)
+        try waitFor("the job record is stored") { try store.jobRecord(jobId: jobId) != nil }
+        XCTAssertEqual(try store.jobRecord(jobId: jobId), result)
+        XCTAssertEqual(try store.model(jobId: jobId), model)
+    }
+
+    // Every request about a job the server does not know is refused as unknownJob, naming the job id
+    // field, the request and the server; the connection stays usable.
+    func testUnknownJobIsRefused() throws {
+        let client = try connect()
+        defer { client.close() }
+        assertRefused(try client.status(job: "job-99"), .status(jobId: "job-99"), .unknownJob, field: "job_id",
+                      says: "no job 'job-99'")
+        assertRefused(try client.jobStatus("job-99"), .status(jobId: "job-99"), .unknownJob, field: "job_id",
+                      says: "no job 'job-99'")
+        assertRefused(try client.wait(for: "job-99"), .wait(jobId: "job-99"), .unknownJob, field: "job_id",
+                      says: "no job 'job-99'")
+        assertRefused(try client.cancel("job-99"), .cancel(jobId: "job-99"), .unknownJob, field: "job_id",
+                      says: "no job 'job-99'")
+        assertRefused(try client.fetchModel("job-99"), .fetchModel(jobId: "job-99"), .unknownJob, field: "job_id",
+                      says: "no job 'job-99'")
+        XCTAssertEqual(try client.listJobs(), [])
+    }
+
+    // A job cancelled while it waits for workers ends cancelled: its waiter is answered, a second cancel
+    // and a model pull are refused, and its record is stored.
+    func testCancelWhileWaitingForWorkers() throws {
+        let client = try connect()
+        defer { client.close() }
+        let jobId = try client.submit(job())
+        try waitFor("the job waits for workers") { try client.jobStatus(jobId).state == .waitingForWorkers }
+        try client.cancel(jobId)
+        let result = try client.wait(for: jobId)
+        XCTAssertEqual(result.state, .cancelled)
+        XCTAssertEqual(result.message, "cancelled by a client")
+        XCTAssertNil(result.summary)
+        assertRefused(try client.cancel(jobId), .cancel(jobId: jobId), .badRequest, field: "job_id",
+                      says: "job \(jobId) has already ended (cancelled)")
+        assertRefused(try client.fetchModel(jobId), .fetchModel(jobId: jobId), .badRequest, field: "job_id",
+                      says: "job \(jobId) has no model (cancelled)")
+        try waitFor("the job record is stored") { try store.jobRecord(jobId: jobId) != nil }
+        XCTAssertEqual(try store.jobRecord(jobId: jobId), result)
+        XCTAssertNil(try store.model(jobId: jobId))
+    }
+
+    // A client waiting on the running job when the server stops is answered: the job was interrupted.
+    // Then the server is gone: a request on the old connection fails as closed, and connecting again
+    // as unreachable, each naming the server.
+    func testServerGone() throws {
+        let client = try connect()
+        defer { client.close() }
+        let jobId = try client.submit(job())
+        try waitFor("the job waits for workers") { try client.jobStatus(jobId).state == .waitingForWorkers }
+        let waiter = Unchecked(try connect())
+        defer { waiter.value.close() }
+        let answered = expectation(description: "the waiter is answered")
+        let outcome = Unchecked<Result<JobResult, PSClientError>?>(nil)
+        Thread.detachNewThread {
+            outcome.value = Result { () throws(PSClientError) in try waiter.value.wait(for: jobId, timeoutSeconds: 30) }
+            answered.fulfill()
+        }
+        Thread.sleep(forTimeInterval: 0.3)  // the wait request reaches the server
+        let address = server.address
+        server.stop()
+        wait(for: [answered], timeout: 30)
+        let result = try XCTUnwrap(try outcome.value?.get())
+        XCTAssertEqual(result.state, .interrupted)
+        XCTAssertEqual(result.message, "the server was stopped")
+        XCTAssertEqual(try store.jobRecord(jobId: jobId), result, "stop() returns after the record is stored")
+
+        XCTAssertThrowsError(try client.listJobs()) { error in
+            guard let error = error as? PSClientError, case .transport(.closed) = error.reason else {
+                return XCTFail("expected a closed connection, got \(error)")
+            }
+            XCTAssertEqual(error.server, address)
+            XCTAssertEqual(error.request, .list)
+            XCTAssertEqual("\(error)", "list jobs on \(address): the server closed the connection")
+        }
+        XCTAssertThrowsError(try PSClient(server: address, name: "late")) { error in
+            XCTAssertEqual(error as? PSClientError, PSClientError(
+                server: address, request: .connect, reason: .transport(.unreachable(address: address, reason: "connection refused"))))
+            XCTAssertEqual("\(error)", "connect on \(address): cannot connect: connection refused")
+        }
+    }
+}
+
+/// Hands a value to another thread where the test orders the accesses itself (an expectation's wait).
+final class Unchecked<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
+}
