@@ -142,12 +142,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ps-server", dependencies: [
-            "PSServer", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSServer", "PSTrain", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ps-worker", dependencies: [
-            "PSWorker", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSWorker", "PSTrain", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -190,6 +190,6 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Starts the real binaries (built by `swift build` before the tests run).
-        .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSTrain", "PSTestSupport"]),
     ]
 )

@@ -105,6 +105,7 @@ extension Coordinator {
         guard var r = run, let kept = r.kept else { return }
         r.finishing = r.ledger.summary(keptEpoch: kept.epoch, test: test,
                                        samplesPerSecond: Double(r.trainedSamples) / max(r.trainingSeconds, 1e-9))
+        r.finishing!.computeSignatures = r.signaturesUsed.map(\.description).sorted()
         run = r
         out.append(.shard(.finish))
     }
@@ -140,7 +141,14 @@ extension Coordinator {
 
     public func clusterStatus(now: Double) -> ClusterStatus {
         let held = run?.work.map { w in Dictionary(grouping: w.assigned, by: { $0.value }).mapValues { $0.map(\.key.count).reduce(0, +) } } ?? [:]
-        let list = membership.status(held: held, jobId: run?.jobId ?? "", heartbeatInterval: config.heartbeatIntervalSeconds, now: now)
-        return ClusterStatus(serverAddress: config.address, uptimeSeconds: now - startedAt, workers: list)
+        let excluded: (Membership.Worker) -> String = { [run] w in
+            guard let r = run, let signature = r.signature, !r.spec.training.allowMixedSignatures,
+                  w.signature != signature else { return "" }
+            return Self.mismatch(w.signature, job: r.jobId, signature)
+        }
+        let list = membership.status(held: held, jobId: run?.jobId ?? "", excluded: excluded,
+                                     heartbeatInterval: config.heartbeatIntervalSeconds, now: now)
+        return ClusterStatus(serverAddress: config.address, uptimeSeconds: now - startedAt, workers: list,
+                             serverComputeSignature: config.computeSignature)
     }
 }

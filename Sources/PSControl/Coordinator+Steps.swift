@@ -31,6 +31,13 @@ struct Run {
     var work: Work?
     /// Set once training and evaluation are over: the summary, while the shard hands over the weights.
     var finishing: TrainingSummary?
+    /// The signature every worker computing this job must have: the spec's, else the first worker's
+    /// when work is first handed out (nil until then, and always when mixed signatures are accepted).
+    var signature: ComputeSignature?
+    /// Every signature that computed any of this job's work (the result records them).
+    var signaturesUsed: Set<ComputeSignature> = []
+    /// Workers already told that the job leaves them idle.
+    var toldMismatch: Set<UInt64> = []
 
     init(jobId: String, spec: JobSpec, ranges: [Range<Int>], parameterCount: Int, appliesInParts: Bool,
          data: PreparedData, ledger: TrainingLedger, stepsPerEpoch: Int, epochStartedAt: Double) {
@@ -43,6 +50,7 @@ struct Run {
         self.ledger = ledger
         self.stepsPerEpoch = stepsPerEpoch
         self.epochStartedAt = epochStartedAt
+        signature = spec.training.computeSignature.flatMap { try? ComputeSignature.parse($0).get() }
     }
 }
 
@@ -101,7 +109,9 @@ extension Coordinator {
     /// split the same way over the workers holding the least. Assignment never changes results.
     mutating func dispatch(now: Double, _ out: inout [CoordinatorAction]) {
         guard var r = run, var work = r.work else { return }
-        if membership.workers.isEmpty {
+        let eligible = eligibleWorkers(&r, &out)
+        run = r
+        if eligible.isEmpty {
             transition(r.jobId, .workersGone, &out)
             return
         }
@@ -110,13 +120,59 @@ extension Coordinator {
         for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
         let free = (0..<work.total).filter { !taken[$0] }
         let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
-        for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: Array(membership.workers.keys), held: held) {
+        for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held) {
             for n in nodes { work.assigned[n] = wid }
             work.participants.insert(wid)
+            r.signaturesUsed.insert(membership.workers[wid]!.signature)
             sendAssignment(to: wid, run: r, work: work, nodes: nodes, &out)
         }
         r.work = work
         run = r
+    }
+
+    /// The workers that may compute the running job: all of them when the spec accepts mixed
+    /// signatures, otherwise those whose signature equals the job's (fixed here from the first worker
+    /// when the spec names none). A worker left out is told why once, stays connected and idle, and
+    /// status shows it; with no eligible worker the job waits, saying for which signature.
+    mutating func eligibleWorkers(_ r: inout Run, _ out: inout [CoordinatorAction]) -> [UInt64] {
+        let workers = membership.workers.values.sorted { $0.id < $1.id }
+        if r.spec.training.allowMixedSignatures {
+            registry.jobs[r.jobId]!.excludedWorkers = 0
+            registry.jobs[r.jobId]!.note = ""
+            return workers.map(\.id)
+        }
+        if r.signature == nil, let first = workers.first {
+            r.signature = first.signature
+            out.append(.log(.info, "job computes only on workers with the first worker's compute signature",
+                            ["job": r.jobId, "worker": "\(first.id)", "compute_signature": "\(first.signature)"]))
+        }
+        guard let signature = r.signature else { return [] }
+        registry.jobs[r.jobId]!.computeSignature = signature.description
+        var eligible: [UInt64] = []
+        for w in workers {
+            if w.signature == signature {
+                eligible.append(w.id)
+            } else if !r.toldMismatch.contains(w.id) {
+                r.toldMismatch.insert(w.id)
+                let reason = Self.mismatch(w.signature, job: r.jobId, signature)
+                out.append(.send(w.connection, Envelope(requestId: 0, message: .error(ErrorReply(code: .signatureMismatch, message: reason)))))
+                out.append(.log(.warning, "worker left idle: its compute signature differs from the job's",
+                                ["job": r.jobId, "worker": "\(w.id)", "name": w.name,
+                                 "worker_signature": "\(w.signature)", "job_signature": "\(signature)"]))
+            }
+        }
+        let excluded = workers.count - eligible.count
+        registry.jobs[r.jobId]!.excludedWorkers = excluded
+        registry.jobs[r.jobId]!.note = eligible.isEmpty && excluded > 0
+            ? "waiting for a worker with compute signature \(signature); \(excluded) connected worker\(excluded == 1 ? " has" : "s have") another"
+            : ""
+        return eligible
+    }
+
+    /// What a worker left idle is told, and what status shows beside it.
+    static func mismatch(_ worker: ComputeSignature, job: String, _ signature: ComputeSignature) -> String {
+        "\(job) computes bitwise only on workers with compute signature \(signature); this worker has \(worker) "
+            + "(see README, 'Exact on every CPU'); it waits for a job it matches, or one with allow_mixed_signatures: true"
     }
 
     /// The job's spec (first time), the weights of the work's version unless the worker holds them

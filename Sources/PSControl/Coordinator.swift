@@ -93,6 +93,16 @@ public struct Coordinator {
         guard hello.protocolVersion == WireLimits.protocolVersion else {
             return reject(request, .versionMismatch, "protocol version \(hello.protocolVersion) is not supported (this server speaks \(WireLimits.protocolVersion))", "", true, &out)
         }
+        if hello.role == .worker {
+            // A worker says what decides the bits of its gradients; a bitwise job computes only on equal ones.
+            switch ComputeSignature.parse(hello.computeSignature) {
+            case let .success(signature):
+                membership.connections[id]!.signature = signature
+            case let .failure(error):
+                let problem = hello.computeSignature.isEmpty ? "a worker's hello must carry its compute signature" : error.message
+                return reject(request, .badRequest, problem, "compute_signature", true, &out)
+            }
+        }
         membership.connections[id]!.role = hello.role
         out.append(.send(id, Envelope(requestId: rid, message: .helloOk(HelloOk(serverName: config.serverName)))))
     }
@@ -115,7 +125,8 @@ public struct Coordinator {
             out.append(.send(id, Envelope(requestId: rid, message: .registered(Registered(
                 workerId: wid, heartbeatIntervalMilliseconds: Int(config.heartbeatIntervalSeconds * 1000),
                 heartbeatTimeoutMilliseconds: Int(config.heartbeatTimeoutSeconds * 1000))))))
-            out.append(.log(.info, "worker joined", ["worker": "\(wid)", "name": r.name, "peer": connection.peer]))
+            out.append(.log(.info, "worker joined", ["worker": "\(wid)", "name": r.name, "peer": connection.peer,
+                                                     "compute_signature": "\(membership.workers[wid]!.signature)"]))
             out.append(.observe(.workerJoined(workerId: wid)))
             dispatch(now: now, &out)
 

@@ -30,9 +30,13 @@ public struct CoordinatorConfig: Sendable {
     public var shardCount: Int
     /// Threads that apply each step's update while the workers wait; any count gives the same bits.
     public var updateThreads: Int
+    /// The server's own compute signature, for status (it applies the updates).
+    public var computeSignature: String
 
     public init(serverName: String = "ps-server", address: String, heartbeatIntervalSeconds: Double = 1,
-                heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1, updateThreads: Int = 1) {
+                heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1, updateThreads: Int = 1,
+                computeSignature: String = "") {
+        self.computeSignature = computeSignature
         self.serverName = serverName
         self.address = address
         self.heartbeatIntervalSeconds = heartbeatIntervalSeconds

@@ -25,6 +25,11 @@ struct JobRegistry {
         var bestEpoch = 0
         var samplesPerSecond = 0.0
         var etaSeconds: Double?
+        /// The signature its workers must have ("" until fixed; always "" when mixed are accepted).
+        var computeSignature = ""
+        /// Connected workers it leaves idle for their signature, and what status says about it.
+        var excludedWorkers = 0
+        var note = ""
     }
 
     var jobs: [String: Job] = [:]
@@ -75,13 +80,18 @@ struct JobRegistry {
     /// What `psctl status` shows of `jobId`; `workers`: how many compute it.
     func status(of jobId: String, workers: Int) -> JobStatus {
         let job = jobs[jobId]!
-        return JobStatus(jobId: job.id, name: job.spec.name, state: job.state, epoch: job.epoch,
+        var status = JobStatus(jobId: job.id, name: job.spec.name, state: job.state, epoch: job.epoch,
                          epochs: job.spec.training.epochs, step: job.step, stepsPerEpoch: job.stepsPerEpoch,
                          trainLoss: job.trainLoss, validationLoss: job.validationLoss,
                          validationAccuracy: job.validationAccuracy, bestEpoch: job.bestEpoch,
                          samplesPerSecond: job.samplesPerSecond, etaSeconds: job.etaSeconds,
-                         message: job.lifecycle.phase == .preparing ? Self.preparingMessage : job.message,
+                         message: job.lifecycle.phase == .preparing ? Self.preparingMessage
+                            : (job.message.isEmpty && !job.state.isFinal ? job.note : job.message),
                          workers: workers)
+        status.computeSignature = job.computeSignature
+        status.excludedWorkers = job.state.isFinal ? 0 : job.excludedWorkers
+        status.allowMixedSignatures = job.spec.training.allowMixedSignatures
+        return status
     }
 
     /// What `psctl status` shows for a job whose data is being prepared.

@@ -9,6 +9,8 @@ struct Membership {
         var peer: String
         var role: PeerRole?
         var workerId: UInt64?
+        /// From a worker's hello.
+        var signature: ComputeSignature?
     }
 
     struct Worker {
@@ -17,6 +19,8 @@ struct Membership {
         let name: String
         let address: String
         let threads: Int
+        /// What decides the bits of its gradients (from its hello).
+        let signature: ComputeSignature
         var lastHeartbeat: Double
         var stepsDone = 0
         var samplesPerSecond = 0.0
@@ -37,10 +41,12 @@ struct Membership {
 
     /// Adds a worker for connection `id`; nil when the cluster is full.
     mutating func register(_ r: RegisterWorker, on id: ConnectionID, now: Double) -> UInt64? {
-        guard workers.count < CoordinatorLimits.workersMax, let peer = connections[id]?.peer else { return nil }
+        guard workers.count < CoordinatorLimits.workersMax, let peer = connections[id]?.peer,
+              let signature = connections[id]?.signature else { return nil }
         let wid = nextWorkerId
         nextWorkerId += 1
-        workers[wid] = Worker(id: wid, connection: id, name: r.name, address: peer, threads: r.threads, lastHeartbeat: now)
+        workers[wid] = Worker(id: wid, connection: id, name: r.name, address: peer, threads: r.threads,
+                              signature: signature, lastHeartbeat: now)
         connections[id]!.workerId = wid
         return wid
     }
@@ -71,14 +77,18 @@ struct Membership {
         }
     }
 
-    /// Each worker as `psctl status` shows it; `held`: chunks each holds of the current work.
-    func status(held: [UInt64: Int], jobId: String, heartbeatInterval: Double, now: Double) -> [WorkerStatus] {
+    /// Each worker as `psctl status` shows it; `held`: chunks each holds of the current work; `excluded`:
+    /// why the running job leaves a worker idle.
+    func status(held: [UInt64: Int], jobId: String, excluded: (Worker) -> String, heartbeatInterval: Double,
+                now: Double) -> [WorkerStatus] {
         workers.values.sorted { $0.id < $1.id }.map { w in
             let age = now - w.lastHeartbeat
             let state: WorkerState = age > 3 * heartbeatInterval ? .suspect : ((held[w.id] ?? 0) > 0 ? .working : .idle)
+            let reason = excluded(w)
             return WorkerStatus(workerId: w.id, name: w.name, address: w.address, state: state, threads: w.threads,
                                 lastHeartbeatAgeSeconds: age, samplesPerSecond: w.samplesPerSecond,
-                                jobId: jobId, stepsDone: w.stepsDone, chunksHeld: held[w.id] ?? 0)
+                                jobId: reason.isEmpty ? jobId : "", stepsDone: w.stepsDone, chunksHeld: held[w.id] ?? 0,
+                                computeSignature: w.signature.description, excludedReason: reason)
         }
     }
 }

@@ -21,7 +21,15 @@ public enum BuildTarget {
     /// The flags of `requiredCPUFlags` that this CPU's `/proc/cpuinfo` does not list (none when it
     /// cannot be read: the check is advice, not a gate on other systems).
     public static func missingCPUFlags(cpuinfo path: String = "/proc/cpuinfo") -> [String] {
-        guard !requiredCPUFlags.isEmpty, let file = fopen(path, "r") else { return [] }
+        guard !requiredCPUFlags.isEmpty, let flags = cpuFlags(cpuinfo: path) else { return [] }
+        return requiredCPUFlags.filter { !flags.contains($0) }
+    }
+
+    /// The instruction-set flags of this CPU as the kernel lists them in `/proc/cpuinfo` (only those
+    /// the kernel has enabled, so AVX-512 is listed only where the OS saves its registers); nil when the
+    /// file cannot be read or has no flags line.
+    public static func cpuFlags(cpuinfo path: String = "/proc/cpuinfo") -> Set<String>? {
+        guard let file = fopen(path, "r") else { return nil }
         defer { fclose(file) }
         var line: UnsafeMutablePointer<CChar>?
         var capacity = 0
@@ -30,10 +38,9 @@ public enum BuildTarget {
             let text = String(cString: line!)
             guard text.hasPrefix("flags") else { continue }
             let list = text.split(separator: ":", maxSplits: 1).last ?? ""
-            let flags = Set(list.split(whereSeparator: \.isWhitespace).map(String.init))
-            return requiredCPUFlags.filter { !flags.contains($0) }
+            return Set(list.split(whereSeparator: \.isWhitespace).map(String.init))
         }
-        return []
+        return nil
     }
 
     /// Exits with a message naming the missing instructions when this CPU cannot run the binary.

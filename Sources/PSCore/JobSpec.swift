@@ -196,12 +196,19 @@ public struct TrainingSpec: Equatable, Sendable {
     public var chunks: Int
     public var epochs: Int
     public var consistency: ConsistencyMode
+    /// Compute only on workers with this signature (`ComputeSignature`'s text); nil: the first worker's.
+    public var computeSignature: String?
+    /// Compute on workers of any signature; the result is then not bitwise-reproducible.
+    public var allowMixedSignatures: Bool
 
-    public init(batchSize: Int, chunks: Int, epochs: Int, consistency: ConsistencyMode = .sync) {
+    public init(batchSize: Int, chunks: Int, epochs: Int, consistency: ConsistencyMode = .sync,
+                computeSignature: String? = nil, allowMixedSignatures: Bool = false) {
         self.batchSize = batchSize
         self.chunks = chunks
         self.epochs = epochs
         self.consistency = consistency
+        self.computeSignature = computeSignature
+        self.allowMixedSignatures = allowMixedSignatures
     }
 }
 

@@ -31,6 +31,12 @@ public struct TrainingSummary: Equatable, Sendable {
     /// Regression only (mean over samples and outputs of the squared error).
     public var testMSE: Double?
     public var samplesPerSecond: Double
+    /// Every compute signature that computed this result's gradients, sorted. Exactly one: the result
+    /// is bitwise-reproducible on hosts with that signature; more than one: it is not.
+    public var computeSignatures: [String] = []
+
+    /// Whether the same job on hosts of this result's one signature gives these bits again.
+    public var bitwiseReproducible: Bool { computeSignatures.count == 1 }
 
     public init(epochsRun: Int, bestEpoch: Int, stoppedEarly: Bool, trainLoss: Double,
                 validationLoss: Double? = nil, validationAccuracy: Double? = nil, testLoss: Double? = nil,

@@ -19,3 +19,32 @@ public enum BLAS {
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
 }
+
+extension BLAS {
+    /// The kernel family OpenBLAS loaded for this process (`Haswell`, `SkylakeX`, `Prescott`…): chosen
+    /// from the CPU model, or from `OPENBLAS_CORETYPE` when the library loaded.
+    public static var kernel: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name).trimmingTrailingSpaces()
+    }
+
+    /// OpenBLAS's build configuration (`OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Cooperlake MAX_THREADS=64`).
+    public static var configuration: String {
+        guard let text = openblas_get_config() else { return "unknown" }
+        return String(cString: text).trimmingTrailingSpaces()
+    }
+
+    /// OpenBLAS's version, the second word of its configuration (`0.3.21`).
+    public static var version: String {
+        let words = configuration.split(separator: " ")
+        return words.count >= 2 && words[0] == "OpenBLAS" ? String(words[1]) : "unknown"
+    }
+}
+
+private extension String {
+    func trimmingTrailingSpaces() -> String {
+        var s = Substring(self)
+        while let last = s.last, last == " " || last == "\n" { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -4,6 +4,7 @@ import Logging
 import PSControl
 import PSData
 import PSShard
+import PSTrain
 import PSStorage
 import PSTransport
 import PSWire
@@ -86,7 +87,8 @@ public final class ServerRuntime: @unchecked Sendable {
         let config = CoordinatorConfig(serverName: "ps-server@\(transport.localAddress)", address: transport.localAddress,
                                        heartbeatIntervalSeconds: options.heartbeatIntervalSeconds,
                                        heartbeatTimeoutSeconds: options.heartbeatTimeoutSeconds,
-                                       shardCount: options.shardCount, updateThreads: options.updateThreads)
+                                       shardCount: options.shardCount, updateThreads: options.updateThreads,
+                                       computeSignature: ComputeEnvironment.signature.description)
         // Safe without the queue: it is suspended, so nothing else touches the coordinator yet.
         coordinator = Coordinator(config: config, now: now, firstJobNumber: firstJobNumber)
         shard = ParameterShard(keyRanges: options.shardCount, updateThreads: options.updateThreads)

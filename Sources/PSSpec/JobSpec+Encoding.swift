@@ -63,6 +63,12 @@ extension JobSpec {
             if let value { optimizerEntries.append((key, W.number(value))) }
         }
 
+        var trainingEntries: [(String, SpecNode)] = [("batch_size", W.integer(training.batchSize)),
+                                                     ("chunks", W.integer(training.chunks)),
+                                                     ("epochs", W.integer(training.epochs)),
+                                                     ("consistency", W.string(training.consistency.rawValue))]
+        if let signature = training.computeSignature { trainingEntries.append(("compute_signature", W.string(signature))) }
+        if training.allowMixedSignatures { trainingEntries.append(("allow_mixed_signatures", W.bool(true))) }
         var entries: [(String, SpecNode)] = [
             ("name", W.string(name)),
             ("seed", SpecNode(.integer(negative: false, magnitude: seed), text: String(seed))),
@@ -70,10 +76,7 @@ extension JobSpec {
             ("model", W.mapping([("inputs", W.integer(model.inputs)), ("layers", SpecNode(.sequence(layers)))])),
             ("loss", W.string(loss.rawValue)),
             ("optimizer", W.mapping(optimizerEntries)),
-            ("training", W.mapping([("batch_size", W.integer(training.batchSize)),
-                                    ("chunks", W.integer(training.chunks)),
-                                    ("epochs", W.integer(training.epochs)),
-                                    ("consistency", W.string(training.consistency.rawValue))])),
+            ("training", W.mapping(trainingEntries)),
         ]
         if let earlyStopping {
             entries.append(("early_stopping", W.mapping([

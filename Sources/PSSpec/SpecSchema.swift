@@ -10,7 +10,7 @@ enum SpecSchema {
     static let csvFiles = ["path"]
     static let model = ["inputs", "layers"]
     static let layer = ["units", "activation", "dropout"]
-    static let training = ["batch_size", "chunks", "epochs", "consistency"]
+    static let training = ["batch_size", "chunks", "epochs", "consistency", "compute_signature", "allow_mixed_signatures"]
     static let earlyStopping = ["monitor", "patience", "min_delta", "restore_best"]
     /// Every optimizer key; which of them a given optimizer accepts is `optimizerFields(_:)`.
     static let optimizer = ["name", "learning_rate", "momentum", "beta1", "beta2", "epsilon", "rho", "alpha",

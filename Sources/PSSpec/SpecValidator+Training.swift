@@ -76,7 +76,18 @@ extension SpecValidator {
         }
         let epochs = try fields.required("epochs").int(in: 1...Limits.epochsMax, limit: "Limits.epochsMax")
         let consistency = try fields.optional("consistency")?.choice("consistency mode", ConsistencyMode.self) ?? .sync
-        return TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs, consistency: consistency)
+        var signature: String?
+        if let signatureField = fields.optional("compute_signature") {
+            let text = try signatureField.string()
+            if case let .failure(error) = ComputeSignature.parse(text) { throw signatureField.error(error.message) }
+            signature = text
+        }
+        let allowMixed = try fields.optional("allow_mixed_signatures")?.bool() ?? false
+        if allowMixed, let signatureField = fields.optional("compute_signature") {
+            throw signatureField.error("names the one signature to compute on, while allow_mixed_signatures: true accepts any; set one of them")
+        }
+        return TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs, consistency: consistency,
+                            computeSignature: signature, allowMixedSignatures: allowMixed)
     }
 
     func earlyStoppingSpec(_ field: SpecField, loss: LossKind) throws(SpecError) -> EarlyStoppingSpec {

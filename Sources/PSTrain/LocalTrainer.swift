@@ -121,8 +121,9 @@ public struct LocalTrainer {
         let test = data.test.map {
             Evaluation.stats(network: network, parameters: kept.parameters, dataset: $0, workspace: evaluation)
         }
-        let summary = ledger.summary(keptEpoch: kept.epoch, test: test,
+        var summary = ledger.summary(keptEpoch: kept.epoch, test: test,
                                      samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9))
+        summary.computeSignatures = [ComputeEnvironment.signature.description]
         let model = TrainedModel(spec: spec, preprocessing: data.preprocessing, parameters: kept.parameters, summary: summary)
         return Result(model: model, weightsSHA256: weightsSHA256(kept.parameters), history: ledger.history)
     }

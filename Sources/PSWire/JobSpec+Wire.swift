@@ -283,6 +283,8 @@ extension TrainingSpec {
         m.pointee.chunks = uint64(chunks, "training.chunks")
         m.pointee.epochs = uint64(epochs, "training.epochs")
         m.pointee.consistency = consistencyTable.c(consistency)
+        m.pointee.compute_signature = arena.string(computeSignature ?? "")
+        m.pointee.allow_mixed_signatures = allowMixedSignatures ? 1 : 0
         return m
     }
 
@@ -290,7 +292,16 @@ extension TrainingSpec {
         self.init(batchSize: try int(c.batch_size, "\(path).batch_size", min: 1),
                   chunks: try int(c.chunks, "\(path).chunks", min: 1),
                   epochs: try int(c.epochs, "\(path).epochs", min: 1),
-                  consistency: try consistencyTable.swift(c.consistency, "\(path).consistency"))
+                  consistency: try consistencyTable.swift(c.consistency, "\(path).consistency"),
+                  computeSignature: try Self.signature(string(c.compute_signature), "\(path).compute_signature"),
+                  allowMixedSignatures: c.allow_mixed_signatures != 0)
+    }
+
+    /// "" is none; anything else must read as a `ComputeSignature`.
+    private static func signature(_ text: String, _ path: String) throws(WireError) -> String? {
+        guard !text.isEmpty else { return nil }
+        if case let .failure(error) = ComputeSignature.parse(text) { throw WireError(field: path, error.message) }
+        return text
     }
 }
 

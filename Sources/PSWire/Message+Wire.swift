@@ -63,6 +63,7 @@ extension Message {
             m.pointee.role = roleTable.c(hello.role)
             m.pointee.name = arena.string(hello.name)
             m.pointee.auth = arena.binary(hello.auth)
+            m.pointee.compute_signature = arena.string(hello.computeSignature)
             e.pointee.body_case = PS__V1__ENVELOPE__BODY_HELLO
             e.pointee.hello = m
         case let .helloOk(ok):
@@ -218,7 +219,8 @@ extension Message {
             let m = try required(e.hello, "Hello")
             return .hello(Hello(protocolVersion: m.protocol_version,
                                 role: try roleTable.swift(m.role, "Hello.role"),
-                                name: string(m.name), auth: bytes(m.auth)))
+                                name: string(m.name), auth: bytes(m.auth),
+                                computeSignature: string(m.compute_signature)))
         case PS__V1__ENVELOPE__BODY_HELLO_OK:
             let m = try required(e.hello_ok, "HelloOk")
             return .helloOk(HelloOk(protocolVersion: m.protocol_version, serverName: string(m.server_name)))
@@ -415,4 +417,5 @@ let errorCodeTable = EnumTable<ErrorCode, Ps__V1__ErrorCode>([
     (.invalidSpec, PS__V1__ERROR_CODE__ERROR_CODE_INVALID_SPEC),
     (.unknownWorker, PS__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_WORKER),
     (.shuttingDown, PS__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN),
+    (.signatureMismatch, PS__V1__ERROR_CODE__ERROR_CODE_SIGNATURE_MISMATCH),
 ])

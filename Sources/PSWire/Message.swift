@@ -65,13 +65,16 @@ public struct Hello: Equatable, Sendable {
     public var name: String
     /// Proof of the cluster's shared secret; empty when the cluster has none.
     public var auth: [UInt8]
+    /// Workers: their `ComputeSignature` as text (required); clients: empty.
+    public var computeSignature: String
 
     public init(protocolVersion: UInt32 = WireLimits.protocolVersion, role: PeerRole, name: String,
-                auth: [UInt8] = []) {
+                auth: [UInt8] = [], computeSignature: String = "") {
         self.protocolVersion = protocolVersion
         self.role = role
         self.name = name
         self.auth = auth
+        self.computeSignature = computeSignature
     }
 }
 
@@ -90,6 +93,8 @@ public struct HelloOk: Equatable, Sendable {
 public enum ErrorCode: Equatable, Sendable, CaseIterable {
     case badRequest, unknownJob, unknownStep, notAssigned, versionMismatch, tooLarge, busy, `internal`,
          unauthenticated, invalidSpec, unknownWorker, shuttingDown
+    /// The running job computes only on workers of another compute signature (the worker stays idle).
+    case signatureMismatch
 }
 
 /// A failed request, sent with the failed request's id.
@@ -364,10 +369,15 @@ public struct WorkerStatus: Equatable, Sendable {
     public var stepsDone: Int
     /// Chunks assigned to the worker and not yet pushed.
     public var chunksHeld: Int
+    public var computeSignature: String
+    /// Why the running job gives this worker no chunks (another signature); "" otherwise.
+    public var excludedReason: String
 
     public init(workerId: UInt64, name: String, address: String, state: WorkerState, threads: Int,
                 lastHeartbeatAgeSeconds: Double, samplesPerSecond: Double, jobId: String, stepsDone: Int,
-                chunksHeld: Int) {
+                chunksHeld: Int, computeSignature: String = "", excludedReason: String = "") {
+        self.computeSignature = computeSignature
+        self.excludedReason = excludedReason
         self.workerId = workerId
         self.name = name
         self.address = address
@@ -386,8 +396,11 @@ public struct ClusterStatus: Equatable, Sendable {
     public var serverAddress: String
     public var uptimeSeconds: Double
     public var workers: [WorkerStatus]
+    /// The server's compute signature (it applies the updates).
+    public var serverComputeSignature: String
 
-    public init(serverAddress: String, uptimeSeconds: Double, workers: [WorkerStatus]) {
+    public init(serverAddress: String, uptimeSeconds: Double, workers: [WorkerStatus], serverComputeSignature: String = "") {
+        self.serverComputeSignature = serverComputeSignature
         self.serverAddress = serverAddress
         self.uptimeSeconds = uptimeSeconds
         self.workers = workers
@@ -416,6 +429,12 @@ public struct JobStatus: Equatable, Sendable {
     public var message: String
     /// Workers holding chunks of this job.
     public var workers: Int
+    /// The signature every worker computing this job has ("" before the job starts, or when mixed are accepted).
+    public var computeSignature = ""
+    /// Connected workers left idle because their signature differs from the job's.
+    public var excludedWorkers = 0
+    /// The spec accepts workers of any signature: the result is then not bitwise-reproducible.
+    public var allowMixedSignatures = false
 
     public init(jobId: String, name: String, state: JobState, epoch: Int, epochs: Int, step: Int,
                 stepsPerEpoch: Int, trainLoss: Double? = nil, validationLoss: Double? = nil,

@@ -16,6 +16,8 @@ extension WorkerStatus {
         m.pointee.job_id = arena.string(jobId)
         m.pointee.steps_done = uint64(stepsDone, "WorkerStatus.stepsDone")
         m.pointee.chunks_held = uint32(chunksHeld, "WorkerStatus.chunksHeld")
+        m.pointee.compute_signature = arena.string(computeSignature)
+        m.pointee.excluded_reason = arena.string(excludedReason)
         return m
     }
 
@@ -30,7 +32,9 @@ extension WorkerStatus {
                   samplesPerSecond: try nonNegative(c.samples_per_second, "\(path).samples_per_second"),
                   jobId: string(c.job_id),
                   stepsDone: try int(c.steps_done, "\(path).steps_done"),
-                  chunksHeld: try int(c.chunks_held, "\(path).chunks_held"))
+                  chunksHeld: try int(c.chunks_held, "\(path).chunks_held"),
+                  computeSignature: string(c.compute_signature),
+                  excludedReason: string(c.excluded_reason))
     }
 }
 
@@ -42,13 +46,15 @@ extension ClusterStatus {
         m.pointee.uptime_seconds = uptimeSeconds
         m.pointee.n_workers = workers.count
         m.pointee.workers = repeatedMessages(arena, workers.map { $0.cMessage(arena) })
+        m.pointee.server_compute_signature = arena.string(serverComputeSignature)
         return m
     }
 
     init(c: Ps__V1__ClusterStatus, _ path: String) throws(WireError) {
         self.init(serverAddress: string(c.server_address),
                   uptimeSeconds: try nonNegative(c.uptime_seconds, "\(path).uptime_seconds"),
-                  workers: try repeated(c.workers, c.n_workers, "\(path).workers", WorkerStatus.init(c:_:)))
+                  workers: try repeated(c.workers, c.n_workers, "\(path).workers", WorkerStatus.init(c:_:)),
+                  serverComputeSignature: string(c.server_compute_signature))
     }
 }
 
@@ -82,6 +88,9 @@ extension JobStatus {
         }
         m.pointee.message = arena.string(message)
         m.pointee.workers = uint32(workers, "JobStatus.workers")
+        m.pointee.compute_signature = arena.string(computeSignature)
+        m.pointee.excluded_workers = uint32(excludedWorkers, "JobStatus.excludedWorkers")
+        m.pointee.allow_mixed_signatures = allowMixedSignatures ? 1 : 0
         return m
     }
 
@@ -111,6 +120,9 @@ extension JobStatus {
             etaSeconds: etaSeconds,
             message: string(c.message),
             workers: try int(c.workers, "\(path).workers"))
+        computeSignature = string(c.compute_signature)
+        excludedWorkers = try int(c.excluded_workers, "\(path).excluded_workers")
+        allowMixedSignatures = c.allow_mixed_signatures != 0
     }
 }
 

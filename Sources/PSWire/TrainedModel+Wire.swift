@@ -163,6 +163,8 @@ extension TrainingSummary {
             m.pointee.has_test_mse_case = PS__V1__TRAINING_SUMMARY__HAS_TEST_MSE_TEST_MSE
             m.pointee.test_mse = testMSE
         }
+        m.pointee.n_compute_signatures = computeSignatures.count
+        m.pointee.compute_signatures = repeatedMessages(arena, computeSignatures.map { arena.string($0) })
         return m
     }
 
@@ -181,6 +183,7 @@ extension TrainingSummary {
                 ? c.test_accuracy : nil,
             testMSE: c.has_test_mse_case == PS__V1__TRAINING_SUMMARY__HAS_TEST_MSE_TEST_MSE ? c.test_mse : nil,
             samplesPerSecond: c.samples_per_second)
+        computeSignatures = (0..<c.n_compute_signatures).map { string(c.compute_signatures[$0]) }
     }
 }
 

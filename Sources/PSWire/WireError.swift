@@ -31,7 +31,9 @@ public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
 public enum WireLimits {
     /// Sent in `Hello`; a peer speaking another version is refused with `versionMismatch`.
     /// 2: gradients are pushed in push ranges, weights streamed per range, `PushAck.offset`.
-    public static let protocolVersion: UInt32 = 2
+    /// 3: a worker's hello carries its compute signature (required), and a bitwise job computes only on
+    /// workers whose signature equals its own.
+    public static let protocolVersion: UInt32 = 3
 
     /// Largest frame payload (the envelope, without the 4-byte length) sent or accepted: PSCore's
     /// `Limits.frameBytesMax`, where `Limits.parametersMax` is derived from it.

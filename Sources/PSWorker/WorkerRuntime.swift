@@ -50,7 +50,9 @@ public final class WorkerRuntime: @unchecked Sendable {
     public func start() {
         BLAS.setThreads(options.threads)
         connection = ReconnectingConnection(address: options.serverAddress,
-                                            hello: Hello(role: .worker, name: options.name), logger: logger) { [weak self] event in
+                                            hello: Hello(role: .worker, name: options.name,
+                                                         computeSignature: ComputeEnvironment.signature.description),
+                                            logger: logger) { [weak self] event in
             guard let self else { return }
             self.control.async {
                 switch event {

@@ -18,6 +18,7 @@ import ArgumentParser
 import CBLAS
 import Foundation
 import PSCore
+import PSMath
 import PSTrain
 import PSWire
 
@@ -67,18 +68,26 @@ func filled(_ count: Int, seed: UInt64) -> UnsafeMutablePointer<Float> {
     return p
 }
 
-/// OpenBLAS's kernel family (`Cooperlake`, `Haswell`…) or build configuration, looked up at run time
-/// because the CBLAS shim does not declare them.
-func openBLASString(_ symbol: String) -> String {
-    guard let handle = dlopen(nil, RTLD_NOW), let f = dlsym(handle, symbol) else { return "unknown" }
-    let call = unsafeBitCast(f, to: (@convention(c) () -> UnsafePointer<CChar>?).self)
-    return call().map { String(cString: $0) } ?? "unknown"
-}
-
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ps-bench", abstract: "Micro-benchmarks: step GEMMs, square sgemm, wire encode/decode, optimizer update.",
-        subcommands: [Gemm.self, Sgemm.self, Wire.self, Update.self])
+        subcommands: [Gemm.self, Sgemm.self, Wire.self, Update.self, Signature.self])
+}
+
+/// What this process computes with, for the benchmark's environment section.
+struct Signature: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The compute signature and the BLAS kernel choice (kernel, reason, the CPU's best kernel).")
+
+    func run() throws {
+        let signature = ComputeEnvironment.signature
+        printJSON([
+            "compute_signature": signature.description, "blas_kernel": signature.blasKernel,
+            "blas_version": signature.blasVersion, "math_target": signature.mathTarget, "libc": signature.libc,
+            "openblas_config": BLAS.configuration, "kernel_reason": kernelReport.reason,
+            "cpu_best_kernel": BuildTarget.cpuFlags().flatMap(BLASKernelChoice.bestKernel(cpuFlags:)) ?? "none",
+        ])
+    }
 }
 
 struct Common: ParsableArguments {
@@ -170,8 +179,8 @@ struct Sgemm: ParsableCommand {
         }
         let flops = 2 * Double(n) * Double(n) * Double(n)
         printJSON([
-            "what": "sgemm", "size": n, "threads": threads, "openblas_core": openBLASString("openblas_get_corename"),
-            "openblas_config": openBLASString("openblas_get_config"),
+            "what": "sgemm", "size": n, "threads": threads, "openblas_core": BLAS.kernel,
+            "openblas_config": BLAS.configuration, "compute_signature": ComputeEnvironment.signature.description,
             "seconds_min": times.min()!, "seconds_median": median(times),
             "gflops_best": flops / times.min()! / 1e9, "gflops_median": flops / median(times) / 1e9,
             "gflops_per_rep": times.map { flops / $0 / 1e9 }, "reps": times.count,
@@ -279,4 +288,8 @@ struct Wire: ParsableCommand {
 // The same allocator setting as ps-server, ps-worker and psctl, so P4 measures what they do.
 BuildTarget.requireSupportedCPU(program: "ps-bench")
 MemoryTuning.keepLargeBuffers()
+// Before any BLAS call: may start ps-bench again with a better kernel. Figures for another kernel are
+// taken with OPENBLAS_CORETYPE set, which the choice always respects.
+nonisolated(unsafe) let kernelReport = ComputeEnvironment.chooseKernel(program: "ps-bench")
+if kernelReport.warning { FileHandle.standardError.write(Data("ps-bench: warning: \(kernelReport.line)\n".utf8)) }
 Bench.main()

@@ -4,6 +4,7 @@ import Logging
 import PSCore
 import PSLifecycle
 import PSMetrics
+import PSTrain
 import PSServer
 import PSTransport
 import PSWire
@@ -63,6 +64,9 @@ struct PSServerCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "ps-server")
+        // Before any BLAS call: may start this program again with a better kernel (BLASKernelChoice).
+        let kernel = ComputeEnvironment.chooseKernel(program: "ps-server")
+        logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
         let (host, port) = try parseAddress(listen)
         let runtime = ServerRuntime(options: .init(host: host, port: port, dataDirectory: dataDir,
                                                    heartbeatIntervalSeconds: min(1, heartbeatTimeout / 4),

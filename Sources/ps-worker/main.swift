@@ -4,6 +4,7 @@ import Logging
 import PSCore
 import PSLifecycle
 import PSMetrics
+import PSTrain
 import PSTransport
 import PSWire
 import PSWorker
@@ -54,6 +55,9 @@ struct PSWorkerCommand: AsyncParsableCommand {
         var named = Logger(label: "ps-worker")
         named[metadataKey: "name"] = "\(name)"
         let logger = named
+        // Before any BLAS call: may start this program again with a better kernel (BLASKernelChoice).
+        let kernel = ComputeEnvironment.chooseKernel(program: "ps-worker")
+        logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
         var metrics: WorkerMetrics?
         // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it.
         var services = [StopOnSignal { _ in logger.info("stopping") }.configuration]

@@ -40,6 +40,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         let m = try loadModel(model)
+        chooseKernel(quiet: true)
         BLAS.setThreads(threads)
         let (split, dataset) = try loadSplit(for: m)
         let network = m.spec.network

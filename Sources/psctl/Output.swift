@@ -1,5 +1,6 @@
 import Foundation
 import PSCore
+import PSTrain
 
 /// Writes to standard error without buffering (progress and diagnostics; stdout carries results).
 func printError(_ text: String, terminator: String = "\n") {
@@ -64,6 +65,8 @@ extension TrainingSummary {
         o.set("val_accuracy", validationAccuracy)
         o.set("samples_per_second", samplesPerSecond)
         o.set("weights_sha256", weightsSHA256)
+        o.set("compute_signatures", raw: "[" + computeSignatures.map(JSONObject.quote).joined(separator: ", ") + "]")
+        o.set("bitwise_reproducible", bitwiseReproducible)
         extra(&o)
         return o
     }
@@ -76,8 +79,20 @@ extension TrainingSummary {
         if let a = testAccuracy { line += String(format: ", test accuracy %.4f", a) }
         if let m = testMSE { line += String(format: ", test MSE %.6g", m) }
         if let l = testLoss { line += String(format: ", test loss %.4f", l) }
-        return line + ", \(compact(samplesPerSecond)) samples/s"
+        line += ", \(compact(samplesPerSecond)) samples/s"
+        if computeSignatures.count > 1 {
+            line += "\n  not bitwise-reproducible: computed on \(computeSignatures.count) compute signatures (\(computeSignatures.joined(separator: ", ")))"
+        }
+        return line
     }
+}
+
+/// The start-up line of a command that computes: which BLAS kernel and why (see `BLASKernelChoice`).
+/// Call before the first BLAS call: it may start psctl again with a better kernel. `quiet` (predict,
+/// evaluate: their output is often piped) prints the line only when it is a warning.
+func chooseKernel(quiet: Bool = false) {
+    let report = ComputeEnvironment.chooseKernel(program: "psctl")
+    if !quiet || report.warning { printError("psctl: \(report.warning ? "warning: " : "")\(report.line)") }
 }
 
 /// 12345.6 → "12.3k", for progress lines.

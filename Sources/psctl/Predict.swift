@@ -60,6 +60,7 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         let m = try loadModel(model)
+        chooseKernel(quiet: true)
         BLAS.setThreads(threads)
         let (count, width, rawFeatures) = try readFeatures()
         let inputs = m.spec.model.inputs

@@ -40,6 +40,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let spec = try JobSpec.load(path: self.spec, overrides: overrides)
+        chooseKernel()
         BLAS.setThreads(threads)
         let data = try DataLoader.load(spec)
         let progress = ProgressView(name: spec.name)

@@ -1,4 +1,5 @@
 import Foundation
+import PSTrain
 import PSWire
 import XCTest
 
@@ -119,7 +120,8 @@ final class ClusterEndToEndTests: XCTestCase {
         let job = submit.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         func rawWorker(_ name: String) throws -> (RawPeer, Assignment?) {
             let w = try RawPeer(address: cluster.address)
-            try w.send(.hello(Hello(role: .worker, name: name)))
+            // The real workers' signature (same machine, same environment), so the job gives it chunks.
+            try w.send(.hello(Hello(role: .worker, name: name, computeSignature: ComputeEnvironment.signature.description)))
             try w.send(.registerWorker(RegisterWorker(name: name, threads: 1)), requestId: 2)
             XCTAssertNotNil(w.read(until: { if case .registered = $0 { return true }; return false }))
             return (w, nil)

@@ -242,14 +242,18 @@ struct Simulation {
         }
     }
 
-    /// Opens a connection, says hello with `role`, and returns its id.
-    mutating func connect(_ role: PeerRole) -> ConnectionID {
+    /// Opens a connection, says hello with `role` (workers with `signature`), and returns its id.
+    mutating func connect(_ role: PeerRole, signature: String = Self.signature) -> ConnectionID {
         let id = nextConnection
         nextConnection += 1
         feed(.connected(id, peer: "127.0.0.1:\(40000 + id)"))
-        feed(.received(id, Envelope(requestId: 1, message: .hello(Hello(role: role, name: "\(role)-\(id)")))))
+        let hello = Hello(role: role, name: "\(role)-\(id)", computeSignature: role == .worker ? signature : "")
+        feed(.received(id, Envelope(requestId: 1, message: .hello(hello))))
         return id
     }
+
+    /// The compute signature simulated workers say they have (they all compute in this process).
+    static let signature = "openblas-0.3.21/Haswell/avx2/glibc-2.36"
 
     /// `style` nil: drawn from the seed.
     mutating func addWorker(style: TestWorker.PushStyle? = nil) {

@@ -94,7 +94,12 @@ typedef enum _Ps__V1__ErrorCode {
    * The worker id is not (or no longer) registered; register again.
    */
   PS__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_WORKER = 11,
-  PS__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN = 12
+  PS__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN = 12,
+  /*
+   * The running job computes only on workers with another compute signature; the worker stays
+   * connected and idle until a job it matches.
+   */
+  PS__V1__ERROR_CODE__ERROR_CODE_SIGNATURE_MISMATCH = 13
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PS__V1__ERROR_CODE)
 } Ps__V1__ErrorCode;
 /*
@@ -148,10 +153,15 @@ struct  Ps__V1__Hello
    * Proof of the cluster's shared secret; empty when the cluster has none.
    */
   ProtobufCBinaryData auth;
+  /*
+   * Workers: what decides the bits of their gradients, as `ComputeSignature` writes it
+   * ("openblas-0.3.21/Haswell/avx2/glibc-2.36"); required from workers, empty from clients.
+   */
+  char *compute_signature;
 };
 #define PS__V1__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__hello__descriptor) \
-    , 0, PS__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, {0,NULL} }
+    , 0, PS__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, {0,NULL}, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -312,10 +322,18 @@ struct  Ps__V1__WorkerStatus
    * Chunks assigned to the worker and not yet pushed.
    */
   uint32_t chunks_held;
+  /*
+   * The worker's compute signature (from its hello).
+   */
+  char *compute_signature;
+  /*
+   * Why the running job gives this worker no chunks (its signature differs); empty otherwise.
+   */
+  char *excluded_reason;
 };
 #define PS__V1__WORKER_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__worker_status__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, PS__V1__WORKER_STATE__WORKER_STATE_UNSPECIFIED, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, (char *)protobuf_c_empty_string, PS__V1__WORKER_STATE__WORKER_STATE_UNSPECIFIED, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -345,10 +363,14 @@ struct  Ps__V1__ClusterStatus
   Ps__V1__WorkerStatus **workers;
   size_t n_servers;
   Ps__V1__ServerStatus **servers;
+  /*
+   * The server's own compute signature (it applies the updates).
+   */
+  char *server_compute_signature;
 };
 #define PS__V1__CLUSTER_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__cluster_status__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0,NULL, 0,NULL }
+    , (char *)protobuf_c_empty_string, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 typedef enum {
@@ -404,6 +426,19 @@ struct  Ps__V1__JobStatus
    */
   char *message;
   uint32_t workers;
+  /*
+   * The signature every worker computing this job has: the spec's, else the first worker's once the job
+   * starts; empty before that, and always empty when the spec accepts mixed signatures.
+   */
+  char *compute_signature;
+  /*
+   * Connected workers the job leaves idle because their signature differs.
+   */
+  uint32_t excluded_workers;
+  /*
+   * The spec accepts workers of any signature (the result is then not bitwise-reproducible).
+   */
+  protobuf_c_boolean allow_mixed_signatures;
   Ps__V1__JobStatus__HasTrainLossCase has_train_loss_case;
   union {
     double train_loss;
@@ -423,7 +458,7 @@ struct  Ps__V1__JobStatus
 };
 #define PS__V1__JOB_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__job_status__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, PS__V1__JOB_STATUS__HAS_TRAIN_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_ETA_SECONDS__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, PS__V1__JOB_STATUS__HAS_TRAIN_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_ETA_SECONDS__NOT_SET, {0} }
 
 
 /*

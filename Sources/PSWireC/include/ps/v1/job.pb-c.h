@@ -315,10 +315,18 @@ struct  Ps__V1__TrainingSpec
   uint64_t chunks;
   uint64_t epochs;
   Ps__V1__Consistency consistency;
+  /*
+   * Compute only on workers with this compute signature; empty: the first worker's.
+   */
+  char *compute_signature;
+  /*
+   * Compute on workers of any signature; the result is then marked as not bitwise-reproducible.
+   */
+  protobuf_c_boolean allow_mixed_signatures;
 };
 #define PS__V1__TRAINING_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__training_spec__descriptor) \
-    , 0, 0, 0, PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED }
+    , 0, 0, 0, PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED, (char *)protobuf_c_empty_string, 0 }
 
 
 /*

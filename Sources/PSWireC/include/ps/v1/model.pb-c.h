@@ -116,6 +116,12 @@ struct  Ps__V1__TrainingSummary
   protobuf_c_boolean stopped_early;
   double train_loss;
   double samples_per_second;
+  /*
+   * Every compute signature that computed gradients for this result, sorted. One signature: the result
+   * is bitwise-reproducible on hosts with that signature; several: it is not.
+   */
+  size_t n_compute_signatures;
+  char **compute_signatures;
   Ps__V1__TrainingSummary__HasValidationLossCase has_validation_loss_case;
   union {
     double validation_loss;
@@ -139,7 +145,7 @@ struct  Ps__V1__TrainingSummary
 };
 #define PS__V1__TRAINING_SUMMARY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__training_summary__descriptor) \
-    , 0, 0, 0, 0, 0, PS__V1__TRAINING_SUMMARY__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_LOSS__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_ACCURACY__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_MSE__NOT_SET, {0} }
+    , 0, 0, 0, 0, 0, 0,NULL, PS__V1__TRAINING_SUMMARY__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_LOSS__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_ACCURACY__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_MSE__NOT_SET, {0} }
 
 
 /*

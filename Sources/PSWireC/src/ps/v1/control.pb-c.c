@@ -1042,7 +1042,7 @@ void   ps__v1__model_data__free_unpacked
   assert(message->base.descriptor == &ps__v1__model_data__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor ps__v1__hello__field_descriptors[4] =
+static const ProtobufCFieldDescriptor ps__v1__hello__field_descriptors[5] =
 {
   {
     "protocol_version",
@@ -1092,9 +1092,22 @@ static const ProtobufCFieldDescriptor ps__v1__hello__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "compute_signature",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__Hello, compute_signature),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__hello__field_indices_by_name[] = {
   3,   /* field[3] = auth */
+  4,   /* field[4] = compute_signature */
   2,   /* field[2] = name */
   0,   /* field[0] = protocol_version */
   1,   /* field[1] = role */
@@ -1102,7 +1115,7 @@ static const unsigned ps__v1__hello__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor ps__v1__hello__descriptor =
 {
@@ -1112,7 +1125,7 @@ const ProtobufCMessageDescriptor ps__v1__hello__descriptor =
   "Ps__V1__Hello",
   "ps.v1",
   sizeof(Ps__V1__Hello),
-  4,
+  5,
   ps__v1__hello__field_descriptors,
   ps__v1__hello__field_indices_by_name,
   1,  ps__v1__hello__number_ranges,
@@ -1545,7 +1558,7 @@ const ProtobufCMessageDescriptor ps__v1__status_request__descriptor =
   (ProtobufCMessageInit) ps__v1__status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__worker_status__field_descriptors[10] =
+static const ProtobufCFieldDescriptor ps__v1__worker_status__field_descriptors[12] =
 {
   {
     "worker_id",
@@ -1667,10 +1680,36 @@ static const ProtobufCFieldDescriptor ps__v1__worker_status__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "compute_signature",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__WorkerStatus, compute_signature),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "excluded_reason",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__WorkerStatus, excluded_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__worker_status__field_indices_by_name[] = {
   8,   /* field[8] = address */
   9,   /* field[9] = chunks_held */
+  10,   /* field[10] = compute_signature */
+  11,   /* field[11] = excluded_reason */
   6,   /* field[6] = job_id */
   4,   /* field[4] = last_heartbeat_age_seconds */
   1,   /* field[1] = name */
@@ -1683,7 +1722,7 @@ static const unsigned ps__v1__worker_status__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__worker_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor ps__v1__worker_status__descriptor =
 {
@@ -1693,7 +1732,7 @@ const ProtobufCMessageDescriptor ps__v1__worker_status__descriptor =
   "Ps__V1__WorkerStatus",
   "ps.v1",
   sizeof(Ps__V1__WorkerStatus),
-  10,
+  12,
   ps__v1__worker_status__field_descriptors,
   ps__v1__worker_status__field_indices_by_name,
   1,  ps__v1__worker_status__number_ranges,
@@ -1764,7 +1803,7 @@ const ProtobufCMessageDescriptor ps__v1__server_status__descriptor =
   (ProtobufCMessageInit) ps__v1__server_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__cluster_status__field_descriptors[4] =
+static const ProtobufCFieldDescriptor ps__v1__cluster_status__field_descriptors[5] =
 {
   {
     "server_address",
@@ -1814,9 +1853,22 @@ static const ProtobufCFieldDescriptor ps__v1__cluster_status__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "server_compute_signature",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__ClusterStatus, server_compute_signature),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__cluster_status__field_indices_by_name[] = {
   0,   /* field[0] = server_address */
+  4,   /* field[4] = server_compute_signature */
   3,   /* field[3] = servers */
   1,   /* field[1] = uptime_seconds */
   2,   /* field[2] = workers */
@@ -1824,7 +1876,7 @@ static const unsigned ps__v1__cluster_status__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__cluster_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor ps__v1__cluster_status__descriptor =
 {
@@ -1834,14 +1886,14 @@ const ProtobufCMessageDescriptor ps__v1__cluster_status__descriptor =
   "Ps__V1__ClusterStatus",
   "ps.v1",
   sizeof(Ps__V1__ClusterStatus),
-  4,
+  5,
   ps__v1__cluster_status__field_descriptors,
   ps__v1__cluster_status__field_indices_by_name,
   1,  ps__v1__cluster_status__number_ranges,
   (ProtobufCMessageInit) ps__v1__cluster_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[15] =
+static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[18] =
 {
   {
     "job_id",
@@ -2023,12 +2075,51 @@ static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[15] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "compute_signature",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__JobStatus, compute_signature),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "excluded_workers",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__JobStatus, excluded_workers),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "allow_mixed_signatures",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__JobStatus, allow_mixed_signatures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__job_status__field_indices_by_name[] = {
+  17,   /* field[17] = allow_mixed_signatures */
   10,   /* field[10] = best_epoch */
+  15,   /* field[15] = compute_signature */
   3,   /* field[3] = epoch */
   4,   /* field[4] = epochs */
   12,   /* field[12] = eta_seconds */
+  16,   /* field[16] = excluded_workers */
   0,   /* field[0] = job_id */
   13,   /* field[13] = message */
   1,   /* field[1] = name */
@@ -2044,7 +2135,7 @@ static const unsigned ps__v1__job_status__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__job_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 15 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor ps__v1__job_status__descriptor =
 {
@@ -2054,7 +2145,7 @@ const ProtobufCMessageDescriptor ps__v1__job_status__descriptor =
   "Ps__V1__JobStatus",
   "ps.v1",
   sizeof(Ps__V1__JobStatus),
-  15,
+  18,
   ps__v1__job_status__field_descriptors,
   ps__v1__job_status__field_indices_by_name,
   1,  ps__v1__job_status__number_ranges,
@@ -2493,7 +2584,7 @@ const ProtobufCEnumDescriptor ps__v1__role__descriptor =
   ps__v1__role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue ps__v1__error_code__enum_values_by_number[13] =
+static const ProtobufCEnumValue ps__v1__error_code__enum_values_by_number[14] =
 {
   { "ERROR_CODE_UNSPECIFIED", "PS__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED", 0 },
   { "ERROR_CODE_BAD_REQUEST", "PS__V1__ERROR_CODE__ERROR_CODE_BAD_REQUEST", 1 },
@@ -2508,11 +2599,12 @@ static const ProtobufCEnumValue ps__v1__error_code__enum_values_by_number[13] =
   { "ERROR_CODE_INVALID_SPEC", "PS__V1__ERROR_CODE__ERROR_CODE_INVALID_SPEC", 10 },
   { "ERROR_CODE_UNKNOWN_WORKER", "PS__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_WORKER", 11 },
   { "ERROR_CODE_SHUTTING_DOWN", "PS__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN", 12 },
+  { "ERROR_CODE_SIGNATURE_MISMATCH", "PS__V1__ERROR_CODE__ERROR_CODE_SIGNATURE_MISMATCH", 13 },
 };
 static const ProtobufCIntRange ps__v1__error_code__value_ranges[] = {
-{0, 0},{0, 13}
+{0, 0},{0, 14}
 };
-static const ProtobufCEnumValueIndex ps__v1__error_code__enum_values_by_name[13] =
+static const ProtobufCEnumValueIndex ps__v1__error_code__enum_values_by_name[14] =
 {
   { "ERROR_CODE_BAD_REQUEST", 1 },
   { "ERROR_CODE_BUSY", 7 },
@@ -2520,6 +2612,7 @@ static const ProtobufCEnumValueIndex ps__v1__error_code__enum_values_by_name[13]
   { "ERROR_CODE_INVALID_SPEC", 10 },
   { "ERROR_CODE_NOT_ASSIGNED", 4 },
   { "ERROR_CODE_SHUTTING_DOWN", 12 },
+  { "ERROR_CODE_SIGNATURE_MISMATCH", 13 },
   { "ERROR_CODE_TOO_LARGE", 6 },
   { "ERROR_CODE_UNAUTHENTICATED", 9 },
   { "ERROR_CODE_UNKNOWN_JOB", 2 },
@@ -2535,9 +2628,9 @@ const ProtobufCEnumDescriptor ps__v1__error_code__descriptor =
   "ErrorCode",
   "Ps__V1__ErrorCode",
   "ps.v1",
-  13,
+  14,
   ps__v1__error_code__enum_values_by_number,
-  13,
+  14,
   ps__v1__error_code__enum_values_by_name,
   1,
   ps__v1__error_code__value_ranges,

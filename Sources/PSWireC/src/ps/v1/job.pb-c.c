@@ -1161,7 +1161,7 @@ const ProtobufCMessageDescriptor ps__v1__optimizer_spec__descriptor =
   (ProtobufCMessageInit) ps__v1__optimizer_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[4] =
+static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[6] =
 {
   {
     "batch_size",
@@ -1211,17 +1211,43 @@ static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[4
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "compute_signature",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__TrainingSpec, compute_signature),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "allow_mixed_signatures",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__TrainingSpec, allow_mixed_signatures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__training_spec__field_indices_by_name[] = {
+  5,   /* field[5] = allow_mixed_signatures */
   0,   /* field[0] = batch_size */
   1,   /* field[1] = chunks */
+  4,   /* field[4] = compute_signature */
   3,   /* field[3] = consistency */
   2,   /* field[2] = epochs */
 };
 static const ProtobufCIntRange ps__v1__training_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor =
 {
@@ -1231,7 +1257,7 @@ const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor =
   "Ps__V1__TrainingSpec",
   "ps.v1",
   sizeof(Ps__V1__TrainingSpec),
-  4,
+  6,
   ps__v1__training_spec__field_descriptors,
   ps__v1__training_spec__field_indices_by_name,
   1,  ps__v1__training_spec__number_ranges,

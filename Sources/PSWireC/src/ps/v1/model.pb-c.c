@@ -302,7 +302,7 @@ const ProtobufCMessageDescriptor ps__v1__fitted_preprocessing__descriptor =
   (ProtobufCMessageInit) ps__v1__fitted_preprocessing__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__training_summary__field_descriptors[10] =
+static const ProtobufCFieldDescriptor ps__v1__training_summary__field_descriptors[11] =
 {
   {
     "epochs_run",
@@ -424,9 +424,22 @@ static const ProtobufCFieldDescriptor ps__v1__training_summary__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "compute_signatures",
+    11,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Ps__V1__TrainingSummary, n_compute_signatures),
+    offsetof(Ps__V1__TrainingSummary, compute_signatures),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__training_summary__field_indices_by_name[] = {
   1,   /* field[1] = best_epoch */
+  10,   /* field[10] = compute_signatures */
   0,   /* field[0] = epochs_run */
   9,   /* field[9] = samples_per_second */
   2,   /* field[2] = stopped_early */
@@ -440,7 +453,7 @@ static const unsigned ps__v1__training_summary__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__training_summary__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor ps__v1__training_summary__descriptor =
 {
@@ -450,7 +463,7 @@ const ProtobufCMessageDescriptor ps__v1__training_summary__descriptor =
   "Ps__V1__TrainingSummary",
   "ps.v1",
   sizeof(Ps__V1__TrainingSummary),
-  10,
+  11,
   ps__v1__training_summary__field_descriptors,
   ps__v1__training_summary__field_indices_by_name,
   1,  ps__v1__training_summary__number_ranges,
