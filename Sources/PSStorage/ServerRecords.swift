@@ -82,12 +82,14 @@ struct JobRecordFile: Codable, Equatable {
         var testAccuracy: Double?
         var testMSE: Double?
         var samplesPerSecond: Double
+        /// Absent in records written before signatures were recorded.
+        var computeSignatures: [String]?
 
         enum CodingKeys: String, CodingKey {
             case epochsRun = "epochs_run", bestEpoch = "best_epoch", stoppedEarly = "stopped_early"
             case trainLoss = "train_loss", validationLoss = "val_loss", validationAccuracy = "val_accuracy"
             case testLoss = "test_loss", testAccuracy = "test_accuracy", testMSE = "test_mse"
-            case samplesPerSecond = "samples_per_second"
+            case samplesPerSecond = "samples_per_second", computeSignatures = "compute_signatures"
         }
     }
 
@@ -109,7 +111,8 @@ struct JobRecordFile: Codable, Equatable {
         summary = result.summary.map { s in
             Summary(epochsRun: s.epochsRun, bestEpoch: s.bestEpoch, stoppedEarly: s.stoppedEarly, trainLoss: s.trainLoss,
                     validationLoss: s.validationLoss, validationAccuracy: s.validationAccuracy, testLoss: s.testLoss,
-                    testAccuracy: s.testAccuracy, testMSE: s.testMSE, samplesPerSecond: s.samplesPerSecond)
+                    testAccuracy: s.testAccuracy, testMSE: s.testMSE, samplesPerSecond: s.samplesPerSecond,
+                    computeSignatures: s.computeSignatures)
         }
     }
 
@@ -140,10 +143,13 @@ struct JobRecordFile: Codable, Equatable {
             throw Invalid(reason: "state '\(state.prefix(64))' is not a final job state")
         }
         return JobResult(jobId: jobId, state: jobState, summary: summary.map { s in
-            TrainingSummary(epochsRun: s.epochsRun, bestEpoch: s.bestEpoch, stoppedEarly: s.stoppedEarly,
-                            trainLoss: s.trainLoss, validationLoss: s.validationLoss,
-                            validationAccuracy: s.validationAccuracy, testLoss: s.testLoss, testAccuracy: s.testAccuracy,
-                            testMSE: s.testMSE, samplesPerSecond: s.samplesPerSecond)
+            var summary = TrainingSummary(epochsRun: s.epochsRun, bestEpoch: s.bestEpoch, stoppedEarly: s.stoppedEarly,
+                                          trainLoss: s.trainLoss, validationLoss: s.validationLoss,
+                                          validationAccuracy: s.validationAccuracy, testLoss: s.testLoss,
+                                          testAccuracy: s.testAccuracy, testMSE: s.testMSE,
+                                          samplesPerSecond: s.samplesPerSecond)
+            summary.computeSignatures = s.computeSignatures ?? []
+            return summary
         }, weightsSHA256: weightsSHA256, message: message)
     }
 }

@@ -320,15 +320,17 @@ extension StatusReply {
     var table: String {
         var lines: [String] = []
         let c = cluster
-        lines.append("cluster \(c.serverAddress)  up \(duration(c.uptimeSeconds))  \(c.workers.count) worker\(c.workers.count == 1 ? "" : "s")")
+        lines.append("cluster \(c.serverAddress)  up \(duration(c.uptimeSeconds))  \(c.workers.count) worker\(c.workers.count == 1 ? "" : "s")"
+                     + (c.serverComputeSignature.isEmpty ? "" : "  server \(c.serverComputeSignature)"))
         if !c.workers.isEmpty {
-            var rows = [["WORKER", "NAME", "ADDRESS", "STATE", "HEARTBEAT", "STEPS", "SAMPLES/S", "CHUNKS"]]
+            var rows = [["WORKER", "NAME", "ADDRESS", "STATE", "HEARTBEAT", "STEPS", "SAMPLES/S", "CHUNKS", "COMPUTE SIGNATURE"]]
             for w in c.workers {
-                rows.append(["\(w.workerId)", w.name, w.address, w.state.rawValue,
+                rows.append(["\(w.workerId)", w.name, w.address, w.excludedReason.isEmpty ? w.state.rawValue : "excluded",
                              String(format: "%.1fs ago", w.lastHeartbeatAgeSeconds), "\(w.stepsDone)",
-                             compact(w.samplesPerSecond), "\(w.chunksHeld)"])
+                             compact(w.samplesPerSecond), "\(w.chunksHeld)", w.computeSignature])
             }
             lines.append(columns(rows))
+            for w in c.workers where !w.excludedReason.isEmpty { lines.append("worker \(w.workerId) idle: \(w.excludedReason)") }
         }
         lines.append("")
         lines.append(JobStatus.table(jobs))
@@ -339,6 +341,7 @@ extension StatusReply {
         var cluster = JSONObject()
         cluster.set("server_address", self.cluster.serverAddress)
         cluster.set("uptime_seconds", self.cluster.uptimeSeconds)
+        cluster.set("server_compute_signature", self.cluster.serverComputeSignature)
         cluster.set("workers", raw: "[" + self.cluster.workers.map { w in
             var o = JSONObject()
             o.set("worker_id", Int(w.workerId))
@@ -351,6 +354,8 @@ extension StatusReply {
             o.set("job_id", w.jobId)
             o.set("steps_done", w.stepsDone)
             o.set("chunks_held", w.chunksHeld)
+            o.set("compute_signature", w.computeSignature)
+            o.set("excluded_reason", w.excludedReason)
             return o.text
         }.joined(separator: ", ") + "]")
         var o = JSONObject()
@@ -378,6 +383,9 @@ extension JobStatus {
         o.set("eta_seconds", etaSeconds)
         o.set("workers", workers)
         o.set("message", message)
+        o.set("compute_signature", computeSignature)
+        o.set("excluded_workers", excludedWorkers)
+        o.set("allow_mixed_signatures", allowMixedSignatures)
         return o.text
     }
 
@@ -406,6 +414,14 @@ extension JobStatus {
         }
         var text = columns(rows)
         for j in jobs where !j.message.isEmpty { text += "\n\(j.jobId): \(j.message)" }
+        for j in jobs where !j.state.isFinal {
+            if j.allowMixedSignatures {
+                text += "\n\(j.jobId): accepts workers of any compute signature; its result is not bitwise-reproducible"
+            } else if !j.computeSignature.isEmpty {
+                let idle = j.excludedWorkers > 0 ? "; \(j.excludedWorkers) worker\(j.excludedWorkers == 1 ? "" : "s") with another signature left idle" : ""
+                text += "\n\(j.jobId): computes only on compute signature \(j.computeSignature)\(idle)"
+            }
+        }
         return text
     }
 }

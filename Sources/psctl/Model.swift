@@ -63,6 +63,11 @@ struct Model: ParsableCommand {
             if let a = s.testAccuracy { line += String(format: ", test accuracy %.4f", a) }
             if let e = s.testMSE { line += String(format: ", test MSE %.6g", e) }
             print(line)
+            switch s.computeSignatures.count {
+            case 0: print("compute signature: not recorded (a model file from before signatures)")
+            case 1: print("compute signature \(s.computeSignatures[0]) (bitwise-reproducible on hosts with it)")
+            default: print("compute signatures \(s.computeSignatures.joined(separator: ", ")) (mixed: not bitwise-reproducible)")
+            }
             print("weights_sha256 \(sha)")
         }
 

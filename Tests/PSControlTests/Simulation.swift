@@ -256,7 +256,7 @@ struct Simulation {
     static let signature = "openblas-0.3.21/Haswell/avx2/glibc-2.36"
 
     /// `style` nil: drawn from the seed.
-    mutating func addWorker(style: TestWorker.PushStyle? = nil) {
+    mutating func addWorker(style: TestWorker.PushStyle? = nil, signature: String = Self.signature) {
         let id = nextConnection
         let drawn: TestWorker.PushStyle
         switch random(3) {
@@ -265,7 +265,7 @@ struct Simulation {
         default: drawn = .parts
         }
         workers[id] = TestWorker(connection: id, data: data, style: style ?? drawn)
-        _ = connect(.worker)
+        _ = connect(.worker, signature: signature)
         toWorkersLink.drop(connection: id)  // the helloOk
         for message in workers[id]!.connected() { feed(.received(id, Envelope(requestId: 2, message: message))) }
     }
