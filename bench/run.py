@@ -13,6 +13,12 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
   P4   memcpy time / (encodeFrame + Envelope(payload:)) time for a pushGradient of 1M floats
   P5   wall seconds to 97.5% test accuracy, 2-worker cluster / numpy on one core
   ref  square sgemm 1024 GFLOP/s, one thread
+  kernels  the OpenBLAS kernel choice: for Prescott (the fallback OpenBLAS 0.3.21 takes on CPUs it does
+           not know), Haswell and the kernel the start-up choice uses here (ps-bench signature's
+           cpu_best_kernel), each one this CPU can run: sgemm 1024 GFLOP/s (kernel.<name>.sgemm) and P1
+           (kernel.<name>.P1), with OPENBLAS_CORETYPE=<name> set for psctl and ps-bench only; numpy keeps
+           the machine's OPENBLAS_CORETYPE, so each P1 is that kernel against the same numpy. The raw
+           results record the kernel each child actually ran.
   scaling  784-1024-1024-10 (local / numpy; 2-worker cluster / local at batch 512, the model that is
            pushed in two ranges); 1, 2, 4 workers at batch 512
   compare  only with --baseline DIR (another build's psctl, ps-server, ps-worker = "old"; "new" is
@@ -20,9 +26,11 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
            and 512, 2-worker cluster at 128 and 512) with both builds back to back, old first in even
            repetitions and new first in odd ones (ABBA), numpy once per repetition. Rows: new / old of
            each rate (cmp.*), and P1 and P2 of each build (P1.old, P1.new, P2.b128.old, ...). Alone:
-           --baseline DIR --skip local,cluster,wide,target
+           --baseline DIR --skip local,cluster,wide,target,kernels
 
-Prints a table and writes everything (environment, every raw measurement, the table) as JSON.
+Prints a table and writes everything (environment, every raw measurement, the table) as JSON. The
+environment includes `ps-bench signature` (under "compute": the compute signature, the BLAS kernel
+our binaries run by default and why), also shown in the table's header.
 """
 import argparse
 import json
@@ -45,6 +53,11 @@ TICK = os.sysconf("SC_CLK_TCK")
 # One BLAS thread everywhere (our binaries set it themselves; numpy obeys the variable).
 # OPENBLAS_CORETYPE is left as the machine sets it.
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+# What /proc/cpuinfo must list for OPENBLAS_CORETYPE=<kernel> to run here (a kernel not listed has
+# no known needs): forcing a kernel the CPU cannot run would end in SIGILL, not in a figure.
+AVX512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+KERNEL_NEEDS = {"Prescott": {"pni"}, "Haswell": {"avx2", "fma"}, "SkylakeX": AVX512,
+                "Cooperlake": AVX512 | {"avx512_bf16"}}
 WIDE = "[{units: 1024, activation: relu}, {units: 1024, activation: relu}, {units: 10, activation: softmax}]"
 
 
@@ -52,17 +65,23 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_json(cmd, timeout=600):
-    """Runs cmd, returns (last stdout line as JSON, child user+sys CPU seconds, wall seconds)."""
+def run_json(cmd, timeout=600, env=ENV):
+    """Runs cmd, returns (last stdout line as JSON, wall seconds). The JSON gets "_blas_kernel" where
+    the child's stderr names the kernel it ran ("psctl: BLAS kernel X (reason); ..."): the start-up
+    choice may restart the program with another kernel than the environment asked for."""
     start = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = p.communicate(timeout=timeout)
     wall = time.perf_counter() - start
     # communicate() reaped the child; its rusage is in RUSAGE_CHILDREN only as a running total, so we
     # take the difference around each run instead (runs are sequential).
     if p.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed ({p.returncode}):\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), wall
+    result = json.loads(out.strip().splitlines()[-1])
+    kernel = re.search(r"^\S+: BLAS kernel (\S+) \(", err, re.M)
+    if kernel:
+        result["_blas_kernel"] = kernel.group(1)
+    return result, wall
 
 
 def children_cpu():
@@ -70,9 +89,9 @@ def children_cpu():
     return r.children_user + r.children_system
 
 
-def measured(cmd):
+def measured(cmd, env=ENV):
     before = children_cpu()
-    result, wall = run_json(cmd)
+    result, wall = run_json(cmd, env=env)
     result["_cpu_seconds"] = children_cpu() - before
     result["_wall_seconds"] = wall
     return result
@@ -185,6 +204,40 @@ def stats(xs):
     return {"min": min(xs), "median": statistics.median(xs), "max": max(xs), "runs": xs}
 
 
+def cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def compute_signature():
+    """`ps-bench signature` with the bench's environment: what our binaries compute with by default
+    (signature, kernel, the reason for it, the best kernel for this CPU). None without a ps-bench
+    that has the subcommand (a compare run against builds elsewhere need not have one here)."""
+    if not os.access(PSBENCH, os.X_OK):
+        return None
+    out = subprocess.run([PSBENCH, "signature"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    if out.returncode != 0:
+        log(f"bench: ps-bench signature failed ({out.returncode}): {out.stderr.strip()[-300:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def kernels_to_compare(compute):
+    """The fallback, Haswell and the kernel the choice uses here, without duplicates and without
+    the ones this CPU cannot run."""
+    best = (compute or {}).get("cpu_best_kernel")
+    flags = cpu_flags()
+    wanted = dict.fromkeys(k for k in ("Prescott", "Haswell", best) if k)
+    runnable = [k for k in wanted if KERNEL_NEEDS.get(k, set()) <= flags]
+    for k in wanted:
+        if k not in runnable:
+            log(f"bench: kernels: skipping {k}, this CPU lacks {' '.join(sorted(KERNEL_NEEDS[k] - flags))}")
+    return runnable
+
+
 def environment():
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -201,7 +254,7 @@ def environment():
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
         "OPENBLAS_NUM_THREADS": "1", "numpy": numpy.__version__, "python": platform.python_version(),
         "git_commit": commit, "loadavg_at_start": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "compute": compute_signature(),
     }
 
 
@@ -220,7 +273,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "runs/bench/results.json"))
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: local,cluster,wide,target,compare")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: local,cluster,wide,target,kernels,compare")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another build's binary directory (psctl, ps-server, ps-worker): adds the section "
                          "'compare', P1 and P2 of that build ('old') against --candidate ('new'), alternating")
@@ -229,7 +282,7 @@ def main():
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     compare = args.baseline is not None and "compare" not in skip
-    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target"} - skip else []
+    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target", "kernels"} - skip else []
     if compare:
         builds = {"old": os.path.abspath(args.baseline), "new": os.path.abspath(args.candidate)}
         needed += [os.path.join(d, b) for d in builds.values() for b in ("psctl", "ps-server", "ps-worker")]
@@ -240,23 +293,25 @@ def main():
     if compare:
         env["compare"] = {which: build_info(d) for which, d in builds.items()}
     log(f"bench: {env['nproc']} cores, {env['cpu_model']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
-        f"{args.runs} runs of each, 1 epoch per rate")
+        f"{args.runs} runs of each, 1 epoch per rate; {compute_line(env)}")
     raw = {}
     t_start = time.perf_counter()
     local_args = ["train", "--local", SPEC, "--json", "--output", "/dev/null"]
     local = [PSCTL, *local_args]
+    numpy_p1 = [sys.executable, "bench/numpy_mlp.py", "--epochs", "1", "--optimizer", "adam"]
+    sgemm = [PSBENCH, "sgemm", "--size", "1024", "--reps", "3", "--min-seconds", "0.3"]
     gemm = [PSBENCH, "gemm", "--batch", "128", "--layers", "784,256,128,10", "--reps", "3", "--min-seconds", "0.3"]
 
     # P1, P1b, P4, reference: alternate numpy, local (chunks 4, 1), the GEMM bounds, sgemm, wire.
     if "local" not in skip:
         for r in range(args.runs):
             rep = {
-                "numpy": measured([sys.executable, "bench/numpy_mlp.py", "--epochs", "1", "--optimizer", "adam"]),
+                "numpy": measured(numpy_p1),
                 "local_c4": measured(local),
                 "gemm_c4": measured(gemm + ["--chunks", "4"]),
                 "local_c1": measured(local + ["--set", "training.chunks=1"]),
                 "gemm_c1": measured(gemm + ["--chunks", "1"]),
-                "sgemm": measured([PSBENCH, "sgemm", "--size", "1024", "--reps", "3", "--min-seconds", "0.3"]),
+                "sgemm": measured(sgemm),
                 "wire": measured([PSBENCH, "wire", "--floats", "1000000", "--reps", "3", "--min-seconds", "0.3"]),
                 "update": measured([PSBENCH, "update", "--threads", "2", "--parameters", "1863690",
                                     "--reps", "3", "--min-seconds", "0.3"]),
@@ -305,6 +360,26 @@ def main():
                 f"b512 local {rep['local_b512']['samples_per_second']:,.0f}, cluster of 2 "
                 f"{rep['cluster2_b512']['samples_per_second']:,.0f}")
 
+    # kernels: what the kernel choice is worth. OPENBLAS_CORETYPE goes to our binaries only; numpy
+    # keeps the machine's, so the P1 of every kernel divides by the same numpy. Each kernel's
+    # psctl run follows its own numpy run (P1's pairing), and the kernels' order rotates from one
+    # repetition to the next so that drift within a repetition does not always favour the same one.
+    if "kernels" not in skip:
+        kernels = kernels_to_compare(env["compute"])
+        for r in range(args.runs):
+            rep = {}
+            for k in kernels[r % len(kernels):] + kernels[:r % len(kernels)]:
+                forced = dict(ENV, OPENBLAS_CORETYPE=k)
+                rep[k] = {"numpy": measured(numpy_p1), "local_c4": measured(local, env=forced),
+                          "sgemm": measured(sgemm, env=forced)}
+                ran = (rep[k]["local_c4"].get("_blas_kernel"), rep[k]["sgemm"].get("openblas_core"))
+                if ran != (k, k):
+                    log(f"bench: kernels: asked for {k}, psctl ran {ran[0]}, ps-bench sgemm ran {ran[1]}")
+            raw.setdefault("kernels", []).append(rep)
+            log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} kernels: " + "; ".join(
+                f"{k} sgemm {v['sgemm']['gflops_best']:.0f} GFLOP/s, local {v['local_c4']['samples_per_second']:,.0f} / "
+                f"numpy {v['numpy']['samples_per_second']:,.0f}" for k, v in rep.items()))
+
     # P5: time to 97.5% test accuracy, 2-worker cluster against numpy on one core.
     if "target" not in skip:
         for r in range(args.runs):
@@ -330,7 +405,7 @@ def main():
         for r in range(args.runs):
             order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
             rep = {"order": order, "old": {}, "new": {},
-                   "numpy": measured([sys.executable, "bench/numpy_mlp.py", "--epochs", "1", "--optimizer", "adam"])}
+                   "numpy": measured(numpy_p1)}
             train_local = lambda bin, *extra: measured([os.path.join(bin, "psctl"), *local_args, *extra])
             for name, measure in (
                 ("local_c4", lambda bin: train_local(bin)),
@@ -455,6 +530,16 @@ def table(raw):
             stats([r["numpy"]["wall_seconds_to_target"] for r in T]), "s")
         row("time.numpy_train", "numpy: training seconds to 97.5%",
             stats([r["numpy"]["seconds_to_target"] for r in T]), "s")
+    if "kernels" in raw:
+        K = raw["kernels"]
+        for k in K[0]:
+            of = lambda name, field: (lambda rep: rep[k][name][field])
+            row(f"kernel.{k}.sgemm", f"CORETYPE={k}: sgemm 1024, 1 thread, best of 3 reps",
+                stats([of("sgemm", "gflops_best")(rep) for rep in K]), "GFLOP/s")
+            row(f"kernel.{k}.sgemm.median", f"CORETYPE={k}: sgemm 1024, 1 thread, median of 3 reps",
+                stats([of("sgemm", "gflops_median")(rep) for rep in K]), "GFLOP/s")
+            row(f"kernel.{k}.P1", f"CORETYPE={k}: train --local / numpy, chunks 4 (samples/s)",
+                ratio(K, of("local_c4", "samples_per_second"), of("numpy", "samples_per_second")), "x")
     if "compare" in raw:
         X = raw["compare"]
         of = lambda which, name: (lambda rep: rep[which][name]["samples_per_second"])
@@ -487,17 +572,28 @@ def fmt(x, unit):
     return f"{x:.2f}"
 
 
+def compute_line(env):
+    c = env.get("compute")
+    if not c:
+        return "compute signature unknown (no ps-bench signature)"
+    return f"compute signature {c['compute_signature']} (kernel {c['blas_kernel']}: {c['kernel_reason']})"
+
+
 def print_table(rows, env):
+    core = env.get("openblas_core") or (env.get("compute") or {}).get("blas_kernel", "?")
     print(f"machine: {env['nproc']} cores, {env['cpu_model']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, "
-          f"OpenBLAS core {env.get('openblas_core', '?')}, numpy {env['numpy']}, commit {env['git_commit']}")
+          f"OpenBLAS core {core}, numpy {env['numpy']}, commit {env['git_commit']}")
+    print(compute_line(env))
     for which, b in env.get("compare", {}).items():
         print(f"compare {which}: {b['dir']} (checkout at {b['git_commit'] or '?'}{', dirty' if b['dirty'] else ''})")
-    print(f"{'figure':18} {'what':66} {'min':>9} {'median':>9}  {'target':>7}  status")
+    # The kernel rows' keys (kernel.Cooperlake.sgemm.median) are longer than the others.
+    width = max([18] + [len(r["key"]) for r in rows])
+    print(f"{'figure':{width}} {'what':66} {'min':>9} {'median':>9}  {'target':>7}  status")
     for r in rows:
         target = "" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + f"{r['target']:g}"
         status = "" if r["pass"] is None else ("met" if r["pass"] else "NOT MET")
         unit = "" if r["unit"] == "x" else f" ({r['unit']})"
-        print(f"{r['key']:18} {(r['what'] + unit)[:66]:66} {fmt(r['min'], r['unit']):>9} "
+        print(f"{r['key']:{width}} {(r['what'] + unit)[:66]:66} {fmt(r['min'], r['unit']):>9} "
               f"{fmt(r['median'], r['unit']):>9}  {target:>7}  {status}")
 
 

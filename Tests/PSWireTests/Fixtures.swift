@@ -37,7 +37,9 @@ enum Fixtures {
                 LayerSpec(units: 3, activation: loss == .softmaxCrossEntropy ? .softmax : .sigmoid),
             ]),
             loss: loss, optimizer: optimizerSpec,
-            training: TrainingSpec(batchSize: 128, chunks: 8, epochs: 10),
+            training: TrainingSpec(batchSize: 128, chunks: 8, epochs: 10,
+                                   computeSignature: variant % 3 == 1 ? "openblas-0.3.21/Haswell/avx2/glibc-2.36" : nil,
+                                   allowMixedSignatures: variant % 3 == 2),
             earlyStopping: early)
     }
 
@@ -52,9 +54,13 @@ enum Fixtures {
             summary: summary)
     }
 
-    static let summaryAll = TrainingSummary(
-        epochsRun: 7, bestEpoch: 5, stoppedEarly: true, trainLoss: 0.125, validationLoss: 0.25,
-        validationAccuracy: 0.97, testLoss: 0.3, testAccuracy: 0.96, testMSE: 0.01, samplesPerSecond: 12345.5)
+    static let summaryAll: TrainingSummary = {
+        var s = TrainingSummary(
+            epochsRun: 7, bestEpoch: 5, stoppedEarly: true, trainLoss: 0.125, validationLoss: 0.25,
+            validationAccuracy: 0.97, testLoss: 0.3, testAccuracy: 0.96, testMSE: 0.01, samplesPerSecond: 12345.5)
+        s.computeSignatures = ["openblas-0.3.21/Haswell/avx2/glibc-2.36", "openblas-0.3.21/SkylakeX/avx2/glibc-2.36"]
+        return s
+    }()
 
     static let summaryNone = TrainingSummary(epochsRun: 1, bestEpoch: 1, stoppedEarly: false, trainLoss: 2.5,
                                              samplesPerSecond: 10)
@@ -74,19 +80,25 @@ enum Fixtures {
             return WorkerStatus(workerId: UInt64(i + 1), name: "worker-\(i)@host", address: "10.0.0.\(i % 250):7\(i % 10)00",
                                 state: state, threads: 1 + i % 8, lastHeartbeatAgeSeconds: Double(i) * 0.125,
                                 samplesPerSecond: state == .working ? 1000 + Double(i) : 0,
-                                jobId: state == .working ? "job-1" : "", stepsDone: i * 3, chunksHeld: state == .working ? i % 5 : 0)
+                                jobId: state == .working ? "job-1" : "", stepsDone: i * 3, chunksHeld: state == .working ? i % 5 : 0,
+                                computeSignature: "openblas-0.3.21/Haswell/avx2/glibc-2.36",
+                                excludedReason: i % 3 == 2 ? "job-1 computes bitwise only on workers with another signature" : "")
         }
     }
 
     /// A job in `state`; even variants carry every optional metric, odd ones none.
     static func job(_ i: Int, state: JobState? = nil) -> JobStatus {
         let full = i % 2 == 0
-        return JobStatus(jobId: "job-\(i)", name: "mnist ✓ \(i)", state: state ?? JobState.allCases[i % JobState.allCases.count],
+        var status = JobStatus(jobId: "job-\(i)", name: "mnist ✓ \(i)", state: state ?? JobState.allCases[i % JobState.allCases.count],
                          epoch: i % 11, epochs: 10, step: i * 7, stepsPerEpoch: 469,
                          trainLoss: full ? 0.25 + Double(i) : nil, validationLoss: full ? 0.5 : nil,
                          validationAccuracy: full ? 0.9875 : nil, bestEpoch: i % 4,
                          samplesPerSecond: Double(i) * 100.5, etaSeconds: full ? 12.5 : nil,
                          message: full ? "" : "stopped: val_loss did not improve", workers: i % 9)
+        status.computeSignature = full ? "openblas-0.3.21/Haswell/avx2/glibc-2.36" : ""
+        status.excludedWorkers = i % 3
+        status.allowMixedSignatures = !full
+        return status
     }
 
     static func statusReply(workers: Int, jobs: Int) -> StatusReply {

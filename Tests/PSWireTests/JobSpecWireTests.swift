@@ -37,6 +37,16 @@ final class JobSpecWireTests: XCTestCase {
         XCTAssertEqual(envelope, Envelope(requestId: 42, message: .submitJob(spec)))
     }
 
+    func testMalformedComputeSignatureIsRejectedNamingTheField() {
+        // Proves a spec whose compute_signature is not a signature is refused on the wire, naming the field.
+        let bytes = edited(Fixtures.spec().wireBytes(), unpack: ps__v1__job_spec__unpack,
+                           free: ps__v1__job_spec__free_unpacked) { m in
+            m.pointee.training.pointee.compute_signature = strdup("Haswell")
+        }
+        let error = assertWireError(try JobSpec(wireBytes: bytes), names: "JobSpec.training.compute_signature")
+        XCTAssertTrue(error?.message.contains("not a compute signature") ?? false, "\(String(describing: error))")
+    }
+
     func testUnknownActivationIsRejectedNamingTheField() {
         // Proves an activation value outside the schema (99) is an error naming the layer's field.
         let bytes = edited(Fixtures.spec().wireBytes(), unpack: ps__v1__job_spec__unpack,
