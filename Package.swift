@@ -190,6 +190,6 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Starts the real binaries (built by `swift build` before the tests run).
-        .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSTrain", "PSTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSCore", "PSTestSupport"]),
     ]
 )

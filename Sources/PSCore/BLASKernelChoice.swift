@@ -58,7 +58,9 @@ public enum BLASKernelChoice {
 
     /// `picked`: what `openblas_get_corename` says now; `cpuFlags`: nil where /proc/cpuinfo is unreadable.
     public static func decide(picked: String, cpuFlags: Set<String>?, environment env: [String: String]) -> Decision {
-        let simulated = env[testPickedVariable].map { !$0.isEmpty } ?? false
+        // Labelled only where the simulated pick decided something (not under a user's own OPENBLAS_CORETYPE).
+        let userSet = env[coretypeVariable].map { !$0.isEmpty } ?? false
+        let simulated = (env[testPickedVariable].map { !$0.isEmpty } ?? false) && (!userSet || env[chosenVariable] != nil)
         switch decideFor(picked: picked, cpuFlags: cpuFlags, environment: env) {
         case let .keep(kernel, reason, warning) where simulated:
             return .keep(kernel: kernel, reason: reason + " [pick simulated by \(testPickedVariable)]", warning: warning)

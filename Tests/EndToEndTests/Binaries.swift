@@ -56,6 +56,15 @@ enum Binaries {
                       stderr: String(decoding: err, as: UTF8.self))
     }
 
+    /// What `ps-bench signature` reports: the compute signature and kernel choice our binaries make on
+    /// this machine with `environment` (which may differ from this test process's own: the test bundle
+    /// does not run the start-up kernel choice).
+    static func signature(environment: [String: String] = [:]) throws -> [String: Any] {
+        let out = try run("ps-bench", ["signature"], environment: environment)
+        XCTAssertEqual(out.status, 0, out.stderr)
+        return try json(out)
+    }
+
     /// Parses the last line of stdout as a JSON object.
     static func json(_ output: Output) throws -> [String: Any] {
         let line = output.stdout.split(separator: "\n").last.map(String.init) ?? ""

@@ -1,5 +1,4 @@
 import Foundation
-import PSTrain
 import PSWire
 import XCTest
 
@@ -121,7 +120,8 @@ final class ClusterEndToEndTests: XCTestCase {
         func rawWorker(_ name: String) throws -> (RawPeer, Assignment?) {
             let w = try RawPeer(address: cluster.address)
             // The real workers' signature (same machine, same environment), so the job gives it chunks.
-            try w.send(.hello(Hello(role: .worker, name: name, computeSignature: ComputeEnvironment.signature.description)))
+            let signature = try XCTUnwrap(try Binaries.signature()["compute_signature"] as? String)
+            try w.send(.hello(Hello(role: .worker, name: name, computeSignature: signature)))
             try w.send(.registerWorker(RegisterWorker(name: name, threads: 1)), requestId: 2)
             XCTAssertNotNil(w.read(until: { if case .registered = $0 { return true }; return false }))
             return (w, nil)

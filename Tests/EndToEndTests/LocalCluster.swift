@@ -31,10 +31,11 @@ final class LocalCluster {
 
     deinit { stop() }
 
-    func launch(_ binary: String, _ arguments: [String], log: String) throws -> Process {
+    func launch(_ binary: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Binaries.buildDirectory + "/" + binary)
         p.arguments = arguments
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         p.currentDirectoryURL = URL(fileURLWithPath: Binaries.repositoryRoot)
         let path = "\(directory)/logs/\(log).log"
         _ = FileManager.default.createFile(atPath: path, contents: nil)
@@ -45,10 +46,12 @@ final class LocalCluster {
         return p
     }
 
-    /// Starts a worker (with `extraArguments` appended to its command line) and returns once the server lists it.
-    func startWorker(_ name: String, extraArguments: [String] = []) throws {
+    /// Starts a worker (with `extraArguments` appended to its command line and `environment` added to
+    /// its environment) and returns once the server lists it.
+    func startWorker(_ name: String, extraArguments: [String] = [], environment: [String: String] = [:]) throws {
         let before = try workerCount()
-        workers[name] = try launch("ps-worker", ["--server", address, "--name", name] + extraArguments, log: name)
+        workers[name] = try launch("ps-worker", ["--server", address, "--name", name] + extraArguments, log: name,
+                                   environment: environment)
         try waitUntil("worker \(name) joins") { try self.workerCount() > before }
     }
 
