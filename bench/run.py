@@ -227,10 +227,14 @@ def compute_signature():
 
 def kernels_to_compare(compute):
     """The fallback, Haswell and the kernel the choice uses here, without duplicates and without
-    the ones this CPU cannot run."""
+    the ones this CPU cannot run. Where the machine sets OPENBLAS_CORETYPE (because some kernels
+    compute wrong results on its CPU), only that kernel and the generic Prescott fallback."""
     best = (compute or {}).get("cpu_best_kernel")
+    machine = os.environ.get("OPENBLAS_CORETYPE")
     flags = cpu_flags()
-    wanted = dict.fromkeys(k for k in ("Prescott", "Haswell", best) if k)
+    wanted = dict.fromkeys(k for k in (("Prescott", machine) if machine else ("Prescott", "Haswell", best)) if k)
+    if machine:
+        log(f"bench: kernels: OPENBLAS_CORETYPE={machine} is set on this machine: comparing it with Prescott only")
     runnable = [k for k in wanted if KERNEL_NEEDS.get(k, set()) <= flags]
     for k in wanted:
         if k not in runnable:

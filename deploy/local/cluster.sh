@@ -62,7 +62,13 @@ case "$command" in
         for _ in $(seq 300); do
             joined=$("$bin/psctl" status --server "127.0.0.1:$port" --json 2>/dev/null \
                      | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["cluster"]["workers"]))' 2>/dev/null || echo 0)
-            [[ "$joined" == "$workers" ]] && { echo "cluster up: server 127.0.0.1:$port, $workers workers (logs in $dir/logs)"; exit 0; }
+            if [[ "$joined" == "$workers" ]]; then
+                echo "cluster up: server 127.0.0.1:$port, $workers workers (logs in $dir/logs)"
+                # Which BLAS kernel the workers compute with, and why (README, "Exact on every CPU").
+                kernel=$(grep -o 'BLAS kernel .*' "$dir/logs/worker-1.log" | head -1 || true)
+                [[ -n "$kernel" ]] && echo "worker-1: $kernel"
+                exit 0
+            fi
             sleep 0.1
         done
         echo "cluster.sh: only $joined of $workers workers joined in 30 s; see $dir/logs" >&2
