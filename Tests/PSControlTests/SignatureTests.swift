@@ -30,6 +30,14 @@ final class SignatureTests: XCTestCase {
         return status
     }
 
+    /// A simulation with `spec` submitted by a client (no worker yet).
+    func submitted(_ spec: JobSpec, seed: UInt64) throws -> (Simulation, ConnectionID) {
+        var sim = try Simulation(spec: spec, seed: seed)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        return (sim, client)
+    }
+
     /// Delivers every message until none is left; the client waits on job-1.
     func runToEnd(_ sim: inout Simulation, _ client: ConnectionID) throws -> JobResult {
         sim.feed(.received(client, Envelope(requestId: 3, message: .waitJob(jobId: "job-1"))))
@@ -48,9 +56,7 @@ final class SignatureTests: XCTestCase {
     func testOtherSignatureGetsNoChunks() throws {
         let spec = smallJob()
         let local = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run()
-        var sim = try Simulation(spec: spec, seed: 3)
-        let client = sim.connect(.client)
-        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        var (sim, client) = try submitted(spec, seed: 3)
         sim.addWorker()
         let odd = sim.nextConnection
         sim.addWorker(signature: Self.other)
@@ -82,9 +88,7 @@ final class SignatureTests: XCTestCase {
     func testJobWaitsForItsSignature() throws {
         let spec = smallJob()
         let local = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run()
-        var sim = try Simulation(spec: spec, seed: 4)
-        let client = sim.connect(.client)
-        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        var (sim, client) = try submitted(spec, seed: 4)
         let first = sim.nextConnection
         sim.addWorker()
         let odd = sim.nextConnection
@@ -107,9 +111,7 @@ final class SignatureTests: XCTestCase {
     func testSpecNamesTheSignature() throws {
         var spec = smallJob()
         spec.training.computeSignature = Self.other
-        var sim = try Simulation(spec: spec, seed: 5)
-        let client = sim.connect(.client)
-        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        var (sim, client) = try submitted(spec, seed: 5)
         let first = sim.nextConnection
         sim.addWorker()
         let second = sim.nextConnection
@@ -126,9 +128,7 @@ final class SignatureTests: XCTestCase {
     func testMixedSignaturesAcceptedAndMarked() throws {
         var spec = smallJob()
         spec.training.allowMixedSignatures = true
-        var sim = try Simulation(spec: spec, seed: 6)
-        let client = sim.connect(.client)
-        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        var (sim, client) = try submitted(spec, seed: 6)
         sim.addWorker()
         let odd = sim.nextConnection
         sim.addWorker(signature: Self.other)
