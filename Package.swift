@@ -142,12 +142,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ps-server", dependencies: [
-            "PSServer", "PSTrain", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSServer", "PSTrain", "PSMath", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ps-worker", dependencies: [
-            "PSWorker", "PSTrain", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSWorker", "PSTrain", "PSMath", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

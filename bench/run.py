@@ -78,7 +78,7 @@ def run_json(cmd, timeout=600, env=ENV):
     if p.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed ({p.returncode}):\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
-    kernel = re.search(r"^\S+: BLAS kernel (\S+) \(", err, re.M)
+    kernel = re.search(r"^\S+: (?:warning: )?BLAS kernel (\S+) \(", err, re.M)
     if kernel:
         result["_blas_kernel"] = kernel.group(1)
     return result, wall

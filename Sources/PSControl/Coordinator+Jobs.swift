@@ -68,7 +68,11 @@ extension Coordinator {
                       appliesInParts: spec.optimizer.clipNorm == nil, data: data, ledger: TrainingLedger(spec: spec),
                       stepsPerEpoch: steps, epochStartedAt: now)
             out.append(.shard(.open(jobId: jobId, spec: spec)))
-            transition(jobId, .prepared(workers: !membership.workers.isEmpty), &out)
+            // Workers of another signature do not count: with only those the job waits, never "runs".
+            var r = run!
+            let eligible = eligibleWorkers(&r, &out)
+            run = r
+            transition(jobId, .prepared(workers: !eligible.isEmpty), &out)
             registry.jobs[jobId]!.stepsPerEpoch = steps
             registry.jobs[jobId]!.epoch = 1
             out.append(.log(.info, "job started", ["job": jobId, "train": "\(data.trainCount)",

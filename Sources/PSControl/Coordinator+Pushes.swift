@@ -78,6 +78,9 @@ extension Coordinator {
         let insertion = work.gradients.insert(range, parts: pushed, stats: stats)
         guard case let .stored(completed, nodeComplete) = insertion else { preconditionFailure("checked not a duplicate") }
         if nodeComplete { work.assigned[range] = nil }
+        // Counted when stored (a part dropped later with its unfinished node still counts: the record
+        // may say "mixed" where it need not, never the reverse).
+        if let signature = membership.workers[wid]?.signature { r.signaturesUsed.insert(signature) }
         out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: false, offset: p.gradient.offset)))))
         out.append(.observe(.pushAccepted(bytes: p.gradient.count * MemoryLayout<Float>.size, duplicate: false)))
         r.work = work

@@ -32,9 +32,10 @@ struct Run {
     /// Set once training and evaluation are over: the summary, while the shard hands over the weights.
     var finishing: TrainingSummary?
     /// The signature every worker computing this job must have: the spec's, else the first worker's
-    /// when work is first handed out (nil until then, and always when mixed signatures are accepted).
+    /// when work is first handed out (and again later while no result has been accepted and no worker
+    /// with it is left); nil until then, and always when mixed signatures are accepted.
     var signature: ComputeSignature?
-    /// Every signature that computed any of this job's work (the result records them).
+    /// Every signature whose results (pushes, evaluations) this job accepted: the result records them.
     var signaturesUsed: Set<ComputeSignature> = []
     /// Workers already told that the job leaves them idle.
     var toldMismatch: Set<UInt64> = []
@@ -50,7 +51,10 @@ struct Run {
         self.ledger = ledger
         self.stepsPerEpoch = stepsPerEpoch
         self.epochStartedAt = epochStartedAt
-        signature = spec.training.computeSignature.flatMap { try? ComputeSignature.parse($0).get() }
+        signature = spec.training.computeSignature.map { text in
+            guard case let .success(s) = ComputeSignature.parse(text) else { preconditionFailure("the spec's signature was validated") }
+            return s
+        }
     }
 }
 
@@ -123,7 +127,6 @@ extension Coordinator {
         for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held) {
             for n in nodes { work.assigned[n] = wid }
             work.participants.insert(wid)
-            r.signaturesUsed.insert(membership.workers[wid]!.signature)
             sendAssignment(to: wid, run: r, work: work, nodes: nodes, &out)
         }
         r.work = work
@@ -141,8 +144,13 @@ extension Coordinator {
             registry.jobs[r.jobId]!.note = ""
             return workers.map(\.id)
         }
-        if r.signature == nil, let first = workers.first {
+        // The first worker's signature binds the job once a result computed with it was accepted; until
+        // then, if no worker with it is left, the job takes the signature of the first worker now.
+        let unbound = r.spec.training.computeSignature == nil && r.signaturesUsed.isEmpty
+            && !workers.contains { $0.signature == r.signature }
+        if r.signature == nil || unbound, let first = workers.first, first.signature != r.signature {
             r.signature = first.signature
+            r.toldMismatch = []
             out.append(.log(.info, "job computes only on workers with the first worker's compute signature",
                             ["job": r.jobId, "worker": "\(first.id)", "compute_signature": "\(first.signature)"]))
         }
@@ -264,6 +272,7 @@ extension Coordinator {
         }
         work.assigned[range] = nil
         work.evaluations.insert(range, payload: (), stats: ChunkStats(lossSum: e.lossSum, correct: e.correct, samples: e.samples))
+        if let signature = membership.workers[wid]?.signature { r.signaturesUsed.insert(signature) }
         r.work = work
         run = r
         guard work.evaluations.isComplete else { return }

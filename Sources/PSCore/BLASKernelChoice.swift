@@ -17,7 +17,7 @@
 public enum BLASKernelChoice {
     /// Set by the restart, read by the restarted process: `FALLBACK>CHOSEN`.
     public static let chosenVariable = "PS_BLAS_KERNEL_CHOSEN"
-    /// `auto` (default) or `off`.
+    /// `auto` (default; also when empty) or `off`, in any case.
     public static let switchVariable = "PS_BLAS_KERNEL_CHOICE"
     /// OpenBLAS's own variable, read when the library loads.
     public static let coretypeVariable = "OPENBLAS_CORETYPE"
@@ -70,10 +70,6 @@ public enum BLASKernelChoice {
     }
 
     private static func decideFor(picked: String, cpuFlags: Set<String>?, environment env: [String: String]) -> Decision {
-        let choice = env[switchVariable] ?? "auto"
-        guard choice == "auto" || choice == "off" else {
-            return .invalid("\(switchVariable)='\(choice)' is not 'auto' or 'off'")
-        }
         let best = cpuFlags.flatMap(bestKernel(cpuFlags:))
         if let asked = env[coretypeVariable], !asked.isEmpty {
             if let marker = env[chosenVariable], let arrow = marker.firstIndex(of: ">"),
@@ -91,6 +87,11 @@ public enum BLASKernelChoice {
             }
             return .keep(kernel: picked, reason: "\(coretypeVariable)=\(asked) set in the environment, but OpenBLAS runs \(picked)",
                          warning: true)
+        }
+        // Read only here, where it matters: empty is the default, case does not matter.
+        let choice = (env[switchVariable] ?? "").lowercased()
+        guard ["", "auto", "off"].contains(choice) else {
+            return .invalid("\(switchVariable)='\(env[switchVariable] ?? "")' is not 'auto' or 'off'")
         }
         let effective = env[testPickedVariable].flatMap { $0.isEmpty ? nil : $0 } ?? picked
         guard isPreAVX2(effective), let best else {

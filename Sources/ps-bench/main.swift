@@ -78,12 +78,15 @@ struct Bench: ParsableCommand {
 struct Signature: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The compute signature and the BLAS kernel choice (kernel, reason, the CPU's best kernel).")
+    @Option(help: "BLAS threads, part of the signature (workers and train --local use 1 by default).") var threads = 1
 
     func run() throws {
+        BLAS.setThreads(threads)
         let signature = ComputeEnvironment.signature
         printJSON([
             "compute_signature": signature.description, "blas_kernel": signature.blasKernel,
             "blas_version": signature.blasVersion, "math_target": signature.mathTarget, "libc": signature.libc,
+            "blas_threads": signature.blasThreads,
             "openblas_config": BLAS.configuration, "kernel_reason": kernelReport.reason,
             "cpu_best_kernel": BuildTarget.cpuFlags().flatMap(BLASKernelChoice.bestKernel(cpuFlags:)) ?? "none",
         ])

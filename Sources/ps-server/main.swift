@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PSCore
 import PSLifecycle
+import PSMath
 import PSMetrics
 import PSTrain
 import PSServer
@@ -66,6 +67,7 @@ struct PSServerCommand: AsyncParsableCommand {
         let logger = Logger(label: "ps-server")
         // Before any BLAS call: may start this program again with a better kernel (BLASKernelChoice).
         let kernel = ComputeEnvironment.chooseKernel(program: "ps-server")
+        BLAS.setThreads(1)  // the server runs no BLAS; one thread, as its signature shows
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
         let (host, port) = try parseAddress(listen)
         let runtime = ServerRuntime(options: .init(host: host, port: port, dataDirectory: dataDir,

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PSCore
 import PSLifecycle
+import PSMath
 import PSMetrics
 import PSTrain
 import PSTransport
@@ -57,6 +58,7 @@ struct PSWorkerCommand: AsyncParsableCommand {
         let logger = named
         // Before any BLAS call: may start this program again with a better kernel (BLASKernelChoice).
         let kernel = ComputeEnvironment.chooseKernel(program: "ps-worker")
+        BLAS.setThreads(threads)  // before the line: the thread count is part of the signature
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
         var metrics: WorkerMetrics?
         // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it.

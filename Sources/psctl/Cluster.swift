@@ -100,10 +100,18 @@ struct Submit: ParsableCommand {
         let jobId = try request { try client.submit(job) }
         // A step is shared by at most `chunks` workers: say so when workers would sit idle, since the
         // chunk count (not the cluster) fixes the job's result and cannot be raised behind its back.
-        if let status = try? client.status(job: jobId), status.cluster.workers.count > job.training.chunks {
+        let status = try? client.status(job: jobId)
+        if let status, status.cluster.workers.count > job.training.chunks {
             printError("note: training.chunks is \(job.training.chunks), so at most \(job.training.chunks) of the "
                        + "\(status.cluster.workers.count) connected workers compute each step; set training.chunks "
                        + "to use more (results depend on chunks, never on the number of workers)")
+        }
+        // A named signature no connected worker has (a typo, another host's) makes the job wait: say so now.
+        if let status, let named = job.training.computeSignature, !status.cluster.workers.isEmpty,
+           !status.cluster.workers.contains(where: { $0.computeSignature == named }) {
+            let seen = Set(status.cluster.workers.map(\.computeSignature)).sorted().joined(separator: ", ")
+            printError("note: no connected worker has training.compute_signature \(named) (they have \(seen)); "
+                       + "the job waits for one")
         }
         if !wait {
             print(jobId)
@@ -334,7 +342,22 @@ extension StatusReply {
         }
         lines.append("")
         lines.append(JobStatus.table(jobs))
+        lines += serverSignatureNotes
         return lines.joined(separator: "\n")
+    }
+
+    /// The server applies the updates with PSMath and the C library's `pow`: where its build
+    /// target or C library differs from a running job's workers', `train --local` on a worker's host
+    /// may not reproduce the job's bits. Say so under the job.
+    var serverSignatureNotes: [String] {
+        guard case let .success(server) = ComputeSignature.parse(cluster.serverComputeSignature) else { return [] }
+        return jobs.filter { !$0.state.isFinal }.compactMap { j in
+            guard case let .success(job) = ComputeSignature.parse(j.computeSignature),
+                  job.mathTarget != server.mathTarget || job.libc != server.libc else { return nil }
+            return "\(j.jobId): note: the server (\(server.mathTarget), \(server.libc)) and the job's workers "
+                + "(\(job.mathTarget), \(job.libc)) differ in PSMath build or C library; the server applies the updates, "
+                + "so train --local on a worker's host may not give this job's bits"
+        }
     }
 
     var json: String {

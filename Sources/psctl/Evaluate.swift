@@ -39,9 +39,10 @@ struct Evaluate: ParsableCommand {
     }
 
     func run() throws {
+        let kernel = chooseKernel()  // first: it may start psctl again, which must not find its input already read
         let m = try loadModel(model)
-        chooseKernel(quiet: true)
         BLAS.setThreads(threads)
+        printKernelLine(kernel, quiet: true)
         let (split, dataset) = try loadSplit(for: m)
         let network = m.spec.network
         // The trainer's own evaluation (same chunks, same reduction order), so loss and accuracy are

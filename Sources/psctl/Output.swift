@@ -87,12 +87,28 @@ extension TrainingSummary {
     }
 }
 
-/// The start-up line of a command that computes: which BLAS kernel and why (see `BLASKernelChoice`).
-/// Call before the first BLAS call: it may start psctl again with a better kernel. `quiet` (predict,
-/// evaluate: their output is often piped) prints the line only when it is a warning.
-func chooseKernel(quiet: Bool = false) {
-    let report = ComputeEnvironment.chooseKernel(program: "psctl")
+/// The first thing a command that computes does (see `BLASKernelChoice`): it may start psctl again with
+/// a better kernel, so it comes before any input is read and before any BLAS call.
+func chooseKernel() -> ComputeEnvironment.KernelReport {
+    ComputeEnvironment.chooseKernel(program: "psctl")
+}
+
+/// The start-up line: which BLAS kernel and why, and the compute signature (print it after setting
+/// the BLAS threads, which are part of it). `quiet` (predict, evaluate: their output is often piped)
+/// prints it only when it is a warning.
+func printKernelLine(_ report: ComputeEnvironment.KernelReport, quiet: Bool = false) {
     if !quiet || report.warning { printError("psctl: \(report.warning ? "warning: " : "")\(report.line)") }
+}
+
+/// `train --local` is the cluster's reference: say so when this host could not reproduce a cluster
+/// job that names its signature (call after `BLAS.setThreads`, the count is part of the signature).
+func warnIfSignatureDiffers(from spec: JobSpec) {
+    guard let named = spec.training.computeSignature else { return }
+    let own = ComputeEnvironment.signature.description
+    if own != named {
+        printError("psctl: warning: the spec's training.compute_signature is \(named), this process computes with \(own): "
+                   + "its weights can differ in the last bits from a cluster job on workers with the spec's signature")
+    }
 }
 
 /// 12345.6 → "12.3k", for progress lines.

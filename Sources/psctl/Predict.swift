@@ -59,9 +59,10 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
+        let kernel = chooseKernel()  // first: it may start psctl again, which must not find its input already read
         let m = try loadModel(model)
-        chooseKernel(quiet: true)
         BLAS.setThreads(threads)
+        printKernelLine(kernel, quiet: true)
         let (count, width, rawFeatures) = try readFeatures()
         let inputs = m.spec.model.inputs
         guard width == inputs else {

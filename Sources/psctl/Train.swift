@@ -39,9 +39,11 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        let kernel = chooseKernel()  // first: it may start psctl again, which must not find its input already read
         let spec = try JobSpec.load(path: self.spec, overrides: overrides)
-        chooseKernel()
         BLAS.setThreads(threads)
+        printKernelLine(kernel)
+        warnIfSignatureDiffers(from: spec)
         let data = try DataLoader.load(spec)
         let progress = ProgressView(name: spec.name)
         let result = LocalTrainer(spec: spec, data: data).run(progress: progress.handle)

@@ -11,7 +11,7 @@ import PSTestSupport
 /// signature equals the job's; one that accepts mixed signatures uses every worker and says its result
 /// is not bitwise-reproducible.
 final class SignatureTests: XCTestCase {
-    static let other = "openblas-0.3.21/SkylakeX/avx2/glibc-2.36"
+    static let other = "openblas-0.3.21/SkylakeX/avx2/glibc-2.36/threads-1"
 
     func errors(_ sim: Simulation, _ id: ConnectionID) -> [ErrorReply] {
         sim.sent[id, default: []].compactMap { if case let .error(e) = $0.message { return e }; return nil }
@@ -82,7 +82,7 @@ final class SignatureTests: XCTestCase {
         XCTAssertEqual(result.summary?.bitwiseReproducible, true)
     }
 
-    // When the only matching worker dies, the job waits (status says for which signature, and how many
+    // When the only matching worker dies after its results were accepted, the job waits (status says for which signature, and how many
     // workers have another) rather than moving its chunks to the other worker; a matching worker joining
     // finishes it with the local trainer's bits.
     func testJobWaitsForItsSignature() throws {
@@ -93,7 +93,10 @@ final class SignatureTests: XCTestCase {
         sim.addWorker()
         let odd = sim.nextConnection
         sim.addWorker(signature: Self.other)
-        for _ in 0..<40 { _ = sim.step(duplicates: false) }
+        // Until the first worker's first push is accepted: from then on the job is bound to its signature.
+        var deliveries = 0
+        while sim.coordinator.run?.signaturesUsed.isEmpty ?? true, deliveries < 10_000, sim.step(duplicates: false) { deliveries += 1 }
+        XCTAssertFalse(sim.coordinator.run?.signaturesUsed.isEmpty ?? true)
         sim.kill(first)
         let waiting = try status(&sim, client)
         XCTAssertEqual(waiting.jobs.first?.state, .waitingForWorkers)
@@ -104,6 +107,45 @@ final class SignatureTests: XCTestCase {
         let result = try runToEnd(&sim, client)
         XCTAssertEqual(result.weightsSHA256, local.weightsSHA256)
         XCTAssertEqual(assignments(sim, odd), 0)
+    }
+
+    // With only other-signature workers connected when its data is ready, the job never shows as
+    // running: it goes from submitted to waiting, and observers hear no start.
+    func testOnlyOtherSignaturesMeansWaiting() throws {
+        var spec = smallJob()
+        spec.training.computeSignature = Self.other
+        var sim = try Simulation(spec: spec, seed: 8)
+        let client = sim.connect(.client)
+        sim.addWorker()
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        let states = sim.observations.compactMap { o -> JobState? in
+            if case let .jobState(_, _, state) = o { return state }
+            return nil
+        }
+        XCTAssertEqual(states, [.submitted, .waitingForWorkers])
+        let status = try status(&sim, client)
+        XCTAssertTrue(status.jobs.first?.message.contains("waiting for a worker with compute signature \(Self.other)") ?? false,
+                      status.jobs.first?.message ?? "")
+    }
+
+    // The first worker's signature binds the job only once a result computed with it is accepted: if
+    // that worker dies before anything came back, the job takes the next first worker's signature and
+    // finishes with the local trainer's bits, recording that one signature.
+    func testUnboundSignatureMovesToTheNextWorker() throws {
+        let spec = smallJob()
+        let local = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run()
+        var (sim, client) = try submitted(spec, seed: 9)
+        let first = sim.nextConnection
+        sim.addWorker()
+        let second = sim.nextConnection
+        sim.addWorker(signature: Self.other)
+        XCTAssertEqual(errors(sim, second).map(\.code), [.signatureMismatch])
+        sim.kill(first)  // before delivering anything: no result was accepted
+        XCTAssertEqual(try status(&sim, client).jobs.first?.computeSignature, Self.other)
+        let result = try runToEnd(&sim, client)
+        XCTAssertEqual(result.weightsSHA256, local.weightsSHA256)
+        XCTAssertEqual(result.summary?.computeSignatures, [Self.other])
+        XCTAssertGreaterThan(assignments(sim, second), 0)
     }
 
     // A signature named in the spec wins over the first worker's: the first worker (another
@@ -146,7 +188,9 @@ final class SignatureTests: XCTestCase {
     // A worker's hello must carry a well-formed signature; the refusal names the field and closes the connection.
     func testWorkerHelloNeedsASignature() throws {
         var sim = try Simulation(spec: smallJob(), seed: 1)
-        for (id, text) in [(ConnectionID(1), ""), (2, "Haswell")] {
+        let oversized = "openblas-0.3.21/" + String(repeating: "H", count: 5_000_000) + "/avx2/glibc-2.36/threads-1"
+        for (id, text) in [(ConnectionID(1), ""), (2, "Haswell"), (3, oversized),
+                           (4, "openblas-0.3.21/\u{1B}[2J/avx2/glibc-2.36/threads-1")] {
             sim.nextConnection = id
             _ = sim.connect(.worker, signature: text)
             let error = try XCTUnwrap(errors(sim, id).first)

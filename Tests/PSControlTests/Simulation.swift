@@ -253,7 +253,7 @@ struct Simulation {
     }
 
     /// The compute signature simulated workers say they have (they all compute in this process).
-    static let signature = "openblas-0.3.21/Haswell/avx2/glibc-2.36"
+    static let signature = "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1"
 
     /// `style` nil: drawn from the seed.
     mutating func addWorker(style: TestWorker.PushStyle? = nil, signature: String = Self.signature) {

@@ -60,8 +60,17 @@ final class BLASKernelChoiceTests: XCTestCase {
         XCTAssertTrue(warning)
     }
 
-    // PS_BLAS_KERNEL_CHOICE=off keeps the fallback with a warning naming the faster kernel; a bad value is refused.
+    // PS_BLAS_KERNEL_CHOICE=off (any case) keeps the fallback with a warning naming the faster kernel;
+    // empty means auto; a bad value is refused, but only where the switch matters (not under a user's
+    // OPENBLAS_CORETYPE).
     func testSwitchOffAndBadValues() {
+        guard case .keep(kernel: "Prescott", _, warning: true) = BLASKernelChoice.decide(
+            picked: "Prescott", cpuFlags: Self.emeraldRapids, environment: ["PS_BLAS_KERNEL_CHOICE": "OFF"]) else { return XCTFail() }
+        guard case .restart = BLASKernelChoice.decide(picked: "Prescott", cpuFlags: Self.emeraldRapids,
+                                                      environment: ["PS_BLAS_KERNEL_CHOICE": ""]) else { return XCTFail() }
+        guard case .keep(kernel: "Haswell", _, warning: false) = BLASKernelChoice.decide(
+            picked: "Haswell", cpuFlags: Self.haswell, environment: ["PS_BLAS_KERNEL_CHOICE": "yes", "OPENBLAS_CORETYPE": "Haswell"])
+        else { return XCTFail() }
         guard case let .keep(kernel, reason, warning) = BLASKernelChoice.decide(
             picked: "Prescott", cpuFlags: Self.emeraldRapids, environment: ["PS_BLAS_KERNEL_CHOICE": "off"]) else { return XCTFail() }
         XCTAssertEqual(kernel, "Prescott")
@@ -97,11 +106,15 @@ final class BLASKernelChoiceTests: XCTestCase {
     }
 
     func testSignatureTextRoundTripsAndBadTextIsNamed() throws {
-        let s = ComputeSignature(blasKernel: "SkylakeX", blasVersion: "0.3.21", mathTarget: "avx2", libc: "glibc-2.36")
-        XCTAssertEqual(s.description, "openblas-0.3.21/SkylakeX/avx2/glibc-2.36")
+        let s = ComputeSignature(blasKernel: "SkylakeX", blasVersion: "0.3.21", mathTarget: "avx2", libc: "glibc-2.36", blasThreads: 1)
+        XCTAssertEqual(s.description, "openblas-0.3.21/SkylakeX/avx2/glibc-2.36/threads-1")
         XCTAssertEqual(try ComputeSignature.parse(s.description).get(), s)
-        for bad in ["", "Haswell", "blas-0.3.21/Haswell/avx2/glibc-2.36", "openblas-0.3.21/Has well/avx2/glibc-2.36",
-                    "openblas-0.3.21//avx2/glibc-2.36", "openblas-0.3.21/Haswell/avx512/glibc-2.36", "a/b/c/d/e"] {
+        for bad in ["", "Haswell", "blas-0.3.21/Haswell/avx2/glibc-2.36/threads-1", "openblas-0.3.21/Has well/avx2/glibc-2.36/threads-1",
+                    "openblas-0.3.21//avx2/glibc-2.36/threads-1", "openblas-0.3.21/Haswell/avx512/glibc-2.36/threads-1", "a/b/c/d/e",
+                    "openblas-0.3.21/Haswell/avx2/glibc-2.36", "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-0",
+                    "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-x", "openblas-0.3.21/Has\u{1B}[2J/avx2/glibc-2.36/threads-1",
+                    "openblas-0.3.21/" + String(repeating: "H", count: 65) + "/avx2/glibc-2.36/threads-1",
+                    String(repeating: "x", count: 1_000_000)] {
             guard case .failure = ComputeSignature.parse(bad) else { return XCTFail("accepted '\(bad)'") }
         }
     }

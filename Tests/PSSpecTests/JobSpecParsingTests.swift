@@ -493,7 +493,7 @@ final class JobSpecParsingTests: XCTestCase {
     func testComputeSignatureFields() throws {
         // Proves compute_signature is checked as a signature, allow_mixed_signatures is a bool
         // (default false), and the two together are refused as contradictory.
-        let sig = "openblas-0.3.21/Haswell/avx2/glibc-2.36"
+        let sig = "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1"
         let named = try parse(example(replacing: "epochs: 10}", with: "epochs: 10, compute_signature: '\(sig)'}"))
         XCTAssertEqual(named.training.computeSignature, sig)
         XCTAssertFalse(named.training.allowMixedSignatures)
@@ -501,8 +501,8 @@ final class JobSpecParsingTests: XCTestCase {
             .training.allowMixedSignatures, true)
         XCTAssertNil(try parse(example(replacing: "epochs: 10}", with: "epochs: 10}")).training.computeSignature)
         assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, compute_signature: Haswell}")),
-                    field: "training.compute_signature", "not a compute signature", "4 parts")
-        assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, compute_signature: 'openblas-0.3.21/Haswell/sse/glibc-2.36'}")),
+                    field: "training.compute_signature", "not a compute signature", "5 parts")
+        assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, compute_signature: 'openblas-0.3.21/Haswell/sse/glibc-2.36/threads-1'}")),
                     field: "training.compute_signature", "'avx2' or 'portable'")
         assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, allow_mixed_signatures: 1}")),
                     field: "training.allow_mixed_signatures")

@@ -38,7 +38,7 @@ enum Fixtures {
             ]),
             loss: loss, optimizer: optimizerSpec,
             training: TrainingSpec(batchSize: 128, chunks: 8, epochs: 10,
-                                   computeSignature: variant % 3 == 1 ? "openblas-0.3.21/Haswell/avx2/glibc-2.36" : nil,
+                                   computeSignature: variant % 3 == 1 ? "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1" : nil,
                                    allowMixedSignatures: variant % 3 == 2),
             earlyStopping: early)
     }
@@ -58,7 +58,7 @@ enum Fixtures {
         var s = TrainingSummary(
             epochsRun: 7, bestEpoch: 5, stoppedEarly: true, trainLoss: 0.125, validationLoss: 0.25,
             validationAccuracy: 0.97, testLoss: 0.3, testAccuracy: 0.96, testMSE: 0.01, samplesPerSecond: 12345.5)
-        s.computeSignatures = ["openblas-0.3.21/Haswell/avx2/glibc-2.36", "openblas-0.3.21/SkylakeX/avx2/glibc-2.36"]
+        s.computeSignatures = ["openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1", "openblas-0.3.21/SkylakeX/avx2/glibc-2.36/threads-1"]
         return s
     }()
 
@@ -81,7 +81,7 @@ enum Fixtures {
                                 state: state, threads: 1 + i % 8, lastHeartbeatAgeSeconds: Double(i) * 0.125,
                                 samplesPerSecond: state == .working ? 1000 + Double(i) : 0,
                                 jobId: state == .working ? "job-1" : "", stepsDone: i * 3, chunksHeld: state == .working ? i % 5 : 0,
-                                computeSignature: "openblas-0.3.21/Haswell/avx2/glibc-2.36",
+                                computeSignature: "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1",
                                 excludedReason: i % 3 == 2 ? "job-1 computes bitwise only on workers with another signature" : "")
         }
     }
@@ -95,7 +95,7 @@ enum Fixtures {
                          validationAccuracy: full ? 0.9875 : nil, bestEpoch: i % 4,
                          samplesPerSecond: Double(i) * 100.5, etaSeconds: full ? 12.5 : nil,
                          message: full ? "" : "stopped: val_loss did not improve", workers: i % 9)
-        status.computeSignature = full ? "openblas-0.3.21/Haswell/avx2/glibc-2.36" : ""
+        status.computeSignature = full ? "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1" : ""
         status.excludedWorkers = i % 3
         status.allowMixedSignatures = !full
         return status

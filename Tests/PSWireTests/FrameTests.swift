@@ -5,7 +5,7 @@ import PSWireC
 final class FrameTests: XCTestCase {
     static let messages: [Message] = [
         .hello(Hello(role: .worker, name: "worker-1@host", auth: [0, 1, 2, 255],
-                     computeSignature: "openblas-0.3.21/Cooperlake/avx2/glibc-2.36")),
+                     computeSignature: "openblas-0.3.21/Cooperlake/avx2/glibc-2.36/threads-1")),
         .helloOk(HelloOk(serverName: "ps-server-0")),
         .error(ErrorReply(code: .invalidSpec, message: "0 is out of range", field: "model.layers[1].units")),
         .ack,

@@ -155,7 +155,7 @@ struct  Ps__V1__Hello
   ProtobufCBinaryData auth;
   /*
    * Workers: what decides the bits of their gradients, as `ComputeSignature` writes it
-   * ("openblas-0.3.21/Haswell/avx2/glibc-2.36"); required from workers, empty from clients.
+   * ("openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1"); required from workers, empty from clients.
    */
   char *compute_signature;
 };
