@@ -1,13 +1,47 @@
 import ArgumentParser
 import Foundation
 import PSCore
+import PSData
 import PSTrain
 import PSWire
 
 struct Model: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect model files.",
-        subcommands: [Info.self, Pull.self])
+        subcommands: [Info.self, Pull.self, Init.self])
+
+    /// A model before any training: the spec's initial weights (drawn from its seed, exactly as
+    /// `train --local` and the cluster start) and the preprocessing fitted on its training split, so
+    /// `predict` can show what the untrained network answers.
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a spec's untrained model: its seeded initial weights and fitted preprocessing.")
+
+        @Argument(help: "Job spec (YAML or JSON).")
+        var spec: String
+
+        @Option(name: .customLong("set"), help: "Override a spec field, e.g. --set seed=7 (repeatable).")
+        var overrides: [String] = []
+
+        @Option(name: .shortAndLong, help: "Where to write the model (default: NAME-initial.model).")
+        var output: String?
+
+        func run() throws {
+            let spec = try JobSpec.load(path: self.spec, overrides: overrides)
+            let data = try DataLoader.load(spec)  // the preprocessing is fitted on the training split
+            var summary = TrainingSummary(epochsRun: 0, bestEpoch: 0, stoppedEarly: false, trainLoss: .nan, samplesPerSecond: 0)
+            summary.computeSignatures = []
+            let model = TrainedModel(spec: spec, preprocessing: data.preprocessing,
+                                     parameters: spec.network.initialParameters(seed: spec.seed), summary: summary)
+            let path = output ?? "\(spec.name)-initial.model"
+            do {
+                try model.write(to: path)
+            } catch {
+                throw OperatingError("cannot write model to '\(path)': \(error)")
+            }
+            print("\(path)  untrained (seed \(spec.seed))  weights_sha256: \(weightsSHA256(model.parameters))")
+        }
+    }
 
     struct Info: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -64,6 +98,7 @@ struct Model: ParsableCommand {
             if let e = s.testMSE { line += String(format: ", test MSE %.6g", e) }
             print(line)
             switch s.computeSignatures.count {
+            case 0 where s.epochsRun == 0: print("untrained: the spec's initial weights (psctl model init)")
             case 0: print("compute signature: not recorded (a model file from before signatures)")
             case 1: print("compute signature \(s.computeSignatures[0]) (bitwise-reproducible on hosts with it)")
             default: print("compute signatures \(s.computeSignatures.joined(separator: ", ")) (mixed: not bitwise-reproducible)")
