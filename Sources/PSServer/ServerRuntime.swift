@@ -60,6 +60,9 @@ public final class ServerRuntime: @unchecked Sendable {
         observers.append(observer)
     }
 
+    /// The data directory's lock while this server runs (file stores only).
+    private var dataDirectoryLock: DataDirectoryLock?
+
     /// `store`: where models and job records are kept; by default `FileRecordStore` on `options.dataDirectory`.
     public init(options: Options, logger: Logger, store: (any RecordStore)? = nil) {
         self.options = options
@@ -74,6 +77,10 @@ public final class ServerRuntime: @unchecked Sendable {
 
     /// Binds, starts the coordinator and the tick timer. Returns once listening.
     public func start() throws {
+        // One server per data directory, held until this server stops or the process ends.
+        if let files = store as? FileRecordStore {
+            dataDirectoryLock = try DataDirectoryLock(directory: files.directory, program: "ps-server")
+        }
         try store.open()
         let firstJobNumber = try store.nextJobNumber()
         // Connections may arrive as soon as the listener is up, but the coordinator needs the bound
@@ -116,6 +123,7 @@ public final class ServerRuntime: @unchecked Sendable {
         shardQueue.sync {}
         io.sync(flags: .barrier) {}
         transport.shutdown()
+        dataDirectoryLock?.release()
     }
 
     /// Where a job's model file is in a data directory (`FileRecordStore`'s layout).

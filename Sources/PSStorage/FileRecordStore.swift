@@ -92,13 +92,13 @@ private func isRegularFile(_ path: String) -> Bool {
 
 /// `mkdir -p`: creates `path` and any missing parents; an existing folder is fine, an existing file is
 /// not. Returns the folder that could not be created and why, or nil when `path` is a folder now.
-private func makeDirectories(_ path: String) -> (path: String, reason: String)? {
+func makeDirectories(_ path: String) -> (path: String, reason: String)? {
     if isDirectory(path) { return nil }
     let up = parent(of: path)
     if up != path && !up.isEmpty, let failed = makeDirectories(up) { return failed }
     if mkdir(path, 0o755) == 0 { return nil }
-    let reason = String(cString: strerror(errno))
-    return errno == EEXIST && isDirectory(path) ? nil : (path, reason)
+    if errno == EEXIST { return isDirectory(path) ? nil : (path, "it exists and is not a directory") }
+    return (path, String(cString: strerror(errno)))
 }
 
 /// The names of the folders directly inside `path`, sorted; none when `path` does not exist.

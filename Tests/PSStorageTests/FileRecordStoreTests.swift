@@ -83,7 +83,7 @@ final class FileRecordStoreTests: XCTestCase {
         XCTAssertTrue(files.createFile(atPath: directory + "/jobs/job-2", contents: Data([1])))
         let target = directory + "/jobs/job-2/model.psm"
         assertStoreError(try store.putModel(StoreContract.model(), jobId: "job-2"), path: target,
-                         contains: "cannot create folder \(directory)/jobs/job-2: File exists")
+                         contains: "cannot create folder \(directory)/jobs/job-2: it exists and is not a directory")
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory + "/jobs/job-2")), Data([1]))
     }
 
@@ -92,7 +92,7 @@ final class FileRecordStoreTests: XCTestCase {
         try files.createDirectory(atPath: root, withIntermediateDirectories: true)
         XCTAssertTrue(files.createFile(atPath: directory, contents: Data()))
         assertStoreError(try FileRecordStore(directory: directory).open(), path: directory,
-                         contains: "cannot create folder: File exists")
+                         contains: "cannot create folder: it exists and is not a directory")
     }
 
     // A store on a data directory that does not exist yet lists nothing and reads nothing.
