@@ -139,8 +139,20 @@ extension Coordinator {
         registry.jobs[r.jobId] = job
     }
 
+    /// A job's status; for the running job, what its signature rule does now (from the run and the
+    /// membership, like each worker's `excludedReason`): its signature, the workers it leaves idle,
+    /// and, while none matches, what it waits for.
     func status(of jobId: String) -> JobStatus {
-        registry.status(of: jobId, workers: run?.jobId == jobId ? membership.workers.count : 0)
+        var status = registry.status(of: jobId, workers: run?.jobId == jobId ? membership.workers.count : 0)
+        guard let r = run, r.jobId == jobId, let signature = r.signature, !r.spec.training.allowMixedSignatures else { return status }
+        status.computeSignature = signature.description
+        let excluded = membership.workers.values.filter { $0.signature != signature }.count
+        status.excludedWorkers = excluded
+        if excluded == membership.workers.count, excluded > 0, status.message.isEmpty {
+            status.message = "waiting for a worker with compute signature \(signature); "
+                + "\(excluded) connected worker\(excluded == 1 ? " has" : "s have") another"
+        }
+        return status
     }
 
     public func clusterStatus(now: Double) -> ClusterStatus {

@@ -139,11 +139,7 @@ extension Coordinator {
     /// status shows it; with no eligible worker the job waits, saying for which signature.
     mutating func eligibleWorkers(_ r: inout Run, _ out: inout [CoordinatorAction]) -> [UInt64] {
         let workers = membership.workers.values.sorted { $0.id < $1.id }
-        if r.spec.training.allowMixedSignatures {
-            registry.jobs[r.jobId]!.excludedWorkers = 0
-            registry.jobs[r.jobId]!.note = ""
-            return workers.map(\.id)
-        }
+        if r.spec.training.allowMixedSignatures { return workers.map(\.id) }
         // The first worker's signature binds the job once a result computed with it was accepted; until
         // then, if no worker with it is left, the job takes the signature of the first worker now.
         let unbound = r.spec.training.computeSignature == nil && r.signaturesUsed.isEmpty
@@ -155,7 +151,6 @@ extension Coordinator {
                             ["job": r.jobId, "worker": "\(first.id)", "compute_signature": "\(first.signature)"]))
         }
         guard let signature = r.signature else { return [] }
-        registry.jobs[r.jobId]!.computeSignature = signature.description
         var eligible: [UInt64] = []
         for w in workers {
             if w.signature == signature {
@@ -169,11 +164,6 @@ extension Coordinator {
                                  "worker_signature": "\(w.signature)", "job_signature": "\(signature)"]))
             }
         }
-        let excluded = workers.count - eligible.count
-        registry.jobs[r.jobId]!.excludedWorkers = excluded
-        registry.jobs[r.jobId]!.note = eligible.isEmpty && excluded > 0
-            ? "waiting for a worker with compute signature \(signature); \(excluded) connected worker\(excluded == 1 ? " has" : "s have") another"
-            : ""
         return eligible
     }
 

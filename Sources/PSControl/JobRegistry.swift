@@ -25,11 +25,6 @@ struct JobRegistry {
         var bestEpoch = 0
         var samplesPerSecond = 0.0
         var etaSeconds: Double?
-        /// The signature its workers must have ("" until fixed; always "" when mixed are accepted).
-        var computeSignature = ""
-        /// Connected workers it leaves idle for their signature, and what status says about it.
-        var excludedWorkers = 0
-        var note = ""
     }
 
     var jobs: [String: Job] = [:]
@@ -85,11 +80,8 @@ struct JobRegistry {
                          trainLoss: job.trainLoss, validationLoss: job.validationLoss,
                          validationAccuracy: job.validationAccuracy, bestEpoch: job.bestEpoch,
                          samplesPerSecond: job.samplesPerSecond, etaSeconds: job.etaSeconds,
-                         message: job.lifecycle.phase == .preparing ? Self.preparingMessage
-                            : (job.message.isEmpty && !job.state.isFinal ? job.note : job.message),
+                         message: job.lifecycle.phase == .preparing ? Self.preparingMessage : job.message,
                          workers: workers)
-        status.computeSignature = job.computeSignature
-        status.excludedWorkers = job.state.isFinal ? 0 : job.excludedWorkers
         status.allowMixedSignatures = job.spec.training.allowMixedSignatures
         return status
     }

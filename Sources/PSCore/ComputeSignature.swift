@@ -62,6 +62,16 @@ public struct ComputeSignature: Hashable, Sendable, CustomStringConvertible {
 
     static let example = "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1"
 
+    /// What differs between a server's signature and its job's workers' in what the server computes
+    /// with (the updates: PSMath and the C library's `pow`), e.g. `avx2 ≠ portable`; nil when nothing.
+    /// The BLAS kernel and threads do not matter there: the server runs no BLAS.
+    public static func serverDifference(server: ComputeSignature, workers: ComputeSignature) -> String? {
+        var differences: [String] = []
+        if server.mathTarget != workers.mathTarget { differences.append("PSMath \(server.mathTarget) ≠ \(workers.mathTarget)") }
+        if server.libc != workers.libc { differences.append("\(server.libc) ≠ \(workers.libc)") }
+        return differences.isEmpty ? nil : differences.joined(separator: ", ")
+    }
+
     /// PSMath's build target in this binary (see `BuildTarget`).
     public static var thisBuildMathTarget: String { BuildTarget.requiredCPUFlags.isEmpty ? "portable" : "avx2" }
 }

@@ -80,6 +80,10 @@ struct Signature: ParsableCommand {
         abstract: "The compute signature and the BLAS kernel choice (kernel, reason, the CPU's best kernel).")
     @Option(help: "BLAS threads, part of the signature (workers and train --local use 1 by default).") var threads = 1
 
+    func validate() throws {
+        guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
+    }
+
     func run() throws {
         BLAS.setThreads(threads)
         let signature = ComputeEnvironment.signature

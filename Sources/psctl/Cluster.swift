@@ -353,10 +353,9 @@ extension StatusReply {
         guard case let .success(server) = ComputeSignature.parse(cluster.serverComputeSignature) else { return [] }
         return jobs.filter { !$0.state.isFinal }.compactMap { j in
             guard case let .success(job) = ComputeSignature.parse(j.computeSignature),
-                  job.mathTarget != server.mathTarget || job.libc != server.libc else { return nil }
-            return "\(j.jobId): note: the server (\(server.mathTarget), \(server.libc)) and the job's workers "
-                + "(\(job.mathTarget), \(job.libc)) differ in PSMath build or C library; the server applies the updates, "
-                + "so train --local on a worker's host may not give this job's bits"
+                  let difference = ComputeSignature.serverDifference(server: server, workers: job) else { return nil }
+            return "\(j.jobId): note: the server and the job's workers differ in what the updates compute with "
+                + "(server \(difference)); the server applies them, so train --local on a worker's host may not give this job's bits"
         }
     }
 

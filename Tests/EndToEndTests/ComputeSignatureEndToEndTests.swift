@@ -94,6 +94,14 @@ final class ComputeSignatureEndToEndTests: XCTestCase {
         let off = try train(["PS_BLAS_TEST_PICKED": "Prescott", "PS_BLAS_KERNEL_CHOICE": "off"])
         XCTAssertTrue(off.stderr.contains("psctl: warning: BLAS kernel") && off.stderr.contains("PS_BLAS_KERNEL_CHOICE=off"), off.stderr)
 
+        // train --local, the cluster's reference, says when it cannot reproduce a spec's named signature.
+        let other = "openblas-0.3.21/Haswell/portable/glibc-1.0/threads-1"
+        let named = try Binaries.run("psctl", ["train", "--local", spec, "--output", "/dev/null",
+                                               "--set", "training.compute_signature=\(other)"])
+        XCTAssertEqual(named.status, 0, named.stderr)
+        XCTAssertTrue(named.stderr.contains("psctl: warning: the spec's training.compute_signature is \(other), this process computes with "),
+                      named.stderr)
+
         let bad = try Binaries.run("psctl", ["train", "--local", spec, "--output", "/dev/null"], environment: ["PS_BLAS_KERNEL_CHOICE": "maybe"])
         XCTAssertEqual(bad.status, 2)
         XCTAssertTrue(bad.stderr.contains("PS_BLAS_KERNEL_CHOICE='maybe' is not 'auto' or 'off'"), bad.stderr)
@@ -133,6 +141,17 @@ final class ComputeSignatureEndToEndTests: XCTestCase {
         XCTAssertTrue(cluster.log("odd").contains("signatureMismatch"), cluster.log("odd").suffix(2000).description)
         XCTAssertTrue(cluster.log("odd").contains("BLAS kernel \(other) (OPENBLAS_CORETYPE=\(other)"), cluster.log("odd").prefix(2000).description)
         XCTAssertTrue(cluster.log("server").contains("BLAS kernel"))
+
+        // A named signature no connected worker has: submit says so at once; the job waits (cancelled here).
+        let nobody = "openblas-0.3.21/Nehalem/avx2/glibc-1.0/threads-1"
+        let waiting = try cluster.psctl(["submit", "examples/mnist-mlp.yaml", "--set", "training.compute_signature=\(nobody)"])
+        XCTAssertEqual(waiting.status, 0, waiting.stderr)
+        XCTAssertTrue(waiting.stderr.contains("note: no connected worker has training.compute_signature \(nobody)"), waiting.stderr)
+        let waitingJob = waiting.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try cluster.waitUntil("the job says what it waits for", timeout: 60) {
+            (try cluster.jobStatus(waitingJob)["message"] as? String)?.contains("waiting for a worker with compute signature \(nobody); 2 connected workers have another") ?? false
+        }
+        XCTAssertEqual(try cluster.psctl(["cancel", waitingJob]).status, 0)
 
         let mixed = try cluster.psctl(["submit", "examples/mnist-mlp.yaml", "--set", overrides[0],
                                        "--set", "training.allow_mixed_signatures=true", "--wait", "--json"])

@@ -17,6 +17,9 @@ final class TutorialTests: XCTestCase {
         var line: Int
     }
 
+    /// A tutorial command taking longer than this is a hang (the longest, the cluster's job, takes ~1 s).
+    static let stepSecondsMax = 120.0
+
     static var tutorialPath: String { Binaries.repositoryRoot + "/docs/TUTORIAL.md" }
 
     /// The console blocks' commands and their expected output, in page order.
@@ -72,7 +75,8 @@ final class TutorialTests: XCTestCase {
     /// the command starts in the background (the tutorial's cluster) would keep it open, so the wait
     /// would last as long as the daemon. Here the child gets only its standard descriptors: every other
     /// descriptor of this process is marked close-on-exec first.
-    static func shell(_ command: String, environment: [String: String]) throws -> Binaries.Output {
+    static func shell(_ command: String, environment: [String: String],
+                      secondsMax: Double = stepSecondsMax) throws -> Binaries.Output {
         let base = NSTemporaryDirectory() + "ps-tutorial-\(UUID().uuidString)"
         defer {
             try? FileManager.default.removeItem(atPath: base + ".out")
@@ -96,12 +100,35 @@ final class TutorialTests: XCTestCase {
         var pid = pid_t()
         let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, &cArgv, &cEnv)
         guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
+        // Every tutorial command ends in seconds; one that hangs is killed and reported, not waited on.
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let deadline = Date().addingTimeInterval(secondsMax)
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            if Date() > deadline {
+                kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
+                return Binaries.Output(status: 124, stdout: "", stderr: "killed after \(secondsMax) s")
+            }
+            usleep(20_000)
+        }
         let exited = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         let out = FileManager.default.contents(atPath: base + ".out") ?? Data()
         let err = FileManager.default.contents(atPath: base + ".err") ?? Data()
         return Binaries.Output(status: exited, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+    }
+
+    // A command that does not end is killed at its deadline and reported, not waited on; output and
+    // exit status come back as the shell left them.
+    func testShellDeadlineAndOutput() throws {
+        let start = Date()
+        let hung = try Self.shell("sleep 30", environment: [:], secondsMax: 0.5)
+        XCTAssertEqual(hung.status, 124)
+        XCTAssertEqual(hung.stderr, "killed after 0.5 s")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10)
+        let out = try Self.shell("pwd; echo oops >&2; exit 3", environment: [:])
+        XCTAssertEqual(out.status, 3)
+        XCTAssertEqual(out.stdout, Binaries.repositoryRoot + "\n")
+        XCTAssertEqual(out.stderr, "oops\n")
     }
 
     // The matcher itself: wildcards, numeric tolerance, and exact text and integers.

@@ -105,6 +105,16 @@ final class BLASKernelChoiceTests: XCTestCase {
         XCTAssertTrue(reason.contains("simulated"), reason)
     }
 
+    // Only what the server computes with (PSMath's target, the C library) makes its signature matter.
+    func testServerDifferenceIgnoresBLAS() throws {
+        let workers = try ComputeSignature.parse("openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1").get()
+        let sameMath = try ComputeSignature.parse("openblas-0.3.21/Prescott/avx2/glibc-2.36/threads-2").get()
+        XCTAssertNil(ComputeSignature.serverDifference(server: sameMath, workers: workers))
+        let other = try ComputeSignature.parse("openblas-0.3.21/Haswell/portable/glibc-2.41/threads-1").get()
+        XCTAssertEqual(ComputeSignature.serverDifference(server: other, workers: workers),
+                       "PSMath portable ≠ avx2, glibc-2.41 ≠ glibc-2.36")
+    }
+
     func testSignatureTextRoundTripsAndBadTextIsNamed() throws {
         let s = ComputeSignature(blasKernel: "SkylakeX", blasVersion: "0.3.21", mathTarget: "avx2", libc: "glibc-2.36", blasThreads: 1)
         XCTAssertEqual(s.description, "openblas-0.3.21/SkylakeX/avx2/glibc-2.36/threads-1")

@@ -43,6 +43,8 @@ def main():
     ap.add_argument("--test", type=int, default=100, help="students in test.csv")
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     args = ap.parse_args()
+    if args.train < 1 or args.test < 1:
+        ap.error(f"--train and --test must be at least 1 (got {args.train} and {args.test})")
     rng = random.Random(args.seed)
     rows = [student(rng) for _ in range(args.train + args.test)]
     write(os.path.join(args.out, "train.csv"), rows[:args.train])

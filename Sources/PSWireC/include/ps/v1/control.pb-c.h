@@ -428,7 +428,8 @@ struct  Ps__V1__JobStatus
   uint32_t workers;
   /*
    * The signature every worker computing this job has: the spec's, else the first worker's once the job
-   * starts; empty before that, and always empty when the spec accepts mixed signatures.
+   * starts; empty before that, once it has ended (its result lists the signatures), and when the spec
+   * accepts mixed signatures.
    */
   char *compute_signature;
   /*
