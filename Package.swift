@@ -104,7 +104,7 @@ let package = Package(
         // The control-plane client psctl and the tests use.
         .target(name: "PSClient", dependencies: ["PSTransport", "PSWire", "PSCore"]),
         // Keyed records (models, job records; later the job journal and checkpoints): files or memory.
-        .target(name: "PSStorage", dependencies: ["PSWire", "PSCore"]),
+        .target(name: "PSStorage", dependencies: ["PSWire", "PSCore", "PSSpec"]),
         // Running the daemons' parts as services: the stop signal, and a bridge for thread-and-queue parts.
         .target(name: "PSLifecycle", dependencies: [
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

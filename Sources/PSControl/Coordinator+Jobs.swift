@@ -41,7 +41,8 @@ extension Coordinator {
         }
         let jobId = registry.add(spec)
         out.append(.observe(.jobState(jobId: jobId, name: spec.name, state: .submitted)))
-        out.append(.send(id, Envelope(requestId: rid, message: .submitted(jobId: jobId))))
+        // Answered once the journal holds it: an acknowledged job survives a crash.
+        out.append(.recordSubmission(jobId: jobId, spec: spec, connection: id, requestId: rid))
         out.append(.log(.info, "job submitted", ["job": jobId, "name": spec.name]))
         startNextJob(now: now, &out)
     }
@@ -53,8 +54,8 @@ extension Coordinator {
         out.append(.prepare(jobId: next, spec: registry.jobs[next]!.spec))
     }
 
-    mutating func prepared(_ jobId: String, _ result: Result<PreparedData, PreparationError>, now: Double,
-                           _ out: inout [CoordinatorAction]) {
+    mutating func prepared(_ jobId: String, _ result: Result<PreparedData, PreparationError>, checkpoint: Checkpoint?,
+                           now: Double, _ out: inout [CoordinatorAction]) {
         guard let job = registry.jobs[jobId], job.lifecycle.phase == .preparing, !shuttingDown else { return }
         switch result {
         case let .failure(error):
@@ -67,19 +68,114 @@ extension Coordinator {
             run = Run(jobId: jobId, spec: spec, ranges: network.layout.pushRanges, parameterCount: network.parameterCount,
                       appliesInParts: spec.optimizer.clipNorm == nil, data: data, ledger: TrainingLedger(spec: spec),
                       stepsPerEpoch: steps, epochStartedAt: now)
-            out.append(.shard(.open(jobId: jobId, spec: spec)))
+            registry.jobs[jobId]!.stepsPerEpoch = steps
+            registry.jobs[jobId]!.epoch = 1
+            if let checkpoint {
+                resume(from: checkpoint, now: now, &out)
+            } else {
+                out.append(.shard(.open(jobId: jobId, spec: spec)))
+                if job.recovered {
+                    out.append(.log(.warning, "job starts over from its first step (no usable checkpoint)", ["job": jobId]))
+                    out.append(.observe(.jobResumed(jobId: jobId, step: 0)))
+                }
+            }
             // Workers of another signature do not count: with only those the job waits, never "runs".
             var r = run!
             let eligible = eligibleWorkers(&r, &out)
             run = r
             transition(jobId, .prepared(workers: !eligible.isEmpty), &out)
-            registry.jobs[jobId]!.stepsPerEpoch = steps
-            registry.jobs[jobId]!.epoch = 1
-            out.append(.log(.info, "job started", ["job": jobId, "train": "\(data.trainCount)",
-                                                    "validation": "\(data.validationCount)", "test": "\(data.testCount)",
-                                                    "steps_per_epoch": "\(steps)", "parameters": "\(network.parameterCount)"]))
-            startTrainStep(now: now, &out)
+            out.append(.log(.info, checkpoint == nil ? "job started" : "job resumed",
+                            ["job": jobId, "train": "\(data.trainCount)",
+                             "validation": "\(data.validationCount)", "test": "\(data.testCount)",
+                             "steps_per_epoch": "\(steps)", "parameters": "\(network.parameterCount)"]))
+            switch checkpoint?.phase ?? .train {
+            case .train: startTrainStep(now: now, &out)
+            case .validate: startEvaluation(.validate, count: data.validationCount)
+            case .test: startEvaluation(.test, count: data.testCount)
+            }
             dispatch(now: now, &out)
+        }
+    }
+
+    /// Puts the new run where `c` left it (the driver checked that it fits this job and its data) and has
+    /// the shard restore its values: the steps after it are redone, with the same bits.
+    mutating func resume(from c: Checkpoint, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run else { return }
+        r.version = c.version
+        r.epoch = c.epoch
+        r.stepInEpoch = c.stepInEpoch
+        r.epochStats = ChunkStats(lossSum: c.epochLossSum, correct: c.epochCorrect, samples: c.epochSamples)
+        r.trainingSeconds = c.trainingSeconds
+        r.trainedSamples = c.trainedSamples
+        r.epochSeconds = c.epochSeconds
+        r.epochStartedAt = now - c.epochElapsedSeconds
+        r.ledger = TrainingLedger(spec: r.spec, restoring: c)
+        r.kept = c.phase == .test ? (c.keptEpoch, c.keptVersion) : nil
+        if r.spec.training.computeSignature == nil, case let .success(s) = ComputeSignature.parse(c.signature) { r.signature = s }
+        r.signaturesUsed = Set(c.signaturesUsed.compactMap { text in
+            guard case let .success(s) = ComputeSignature.parse(text) else { return nil }
+            return s
+        })
+        r.lastCheckpointAt = now
+        let steps = c.steps(stepsPerEpoch: r.stepsPerEpoch)
+        run = r
+        var job = registry.jobs[r.jobId]!
+        job.epoch = min(c.epoch + 1, r.spec.training.epochs)
+        job.step = min(c.stepInEpoch, r.stepsPerEpoch)
+        if let last = c.history.last {
+            job.trainLoss = last.trainLoss
+            job.validationLoss = last.validationLoss
+            job.validationAccuracy = last.validationAccuracy
+            job.bestEpoch = last.validationLoss == nil ? 0 : last.bestEpoch
+        }
+        if c.epochSamples > 0 { job.trainLoss = c.epochLossSum / Double(c.epochSamples) }
+        job.checkpointSteps = steps
+        job.checkpointAt = now
+        registry.jobs[r.jobId] = job
+        out.append(.shard(.restore(jobId: r.jobId, spec: r.spec, checkpoint: c)))
+        out.append(.log(.info, "job resumes from its checkpoint", ["job": r.jobId, "step": "\(steps)",
+                                                                   "epoch": "\(c.epoch + 1)", "phase": c.phase.rawValue]))
+        out.append(.observe(.jobResumed(jobId: r.jobId, step: steps)))
+    }
+
+    /// Takes a checkpoint of the running job if one is due: at an epoch's end (`epochEnd`) when the spec
+    /// asks for that, or once `every_steps` steps or `every_seconds` seconds have passed since the last.
+    /// Only between pieces of work (`phase` says which comes next), and one at a time: while one is being
+    /// written a due one waits for the next boundary. The shard adds the values and hands it over.
+    mutating func checkpointIfDue(_ phase: Checkpoint.Phase, epochEnd: Bool, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, !r.checkpointInFlight else { return }
+        let c = r.spec.checkpoint
+        let due = (epochEnd && c.atEpochEnd) || (c.everySteps > 0 && r.stepsSinceCheckpoint >= c.everySteps)
+            || (c.everySeconds > 0 && now - r.lastCheckpointAt >= c.everySeconds)
+        guard due else { return }
+        let saved = r.ledger.saved
+        let checkpoint = Checkpoint(
+            jobId: r.jobId, specSHA256: r.specSHA256, version: r.version, phase: phase, epoch: r.epoch,
+            stepInEpoch: r.stepInEpoch, epochLossSum: r.epochStats.lossSum, epochCorrect: r.epochStats.correct,
+            epochSamples: r.epochStats.samples, trainingSeconds: r.trainingSeconds, trainedSamples: r.trainedSamples,
+            epochSeconds: r.epochSeconds, history: r.ledger.history, stopper: saved.stopper, tracker: saved.tracker,
+            hasBest: saved.hasBest, bestVersion: saved.bestVersion, keptEpoch: r.kept?.epoch ?? 0,
+            keptVersion: r.kept?.version ?? 0, signature: r.signature?.description ?? "",
+            signaturesUsed: r.signaturesUsed.map(\.description).sorted())
+        var withElapsed = checkpoint
+        withElapsed.epochElapsedSeconds = phase == .train && r.stepInEpoch > 0 ? max(now - r.epochStartedAt, 0) : 0
+        r.checkpointInFlight = true
+        r.stepsSinceCheckpoint = 0
+        r.lastCheckpointAt = now
+        run = r
+        out.append(.shard(.snapshot(withElapsed, keep: c.keep)))
+    }
+
+    /// The runtime wrote the running job's checkpoint (`error` nil) or could not (the previous one stays).
+    mutating func checkpointEnded(_ jobId: String, steps: Int, error: String?, now: Double) {
+        if run?.jobId == jobId { run!.checkpointInFlight = false }
+        guard registry.jobs[jobId] != nil else { return }
+        if let error {
+            registry.jobs[jobId]!.checkpointError = error
+        } else {
+            registry.jobs[jobId]!.checkpointSteps = steps
+            registry.jobs[jobId]!.checkpointAt = now
+            registry.jobs[jobId]!.checkpointError = ""
         }
     }
 
@@ -142,8 +238,8 @@ extension Coordinator {
     /// A job's status; for the running job, what its signature rule does now (from the run and the
     /// membership, like each worker's `excludedReason`): its signature, the workers it leaves idle,
     /// and, while none matches, what it waits for.
-    func status(of jobId: String) -> JobStatus {
-        var status = registry.status(of: jobId, workers: run?.jobId == jobId ? membership.workers.count : 0)
+    func status(of jobId: String, now: Double) -> JobStatus {
+        var status = registry.status(of: jobId, workers: run?.jobId == jobId ? membership.workers.count : 0, now: now)
         guard let r = run, r.jobId == jobId, let signature = r.signature, !r.spec.training.allowMixedSignatures else { return status }
         status.computeSignature = signature.description
         let excluded = membership.workers.values.filter { $0.signature != signature }.count

@@ -39,6 +39,13 @@ struct Run {
     var signaturesUsed: Set<ComputeSignature> = []
     /// Workers already told that the job leaves them idle.
     var toldMismatch: Set<UInt64> = []
+    /// SHA-256 of the spec's wire bytes: checkpoints name the spec they were taken of.
+    let specSHA256: [UInt8]
+    /// Checkpoint triggers: when the last one was taken (the run's start counts), steps since, and
+    /// whether one is being written.
+    var lastCheckpointAt: Double
+    var stepsSinceCheckpoint = 0
+    var checkpointInFlight = false
 
     init(jobId: String, spec: JobSpec, ranges: [Range<Int>], parameterCount: Int, appliesInParts: Bool,
          data: PreparedData, ledger: TrainingLedger, stepsPerEpoch: Int, epochStartedAt: Double) {
@@ -51,6 +58,8 @@ struct Run {
         self.ledger = ledger
         self.stepsPerEpoch = stepsPerEpoch
         self.epochStartedAt = epochStartedAt
+        lastCheckpointAt = epochStartedAt
+        specSHA256 = Digest.sha256(spec.wireBytes())
         signature = spec.training.computeSignature.map { text in
             guard case let .success(s) = ComputeSignature.parse(text) else { preconditionFailure("the spec's signature was validated") }
             return s
@@ -218,6 +227,7 @@ extension Coordinator {
         let stats = work.gradients.stats
         r.epochStats = r.epochStats + stats
         r.stepInEpoch += 1
+        r.stepsSinceCheckpoint += 1
         let elapsed = max(now - r.epochStartedAt, 1e-9)
         registry.jobs[r.jobId]!.step = r.stepInEpoch
         registry.jobs[r.jobId]!.trainLoss = r.epochStats.lossSum / Double(max(r.epochStats.samples, 1))
@@ -228,12 +238,14 @@ extension Coordinator {
                                            samplesPerSecond: registry.jobs[r.jobId]!.samplesPerSecond)))
         run = r
         if r.stepInEpoch < r.stepsPerEpoch {
+            checkpointIfDue(.train, epochEnd: false, now: now, &out)
             startTrainStep(now: now, &out)
         } else {
             run!.trainingSeconds += elapsed
             run!.epochSeconds = elapsed
             run!.trainedSamples += r.epochStats.samples
             if r.data.validationCount > 0 {
+                checkpointIfDue(.validate, epochEnd: false, now: now, &out)
                 startEvaluation(.validate, count: r.data.validationCount)
             } else {
                 endEpoch(validation: nil, now: now, &out)
@@ -302,6 +314,7 @@ extension Coordinator {
             r.kept = (kept.epoch, kept.version)
             run = r
             if r.data.testCount > 0 {
+                checkpointIfDue(.test, epochEnd: true, now: now, &out)
                 startEvaluation(.test, count: r.data.testCount)
                 dispatch(now: now, &out)
             } else {
@@ -315,6 +328,7 @@ extension Coordinator {
         run = r
         registry.jobs[r.jobId]!.epoch = r.epoch + 1
         registry.jobs[r.jobId]!.step = 0
+        checkpointIfDue(.train, epochEnd: true, now: now, &out)
         startTrainStep(now: now, &out)
         dispatch(now: now, &out)
     }

@@ -21,10 +21,13 @@ public struct Coordinator {
     var shuttingDown = false
 
     /// `firstJobNumber`: job ids continue from here (after those already in the data directory).
-    public init(config: CoordinatorConfig, now: Double, firstJobNumber: Int = 1) {
+    /// `recovered`: the jobs the journal holds, in id order: ended ones are listed with their results,
+    /// the others are queued again (the first tick starts the oldest, from its newest checkpoint).
+    public init(config: CoordinatorConfig, now: Double, firstJobNumber: Int = 1, recovered: [RecoveredJob] = []) {
         self.config = config
         startedAt = now
         registry = JobRegistry(firstJobNumber: firstJobNumber)
+        for job in recovered { registry.addRecovered(job) }
     }
 
     // MARK: Events
@@ -45,8 +48,15 @@ public struct Coordinator {
             }
             membership.connections[id] = nil
             registry.dropWaiters(on: id)
-        case let .prepared(jobId, result):
-            prepared(jobId, result, now: now, &out)
+        case let .prepared(jobId, result, checkpoint):
+            prepared(jobId, result, checkpoint: checkpoint, now: now, &out)
+        case let .checkpointWritten(jobId, steps):
+            checkpointEnded(jobId, steps: steps, error: nil, now: now)
+        case let .checkpointFailed(jobId, steps, message):
+            checkpointEnded(jobId, steps: steps, error: message, now: now)
+        case let .journalFailed(jobId, message):
+            finish(jobId, .failed, message: "the job could not be recorded in the data directory: \(message)", &out)
+            startNextJob(now: now, &out)
         case .tick:
             for w in membership.expired(now: now, timeout: config.heartbeatTimeoutSeconds) {
                 out.append(.close(w.connection, after: Envelope(requestId: 0, message: .error(ErrorReply(
@@ -54,11 +64,20 @@ public struct Coordinator {
                 out.append(.observe(.heartbeatMissed(workerId: w.id)))
                 removeWorker(w.id, reason: "missed its heartbeat deadline", now: now, &out)
             }
+            // Jobs recovered from the journal start here (nothing else starts the first of them).
+            startNextJob(now: now, &out)
             updateStatus(now: now)
         case .shutdown:
             shuttingDown = true
-            if let run {
-                finish(run.jobId, .interrupted, message: "the server was stopped", &out)
+            if let r = run {
+                // Not ended: the journal still says it runs, so a restarted server resumes it from its
+                // newest checkpoint. Its waiters reconnect (`psctl wait` does) and wait on.
+                let at = registry.jobs[r.jobId]!.checkpointSteps.map { "its checkpoint at step \($0)" } ?? "its first step"
+                out.append(.log(.info, "server stopping: the job resumes from \(at) when the server restarts on this data directory",
+                                ["job": r.jobId]))
+                out.append(.observe(.jobSuspended(jobId: r.jobId)))
+                if r.finishing == nil { out.append(.shard(.close)) }
+                run = nil
             }
             for id in membership.connections.keys.sorted() { out.append(.close(id, after: nil)) }
         case let .shardFinished(jobId, parameters, sha256):
@@ -172,12 +191,12 @@ public struct Coordinator {
                 return true
             }
             updateStatus(now: now)
-            let list = registry.order.filter { jobId.isEmpty || $0 == jobId }.map(status(of:))
+            let list = registry.order.filter { jobId.isEmpty || $0 == jobId }.map { status(of: $0, now: now) }
             out.append(.send(id, Envelope(requestId: rid, message: .statusReply(StatusReply(cluster: clusterStatus(now: now), jobs: list)))))
 
         case .listJobs:
             updateStatus(now: now)
-            out.append(.send(id, Envelope(requestId: rid, message: .jobList(registry.order.map(status(of:))))))
+            out.append(.send(id, Envelope(requestId: rid, message: .jobList(registry.order.map { status(of: $0, now: now) }))))
 
         case let .cancelJob(jobId):
             guard let job = registry.jobs[jobId] else {
@@ -210,11 +229,14 @@ public struct Coordinator {
                 reject(request, .unknownJob, "no job '\(jobId)'", "job_id", false, &out)
                 return true
             }
-            guard let model = job.model else {
+            if let model = job.model {
+                out.append(.send(id, Envelope(requestId: rid, message: .modelData(model))))
+            } else if [.completed, .stoppedEarly].contains(job.state) {
+                // Written when the job ended; no longer (or, after a restart, not yet) in memory.
+                out.append(.sendStoredModel(jobId: jobId, connection: id, requestId: rid))
+            } else {
                 reject(request, .badRequest, "job \(jobId) has no model (\(job.state.rawValue))", "job_id", false, &out)
-                return true
             }
-            out.append(.send(id, Envelope(requestId: rid, message: .modelData(model))))
         default:
             return false
         }

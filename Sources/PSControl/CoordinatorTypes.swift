@@ -67,11 +67,19 @@ public enum CoordinatorEvent: Sendable {
     /// The transport rejected a frame from this connection and is closing it.
     case rejected(ConnectionID, reason: String)
     case disconnected(ConnectionID)
-    /// The driver finished loading a job's data (or failed to; the message names field and file).
-    case prepared(jobId: String, Result<PreparedData, PreparationError>)
+    /// The driver finished loading a job's data (or failed to; the message names field and file), and
+    /// found the newest usable checkpoint of it (nil: none, the job starts at its first step).
+    case prepared(jobId: String, Result<PreparedData, PreparationError>, checkpoint: Checkpoint? = nil)
+    /// A checkpoint the shard handed over was written (`steps`: training steps it holds).
+    case checkpointWritten(jobId: String, steps: Int)
+    /// A checkpoint could not be written; the previous one is intact and training goes on.
+    case checkpointFailed(jobId: String, steps: Int, message: String)
+    /// A submitted job could not be recorded in the job journal: it must not run (its client was told).
+    case journalFailed(jobId: String, message: String)
     /// Periodic: heartbeat deadlines are checked here.
     case tick
-    /// SIGTERM/SIGINT: mark the running job interrupted, answer waiters, close connections.
+    /// SIGTERM/SIGINT: close connections; unfinished jobs stay unfinished in the journal, so a restarted
+    /// server resumes them (the running one from its last checkpoint).
     case shutdown
     /// The parameter shard's answer to `.finish`: the trained job's final parameters.
     case shardFinished(jobId: String, parameters: [Float], sha256: String)
@@ -101,6 +109,30 @@ public enum Observation: Sendable {
     /// coordinator's time over the push that completed it plus the shard's time over the commands
     /// that ended it (aggregation, optimizer) and the sends around them (next assignments).
     case stepApplied(jobId: String, seconds: Double)
+    /// A job resumed after a server restart: `step` training steps are done (those after it are redone),
+    /// 0 when it starts over. Event files continue from here.
+    case jobResumed(jobId: String, step: Int)
+    /// The server stopped while the job ran: it resumes when the server restarts (event files flush).
+    case jobSuspended(jobId: String)
+    /// The runtime, not the coordinator: a checkpoint was written (`step`: training steps it holds).
+    case checkpointWritten(jobId: String, step: Int, bytes: Int, seconds: Double)
+    /// The runtime: a checkpoint could not be written.
+    case checkpointFailed(jobId: String, reason: String)
+}
+
+/// A job the data directory's journal holds, as a restarted server finds it: ended (with its result) or
+/// to be run (again).
+public struct RecoveredJob: Sendable {
+    public var id: String
+    public var spec: JobSpec
+    /// The final result; nil when the job had not ended (it is queued again).
+    public var result: JobResult?
+
+    public init(id: String, spec: JobSpec, result: JobResult?) {
+        self.id = id
+        self.spec = spec
+        self.result = result
+    }
 }
 
 public enum CoordinatorAction: Sendable {
@@ -113,6 +145,11 @@ public enum CoordinatorAction: Sendable {
     case prepare(jobId: String, spec: JobSpec)
     /// Write the model to the data directory (atomically).
     case saveModel(jobId: String, model: TrainedModel)
+    /// Record a submitted job in the journal (durably), then answer `requestId` on `connection` with
+    /// `.submitted(jobId)`; when it cannot be recorded, answer with the error and deliver `.journalFailed`.
+    case recordSubmission(jobId: String, spec: JobSpec, connection: ConnectionID, requestId: UInt64)
+    /// Send a job's model from the data directory (it is no longer in memory).
+    case sendStoredModel(jobId: String, connection: ConnectionID, requestId: UInt64)
     case log(LogLevel, String, [String: String])
     /// A command for the parameter shard. Shard commands and sends to worker connections are carried
     /// out in the order given (the weights a worker needs go out before its assignment).

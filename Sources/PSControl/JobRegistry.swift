@@ -25,6 +25,13 @@ struct JobRegistry {
         var bestEpoch = 0
         var samplesPerSecond = 0.0
         var etaSeconds: Double?
+        /// Read back from the journal after a restart and not ended: it resumes (observers are told).
+        var recovered = false
+        /// The newest checkpoint written or resumed from: the training steps it holds and when (the
+        /// coordinator's clock); why the last one could not be written.
+        var checkpointSteps: Int?
+        var checkpointAt: Double?
+        var checkpointError = ""
     }
 
     var jobs: [String: Job] = [:]
@@ -43,6 +50,28 @@ struct JobRegistry {
         jobs[jobId] = Job(id: jobId, spec: spec)
         order.append(jobId)
         return jobId
+    }
+
+    /// A job the journal holds: ended ones keep their result (and show its figures), others are queued.
+    mutating func addRecovered(_ recovered: RecoveredJob) {
+        var job = Job(id: recovered.id, spec: recovered.spec)
+        if let result = recovered.result, result.state.isFinal {
+            job.lifecycle = JobLifecycle(ended: result.state)
+            job.result = result
+            job.message = result.message
+            if let s = result.summary {
+                job.epoch = s.epochsRun
+                job.trainLoss = s.trainLoss
+                job.validationLoss = s.validationLoss
+                job.validationAccuracy = s.validationAccuracy
+                job.bestEpoch = s.bestEpoch
+                job.samplesPerSecond = s.samplesPerSecond
+            }
+        } else {
+            job.recovered = true
+        }
+        jobs[job.id] = job
+        order.append(job.id)
     }
 
     /// The oldest queued job, when none is being prepared, waiting for workers or running: one job at a time.
@@ -73,7 +102,7 @@ struct JobRegistry {
     }
 
     /// What `psctl status` shows of `jobId`; `workers`: how many compute it.
-    func status(of jobId: String, workers: Int) -> JobStatus {
+    func status(of jobId: String, workers: Int, now: Double) -> JobStatus {
         let job = jobs[jobId]!
         var status = JobStatus(jobId: job.id, name: job.spec.name, state: job.state, epoch: job.epoch,
                          epochs: job.spec.training.epochs, step: job.step, stepsPerEpoch: job.stepsPerEpoch,
@@ -83,6 +112,11 @@ struct JobRegistry {
                          message: job.lifecycle.phase == .preparing ? Self.preparingMessage : job.message,
                          workers: workers)
         status.allowMixedSignatures = job.spec.training.allowMixedSignatures
+        if !job.state.isFinal {
+            status.checkpointStep = job.checkpointSteps
+            status.checkpointAgeSeconds = job.checkpointAt.map { max(now - $0, 0) }
+            status.checkpointError = job.checkpointError
+        }
         return status
     }
 

@@ -14,6 +14,17 @@ public struct EarlyStopper: Equatable, Sendable {
         self.spec = spec
     }
 
+    /// The state a checkpoint saved (`state`), to go on where that run left off.
+    public init(spec: EarlyStoppingSpec, restoring saved: Checkpoint.StopperState) {
+        self.spec = spec
+        best = saved.best
+        bestEpoch = saved.bestEpoch
+        wait = saved.wait
+    }
+
+    /// What a checkpoint saves of this rule.
+    public var state: Checkpoint.StopperState { Checkpoint.StopperState(best: best, bestEpoch: bestEpoch, wait: wait) }
+
     public struct Decision: Equatable, Sendable {
         public var improved: Bool
         public var stop: Bool

@@ -81,6 +81,12 @@ public struct JobLifecycle: Equatable, Sendable {
     /// A newly submitted job: queued.
     public init() { phase = .queued }
 
+    /// A job that ended in `state` before the server restarted (read back from the journal).
+    public init(ended state: JobState) {
+        precondition(state.isFinal, "only an ended job is recovered in its state")
+        phase = JobPhase.allCases.first { $0.state == state }!
+    }
+
     public var state: JobState { phase.state }
 
     /// The phase `event` leads to from `phase`, or nil when the event is illegal there. Staying put

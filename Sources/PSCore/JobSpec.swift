@@ -11,9 +11,13 @@ public struct JobSpec: Equatable, Sendable {
     public var optimizer: OptimizerSpec
     public var training: TrainingSpec
     public var earlyStopping: EarlyStoppingSpec?
+    /// When the server checkpoints the job (a local run does not); never changes the result.
+    public var checkpoint: CheckpointSpec
 
     public init(name: String, seed: UInt64, data: DataSpec, model: ModelSpec, loss: LossKind,
-                optimizer: OptimizerSpec, training: TrainingSpec, earlyStopping: EarlyStoppingSpec?) {
+                optimizer: OptimizerSpec, training: TrainingSpec, earlyStopping: EarlyStoppingSpec?,
+                checkpoint: CheckpointSpec = CheckpointSpec()) {
+        self.checkpoint = checkpoint
         self.name = name
         self.seed = seed
         self.data = data
@@ -228,10 +232,43 @@ public struct EarlyStoppingSpec: Equatable, Sendable {
     /// Whether the written model holds the best epoch's weights rather than the last.
     public var restoreBest: Bool
 
+    /// A rule's state before its first epoch.
+    public var initialState: Checkpoint.StopperState { Checkpoint.StopperState(best: nil, bestEpoch: 0, wait: 0) }
+
     public init(monitor: MonitorMetric, patience: Int, minDelta: Double = 0, restoreBest: Bool = true) {
         self.monitor = monitor
         self.patience = patience
         self.minDelta = minDelta
         self.restoreBest = restoreBest
     }
+}
+
+/// When the server writes a checkpoint of a running job (parameters, optimizer state, the epoch and step
+/// cursor, early-stopping state): every `everySteps` steps, every `everySeconds` seconds and at each
+/// epoch's end, whichever comes first; 0 turns a trigger off. A restarted server resumes from the newest
+/// valid one, and the result is bitwise the same however many steps are redone.
+public struct CheckpointSpec: Equatable, Sendable {
+    /// Defaults: every 30 s and at each epoch's end, keeping the 2 newest.
+    public static let defaultEverySeconds = 30.0
+    public static let defaultKeep = 2
+
+    /// Steps between checkpoints (0: not by step count).
+    public var everySteps: Int
+    /// Seconds between checkpoints (0: not by time).
+    public var everySeconds: Double
+    /// A checkpoint after each epoch's validation (or after its last step without validation).
+    public var atEpochEnd: Bool
+    /// Checkpoints kept on disk: older ones are deleted once a newer one is written.
+    public var keep: Int
+
+    public init(everySteps: Int = 0, everySeconds: Double = defaultEverySeconds, atEpochEnd: Bool = true,
+                keep: Int = defaultKeep) {
+        self.everySteps = everySteps
+        self.everySeconds = everySeconds
+        self.atEpochEnd = atEpochEnd
+        self.keep = keep
+    }
+
+    /// No trigger at all: the job is never checkpointed (a restarted server starts it over).
+    public var isOff: Bool { everySteps == 0 && everySeconds == 0 && !atEpochEnd }
 }

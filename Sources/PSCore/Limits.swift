@@ -18,6 +18,10 @@ public enum Limits {
     public static let chunksMax = 1_024
     /// Epochs per job: far beyond any useful run, but keeps step counters and logs bounded.
     public static let epochsMax = 100_000
+    /// Checkpoints kept per job (`checkpoint.keep`): each holds the parameters and optimizer state.
+    public static let checkpointsKeptMax = 100
+    /// Seconds between time-triggered checkpoints (`checkpoint.every_seconds`): one week.
+    public static let checkpointSecondsMax = 7 * 86_400.0
     /// Bytes of spec text: a real spec is a few hundred bytes; this stops a wrong file being parsed.
     public static let specBytesMax = 1 << 20
 }

@@ -40,6 +40,12 @@ public final class ServerSeries {
             "ps_workers_left_total", help: "Workers removed from the cluster, by reason.") }
         static var workers: MetricNameDescriptor { .named("ps_workers", help: "Registered workers by state.") }
         static var jobs: MetricNameDescriptor { .named("ps_jobs", help: "Jobs by state, since the server started.") }
+        static var checkpointSeconds: MetricNameDescriptor { .named(
+            "ps_checkpoint_seconds", help: "Time to encode and durably write a checkpoint (off the coordinator's queue).") }
+        static var checkpointBytes: MetricNameDescriptor { .named(
+            "ps_checkpoint_bytes", help: "Size of the last checkpoint written.") }
+        static var checkpointFailures: MetricNameDescriptor { .named(
+            "ps_checkpoint_failures_total", help: "Checkpoints that could not be written (training went on; the previous one was kept).") }
     }
 
     /// The series that carry a `job_id` label.
@@ -59,6 +65,9 @@ public final class ServerSeries {
     private let rejectedFrames: Counter
     private let workersJoined: Counter
     private let workersLeft: [LeaveReason: Counter]
+    private let checkpointSeconds: DurationHistogram
+    private let checkpointBytes: Gauge
+    private let checkpointFailures: Counter
     private var jobs: [String: JobSeries] = [:]
 
     public init(registry: PrometheusCollectorRegistry) {
@@ -73,7 +82,21 @@ public final class ServerSeries {
         workersLeft = Dictionary(uniqueKeysWithValues: LeaveReason.allCases.map { reason in
             (reason, registry.makeCounter(descriptor: Name.workersLeft, labels: [("reason", reason.rawValue)]))
         })
+        checkpointSeconds = registry.makeDurationHistogram(descriptor: Name.checkpointSeconds, buckets: DurationBuckets.standard)
+        checkpointBytes = registry.makeGauge(descriptor: Name.checkpointBytes)
+        checkpointFailures = registry.makeCounter(descriptor: Name.checkpointFailures)
     }
+
+    // MARK: Checkpoints
+
+    /// A checkpoint of `bytes` was written in `duration`.
+    public func checkpointWritten(bytes: Int, duration: Duration) {
+        checkpointSeconds.record(duration)
+        checkpointBytes.set(to: Double(bytes))
+    }
+
+    /// A checkpoint could not be written.
+    public func checkpointFailed() { checkpointFailures.increment() }
 
     // MARK: Pushes, peers, frames
 

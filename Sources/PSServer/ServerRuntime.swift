@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import PSCore
 import Logging
 import PSControl
 import PSData
@@ -47,6 +48,10 @@ public final class ServerRuntime: @unchecked Sendable {
     let shardQueue = DispatchQueue(label: "ps-server.shard")
     var shard: ParameterShard!
     let io = DispatchQueue(label: "ps-server.io", attributes: .concurrent)
+    /// Checkpoints are encoded and written here, one at a time, off the coordinator's and shard's queues.
+    let checkpointQueue = DispatchQueue(label: "ps-server.checkpoint")
+    /// The journal entry of every job, as last written (used on the coordinator's queue only).
+    var journals: [String: JobJournalEntry] = [:]
     var coordinator: Coordinator!
     var transport: TransportServer!
     var timer: DispatchSourceTimer?
@@ -83,6 +88,7 @@ public final class ServerRuntime: @unchecked Sendable {
         }
         try store.open()
         let firstJobNumber = try store.nextJobNumber()
+        let recovered = recoverJobs()
         // Connections may arrive as soon as the listener is up, but the coordinator needs the bound
         // address: the queue stays suspended, holding their events, until the coordinator exists.
         queue.suspend()
@@ -97,7 +103,7 @@ public final class ServerRuntime: @unchecked Sendable {
                                        shardCount: options.shardCount, updateThreads: options.updateThreads,
                                        computeSignature: ComputeEnvironment.signature.description)
         // Safe without the queue: it is suspended, so nothing else touches the coordinator yet.
-        coordinator = Coordinator(config: config, now: now, firstJobNumber: firstJobNumber)
+        coordinator = Coordinator(config: config, now: now, firstJobNumber: firstJobNumber, recovered: recovered)
         shard = ParameterShard(keyRanges: options.shardCount, updateThreads: options.updateThreads)
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.schedule(deadline: .now() + 0.25, repeating: 0.25)
@@ -119,8 +125,10 @@ public final class ServerRuntime: @unchecked Sendable {
             timer?.cancel()
             perform(coordinator.receive(.shutdown, now: now))
         }
-        // Let the last replies leave and the last records reach the store before the sockets close.
+        // Let the last replies leave and the last records (and a checkpoint being written) reach the
+        // store before the sockets close.
         shardQueue.sync {}
+        checkpointQueue.sync {}
         io.sync(flags: .barrier) {}
         transport.shutdown()
         dataDirectoryLock?.release()
@@ -152,7 +160,11 @@ public final class ServerRuntime: @unchecked Sendable {
             switch action {
             case let .observe(observation):
                 if case let .stepCompleted(jobId, _, _, _, _, _, _) = observation { completedStep = jobId }
-                if case let .jobState(jobId, _, state) = observation, state.isFinal { saveJobRecord(jobId) }
+                if case let .jobState(jobId, _, state) = observation {
+                    if state.isFinal { saveJobRecord(jobId) }
+                    // A submission is journaled by `.recordSubmission`, before its reply.
+                    if state != .submitted { journal(jobId, state) }
+                }
                 for o in observers { o(observation) }
             case .shard:
                 ordered.append(action)
@@ -165,15 +177,38 @@ public final class ServerRuntime: @unchecked Sendable {
             case let .prepare(jobId, spec):
                 io.async { [weak self] in
                     let result: Result<PreparedData, PreparationError>
+                    var found: Checkpoint?
                     do {
                         let data = try DataLoader.load(spec)
                         result = .success(PreparedData(trainCount: data.train.count, validationCount: data.validation?.count ?? 0,
                                                        testCount: data.test?.count ?? 0, preprocessing: data.preprocessing))
+                        let steps = ChunkPlan.stepsPerEpoch(count: data.train.count, batchSize: spec.training.batchSize)
+                        found = self?.newestCheckpoint(of: jobId, spec: spec, stepsPerEpoch: steps)
                     } catch {
                         result = .failure(PreparationError("\(error)"))
                     }
                     guard let self else { return }
-                    self.queue.async { self.perform(self.coordinator.receive(.prepared(jobId: jobId, result), now: self.now)) }
+                    let checkpoint = found
+                    self.queue.async {
+                        self.perform(self.coordinator.receive(.prepared(jobId: jobId, result, checkpoint: checkpoint), now: self.now))
+                    }
+                }
+            case let .recordSubmission(jobId, spec, connection, requestId):
+                recordSubmission(jobId, spec, connection, requestId)
+            case let .sendStoredModel(jobId, connection, requestId):
+                let path = store.location(of: .model(jobId))
+                io.async { [transport, store] in
+                    let reply: Message
+                    do {
+                        if let model = try store.model(jobId: jobId) {
+                            reply = .modelData(model)
+                        } else {
+                            reply = .error(ErrorReply(code: .internal, message: "job \(jobId)'s model is not in the data directory (\(path))", field: "job_id"))
+                        }
+                    } catch {
+                        reply = .error(ErrorReply(code: .internal, message: "cannot read job \(jobId)'s model: \(error)", field: "job_id"))
+                    }
+                    transport!.send(Envelope(requestId: requestId, message: reply), to: connection)
                 }
             case let .saveModel(jobId, model):
                 let path = store.location(of: .model(jobId))
@@ -217,6 +252,8 @@ public final class ServerRuntime: @unchecked Sendable {
                     switch answer {
                     case let .send(id, envelope): out.send(envelope, to: id)
                     case let .broadcast(ids, envelope): out.broadcast(envelope, to: ids)
+                    case let .checkpoint(checkpoint, keep):
+                        writeCheckpoint(checkpoint, keep: keep)
                     case let .finished(jobId, parameters, sha256):
                         queue.async {
                             self.perform(self.coordinator.receive(.shardFinished(jobId: jobId, parameters: parameters, sha256: sha256), now: self.now))
@@ -245,6 +282,165 @@ public final class ServerRuntime: @unchecked Sendable {
                 logger.debug("job record written", metadata: ["job": "\(jobId)", "path": "\(path)"])
             } catch {
                 logger.error("cannot write job record", metadata: ["job": "\(jobId)", "path": "\(path)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Journal and checkpoints
+
+    /// Reads the job journal back: every job with a readable entry, in job-number order, ended ones with
+    /// their results. A job whose model was written but whose end was not recorded (the server died in
+    /// between) ended: its result is rebuilt from the model file and recorded now, so it is not run again.
+    func recoverJobs() -> [RecoveredJob] {
+        let ids: [String]
+        do {
+            ids = try store.list(.journal).sorted { (Int($0.dropFirst(4)) ?? 0, $0) < (Int($1.dropFirst(4)) ?? 0, $1) }
+        } catch {
+            logger.error("cannot list the job journal; no earlier job is listed", metadata: ["error": "\(error)"])
+            return []
+        }
+        var jobs: [RecoveredJob] = []
+        for id in ids {
+            let entry: JobJournalEntry
+            do {
+                guard let read = try store.journal(jobId: id) else { continue }
+                entry = read
+            } catch {
+                logger.error("cannot read a job's journal entry; the job is not listed", metadata: ["job": "\(id)", "error": "\(error)"])
+                continue
+            }
+            journals[id] = entry
+            var result: JobResult?
+            do {
+                result = try store.jobRecord(jobId: id)
+            } catch {
+                logger.error("cannot read a job's result", metadata: ["job": "\(id)", "error": "\(error)"])
+            }
+            if result == nil, entry.state.isFinal {
+                result = JobResult(jobId: id, state: entry.state, summary: nil, weightsSHA256: "", message: entry.changes.last?.message ?? "")
+            }
+            if result == nil, let model = try? store.model(jobId: id) {
+                let state: JobState = model.summary.stoppedEarly ? .stoppedEarly : .completed
+                let ended = JobResult(jobId: id, state: state, summary: model.summary,
+                                      weightsSHA256: weightsSHA256(model.parameters), message: "")
+                do {
+                    try store.putJobRecord(ended)
+                    var e = entry
+                    e.changes.append(JobJournalEntry.Change(state: state, at: Date().timeIntervalSince1970))
+                    try store.putJournal(e)
+                    journals[id] = e
+                } catch {
+                    logger.error("cannot record a job's result", metadata: ["job": "\(id)", "error": "\(error)"])
+                }
+                logger.info("job had ended before the restart (its model is written); its result is recorded now", metadata: ["job": "\(id)"])
+                result = ended
+            }
+            jobs.append(RecoveredJob(id: id, spec: entry.spec, result: result))
+        }
+        let unfinished = jobs.filter { $0.result == nil }.map(\.id)
+        if !jobs.isEmpty {
+            logger.info("job journal read", metadata: ["jobs": "\(jobs.count)", "ended": "\(jobs.count - unfinished.count)",
+                                                       "to_resume": "\(unfinished.joined(separator: ","))"])
+        }
+        return jobs
+    }
+
+    /// Journals a submitted job, then answers its client: `submitted`, or an error when the entry cannot
+    /// be written (and the job fails without running: nothing is acknowledged that a crash could lose).
+    private func recordSubmission(_ jobId: String, _ spec: JobSpec, _ connection: ConnectionID, _ requestId: UInt64) {
+        let entry = JobJournalEntry(jobId: jobId, spec: spec, changes: [.init(state: .submitted, at: Date().timeIntervalSince1970)])
+        do {
+            try store.putJournal(entry)
+            journals[jobId] = entry
+            transport.send(Envelope(requestId: requestId, message: .submitted(jobId: jobId)), to: connection)
+        } catch {
+            logger.error("cannot record a submitted job; it is refused", metadata: ["job": "\(jobId)", "error": "\(error)"])
+            transport.send(Envelope(requestId: requestId, message: .error(ErrorReply(
+                code: .internal, message: "the job could not be recorded in the server's data directory: \(error)"))), to: connection)
+            queue.async { self.perform(self.coordinator.receive(.journalFailed(jobId: jobId, message: "\(error)"), now: self.now)) }
+        }
+    }
+
+    /// Appends a state change to a job's journal entry (written after the records queued before it).
+    private func journal(_ jobId: String, _ state: JobState) {
+        guard var entry = journals[jobId] else { return }
+        entry.changes.append(.init(state: state, at: Date().timeIntervalSince1970, message: coordinator.result(of: jobId)?.message ?? ""))
+        journals[jobId] = entry
+        io.async(flags: .barrier) { [logger, store, entry] in
+            do {
+                try store.putJournal(entry)
+            } catch {
+                logger.error("cannot record a job's state in the journal", metadata: ["job": "\(jobId)", "state": "\(state.rawValue)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// The newest checkpoint of `jobId` that decodes, passes its checksum and fits the job; each one
+    /// passed over is logged with its file and why. nil: the job starts at its first step.
+    func newestCheckpoint(of jobId: String, spec: JobSpec, stepsPerEpoch: Int) -> Checkpoint? {
+        let keys: [RecordKey]
+        do {
+            try store.discardUnfinished(.checkpoint, of: jobId)
+            keys = try store.checkpointKeys(of: jobId)
+        } catch {
+            logger.error("cannot list the job's checkpoints; it starts at its first step", metadata: ["job": "\(jobId)", "error": "\(error)"])
+            return nil
+        }
+        let specSHA = Digest.sha256(spec.wireBytes())
+        for (i, key) in keys.enumerated() {
+            let path = store.location(of: key)
+            let problem: String
+            do {
+                guard let bytes = try store.get(key) else { continue }
+                let checkpoint = try Checkpoint(fileBytes: bytes)
+                if let p = checkpoint.problem(jobId: jobId, spec: spec, specSHA256: specSHA, stepsPerEpoch: stepsPerEpoch,
+                                              parameterCount: spec.network.parameterCount,
+                                              optimizerSlots: spec.optimizer.config.rule.slotNames.count) {
+                    problem = p
+                } else {
+                    logger.info("checkpoint read", metadata: ["job": "\(jobId)", "path": "\(path)", "step": "\(checkpoint.optimizerSteps)"])
+                    return checkpoint
+                }
+            } catch {
+                problem = "\(error)"
+            }
+            let next = i + 1 < keys.count ? "trying the previous one" : "the job starts at its first step"
+            logger.warning("checkpoint not usable; \(next)", metadata: ["job": "\(jobId)", "path": "\(path)", "problem": "\(problem)"])
+        }
+        return nil
+    }
+
+    /// On the shard's queue: hands a snapshot to the checkpoint queue, which encodes and writes it
+    /// (atomically), keeps the newest `keep`, and tells the coordinator and the observers.
+    private func writeCheckpoint(_ checkpoint: Checkpoint, keep: Int) {
+        checkpointQueue.async { [self] in
+            let jobId = checkpoint.jobId
+            let steps = checkpoint.optimizerSteps
+            let path = store.location(of: .checkpoint(jobId, steps: steps))
+            let started = clock.now
+            let event: CoordinatorEvent
+            let observation: Observation
+            do {
+                let bytes = try store.putCheckpoint(checkpoint, steps: steps)
+                let seconds = Self.seconds(clock.now - started)
+                logger.info("checkpoint written", metadata: ["job": "\(jobId)", "step": "\(steps)", "path": "\(path)",
+                                                             "bytes": "\(bytes)", "seconds": "\(String(format: "%.3f", seconds))"])
+                do {
+                    try store.pruneCheckpoints(of: jobId, keep: keep)
+                } catch {
+                    logger.warning("cannot remove an old checkpoint", metadata: ["job": "\(jobId)", "error": "\(error)"])
+                }
+                event = .checkpointWritten(jobId: jobId, steps: steps)
+                observation = .checkpointWritten(jobId: jobId, step: steps, bytes: bytes, seconds: seconds)
+            } catch {
+                logger.error("cannot write checkpoint; training goes on and the previous checkpoint is kept",
+                             metadata: ["job": "\(jobId)", "step": "\(steps)", "error": "\(error)"])
+                event = .checkpointFailed(jobId: jobId, steps: steps, message: "\(error)")
+                observation = .checkpointFailed(jobId: jobId, reason: "\(error)")
+            }
+            queue.async {
+                for o in self.observers { o(observation) }
+                self.perform(self.coordinator.receive(event, now: self.now))
             }
         }
     }

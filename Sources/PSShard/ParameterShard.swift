@@ -13,6 +13,12 @@ public typealias Recipient = UInt64
 public enum ShardCommand: Sendable {
     /// A job starts: its initial parameters (from the spec's seed) and optimizer state are made here.
     case open(jobId: String, spec: JobSpec)
+    /// A job resumes from a checkpoint: its parameters, optimizer state and best weights are the saved ones.
+    case restore(jobId: String, spec: JobSpec, checkpoint: Checkpoint)
+    /// Between two pieces of work: fill in the values of the coordinator's part of a checkpoint
+    /// (parameters, optimizer state, best weights) and hand it over to be written.
+    /// `keep`: how many checkpoints of the job stay on disk.
+    case snapshot(Checkpoint, keep: Int)
     /// A training step starts over `leaves` chunks: pushes from now on belong to it.
     case beginStep(leaves: Int)
     /// One part of a node's gradient sum (the coordinator has checked it is new and assigned).
@@ -43,6 +49,8 @@ public enum ShardAction: Sendable {
     case send(Recipient, Envelope)
     /// The same envelope to several connections (encoded once).
     case broadcast([Recipient], Envelope)
+    /// A complete checkpoint (copies of the values), for the runtime to write off the shard's queue.
+    case checkpoint(Checkpoint, keep: Int)
     /// The final parameters and their SHA-256, for the coordinator's `.shardFinished` event.
     case finished(jobId: String, parameters: [Float], sha256: String)
     case log(LogLevel, String, [String: String])
@@ -85,6 +93,13 @@ public struct ParameterShard {
 
     public mutating func receive(_ command: ShardCommand) -> [ShardAction] {
         if case let .open(jobId, spec) = command { return open(jobId, spec) }
+        if case let .restore(jobId, spec, checkpoint) = command {
+            _ = open(jobId, spec)
+            job!.store.restore(parameters: checkpoint.parameters, version: checkpoint.version,
+                               optimizerSteps: checkpoint.optimizerSteps, slots: checkpoint.optimizerSlots)
+            if checkpoint.hasBest { job!.best = (checkpoint.bestParameters, checkpoint.bestVersion) }
+            return []
+        }
         // Taken out while it changes, so the parameters, optimizer state and buffers are referenced
         // once and are updated in place.
         guard var j = job else {
@@ -94,8 +109,18 @@ public struct ParameterShard {
         job = nil
         var out: [ShardAction] = []
         switch command {
-        case .open:
+        case .open, .restore:
             preconditionFailure("handled above")
+        case .snapshot(var checkpoint, let keep):
+            precondition(!j.applied.contains(true) || j.applied.allSatisfy { $0 }, "a checkpoint in the middle of a step")
+            checkpoint.parameters = j.store.parameters
+            checkpoint.version = j.store.version
+            (checkpoint.optimizerSteps, checkpoint.optimizerSlots) = j.store.optimizerState
+            if checkpoint.hasBest, let best = j.best {
+                checkpoint.bestParameters = best.parameters
+                checkpoint.bestVersion = best.version
+            }
+            out.append(.checkpoint(checkpoint, keep: keep))
         case let .beginStep(leaves):
             j.sums = j.ranges.map { _ in NodeCollector(total: leaves) }
             j.applied = j.ranges.map { _ in false }

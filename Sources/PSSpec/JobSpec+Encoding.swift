@@ -86,6 +86,15 @@ extension JobSpec {
                 ("restore_best", W.bool(earlyStopping.restoreBest)),
             ])))
         }
+        // Written only when not the defaults, so a spec without the section reads back the same.
+        if checkpoint != CheckpointSpec() {
+            entries.append(("checkpoint", W.mapping([
+                ("every_steps", W.integer(checkpoint.everySteps)),
+                ("every_seconds", W.number(checkpoint.everySeconds)),
+                ("at_epoch_end", W.bool(checkpoint.atEpochEnd)),
+                ("keep", W.integer(checkpoint.keep)),
+            ])))
+        }
         return W.mapping(entries)
     }
 }

@@ -3,7 +3,7 @@ import PSCore
 /// The keys of the spec schema, in the order the encoder writes them. The validator, the override
 /// path check and the encoder all read these lists, so a new field is added in one place.
 enum SpecSchema {
-    static let root = ["name", "seed", "data", "model", "loss", "optimizer", "training", "early_stopping"]
+    static let root = ["name", "seed", "data", "model", "loss", "optimizer", "training", "early_stopping", "checkpoint"]
     static let data = ["format", "train", "validation", "validation_split", "test", "scale", "standardize",
                        "header", "label_column"]
     static let idxFiles = ["images", "labels"]
@@ -12,6 +12,7 @@ enum SpecSchema {
     static let layer = ["units", "activation", "dropout"]
     static let training = ["batch_size", "chunks", "epochs", "consistency", "compute_signature", "allow_mixed_signatures"]
     static let earlyStopping = ["monitor", "patience", "min_delta", "restore_best"]
+    static let checkpoint = ["every_steps", "every_seconds", "at_epoch_end", "keep"]
     /// Every optimizer key; which of them a given optimizer accepts is `optimizerFields(_:)`.
     static let optimizer = ["name", "learning_rate", "momentum", "beta1", "beta2", "epsilon", "rho", "alpha",
                             "weight_decay", "clip_norm"]
@@ -40,6 +41,7 @@ enum SpecSchema {
         case "optimizer": return optimizer
         case "training": return training
         case "early_stopping": return earlyStopping
+        case "checkpoint": return checkpoint
         default: return nil
         }
     }

@@ -109,4 +109,24 @@ extension SpecValidator {
         let restoreBest = try fields.optional("restore_best")?.bool() ?? true
         return EarlyStoppingSpec(monitor: monitor, patience: patience, minDelta: minDelta, restoreBest: restoreBest)
     }
+
+    func checkpointSpec(_ field: SpecField) throws(SpecError) -> CheckpointSpec {
+        let fields = try SpecFields(field, allowed: SpecSchema.checkpoint)
+        var spec = CheckpointSpec()
+        if let stepsField = fields.optional("every_steps") {
+            spec.everySteps = try stepsField.int(in: 0...1_000_000_000, limit: "0 turns it off")
+        }
+        if let secondsField = fields.optional("every_seconds") {
+            let seconds = try secondsField.double()
+            guard seconds.isFinite, seconds >= 0, seconds <= Limits.checkpointSecondsMax else {
+                throw secondsField.error("must be between 0 (off) and \(Int(Limits.checkpointSecondsMax)) (Limits.checkpointSecondsMax), got \(secondsField.node.text)")
+            }
+            spec.everySeconds = seconds
+        }
+        if let epochField = fields.optional("at_epoch_end") { spec.atEpochEnd = try epochField.bool() }
+        if let keepField = fields.optional("keep") {
+            spec.keep = try keepField.int(in: 1...Limits.checkpointsKeptMax, limit: "Limits.checkpointsKeptMax")
+        }
+        return spec
+    }
 }

@@ -31,8 +31,9 @@ struct SpecValidator {
                 throw field.error("requires validation data (set data.validation or data.validation_split)")
             }
         }
+        let checkpoint = try top.optional("checkpoint").map { f throws(SpecError) in try checkpointSpec(f) } ?? CheckpointSpec()
         return JobSpec(name: name, seed: seed, data: data, model: model, loss: loss, optimizer: optimizer,
-                       training: training, earlyStopping: earlyStopping)
+                       training: training, earlyStopping: earlyStopping, checkpoint: checkpoint)
     }
 
     // MARK: data

@@ -8,6 +8,8 @@ import Darwin
 ///
 ///     DATA_DIR/jobs/<job id>/model.psm      a completed job's model (RecordKind.model)
 ///     DATA_DIR/jobs/<job id>/result.json    a finished job's result (RecordKind.jobRecord)
+///     DATA_DIR/jobs/<job id>/job.json       the job journal's entry: spec and state changes (RecordKind.journal)
+///     DATA_DIR/jobs/<job id>/checkpoints/<steps>.ckpt   a running job's checkpoints (RecordKind.checkpoint)
 ///     DATA_DIR/jobs/<job id>/tensorboard/   its event files (written by EventFileObserver, not the store)
 ///
 /// Every `put` writes a temporary file beside the target (`<name>.tmp-<pid>-<random>`), flushes it to
@@ -28,6 +30,7 @@ public struct FileRecordStore: RecordStore {
     public func path(of key: RecordKey) -> String {
         switch key.kind.layout {
         case let .jobFile(name): return "\(jobsDirectory)/\(key.id)/\(name)"
+        case let .jobFolder(folder, suffix): return "\(jobsDirectory)/\(key.id)/\(folder)/\(key.entry)\(suffix)"
         }
     }
 
@@ -46,7 +49,7 @@ public struct FileRecordStore: RecordStore {
         if let failed = makeDirectories(folder) {
             throw StoreError(path: path, "cannot create folder \(failed.path): \(failed.reason)")
         }
-        try writeAtomically(bytes, to: path)
+        try writeAtomically(bytes, to: path, pauseSeconds: key.kind == .checkpoint ? Self.checkpointWritePause : 0)
         // The rename is durable once the folder's entry is on disk too.
         syncDirectory(folder)
     }
@@ -61,8 +64,44 @@ public struct FileRecordStore: RecordStore {
         switch kind.layout {
         case let .jobFile(name):
             return try folderNames(in: jobsDirectory).filter { isRegularFile("\(jobsDirectory)/\($0)/\(name)") }
+        case let .jobFolder(folder, _):
+            return try folderNames(in: jobsDirectory).filter { isDirectory("\(jobsDirectory)/\($0)/\(folder)") }
         }
     }
+
+    public func entries(_ kind: RecordKind, of jobId: String) throws(StoreError) -> [String] {
+        guard case let .jobFolder(folder, suffix) = kind.layout else { return [] }
+        try RecordKey(kind, jobId, entry: "x").validate(at: jobsDirectory)
+        return try fileNames(in: "\(jobsDirectory)/\(jobId)/\(folder)")
+            .filter { $0.hasSuffix(suffix) && $0.count > suffix.count }
+            .map { String($0.dropLast(suffix.count)) }
+    }
+
+    public func delete(_ key: RecordKey) throws(StoreError) {
+        let path = path(of: key)
+        try key.validate(at: path)
+        guard unlink(path) == 0 || errno == ENOENT else { throw failure(path, "cannot remove") }
+        syncDirectory(parent(of: path))
+    }
+
+    public func discardUnfinished(_ kind: RecordKind, of jobId: String) throws(StoreError) {
+        guard case let .jobFolder(folder, suffix) = kind.layout else { return }
+        try RecordKey(kind, jobId, entry: "x").validate(at: jobsDirectory)
+        let path = "\(jobsDirectory)/\(jobId)/\(folder)"
+        // `<entry><suffix>.tmp-<pid>-<random>`: what `writeAtomically` had not renamed yet.
+        for leftover in try fileNames(in: path) where leftover.contains(suffix + ".tmp-") {
+            guard unlink("\(path)/\(leftover)") == 0 || errno == ENOENT else { throw failure("\(path)/\(leftover)", "cannot remove") }
+        }
+    }
+
+    /// A test hook, named so in every log line it causes: `PS_TEST_CHECKPOINT_WRITE_PAUSE_SECONDS` makes
+    /// each checkpoint write stop for that long halfway through its temporary file, so an end-to-end test
+    /// can kill the server while a checkpoint is being written. Never set it in production.
+    public static let checkpointWritePause: Double = {
+        guard let text = getenv("PS_TEST_CHECKPOINT_WRITE_PAUSE_SECONDS").map({ String(cString: $0) }),
+              let seconds = Double(text), seconds > 0, seconds <= 60 else { return 0 }
+        return seconds
+    }()
 
     public func jobIds() throws(StoreError) -> [String] {
         try folderNames(in: jobsDirectory)
@@ -101,8 +140,18 @@ func makeDirectories(_ path: String) -> (path: String, reason: String)? {
     return (path, String(cString: strerror(errno)))
 }
 
+/// The names of the regular files directly inside `path`, sorted; none when `path` does not exist.
+private func fileNames(in path: String) throws(StoreError) -> [String] {
+    try names(in: path).filter { isRegularFile("\(path)/\($0)") }
+}
+
 /// The names of the folders directly inside `path`, sorted; none when `path` does not exist.
 private func folderNames(in path: String) throws(StoreError) -> [String] {
+    try names(in: path).filter { isDirectory("\(path)/\($0)") }
+}
+
+/// Every name directly inside `path` but "." and "..", sorted; none when `path` does not exist.
+private func names(in path: String) throws(StoreError) -> [String] {
     guard let dir = opendir(path) else {
         if errno == ENOENT { return [] }
         throw failure(path, "cannot list folder")
@@ -113,14 +162,14 @@ private func folderNames(in path: String) throws(StoreError) -> [String] {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
             String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
-        if name != ".", name != "..", isDirectory("\(path)/\(name)") { names.append(name) }
+        if name != ".", name != ".." { names.append(name) }
     }
     return names.sorted()
 }
 
 /// Writes `bytes` to a fresh temporary file beside `path`, flushes it and renames it over `path`. On any
 /// failure the temporary file is removed and the error names the file that could not be written.
-private func writeAtomically(_ bytes: [UInt8], to path: String) throws(StoreError) {
+private func writeAtomically(_ bytes: [UInt8], to path: String, pauseSeconds: Double = 0) throws(StoreError) {
     var temporary = ""
     var fd: Int32 = -1
     for _ in 0..<8 where fd < 0 {
@@ -134,8 +183,18 @@ private func writeAtomically(_ bytes: [UInt8], to path: String) throws(StoreErro
         return error
     }
     var done = 0
+    var paused = pauseSeconds <= 0
     while done < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+        let end = paused ? bytes.count : bytes.count / 2
+        if done >= end {
+            // The test hook (`FileRecordStore.checkpointWritePause`): half the file is written.
+            paused = true
+            let note = "ps-server: test hook PS_TEST_CHECKPOINT_WRITE_PAUSE_SECONDS: pausing \(pauseSeconds)s halfway through \(temporary)\n"
+            _ = note.withCString { Glibc.write(2, $0, strlen($0)) }
+            usleep(UInt32(pauseSeconds * 1_000_000))
+            continue
+        }
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, end - done) }
         if n < 0 && errno == EINTR { continue }
         guard n > 0 else {
             let error = failure(path, "cannot write temporary file \(temporary)")

@@ -21,20 +21,30 @@ public final class MemoryRecordStore: RecordStore, @unchecked Sendable {
     }
 
     public func list(_ kind: RecordKind) throws(StoreError) -> [String] {
-        lock.withLock { records.keys.filter { $0.kind == kind }.map(\.id) }.sorted()
+        Set(lock.withLock { records.keys.filter { $0.kind == kind }.map(\.id) }).sorted()
     }
 
+    public func entries(_ kind: RecordKind, of jobId: String) throws(StoreError) -> [String] {
+        lock.withLock { records.keys.filter { $0.kind == kind && $0.id == jobId }.map(\.entry) }.sorted()
+    }
+
+    public func delete(_ key: RecordKey) throws(StoreError) {
+        try key.validate(at: location(of: key))
+        _ = lock.withLock { records.removeValue(forKey: key) }
+    }
+
+    /// Nothing is ever half-written in memory.
+    public func discardUnfinished(_ kind: RecordKind, of jobId: String) throws(StoreError) {}
+
     public func jobIds() throws(StoreError) -> [String] {
-        let ids = lock.withLock {
-            records.keys.filter { if case .jobFile = $0.kind.layout { true } else { false } }.map(\.id)
-        }
-        return Set(ids).sorted()
+        Set(lock.withLock { records.keys.map(\.id) }).sorted()
     }
 
     /// "memory:jobs/job-3/model.psm": the path the record would have in a data directory.
     public func location(of key: RecordKey) -> String {
         switch key.kind.layout {
         case let .jobFile(name): return "memory:jobs/\(key.id)/\(name)"
+        case let .jobFolder(folder, suffix): return "memory:jobs/\(key.id)/\(folder)/\(key.entry)\(suffix)"
         }
     }
 }

@@ -26,6 +26,17 @@ public protocol RecordStore: Sendable {
     /// The ids that have a record of `kind`, sorted.
     func list(_ kind: RecordKind) throws(StoreError) -> [String]
 
+    /// The entries of a per-job folder kind (`Layout.jobFolder`) that `jobId` has, sorted; temporary
+    /// files of interrupted writes are not entries.
+    func entries(_ kind: RecordKind, of jobId: String) throws(StoreError) -> [String]
+
+    /// Removes the record under `key`; a missing record is not an error.
+    func delete(_ key: RecordKey) throws(StoreError)
+
+    /// Removes what interrupted writes of a per-job folder kind left in `jobId`'s folder (temporary
+    /// files a crash left behind). Call it only while no write of that kind is under way.
+    func discardUnfinished(_ kind: RecordKind, of jobId: String) throws(StoreError)
+
     /// Every job id the store holds anything for, sorted: ids with a record of any kind, and in a data
     /// directory any `jobs/<id>/` folder (one holding only TensorBoard logs included). Job numbers
     /// continue after these, so a new job never writes into an earlier job's place.
@@ -41,6 +52,8 @@ public struct RecordKind: Hashable, Sendable, CustomStringConvertible {
     public enum Layout: Hashable, Sendable {
         /// `jobs/<id>/<file name>`: one file per job, beside the job's other files (its TensorBoard logs).
         case jobFile(String)
+        /// `jobs/<id>/<folder>/<entry><suffix>`: numbered entries of one job (its checkpoints).
+        case jobFolder(String, suffix: String)
     }
 
     /// A short name for messages, e.g. "model".
@@ -56,6 +69,10 @@ public struct RecordKind: Hashable, Sendable, CustomStringConvertible {
     public static let model = RecordKind(name: "model", layout: .jobFile("model.psm"))
     /// A finished job's final `JobResult`, as JSON: `jobs/<id>/result.json`.
     public static let jobRecord = RecordKind(name: "job record", layout: .jobFile("result.json"))
+    /// The job journal's entry for a job, as JSON: `jobs/<id>/job.json` (its spec and state changes).
+    public static let journal = RecordKind(name: "journal entry", layout: .jobFile("job.json"))
+    /// A running job's checkpoints: `jobs/<id>/checkpoints/<steps, 12 digits>.ckpt`.
+    public static let checkpoint = RecordKind(name: "checkpoint", layout: .jobFolder("checkpoints", suffix: ".ckpt"))
 
     public var description: String { name }
 }
@@ -64,21 +81,38 @@ public struct RecordKind: Hashable, Sendable, CustomStringConvertible {
 public struct RecordKey: Hashable, Sendable, CustomStringConvertible {
     public let kind: RecordKind
     public let id: String
+    /// The entry within the job's folder, for `Layout.jobFolder` kinds ("" otherwise).
+    public let entry: String
 
-    public init(_ kind: RecordKind, _ id: String) {
+    public init(_ kind: RecordKind, _ id: String, entry: String = "") {
         self.kind = kind
         self.id = id
+        self.entry = entry
     }
 
     public static func model(_ jobId: String) -> RecordKey { RecordKey(.model, jobId) }
     public static func jobRecord(_ jobId: String) -> RecordKey { RecordKey(.jobRecord, jobId) }
+    public static func journal(_ jobId: String) -> RecordKey { RecordKey(.journal, jobId) }
+    /// The checkpoint holding `steps` training steps: entries sort by step.
+    public static func checkpoint(_ jobId: String, steps: Int) -> RecordKey {
+        let digits = String(steps)
+        return RecordKey(.checkpoint, jobId, entry: String(repeating: "0", count: max(12 - digits.count, 0)) + digits)
+    }
 
-    public var description: String { "\(kind.name) of \(id)" }
+    public var description: String { entry.isEmpty ? "\(kind.name) of \(id)" : "\(kind.name) \(entry) of \(id)" }
 
-    /// Checks that the id can name a file: not empty, not "." or "..", no "/" and no NUL, at most 255 bytes.
+    /// Checks that the id (and entry) can name a file: not empty, not "." or "..", no "/" and no NUL, at
+    /// most 255 bytes; an entry exactly when the kind has them.
     func validate(at location: String) throws(StoreError) {
-        guard !id.isEmpty, id != ".", id != "..", !id.contains("/"), !id.contains("\0"), id.utf8.count <= 255 else {
+        func plain(_ name: String) -> Bool {
+            !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.contains("\0") && name.utf8.count <= 200
+        }
+        guard plain(id) else {
             throw StoreError(path: location, "'\(id)' cannot be a record id (it must be a plain file name)")
+        }
+        let folder: Bool = if case .jobFolder = kind.layout { true } else { false }
+        guard folder ? plain(entry) : entry.isEmpty else {
+            throw StoreError(path: location, "'\(entry)' cannot be an entry of a \(kind.name)")
         }
     }
 }

@@ -21,22 +21,6 @@ public struct TrainingPlan: Equatable, Sendable {
     public var parameters: Int
 }
 
-/// One epoch's figures. Losses are means over samples; accuracies only for classification.
-public struct EpochReport: Equatable, Sendable {
-    /// 1-based.
-    public var epoch: Int
-    public var trainLoss: Double
-    public var trainAccuracy: Double?
-    public var validationLoss: Double?
-    public var validationAccuracy: Double?
-    public var samplesPerSecond: Double
-    public var seconds: Double
-    /// Whether this epoch is the best so far by the monitored metric.
-    public var improved: Bool
-    public var bestEpoch: Int
-    public var stopEarly: Bool
-}
-
 /// The single-process trainer, `psctl train --local`: the same chunks, the same reduction tree and
 /// the same update as the cluster, in one process. It is the oracle the cluster is compared with.
 public struct LocalTrainer {

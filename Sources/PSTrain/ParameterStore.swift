@@ -116,6 +116,28 @@ public struct ParameterStore: Sendable {
         version += 1
     }
 
+    /// The optimizer's state over the whole vector: its step count and each slot (`OptimizerRule.slotNames`)
+    /// with the shards' ranges put together, so a checkpoint does not depend on the shard count.
+    public var optimizerState: (steps: Int, slots: [[Float]]) {
+        let slotCount = shards.first?.optimizer.slots.count ?? 0
+        let slots = (0..<slotCount).map { k in shards.flatMap { $0.optimizer.slots[k] } }
+        return (shards.first?.optimizer.stepCount ?? 0, slots)
+    }
+
+    /// Puts back what a checkpoint saved: parameters, version and the optimizer's state for the whole
+    /// vector (split over this store's shards, whatever their count was when it was saved).
+    public mutating func restore(parameters saved: [Float], version: Int, optimizerSteps: Int, slots: [[Float]]) {
+        precondition(saved.count == parameters.count, "restored vector has the wrong length")
+        precondition(partApplied == 0, "restoring in the middle of a step applied in parts")
+        parameters = saved
+        self.version = version
+        for s in shards.indices {
+            let r = shards[s].range
+            shards[s].optimizer.slots = slots.map { Array($0[r]) }
+            shards[s].optimizer.stepCount = optimizerSteps
+        }
+    }
+
     /// Replaces the parameters (restoring the best epoch's weights); the optimizer state is kept.
     public mutating func restore(_ saved: [Float], version: Int) {
         precondition(saved.count == parameters.count, "restored vector has the wrong length")

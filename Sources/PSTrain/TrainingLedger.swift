@@ -20,6 +20,23 @@ public struct TrainingLedger: Sendable {
         stopper = spec.earlyStopping.map(EarlyStopper.init)
     }
 
+    /// The ledger a checkpoint saved (`Checkpoint.problem` has checked it fits `spec`). The best weights
+    /// themselves stay with their holder (`bestParameters` is `[]` when `hasBest`, as in the cluster).
+    public init(spec: JobSpec, restoring c: Checkpoint) {
+        self.spec = spec
+        history = c.history
+        stopper = spec.earlyStopping.map { EarlyStopper(spec: $0, restoring: c.stopper ?? $0.initialState) }
+        tracker = EarlyStopper(spec: tracker.spec, restoring: c.tracker)
+        bestParameters = c.hasBest ? [] : nil
+        bestVersion = c.bestVersion
+    }
+
+    /// What a checkpoint saves of the ledger (besides `history`): the early-stopping rule's and the
+    /// tracker's state, whether best weights are kept and their version.
+    public var saved: (stopper: Checkpoint.StopperState?, tracker: Checkpoint.StopperState, hasBest: Bool, bestVersion: Int) {
+        (stopper?.state, tracker.state, bestParameters != nil, bestVersion)
+    }
+
     /// Records epoch `epoch` (1-based). `validation` is nil when the job has no validation data.
     /// `parameters` and `version` are the weights at the end of the epoch.
     public mutating func endEpoch(_ epoch: Int, train: ChunkStats, validation: ChunkStats?,

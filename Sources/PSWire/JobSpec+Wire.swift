@@ -35,6 +35,14 @@ extension JobSpec {
             e.pointee.restore_best = earlyStopping.restoreBest ? 1 : 0
             m.pointee.early_stopping = e
         }
+        if checkpoint != CheckpointSpec() {
+            let k: UnsafeMutablePointer<Ps__V1__CheckpointSpec> = arena.message(ps__v1__checkpoint_spec__init)
+            k.pointee.every_steps = uint64(checkpoint.everySteps, "checkpoint.everySteps")
+            k.pointee.every_seconds = checkpoint.everySeconds
+            k.pointee.at_epoch_end = checkpoint.atEpochEnd ? 1 : 0
+            k.pointee.keep = uint64(checkpoint.keep, "checkpoint.keep")
+            m.pointee.checkpoint = k
+        }
         return m
     }
 
@@ -48,6 +56,18 @@ extension JobSpec {
                 minDelta: e.min_delta,
                 restoreBest: e.restore_best != 0)
         }
+        var checkpoint = CheckpointSpec()
+        if let k = c.checkpoint?.pointee {
+            let p = "\(path).checkpoint"
+            checkpoint = CheckpointSpec(everySteps: try int(k.every_steps, "\(p).every_steps"), everySeconds: k.every_seconds,
+                                        atEpochEnd: k.at_epoch_end != 0, keep: try int(k.keep, "\(p).keep"))
+            guard checkpoint.everySeconds.isFinite, (0...Limits.checkpointSecondsMax).contains(checkpoint.everySeconds) else {
+                throw WireError(field: "\(p).every_seconds", "\(checkpoint.everySeconds) is out of range (0 to \(Limits.checkpointSecondsMax))")
+            }
+            guard (1...Limits.checkpointsKeptMax).contains(checkpoint.keep) else {
+                throw WireError(field: "\(p).keep", "\(checkpoint.keep) is out of range (1 to \(Limits.checkpointsKeptMax))")
+            }
+        }
         self.init(
             name: string(c.name),
             seed: c.seed,
@@ -56,7 +76,8 @@ extension JobSpec {
             loss: try lossTable.swift(c.loss, "\(path).loss"),
             optimizer: try OptimizerSpec(c: try required(c.optimizer, "\(path).optimizer"), "\(path).optimizer"),
             training: try TrainingSpec(c: try required(c.training, "\(path).training"), "\(path).training"),
-            earlyStopping: earlyStopping)
+            earlyStopping: earlyStopping,
+            checkpoint: checkpoint)
     }
 }
 

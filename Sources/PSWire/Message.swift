@@ -435,6 +435,11 @@ public struct JobStatus: Equatable, Sendable {
     public var excludedWorkers = 0
     /// The spec accepts workers of any signature: the result is then not bitwise-reproducible.
     public var allowMixedSignatures = false
+    /// The newest checkpoint of a running job: training steps it holds, and its age in seconds.
+    public var checkpointStep: Int?
+    public var checkpointAgeSeconds: Double?
+    /// Why the last checkpoint could not be written ("" when it was).
+    public var checkpointError = ""
 
     public init(jobId: String, name: String, state: JobState, epoch: Int, epochs: Int, step: Int,
                 stepsPerEpoch: Int, trainLoss: Double? = nil, validationLoss: Double? = nil,

@@ -91,6 +91,15 @@ extension JobStatus {
         m.pointee.compute_signature = arena.string(computeSignature)
         m.pointee.excluded_workers = uint32(excludedWorkers, "JobStatus.excludedWorkers")
         m.pointee.allow_mixed_signatures = allowMixedSignatures ? 1 : 0
+        if let checkpointStep {
+            m.pointee.has_checkpoint_step_case = PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP_CHECKPOINT_STEP
+            m.pointee.checkpoint_step = uint64(checkpointStep, "JobStatus.checkpointStep")
+        }
+        if let checkpointAgeSeconds {
+            m.pointee.has_checkpoint_age_seconds_case = PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS_CHECKPOINT_AGE_SECONDS
+            m.pointee.checkpoint_age_seconds = checkpointAgeSeconds
+        }
+        m.pointee.checkpoint_error = arena.string(checkpointError)
         return m
     }
 
@@ -123,6 +132,13 @@ extension JobStatus {
         computeSignature = string(c.compute_signature)
         excludedWorkers = try int(c.excluded_workers, "\(path).excluded_workers")
         allowMixedSignatures = c.allow_mixed_signatures != 0
+        if c.has_checkpoint_step_case == PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP_CHECKPOINT_STEP {
+            checkpointStep = try int(c.checkpoint_step, "\(path).checkpoint_step")
+        }
+        if c.has_checkpoint_age_seconds_case == PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS_CHECKPOINT_AGE_SECONDS {
+            checkpointAgeSeconds = try nonNegative(c.checkpoint_age_seconds, "\(path).checkpoint_age_seconds")
+        }
+        checkpointError = string(c.checkpoint_error)
     }
 }
 

@@ -354,7 +354,9 @@ final class CoordinatorProtocolTests: XCTestCase {
     }
 
     // Shutdown marks the running job interrupted and answers its waiters.
-    func testShutdownInterrupts() throws {
+    // SIGTERM: every connection is closed and the running job is not ended (no result for its waiters,
+    // nothing final for the journal), so a restarted server resumes it; the shard lets its values go.
+    func testShutdownLeavesTheJobToResume() throws {
         var sim = try Simulation(spec: smallJob(), seed: 1)
         let client = sim.connect(.client)
         sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(smallJob()))))
@@ -365,8 +367,13 @@ final class CoordinatorProtocolTests: XCTestCase {
             if case let .jobResult(r) = e.message { return r }
             return nil
         }
-        XCTAssertEqual(results.first?.state, .interrupted)
+        XCTAssertEqual(results.count, 0)
         XCTAssertTrue(sim.closed.contains(client))
+        XCTAssertEqual(sim.coordinator.registry.jobs["job-1"]?.state.isFinal, false)
+        XCTAssertNil(sim.coordinator.run)
+        XCTAssertNil(sim.shard.job)
+        XCTAssertTrue(sim.observations.contains { if case .jobSuspended("job-1") = $0 { return true }; return false })
+        XCTAssertTrue(sim.logs.contains { $0.1.contains("resumes from") })
     }
 }
 

@@ -160,15 +160,41 @@ struct Simulation {
     var observations: [Observation] = []
     let data: LoadedData
     var rng: SeededRandom
+    /// What the data directory would hold: the journal (specs in submission order), and each job's
+    /// checkpoints in the order written.
+    var journal: [(id: String, spec: JobSpec)] = []
+    var checkpoints: [String: [Checkpoint]] = [:]
+    /// Set: checkpoints the shard hands over are "being written" (kept here, not stored, no answer yet).
+    var holdCheckpoints = false
+    var checkpointsBeingWritten: [Checkpoint] = []
+    let shards: Int
 
     init(spec: JobSpec, seed: UInt64, shards: Int = 1) throws {
         coordinator = Coordinator(config: CoordinatorConfig(address: "sim", shardCount: shards), now: 0)
         shard = ParameterShard(keyRanges: shards)
+        self.shards = shards
         data = try DataLoader.load(spec)
         rng = SeededRandom(seed: seed)
     }
 
     mutating func random(_ n: Int) -> Int { rng.next(n) }
+
+    /// The server dies (kill -9: nothing more is sent or written) and a new one starts on the same data
+    /// directory: a new coordinator and shard from the journal, results and checkpoints; every
+    /// connection is gone (clients reconnect themselves; `workers` new ones are added).
+    mutating func restartServer(workers count: Int, firstJobNumber: Int? = nil) {
+        let recovered = journal.map { RecoveredJob(id: $0.id, spec: $0.spec, result: coordinator.result(of: $0.id)) }
+        let next = firstJobNumber ?? (journal.count + 1)
+        coordinator = Coordinator(config: coordinator.config, now: now, firstJobNumber: next, recovered: recovered)
+        shard = ParameterShard(keyRanges: shards)
+        workers = [:]
+        toWorkersLink = SimulatedNetwork<Message>()
+        toCoordinatorLink = SimulatedNetwork<Message>()
+        checkpointsBeingWritten = []
+        holdCheckpoints = false
+        for _ in 0..<count { addWorker() }
+        feed(.tick)
+    }
 
     /// What is in flight to workers, in send order (tests read it, deliver it themselves, clear it).
     var toWorkers: [(ConnectionID, Message)] {
@@ -178,7 +204,8 @@ struct Simulation {
 
     /// The shard's parameters and optimizer state (nil when no job is open).
     var store: ParameterStore? { shard.job?.store }
-    /// Set: the shard's answers to `.finish` are kept in `heldShardAnswers` instead of delivered.
+    /// Set: the shard's answers to `.finish` are kept in `heldShardAnswers` instead of delivered
+    /// (checkpoints written are still answered).
     var holdShardAnswers = false
     var heldShardAnswers: [CoordinatorEvent] = []
 
@@ -198,6 +225,14 @@ struct Simulation {
                         for id in ids { route(envelope, to: id) }
                     case let .finished(jobId, parameters, sha256):
                         later.append(.shardFinished(jobId: jobId, parameters: parameters, sha256: sha256))
+                    case let .checkpoint(checkpoint, keep):
+                        if holdCheckpoints {
+                            checkpointsBeingWritten.append(checkpoint)
+                        } else {
+                            checkpoints[checkpoint.jobId, default: []].append(checkpoint)
+                            checkpoints[checkpoint.jobId] = Array(checkpoints[checkpoint.jobId]!.suffix(keep))
+                            later.append(.checkpointWritten(jobId: checkpoint.jobId, steps: checkpoint.optimizerSteps))
+                        }
                     case let .log(level, message, fields):
                         logs.append((level, message, fields))
                     }
@@ -216,8 +251,23 @@ struct Simulation {
                 feed(.disconnected(id))
             case let .prepare(jobId, spec):
                 let d = try! DataLoader.load(spec)
+                let steps = ChunkPlan.stepsPerEpoch(count: d.train.count, batchSize: spec.training.batchSize)
+                // The newest checkpoint that fits, as the runtime picks it.
+                let sha = Digest.sha256(spec.wireBytes())
+                let usable = checkpoints[jobId, default: []].last {
+                    $0.problem(jobId: jobId, spec: spec, specSHA256: sha, stepsPerEpoch: steps,
+                               parameterCount: spec.network.parameterCount,
+                               optimizerSlots: spec.optimizer.config.rule.slotNames.count) == nil
+                }
                 feed(.prepared(jobId: jobId, .success(PreparedData(trainCount: d.train.count,
-                    validationCount: d.validation?.count ?? 0, testCount: d.test?.count ?? 0, preprocessing: d.preprocessing))))
+                    validationCount: d.validation?.count ?? 0, testCount: d.test?.count ?? 0, preprocessing: d.preprocessing)),
+                    checkpoint: usable))
+            case let .recordSubmission(jobId, spec, connection, requestId):
+                journal.append((jobId, spec))
+                route(Envelope(requestId: requestId, message: .submitted(jobId: jobId)), to: connection)
+            case let .sendStoredModel(jobId, connection, requestId):
+                route(Envelope(requestId: requestId, message: models[jobId].map { .modelData($0) }
+                    ?? .error(ErrorReply(code: .internal, message: "no stored model"))), to: connection)
             case let .saveModel(jobId, model):
                 models[jobId] = model
             case let .log(level, message, fields):
@@ -226,10 +276,12 @@ struct Simulation {
                 observations.append(o)
             }
         }
-        if holdShardAnswers {
-            heldShardAnswers += later
-        } else {
-            for event in later { feed(event) }
+        for event in later {
+            if holdShardAnswers, case .shardFinished = event {
+                heldShardAnswers.append(event)
+            } else {
+                feed(event)
+            }
         }
     }
 

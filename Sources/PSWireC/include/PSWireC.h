@@ -6,6 +6,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 #include "onnx/onnx.pb-c.h"
+#include "ps/v1/checkpoint.pb-c.h"
 #include "ps/v1/control.pb-c.h"
 #include "ps/v1/data.pb-c.h"
 #include "ps/v1/envelope.pb-c.h"

@@ -397,6 +397,18 @@ typedef enum {
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PS__V1__JOB_STATUS__HAS_ETA_SECONDS__CASE)
 } Ps__V1__JobStatus__HasEtaSecondsCase;
 
+typedef enum {
+  PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP__NOT_SET = 0,
+  PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP_CHECKPOINT_STEP = 19
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP__CASE)
+} Ps__V1__JobStatus__HasCheckpointStepCase;
+
+typedef enum {
+  PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS__NOT_SET = 0,
+  PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS_CHECKPOINT_AGE_SECONDS = 20
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS__CASE)
+} Ps__V1__JobStatus__HasCheckpointAgeSecondsCase;
+
 /*
  * One job's progress.
  */
@@ -440,6 +452,10 @@ struct  Ps__V1__JobStatus
    * The spec accepts workers of any signature (the result is then not bitwise-reproducible).
    */
   protobuf_c_boolean allow_mixed_signatures;
+  /*
+   * Why the last checkpoint could not be written (training goes on); empty once one is written again.
+   */
+  char *checkpoint_error;
   Ps__V1__JobStatus__HasTrainLossCase has_train_loss_case;
   union {
     double train_loss;
@@ -456,10 +472,18 @@ struct  Ps__V1__JobStatus
   union {
     double eta_seconds;
   };
+  Ps__V1__JobStatus__HasCheckpointStepCase has_checkpoint_step_case;
+  union {
+    uint64_t checkpoint_step;
+  };
+  Ps__V1__JobStatus__HasCheckpointAgeSecondsCase has_checkpoint_age_seconds_case;
+  union {
+    double checkpoint_age_seconds;
+  };
 };
 #define PS__V1__JOB_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__job_status__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, PS__V1__JOB_STATUS__HAS_TRAIN_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_ETA_SECONDS__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, PS__V1__JOB_STATUS__HAS_TRAIN_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_ETA_SECONDS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS__NOT_SET, {0} }
 
 
 /*

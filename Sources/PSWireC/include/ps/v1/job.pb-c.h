@@ -26,6 +26,7 @@ typedef struct Ps__V1__ModelSpec Ps__V1__ModelSpec;
 typedef struct Ps__V1__OptimizerSpec Ps__V1__OptimizerSpec;
 typedef struct Ps__V1__TrainingSpec Ps__V1__TrainingSpec;
 typedef struct Ps__V1__EarlyStoppingSpec Ps__V1__EarlyStoppingSpec;
+typedef struct Ps__V1__CheckpointSpec Ps__V1__CheckpointSpec;
 typedef struct Ps__V1__JobSpec Ps__V1__JobSpec;
 
 
@@ -346,6 +347,25 @@ struct  Ps__V1__EarlyStoppingSpec
 
 
 /*
+ * When the server checkpoints a running job; 0 turns a trigger off. Never changes the result.
+ */
+struct  Ps__V1__CheckpointSpec
+{
+  ProtobufCMessage base;
+  uint64_t every_steps;
+  double every_seconds;
+  protobuf_c_boolean at_epoch_end;
+  /*
+   * Checkpoints kept on disk, at least 1.
+   */
+  uint64_t keep;
+};
+#define PS__V1__CHECKPOINT_SPEC__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&ps__v1__checkpoint_spec__descriptor) \
+    , 0, 0, 0, 0 }
+
+
+/*
  * A whole job spec.
  */
 struct  Ps__V1__JobSpec
@@ -362,10 +382,14 @@ struct  Ps__V1__JobSpec
    * Absent: train every epoch.
    */
   Ps__V1__EarlyStoppingSpec *early_stopping;
+  /*
+   * Absent: the defaults (every 30 s and at each epoch's end, keeping 2).
+   */
+  Ps__V1__CheckpointSpec *checkpoint;
 };
 #define PS__V1__JOB_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__job_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, NULL, NULL, PS__V1__LOSS__LOSS_UNSPECIFIED, NULL, NULL, NULL }
+    , (char *)protobuf_c_empty_string, 0, NULL, NULL, PS__V1__LOSS__LOSS_UNSPECIFIED, NULL, NULL, NULL, NULL }
 
 
 /* Ps__V1__IdxFiles methods */
@@ -577,6 +601,25 @@ Ps__V1__EarlyStoppingSpec *
 void   ps__v1__early_stopping_spec__free_unpacked
                      (Ps__V1__EarlyStoppingSpec *message,
                       ProtobufCAllocator *allocator);
+/* Ps__V1__CheckpointSpec methods */
+void   ps__v1__checkpoint_spec__init
+                     (Ps__V1__CheckpointSpec         *message);
+size_t ps__v1__checkpoint_spec__get_packed_size
+                     (const Ps__V1__CheckpointSpec   *message);
+size_t ps__v1__checkpoint_spec__pack
+                     (const Ps__V1__CheckpointSpec   *message,
+                      uint8_t             *out);
+size_t ps__v1__checkpoint_spec__pack_to_buffer
+                     (const Ps__V1__CheckpointSpec   *message,
+                      ProtobufCBuffer     *buffer);
+Ps__V1__CheckpointSpec *
+       ps__v1__checkpoint_spec__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   ps__v1__checkpoint_spec__free_unpacked
+                     (Ps__V1__CheckpointSpec *message,
+                      ProtobufCAllocator *allocator);
 /* Ps__V1__JobSpec methods */
 void   ps__v1__job_spec__init
                      (Ps__V1__JobSpec         *message);
@@ -631,6 +674,9 @@ typedef void (*Ps__V1__TrainingSpec_Closure)
 typedef void (*Ps__V1__EarlyStoppingSpec_Closure)
                  (const Ps__V1__EarlyStoppingSpec *message,
                   void *closure_data);
+typedef void (*Ps__V1__CheckpointSpec_Closure)
+                 (const Ps__V1__CheckpointSpec *message,
+                  void *closure_data);
 typedef void (*Ps__V1__JobSpec_Closure)
                  (const Ps__V1__JobSpec *message,
                   void *closure_data);
@@ -657,6 +703,7 @@ extern const ProtobufCMessageDescriptor ps__v1__model_spec__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__optimizer_spec__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__early_stopping_spec__descriptor;
+extern const ProtobufCMessageDescriptor ps__v1__checkpoint_spec__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__job_spec__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -1893,7 +1893,7 @@ const ProtobufCMessageDescriptor ps__v1__cluster_status__descriptor =
   (ProtobufCMessageInit) ps__v1__cluster_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[18] =
+static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[21] =
 {
   {
     "job_id",
@@ -2111,10 +2111,49 @@ static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[18] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "checkpoint_step",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Ps__V1__JobStatus, has_checkpoint_step_case),
+    offsetof(Ps__V1__JobStatus, checkpoint_step),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "checkpoint_age_seconds",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Ps__V1__JobStatus, has_checkpoint_age_seconds_case),
+    offsetof(Ps__V1__JobStatus, checkpoint_age_seconds),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "checkpoint_error",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__JobStatus, checkpoint_error),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__job_status__field_indices_by_name[] = {
   17,   /* field[17] = allow_mixed_signatures */
   10,   /* field[10] = best_epoch */
+  19,   /* field[19] = checkpoint_age_seconds */
+  20,   /* field[20] = checkpoint_error */
+  18,   /* field[18] = checkpoint_step */
   15,   /* field[15] = compute_signature */
   3,   /* field[3] = epoch */
   4,   /* field[4] = epochs */
@@ -2135,7 +2174,7 @@ static const unsigned ps__v1__job_status__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__job_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 18 }
+  { 0, 21 }
 };
 const ProtobufCMessageDescriptor ps__v1__job_status__descriptor =
 {
@@ -2145,7 +2184,7 @@ const ProtobufCMessageDescriptor ps__v1__job_status__descriptor =
   "Ps__V1__JobStatus",
   "ps.v1",
   sizeof(Ps__V1__JobStatus),
-  18,
+  21,
   ps__v1__job_status__field_descriptors,
   ps__v1__job_status__field_indices_by_name,
   1,  ps__v1__job_status__number_ranges,

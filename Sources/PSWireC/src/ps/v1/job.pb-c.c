@@ -502,6 +502,51 @@ void   ps__v1__early_stopping_spec__free_unpacked
   assert(message->base.descriptor == &ps__v1__early_stopping_spec__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   ps__v1__checkpoint_spec__init
+                     (Ps__V1__CheckpointSpec         *message)
+{
+  static const Ps__V1__CheckpointSpec init_value = PS__V1__CHECKPOINT_SPEC__INIT;
+  *message = init_value;
+}
+size_t ps__v1__checkpoint_spec__get_packed_size
+                     (const Ps__V1__CheckpointSpec *message)
+{
+  assert(message->base.descriptor == &ps__v1__checkpoint_spec__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t ps__v1__checkpoint_spec__pack
+                     (const Ps__V1__CheckpointSpec *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &ps__v1__checkpoint_spec__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t ps__v1__checkpoint_spec__pack_to_buffer
+                     (const Ps__V1__CheckpointSpec *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &ps__v1__checkpoint_spec__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Ps__V1__CheckpointSpec *
+       ps__v1__checkpoint_spec__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Ps__V1__CheckpointSpec *)
+     protobuf_c_message_unpack (&ps__v1__checkpoint_spec__descriptor,
+                                allocator, len, data);
+}
+void   ps__v1__checkpoint_spec__free_unpacked
+                     (Ps__V1__CheckpointSpec *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &ps__v1__checkpoint_spec__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   ps__v1__job_spec__init
                      (Ps__V1__JobSpec         *message)
 {
@@ -1341,7 +1386,84 @@ const ProtobufCMessageDescriptor ps__v1__early_stopping_spec__descriptor =
   (ProtobufCMessageInit) ps__v1__early_stopping_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__job_spec__field_descriptors[8] =
+static const ProtobufCFieldDescriptor ps__v1__checkpoint_spec__field_descriptors[4] =
+{
+  {
+    "every_steps",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__CheckpointSpec, every_steps),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "every_seconds",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__CheckpointSpec, every_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "at_epoch_end",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__CheckpointSpec, at_epoch_end),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "keep",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__CheckpointSpec, keep),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned ps__v1__checkpoint_spec__field_indices_by_name[] = {
+  2,   /* field[2] = at_epoch_end */
+  1,   /* field[1] = every_seconds */
+  0,   /* field[0] = every_steps */
+  3,   /* field[3] = keep */
+};
+static const ProtobufCIntRange ps__v1__checkpoint_spec__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor ps__v1__checkpoint_spec__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "ps.v1.CheckpointSpec",
+  "CheckpointSpec",
+  "Ps__V1__CheckpointSpec",
+  "ps.v1",
+  sizeof(Ps__V1__CheckpointSpec),
+  4,
+  ps__v1__checkpoint_spec__field_descriptors,
+  ps__v1__checkpoint_spec__field_indices_by_name,
+  1,  ps__v1__checkpoint_spec__number_ranges,
+  (ProtobufCMessageInit) ps__v1__checkpoint_spec__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor ps__v1__job_spec__field_descriptors[9] =
 {
   {
     "name",
@@ -1439,8 +1561,21 @@ static const ProtobufCFieldDescriptor ps__v1__job_spec__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "checkpoint",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__JobSpec, checkpoint),
+    &ps__v1__checkpoint_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__job_spec__field_indices_by_name[] = {
+  8,   /* field[8] = checkpoint */
   2,   /* field[2] = data */
   7,   /* field[7] = early_stopping */
   4,   /* field[4] = loss */
@@ -1453,7 +1588,7 @@ static const unsigned ps__v1__job_spec__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__job_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor ps__v1__job_spec__descriptor =
 {
@@ -1463,7 +1598,7 @@ const ProtobufCMessageDescriptor ps__v1__job_spec__descriptor =
   "Ps__V1__JobSpec",
   "ps.v1",
   sizeof(Ps__V1__JobSpec),
-  8,
+  9,
   ps__v1__job_spec__field_descriptors,
   ps__v1__job_spec__field_indices_by_name,
   1,  ps__v1__job_spec__number_ranges,
