@@ -90,8 +90,8 @@ extension Coordinator {
                              "steps_per_epoch": "\(steps)", "parameters": "\(network.parameterCount)"]))
             switch checkpoint?.phase ?? .train {
             case .train: startTrainStep(now: now, &out)
-            case .validate: startEvaluation(.validate, count: data.validationCount)
-            case .test: startEvaluation(.test, count: data.testCount)
+            case .validate: startEvaluation(.validate, count: data.validationCount, &out)
+            case .test: startEvaluation(.test, count: data.testCount, &out)
             }
             dispatch(now: now, &out)
         }

@@ -107,8 +107,10 @@ extension Coordinator {
         out.append(.shard(.beginStep(leaves: leaves.count)))
     }
 
-    mutating func startEvaluation(_ kind: WorkKind, count: Int) {
+    mutating func startEvaluation(_ kind: WorkKind, count: Int, _ out: inout [CoordinatorAction]) {
         guard var r = run else { return }
+        out.append(.log(.info, kind == .validate ? "validation started" : "test evaluation started",
+                        ["job": r.jobId, "epoch": "\(r.epoch + 1)", "samples": "\(count)"]))
         let leaves = ChunkPlan.evaluationRanges(count: count).map(\.count)
         r.work = Work(kind: kind, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
                       version: r.version, batchStart: 0, batchSize: count, leafSamples: leaves,
@@ -246,7 +248,7 @@ extension Coordinator {
             run!.trainedSamples += r.epochStats.samples
             if r.data.validationCount > 0 {
                 checkpointIfDue(.validate, epochEnd: false, now: now, &out)
-                startEvaluation(.validate, count: r.data.validationCount)
+                startEvaluation(.validate, count: r.data.validationCount, &out)
             } else {
                 endEpoch(validation: nil, now: now, &out)
                 return
@@ -315,7 +317,7 @@ extension Coordinator {
             run = r
             if r.data.testCount > 0 {
                 checkpointIfDue(.test, epochEnd: true, now: now, &out)
-                startEvaluation(.test, count: r.data.testCount)
+                startEvaluation(.test, count: r.data.testCount, &out)
                 dispatch(now: now, &out)
             } else {
                 complete(test: nil, &out)

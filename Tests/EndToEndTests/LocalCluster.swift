@@ -8,13 +8,16 @@ final class LocalCluster {
     private(set) var server: Process!
     private(set) var address = ""
     private(set) var workers: [String: Process] = [:]
+    /// The current server's log (`server`, then `server-2`, … after restarts).
+    private(set) var serverLog = "server"
+    private let serverArguments: [String]
 
     /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`).
     init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = []) throws {
         directory = NSTemporaryDirectory() + "ps-cluster-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
-        server = try launch("ps-server", ["--listen", "127.0.0.1:0", "--data-dir", directory + "/data",
-                                          "--heartbeat-timeout", "\(heartbeatTimeout)"] + extraServerArguments, log: "server")
+        serverArguments = ["--data-dir", directory + "/data", "--heartbeat-timeout", "\(heartbeatTimeout)"] + extraServerArguments
+        server = try launch("ps-server", ["--listen", "127.0.0.1:0"] + serverArguments, log: "server")
         // The server logs the address it bound; wait for it.
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
@@ -30,6 +33,47 @@ final class LocalCluster {
     }
 
     deinit { stop() }
+
+    /// Stops the server with `signal` (SIGKILL: no clean-up at all) and starts a new one on the same data
+    /// directory and address (with `environment` added), returning once it listens. Workers reconnect by
+    /// themselves.
+    func restartServer(signal: Int32, environment: [String: String] = [:]) throws {
+        Foundation.kill(server.processIdentifier, signal)
+        server.waitUntilExit()
+        if signal == SIGTERM { XCTAssertEqual(server.terminationStatus, 0, "ps-server after SIGTERM:\n\(log(serverLog).suffix(2000))") }
+        let number = (Int(serverLog.split(separator: "-").last ?? "") ?? 1) + 1
+        serverLog = "server-\(number)"
+        // The port may take a moment to be free again after a kill.
+        let deadline = Date().addingTimeInterval(20)
+        while true {
+            server = try launch("ps-server", ["--listen", address] + serverArguments, log: serverLog, environment: environment)
+            while server.isRunning && !log(serverLog).contains("[PSServer] listening") { Thread.sleep(forTimeInterval: 0.02) }
+            if server.isRunning { return }
+            guard Date() < deadline else {
+                throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "ps-server did not restart: \(log(serverLog))"])
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+    }
+
+    /// Waits (polling every few milliseconds) until the current server's log holds `text` more than
+    /// `after` times; returns the new count.
+    @discardableResult
+    func waitForServerLog(_ text: String, after: Int = 0, timeout: Double = 120) throws -> Int {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let count = log(serverLog).components(separatedBy: text).count - 1
+            if count > after { return count }
+            Thread.sleep(forTimeInterval: 0.003)
+        }
+        XCTFail("timed out waiting for '\(text)' in the server log:\n\(log(serverLog).suffix(3000))")
+        throw CocoaError(.fileReadUnknown)
+    }
+
+    /// SIGSTOP or SIGCONT to every worker.
+    func signalWorkers(_ signal: Int32) {
+        for (_, p) in workers { Foundation.kill(p.processIdentifier, signal) }
+    }
 
     func launch(_ binary: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws -> Process {
         let p = Process()
@@ -85,7 +129,7 @@ final class LocalCluster {
             if try condition() { return }
             Thread.sleep(forTimeInterval: 0.1)
         }
-        XCTFail("timed out waiting until \(what); server log:\n\(log("server").suffix(3000))")
+        XCTFail("timed out waiting until \(what); server log:\n\(log(serverLog).suffix(3000))")
         throw CocoaError(.fileReadUnknown)
     }
 
@@ -94,6 +138,7 @@ final class LocalCluster {
     }
 
     func stop() {
+        signalWorkers(SIGCONT)
         for (_, p) in workers where p.isRunning { p.terminate() }
         for (_, p) in workers { p.waitUntilExit() }
         workers = [:]
