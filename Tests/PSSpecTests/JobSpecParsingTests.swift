@@ -568,3 +568,38 @@ final class JobSpecHostileInputTests: XCTestCase {
         assertError(failure(deep, format: .json), field: "", "nested deeper")
     }
 }
+
+/// The `checkpoint` section: defaults, each field's range, and that it round-trips.
+final class CheckpointSpecParsingTests: XCTestCase {
+    func testDefaultsAndFields() throws {
+        // Proves a spec without the section gets every 30 s and each epoch's end, keeping 2, and each
+        // field is read.
+        XCTAssertEqual(try parse(exampleYAML).checkpoint, CheckpointSpec(everySteps: 0, everySeconds: 30, atEpochEnd: true, keep: 2))
+        let spec = try parse(exampleYAML + "checkpoint: {every_steps: 50, every_seconds: 0, at_epoch_end: false, keep: 5}\n")
+        XCTAssertEqual(spec.checkpoint, CheckpointSpec(everySteps: 50, everySeconds: 0, atEpochEnd: false, keep: 5))
+        XCTAssertFalse(spec.checkpoint.isOff)
+        XCTAssertTrue(try parse(exampleYAML + "checkpoint: {every_seconds: 0, at_epoch_end: false}\n").checkpoint.isOff)
+        XCTAssertEqual(try parse(exampleYAML, overrides: ["checkpoint.every_steps=7"]).checkpoint.everySteps, 7)
+    }
+
+    func testRanges() {
+        // Proves every field is range-checked and named, and unknown keys are listed.
+        assertError(failure(exampleYAML + "checkpoint: {keep: 0}\n"), field: "checkpoint.keep", "between 1 and \(Limits.checkpointsKeptMax)")
+        assertError(failure(exampleYAML + "checkpoint: {keep: 101}\n"), field: "checkpoint.keep", "Limits.checkpointsKeptMax")
+        assertError(failure(exampleYAML + "checkpoint: {every_steps: -1}\n"), field: "checkpoint.every_steps", "0 turns it off")
+        assertError(failure(exampleYAML + "checkpoint: {every_seconds: -0.5}\n"), field: "checkpoint.every_seconds", "0 (off)")
+        assertError(failure(exampleYAML + "checkpoint: {every_seconds: 1e9}\n"), field: "checkpoint.every_seconds", "Limits.checkpointSecondsMax")
+        assertError(failure(exampleYAML + "checkpoint: {at_epoch_end: 1}\n"), field: "checkpoint.at_epoch_end")
+        assertError(failure(exampleYAML + "checkpoint: {every: 5}\n"), field: "checkpoint.every", "every_steps")
+    }
+
+    func testRoundTripsInTextAndOnTheWire() throws {
+        // Proves a non-default section is written (and read back) in YAML, JSON and on the wire, and the
+        // default one is left out of the text.
+        var spec = try parse(exampleYAML)
+        XCTAssertFalse(spec.yamlText().contains("checkpoint"))
+        spec.checkpoint = CheckpointSpec(everySteps: 3, everySeconds: 12.5, atEpochEnd: false, keep: 4)
+        XCTAssertEqual(try JobSpec.parse(spec.yamlText(), format: .yaml), spec)
+        XCTAssertEqual(try JobSpec.parse(spec.jsonText(), format: .json), spec)
+    }
+}

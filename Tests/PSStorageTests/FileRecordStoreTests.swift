@@ -103,6 +103,21 @@ final class FileRecordStoreTests: XCTestCase {
         XCTAssertEqual(try store.nextJobNumber(), 1)
     }
 
+    // Checkpoints live in jobs/JOB/checkpoints/STEPS.ckpt; a temporary file an interrupted write left
+    // there is not an entry, and is removed by discardUnfinished (and by pruning).
+    func testCheckpointLayoutAndLeftovers() throws {
+        let store = try openedStore()
+        try store.putCheckpoint(CheckpointFixture.sample, steps: 5)
+        let folder = directory + "/jobs/job-3/checkpoints"
+        XCTAssertEqual(store.path(of: .checkpoint("job-3", steps: 5)), folder + "/000000000005.ckpt")
+        XCTAssertTrue(files.createFile(atPath: folder + "/000000000009.ckpt.tmp-12-ab", contents: Data([1, 2])))
+        XCTAssertTrue(files.createFile(atPath: folder + "/notes.txt", contents: Data([1])))
+        XCTAssertEqual(try store.entries(.checkpoint, of: "job-3"), ["000000000005"])
+        try store.discardUnfinished(.checkpoint, of: "job-3")
+        XCTAssertEqual(try files.contentsOfDirectory(atPath: folder).sorted(), ["000000000005.ckpt", "notes.txt"])
+        XCTAssertEqual(try store.nextJobNumber(), 4, "a job with only checkpoints counts")
+    }
+
     private func isDirectory(_ path: String) -> Bool {
         var flag: ObjCBool = false
         return files.fileExists(atPath: path, isDirectory: &flag) && flag.boolValue

@@ -23,6 +23,8 @@ final class FileRecordStoreContractTests: XCTestCase {
     func testCorruptRecordsAreNamed() throws { try StoreContract.corruptRecordsAreNamed(store) }
     func testBadIdsAreRefused() throws { try StoreContract.badIdsAreRefused(store) }
     func testConcurrentPuts() throws { try StoreContract.concurrentPuts(store) }
+    func testCheckpointEntries() throws { try StoreContract.checkpointEntries(store) }
+    func testJournalRoundTrip() throws { try StoreContract.journalRoundTrip(store) }
 }
 
 /// The same contract against the in-memory store the tests use.
@@ -34,4 +36,6 @@ final class MemoryRecordStoreContractTests: XCTestCase {
     func testCorruptRecordsAreNamed() throws { try StoreContract.corruptRecordsAreNamed(MemoryRecordStore()) }
     func testBadIdsAreRefused() throws { try StoreContract.badIdsAreRefused(MemoryRecordStore()) }
     func testConcurrentPuts() throws { try StoreContract.concurrentPuts(MemoryRecordStore()) }
+    func testCheckpointEntries() throws { try StoreContract.checkpointEntries(MemoryRecordStore()) }
+    func testJournalRoundTrip() throws { try StoreContract.journalRoundTrip(MemoryRecordStore()) }
 }

@@ -145,6 +145,51 @@ enum StoreContract {
         XCTAssertEqual(try store.list(.model).count, 16)
         for i in 0..<16 { XCTAssertEqual(try store.get(.model("job-\(i + 1)")), Array(repeating: UInt8(i), count: 1000 + i)) }
     }
+
+    /// Checkpoints: numbered entries per job, listed in step order, pruned to the newest, deleted.
+    static func checkpointEntries(_ store: any RecordStore) throws {
+        let store = try opened(store)
+        var c = CheckpointFixture.sample
+        for steps in [5, 40, 120, 1000] {
+            c.optimizerSteps = steps
+            try store.putCheckpoint(c, steps: steps)
+        }
+        XCTAssertEqual(try store.entries(.checkpoint, of: "job-3"), ["000000000005", "000000000040", "000000000120", "000000001000"])
+        XCTAssertEqual(try store.checkpointKeys(of: "job-3").map(\.entry).first, "000000001000", "newest first")
+        XCTAssertEqual(try store.list(.checkpoint), ["job-3"])
+        XCTAssertEqual(try store.entries(.checkpoint, of: "job-4"), [])
+        let bytes = try XCTUnwrap(try store.get(.checkpoint("job-3", steps: 120)))
+        XCTAssertEqual(try Checkpoint(fileBytes: bytes).optimizerSteps, 120)
+        try store.pruneCheckpoints(of: "job-3", keep: 2)
+        XCTAssertEqual(try store.entries(.checkpoint, of: "job-3"), ["000000000120", "000000001000"])
+        try store.delete(.checkpoint("job-3", steps: 120))
+        try store.delete(.checkpoint("job-3", steps: 120))  // already gone: fine
+        XCTAssertEqual(try store.entries(.checkpoint, of: "job-3"), ["000000001000"])
+        XCTAssertThrowsError(try store.put([1], at: RecordKey(.checkpoint, "job-3")), "a checkpoint needs an entry")
+        XCTAssertThrowsError(try store.put([1], at: RecordKey(.model, "job-3", entry: "x")), "a model has none")
+        XCTAssertThrowsError(try store.put([1], at: RecordKey(.checkpoint, "job-3", entry: "../x")))
+    }
+
+    /// The journal: an entry round-trips with its spec exactly; a damaged one is an error naming its place.
+    static func journalRoundTrip(_ store: any RecordStore) throws {
+        let store = try opened(store)
+        let spec = model().spec
+        let entry = JobJournalEntry(jobId: "job-2", spec: spec, changes: [
+            .init(state: .submitted, at: 1_700_000_000.25), .init(state: .running, at: 1_700_000_001.5),
+            .init(state: .failed, at: 1_700_000_002, message: "data: cannot open"),
+        ])
+        try store.putJournal(entry)
+        let read = try XCTUnwrap(try store.journal(jobId: "job-2"))
+        XCTAssertEqual(read.spec, spec)
+        XCTAssertEqual(read.changes.map(\.state), [.submitted, .running, .failed])
+        XCTAssertEqual(read.changes.map(\.at), [1_700_000_000.25, 1_700_000_001.5, 1_700_000_002])
+        XCTAssertEqual(read.changes.last?.message, "data: cannot open")
+        XCTAssertEqual(read.state, .failed)
+        XCTAssertNil(try store.journal(jobId: "job-9"))
+        XCTAssertEqual(try store.list(.journal), ["job-2"])
+        try store.put(Array("{\"format\": 1}".utf8), at: .journal("job-3"))
+        assertStoreError(try store.journal(jobId: "job-3"), path: store.location(of: .journal("job-3")), contains: "not a valid journal entry")
+    }
 }
 
 /// Asserts that `body` throws a `StoreError` for `path` whose message contains `text`.
@@ -155,5 +200,13 @@ func assertStoreError<T>(_ body: @autoclosure () throws -> T, path: String, cont
         XCTAssertEqual(error.path, path, file: file, line: line)
         XCTAssertTrue(error.message.contains(text), "'\(error.message)' does not say '\(text)'", file: file, line: line)
         XCTAssertTrue("\(error)".hasPrefix(path + ": "), "'\(error)' does not start with the path", file: file, line: line)
+    }
+}
+
+/// A small valid checkpoint for store tests.
+enum CheckpointFixture {
+    static var sample: Checkpoint {
+        Checkpoint(jobId: "job-3", specSHA256: Array(repeating: 1, count: 32), version: 5, phase: .train, epoch: 0,
+                   stepInEpoch: 5, parameters: [1, 2, 3], optimizerSteps: 5, optimizerSlots: [[0, 0, 0]])
     }
 }
