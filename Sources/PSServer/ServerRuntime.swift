@@ -405,7 +405,11 @@ public final class ServerRuntime: @unchecked Sendable {
                 problem = "\(error)"
             }
             let next = i + 1 < keys.count ? "trying the previous one" : "the job starts at its first step"
-            logger.warning("checkpoint not usable; \(next)", metadata: ["job": "\(jobId)", "path": "\(path)", "problem": "\(problem)"])
+            // Set aside, so that it is not taken for the newest again (the steps redone now write new
+            // checkpoints below it) and pruning never drops a good checkpoint to keep it.
+            let aside = (try? store.setAside(key)) ?? "(could not be renamed)"
+            logger.warning("checkpoint not usable; \(next)", metadata: ["job": "\(jobId)", "path": "\(path)", "problem": "\(problem)",
+                                                                      "renamed_to": "\(aside)"])
         }
         return nil
     }

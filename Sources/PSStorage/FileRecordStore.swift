@@ -84,6 +84,16 @@ public struct FileRecordStore: RecordStore {
         syncDirectory(parent(of: path))
     }
 
+    @discardableResult
+    public func setAside(_ key: RecordKey) throws(StoreError) -> String {
+        let path = path(of: key)
+        try key.validate(at: path)
+        let aside = path + ".unusable"
+        guard rename(path, aside) == 0 else { throw failure(path, "cannot rename it to \(aside)") }
+        syncDirectory(parent(of: path))
+        return aside
+    }
+
     public func discardUnfinished(_ kind: RecordKind, of jobId: String) throws(StoreError) {
         guard case let .jobFolder(folder, suffix) = kind.layout else { return }
         try RecordKey(kind, jobId, entry: "x").validate(at: jobsDirectory)

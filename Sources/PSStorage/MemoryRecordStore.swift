@@ -33,6 +33,14 @@ public final class MemoryRecordStore: RecordStore, @unchecked Sendable {
         _ = lock.withLock { records.removeValue(forKey: key) }
     }
 
+    /// In memory the record is moved out of the store's keys.
+    @discardableResult
+    public func setAside(_ key: RecordKey) throws(StoreError) -> String {
+        try key.validate(at: location(of: key))
+        _ = lock.withLock { records.removeValue(forKey: key) }
+        return location(of: key) + ".unusable"
+    }
+
     /// Nothing is ever half-written in memory.
     public func discardUnfinished(_ kind: RecordKind, of jobId: String) throws(StoreError) {}
 

@@ -33,6 +33,11 @@ public protocol RecordStore: Sendable {
     /// Removes the record under `key`; a missing record is not an error.
     func delete(_ key: RecordKey) throws(StoreError)
 
+    /// Renames the record under `key` to `<its name>.unusable` beside it, out of the kind's entries (a
+    /// damaged checkpoint: kept for a person to look at, never read again). Returns the new location.
+    @discardableResult
+    func setAside(_ key: RecordKey) throws(StoreError) -> String
+
     /// Removes what interrupted writes of a per-job folder kind left in `jobId`'s folder (temporary
     /// files a crash left behind). Call it only while no write of that kind is under way.
     func discardUnfinished(_ kind: RecordKind, of jobId: String) throws(StoreError)

@@ -10,14 +10,20 @@ final class LocalCluster {
     private(set) var workers: [String: Process] = [:]
     /// The current server's log (`server`, then `server-2`, … after restarts).
     private(set) var serverLog = "server"
-    private let serverArguments: [String]
+    private var serverArguments: [String]
+    /// The server's data directory (`DIRECTORY/data` unless a restart moved it).
+    private(set) var dataDirectory: String
 
-    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`).
-    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = []) throws {
+    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`);
+    /// `prepareData` is called with the data directory's path before the server starts (to mount one).
+    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = [],
+         prepareData: ((String) throws -> Void)? = nil) throws {
         directory = NSTemporaryDirectory() + "ps-cluster-\(UUID().uuidString)"
+        dataDirectory = directory + "/data"
         try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
-        serverArguments = ["--data-dir", directory + "/data", "--heartbeat-timeout", "\(heartbeatTimeout)"] + extraServerArguments
-        server = try launch("ps-server", ["--listen", "127.0.0.1:0"] + serverArguments, log: "server")
+        try prepareData?(dataDirectory)
+        serverArguments = ["--heartbeat-timeout", "\(heartbeatTimeout)"] + extraServerArguments
+        server = try launch("ps-server", ["--listen", "127.0.0.1:0", "--data-dir", dataDirectory] + serverArguments, log: "server")
         // The server logs the address it bound; wait for it.
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
@@ -35,18 +41,22 @@ final class LocalCluster {
     deinit { stop() }
 
     /// Stops the server with `signal` (SIGKILL: no clean-up at all) and starts a new one on the same data
-    /// directory and address (with `environment` added), returning once it listens. Workers reconnect by
-    /// themselves.
-    func restartServer(signal: Int32, environment: [String: String] = [:]) throws {
+    /// directory (or, after `beforeStart`, on `moveTo`) and address (with `environment` added), returning
+    /// once it listens. Workers reconnect by themselves.
+    func restartServer(signal: Int32, environment: [String: String] = [:], moveTo: String? = nil,
+                       beforeStart: () throws -> Void = {}) throws {
         Foundation.kill(server.processIdentifier, signal)
         server.waitUntilExit()
+        try beforeStart()
+        if let moveTo { dataDirectory = moveTo }
         if signal == SIGTERM { XCTAssertEqual(server.terminationStatus, 0, "ps-server after SIGTERM:\n\(log(serverLog).suffix(2000))") }
         let number = (Int(serverLog.split(separator: "-").last ?? "") ?? 1) + 1
         serverLog = "server-\(number)"
         // The port may take a moment to be free again after a kill.
         let deadline = Date().addingTimeInterval(20)
         while true {
-            server = try launch("ps-server", ["--listen", address] + serverArguments, log: serverLog, environment: environment)
+            server = try launch("ps-server", ["--listen", address, "--data-dir", dataDirectory] + serverArguments, log: serverLog,
+                                environment: environment)
             while server.isRunning && !log(serverLog).contains("[PSServer] listening") { Thread.sleep(forTimeInterval: 0.02) }
             if server.isRunning { return }
             guard Date() < deadline else {

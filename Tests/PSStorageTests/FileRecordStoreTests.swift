@@ -116,6 +116,9 @@ final class FileRecordStoreTests: XCTestCase {
         try store.discardUnfinished(.checkpoint, of: "job-3")
         XCTAssertEqual(try files.contentsOfDirectory(atPath: folder).sorted(), ["000000000005.ckpt", "notes.txt"])
         XCTAssertEqual(try store.nextJobNumber(), 4, "a job with only checkpoints counts")
+        XCTAssertEqual(try store.setAside(.checkpoint("job-3", steps: 5)), folder + "/000000000005.ckpt.unusable")
+        XCTAssertEqual(try store.entries(.checkpoint, of: "job-3"), [])
+        XCTAssertTrue(files.fileExists(atPath: folder + "/000000000005.ckpt.unusable"))
     }
 
     private func isDirectory(_ path: String) -> Bool {
