@@ -21,6 +21,11 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
            results record the kernel each child actually ran.
   scaling  784-1024-1024-10 (local / numpy; 2-worker cluster / local at batch 512, the model that is
            pushed in two ranges); 1, 2, 4 workers at batch 512
+  durability  D1: 2-worker cluster samples/s with default checkpointing (every 30 s and at each epoch's
+           end) / with none, 3 epochs, alternating; D2: seconds from launching a new ps-server after a
+           kill -9 until it applies a step again (median of 5 kills of one 10-epoch run, 1 to 3 s apart,
+           workers reconnecting by themselves); D3: steps redone per kill; D4: the final weights equal
+           train --local's
   compare  only with --baseline DIR (another build's psctl, ps-server, ps-worker = "old"; "new" is
            .build/release, or --candidate DIR): P1's and P2's measurements (train --local at batch 128
            and 512, 2-worker cluster at 128 and 512) with both builds back to back, old first in even
@@ -36,7 +41,9 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -197,6 +204,80 @@ def cluster_to_target(workers, target, poll_log=0.02, poll_status=0.5, limit=300
             "seen_in_status": seen_status, "epoch": epochs}
 
 
+NO_CHECKPOINTS = ("checkpoint.every_seconds=0", "checkpoint.at_epoch_end=false")
+
+
+def restarts(kills=5, seed=12, workers=2, bin=BIN):
+    """The MNIST bench job (10 epochs, default checkpointing) on a server that is killed with SIGKILL
+    `kills` times, each 1 to 3 s (drawn from `seed`) after the previous incarnation applied its first
+    step, and restarted on the same data directory and port. For
+    each kill: the steps the job had applied (workers frozen, then `psctl status`), the step of the
+    checkpoint it resumed from, and the wall seconds from launching the new ps-server until its log
+    says the first step was applied again (workers reconnect by themselves). The final weights are
+    compared with train --local's."""
+    rng = random.Random(seed)
+    Cluster.port += 1
+    server = f"127.0.0.1:{Cluster.port}"
+    base = os.path.join(ROOT, "runs/bench/restarts")
+    subprocess.run(["rm", "-rf", base], check=True)
+    os.makedirs(os.path.join(base, "logs"))
+    data = os.path.join(base, "data")
+
+    def start_server(n):
+        path = os.path.join(base, f"logs/server-{n}.log")
+        p = subprocess.Popen([os.path.join(bin, "ps-server"), "--listen", server, "--data-dir", data],
+                             cwd=ROOT, env=ENV, stdout=open(path, "w"), stderr=subprocess.STDOUT)
+        return p, path
+
+    def wait_log(path, pattern, limit=60):
+        deadline = time.perf_counter() + limit
+        while time.perf_counter() < deadline:
+            with open(path) as f:
+                m = re.search(pattern, f.read())
+            if m:
+                return m
+            time.sleep(0.005)
+        raise RuntimeError(f"bench: restarts: '{pattern}' not in {path}")
+
+    srv, path = start_server(1)
+    wait_log(path, r"\[PSServer\] listening")
+    pool = [subprocess.Popen([os.path.join(bin, "ps-worker"), "--server", server, "--name", f"w{i}"], cwd=ROOT, env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(workers)]
+    out = []
+    try:
+        job = psctl("submit", SPEC, "--set", "training.epochs=10", server=server, bin=bin).strip()
+        wait_log(path, r"job started")
+        for k in range(kills):
+            time.sleep(rng.uniform(1.0, 3.0))
+            for w in pool:
+                w.send_signal(signal.SIGSTOP)
+            j = json.loads(psctl("status", job, "--json", server=server, bin=bin))["jobs"][0]
+            done = (j["epoch"] - 1) * j["steps_per_epoch"] + j["step"]
+            srv.kill()
+            srv.wait()
+            start = time.perf_counter()
+            srv, path = start_server(k + 2)
+            for w in pool:
+                w.send_signal(signal.SIGCONT)
+            wait_log(path, r"first step applied since the restart")
+            seconds = time.perf_counter() - start
+            m = re.search(r"phase=\w+ step=(\d+)\S* \[\w+\] job resumes from its checkpoint", open(path).read())
+            resumed = int(m.group(1)) if m else 0
+            out.append({"steps_done": done, "resumed_at": resumed, "redone": done - resumed, "seconds_to_first_step": seconds})
+            log(f"bench: restarts: kill {k + 1}: {done} steps done, resumed at {resumed}, first step after {seconds:.2f} s")
+        result = json.loads(psctl("wait", job, "--json", server=server, bin=bin).strip().splitlines()[-1])
+    finally:
+        for w in pool:
+            w.send_signal(signal.SIGCONT)
+            w.terminate()
+        srv.terminate()
+        for p in pool + [srv]:
+            p.wait()
+    local = measured([os.path.join(bin, "psctl"), "train", "--local", SPEC, "--json", "--output", "/dev/null",
+                      "--set", "training.epochs=10"])
+    return {"kills": out, "weights_sha256": result.get("weights_sha256"), "local_weights_sha256": local.get("weights_sha256")}
+
+
 def stats(xs):
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -277,7 +358,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "runs/bench/results.json"))
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: local,cluster,wide,target,kernels,compare")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated sections to skip: local,cluster,wide,target,kernels,durability,compare")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another build's binary directory (psctl, ps-server, ps-worker): adds the section "
                          "'compare', P1 and P2 of that build ('old') against --candidate ('new'), alternating")
@@ -286,7 +368,7 @@ def main():
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     compare = args.baseline is not None and "compare" not in skip
-    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target", "kernels"} - skip else []
+    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target", "kernels", "durability"} - skip else []
     if compare:
         builds = {"old": os.path.abspath(args.baseline), "new": os.path.abspath(args.candidate)}
         needed += [os.path.join(d, b) for d in builds.values() for b in ("psctl", "ps-server", "ps-worker")]
@@ -385,6 +467,20 @@ def main():
             log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} kernels: " + "; ".join(
                 f"{k} sgemm {v['sgemm']['gflops_best']:.0f} GFLOP/s, local {v['local_c4']['samples_per_second']:,.0f} / "
                 f"numpy {v['numpy']['samples_per_second']:,.0f}" for k, v in rep.items()))
+
+    # durability: what checkpointing costs (default checkpointing against none, 3 epochs, alternating
+    # which goes first) and what a crash costs (restarts: kill -9 five times, time to the first step
+    # applied again, steps redone per kill).
+    if "durability" not in skip:
+        for r in range(args.runs):
+            order = ["default", "off"] if r % 2 == 0 else ["off", "default"]
+            rep = {}
+            for which in order:
+                rep[which] = cluster_epoch(2, 128, epochs=3, overrides=NO_CHECKPOINTS if which == "off" else ())
+            raw.setdefault("durability", []).append(rep)
+            log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} durability: default checkpointing "
+                f"{rep['default']['samples_per_second']:,.0f}, none {rep['off']['samples_per_second']:,.0f} samples/s")
+        raw["restarts"] = restarts()
 
     # P5: time to 97.5% test accuracy, 2-worker cluster against numpy on one core.
     if "target" not in skip:
@@ -546,6 +642,21 @@ def table(raw):
                 stats([of("sgemm", "gflops_median")(rep) for rep in K]), "GFLOP/s")
             row(f"kernel.{k}.P1", f"kernel {k}: train --local / numpy, chunks 4 (samples/s)",
                 ratio(K, of("local_c4", "samples_per_second"), of("numpy", "samples_per_second")), "x")
+    if "durability" in raw:
+        D = raw["durability"]
+        row("D1", "cluster 2 workers, 3 epochs: default checkpointing / none (samples/s)",
+            ratio(D, sps("default"), sps("off")), "x", 0.99)
+        for which, label in (("default", "default checkpointing"), ("off", "no checkpoints")):
+            row(f"rate.ckpt_{which}", f"cluster 2 workers, batch 128, 3 epochs, {label}",
+                stats([rep[which]["samples_per_second"] for rep in D]), "samples/s")
+    if "restarts" in raw:
+        K = raw["restarts"]["kills"]
+        row("D2", "server kill -9 + restart: seconds to the first applied step (5 kills)",
+            stats([k["seconds_to_first_step"] for k in K]), "s", None, "lower")
+        row("D3", "steps redone per kill (default checkpointing: each epoch's end, 422 steps)",
+            stats([k["redone"] for k in K]), "steps", None, "lower")
+        same = raw["restarts"]["weights_sha256"] == raw["restarts"]["local_weights_sha256"]
+        row("D4", "weights after 5 kills equal train --local's (1 = yes)", stats([1.0 if same else 0.0]), "", 1.0)
     if "compare" in raw:
         X = raw["compare"]
         of = lambda which, name: (lambda rep: rep[which][name]["samples_per_second"])

@@ -70,6 +70,7 @@ extension Coordinator {
                       stepsPerEpoch: steps, epochStartedAt: now)
             registry.jobs[jobId]!.stepsPerEpoch = steps
             registry.jobs[jobId]!.epoch = 1
+            if job.recovered { run!.resumedAt = now }
             if let checkpoint {
                 resume(from: checkpoint, now: now, &out)
             } else {

@@ -46,6 +46,8 @@ struct Run {
     var lastCheckpointAt: Double
     var stepsSinceCheckpoint = 0
     var checkpointInFlight = false
+    /// Set when a job read back from the journal starts (after a restart) until its first step is applied.
+    var resumedAt: Double?
 
     init(jobId: String, spec: JobSpec, ranges: [Range<Int>], parameterCount: Int, appliesInParts: Bool,
          data: PreparedData, ledger: TrainingLedger, stepsPerEpoch: Int, epochStartedAt: Double) {
@@ -230,6 +232,13 @@ extension Coordinator {
         r.epochStats = r.epochStats + stats
         r.stepInEpoch += 1
         r.stepsSinceCheckpoint += 1
+        if let resumed = r.resumedAt {
+            // For operators and `make bench`: how long the restart cost until training moved again.
+            out.append(.log(.info, "first step applied since the restart", [
+                "job": r.jobId, "step": "\(work.step + 1)", "seconds_since_start": format(now - startedAt),
+                "seconds_since_resume": format(now - resumed)]))
+            r.resumedAt = nil
+        }
         let elapsed = max(now - r.epochStartedAt, 1e-9)
         registry.jobs[r.jobId]!.step = r.stepInEpoch
         registry.jobs[r.jobId]!.trainLoss = r.epochStats.lossSum / Double(max(r.epochStats.samples, 1))

@@ -1,13 +1,13 @@
 /// What the server keeps between jobs and across restarts, as keyed records: each record is a whole
 /// byte string under a `RecordKey` (a kind and an id), written at once or not at all.
 ///
-/// Today two kinds pass through it: the trained model of each completed job (`RecordKind.model`) and
-/// the final `JobResult` of every finished job (`RecordKind.jobRecord`); `ServerRecords.swift` holds
-/// their encodings. The protocol is deliberately no more than keyed records with an atomic `put`, a
-/// `get` and a `list` per kind, so that the job journal and training checkpoints planned next fit
-/// behind it unchanged: each is a new `RecordKind` (with a new `RecordKind.Layout` case where the file
-/// layout needs one, such as a folder of numbered entries), written with `put` (a reader never sees half
-/// a record, a crash leaves the previous one), found again after a restart with `list` and `get`.
+/// Four kinds pass through it: the trained model of each completed job (`RecordKind.model`), the final
+/// `JobResult` of every finished job (`RecordKind.jobRecord`), the job journal's entry of every job
+/// (`RecordKind.journal`) and a running job's checkpoints (`RecordKind.checkpoint`, numbered entries in
+/// a per-job folder); `ServerRecords.swift` and `JobJournal.swift` hold their encodings. The protocol is
+/// keyed records with an atomic `put` (a reader never sees half a record, a crash leaves the previous
+/// one), `get`, `list` per kind, `entries` of a folder kind, `delete`, `setAside` (a damaged record out
+/// of the way) and `discardUnfinished` (leftovers of interrupted writes).
 ///
 /// `FileRecordStore` is the server's data directory; `MemoryRecordStore` is for tests. Implementations
 /// are safe to call from several threads.
