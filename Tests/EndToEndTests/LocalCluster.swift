@@ -8,13 +8,15 @@ final class LocalCluster {
     private(set) var server: Process!
     private(set) var address = ""
     private(set) var workers: [String: Process] = [:]
+    /// ps-server's arguments after `--listen`, kept for a restart.
+    private let serverArguments: [String]
 
     /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`).
     init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = []) throws {
         directory = NSTemporaryDirectory() + "ps-cluster-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
-        server = try launch("ps-server", ["--listen", "127.0.0.1:0", "--data-dir", directory + "/data",
-                                          "--heartbeat-timeout", "\(heartbeatTimeout)"] + extraServerArguments, log: "server")
+        serverArguments = ["--data-dir", directory + "/data", "--heartbeat-timeout", "\(heartbeatTimeout)"] + extraServerArguments
+        server = try launch("ps-server", ["--listen", "127.0.0.1:0"] + serverArguments, log: "server")
         // The server logs the address it bound; wait for it.
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
@@ -53,6 +55,20 @@ final class LocalCluster {
         workers[name] = try launch("ps-worker", ["--server", address, "--name", name] + extraArguments, log: name,
                                    environment: environment)
         try waitUntil("worker \(name) joins") { try self.workerCount() > before }
+    }
+
+    /// Stops the server with `signal` (SIGKILL: a crash) and waits for it to exit; the workers stay.
+    func killServer(signal: Int32 = SIGKILL) {
+        Foundation.kill(server.processIdentifier, signal)
+        server.waitUntilExit()
+    }
+
+    /// Starts ps-server again on the same address and data directory, as a restart after `killServer`:
+    /// it resumes the jobs its journal lists. Logs to `log`; returns once it listens.
+    func restartServer(log name: String) throws {
+        precondition(!server.isRunning, "the server still runs")
+        server = try launch("ps-server", ["--listen", address] + serverArguments, log: name)
+        try waitUntil("the restarted server listens", timeout: 20) { log(name).contains("listening") }
     }
 
     func kill(_ name: String, signal: Int32 = SIGKILL) {
