@@ -455,7 +455,24 @@ extension JobStatus {
         o.set("compute_signature", computeSignature)
         o.set("excluded_workers", excludedWorkers)
         o.set("allow_mixed_signatures", allowMixedSignatures)
+        o.set("checkpoint_step", checkpointStep)
+        o.set("checkpoint_age_seconds", checkpointAgeSeconds)
+        o.set("checkpoint_error", checkpointError)
         return o.text
+    }
+
+    /// The notes on a job's newest checkpoint and on the last one that could not be written, if any.
+    var checkpointNotes: [String] {
+        var notes: [String] = []
+        if let step = checkpointStep {
+            notes.append("checkpoint: step \(step)" + (checkpointAgeSeconds.map { ", \(duration($0)) ago" } ?? ""))
+        }
+        if !checkpointError.isEmpty {
+            // The server keeps training and keeps the newest checkpoint it did write.
+            notes.append("checkpoint failed: \(checkpointError) (training goes on; "
+                         + (checkpointStep == nil ? "there is no earlier checkpoint)" : "the previous checkpoint is kept)"))
+        }
+        return notes
     }
 
     /// Overall progress in [0, 1].
@@ -484,6 +501,7 @@ extension JobStatus {
         var text = columns(rows)
         for j in jobs where !j.message.isEmpty { text += "\n\(j.jobId): \(j.message)" }
         for j in jobs where !j.state.isFinal {
+            for note in j.checkpointNotes { text += "\n\(j.jobId): \(note)" }
             if j.allowMixedSignatures {
                 text += "\n\(j.jobId): accepts workers of any compute signature; its result is not bitwise-reproducible"
             } else if !j.computeSignature.isEmpty {
