@@ -1,3 +1,4 @@
+import Foundation
 import PSCore
 import PSTransport
 import PSWire
@@ -12,7 +13,11 @@ import PSWire
 public final class PSClient {
     /// The server's address, HOST:PORT, as given.
     public let server: String
-    private let connection: BlockingClient
+    /// The name this client says hello with, and how long a connect may take: kept to reconnect.
+    private let name: String
+    private let connectTimeoutSeconds: Double
+    /// Replaced only by `wait(for:reconnectSeconds:onEvent:)`, when it reconnects.
+    private var connection: BlockingClient
 
     /// How long `wait(for:)` waits by default: training can take days, and the server answers when the job ends.
     public static let waitTimeoutSeconds: Double = 30 * 24 * 3600
@@ -20,12 +25,25 @@ public final class PSClient {
     public static let fetchModelTimeoutSeconds: Double = 60
     /// How long every other request waits by default.
     public static let requestTimeoutSeconds: Double = 10
+    /// How long a wait goes on reconnecting to a server that went away, by default: a restart (a new
+    /// process reading its journal) takes seconds and a host's reboot minutes; a server gone for longer
+    /// needs a person, who should hear of it.
+    public static let reconnectSecondsDefault: Double = 600
+    /// Reconnection attempts: from 0.2 s, doubling to at most 5 s apart (jittered, so the waiters of a
+    /// restarted server do not all knock at once).
+    public static let reconnectBackoff = Backoff(initialSeconds: 0.2, maxSeconds: 5)
 
     /// Connects to `server` (HOST:PORT) and says hello as a client called `name`.
     public init(server: String, name: String, connectTimeoutSeconds: Double = 5) throws(PSClientError) {
         self.server = server
+        self.name = name
+        self.connectTimeoutSeconds = connectTimeoutSeconds
+        connection = try Self.connect(server, name: name, timeoutSeconds: connectTimeoutSeconds)
+    }
+
+    private static func connect(_ server: String, name: String, timeoutSeconds: Double) throws(PSClientError) -> BlockingClient {
         do throws(ClientError) {
-            connection = try BlockingClient(address: server, name: name, role: .client, timeoutSeconds: connectTimeoutSeconds)
+            return try BlockingClient(address: server, name: name, role: .client, timeoutSeconds: timeoutSeconds)
         } catch {
             throw PSClientError(server: server, request: .connect, error)
         }
@@ -83,6 +101,48 @@ public final class PSClient {
         let reply = try send(.waitJob(jobId: jobId), .wait(jobId: jobId), timeoutSeconds)
         guard case let .jobResult(result) = reply else { throw unexpected(reply, to: .wait(jobId: jobId)) }
         return result
+    }
+
+    /// What `wait(for:reconnectSeconds:onEvent:)` reports as it goes.
+    public enum ReconnectEvent: Equatable, Sendable {
+        /// The connection was lost (the error says how); reconnection attempts follow.
+        case lost(PSClientError)
+        /// Connected again, and waiting again.
+        case reconnected
+    }
+
+    /// `wait(for:)` that outlasts a server restart (a restarted server resumes its unfinished jobs under
+    /// the same ids). When the connection is lost (`PSClientError.isConnectionLost`) it reconnects on
+    /// `reconnectBackoff` and waits again, until `reconnectSeconds` pass without a connection; then it
+    /// throws the last failure. With 0 it fails at once, as `wait(for:)`. A refusal (an unknown job) is
+    /// thrown at once: asking again would not change the answer.
+    public func wait(for jobId: String, reconnectSeconds: Double,
+                     onEvent: (ReconnectEvent) -> Void = { _ in }) throws(PSClientError) -> JobResult {
+        var schedule = ReconnectSchedule(backoff: Self.reconnectBackoff, giveUpSeconds: reconnectSeconds)
+        let clock = ContinuousClock()
+        let start = clock.now
+        var disconnected = false
+        while true {
+            do throws(PSClientError) {
+                if disconnected {
+                    let fresh = try Self.connect(server, name: name, timeoutSeconds: connectTimeoutSeconds)
+                    connection.close()
+                    connection = fresh
+                    disconnected = false
+                    schedule.connected()
+                    onEvent(.reconnected)
+                }
+                return try wait(for: jobId)
+            } catch {
+                let elapsed = clock.now - start
+                let now = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+                guard error.isConnectionLost,
+                      let delay = schedule.failed(now: now, unitRandom: .random(in: 0...1)) else { throw error }
+                if !disconnected { onEvent(.lost(error)) }
+                disconnected = true
+                Thread.sleep(forTimeInterval: delay)
+            }
+        }
     }
 
     /// Cancels a queued or running job. The server refuses a job that has already ended.

@@ -62,19 +62,36 @@ public struct PSClientError: Error, CustomStringConvertible, Equatable, Sendable
         if case let .refused(reply) = reason { reply } else { nil }
     }
 
+    /// Whether the server went away rather than answered: it could not be reached, closed the
+    /// connection, did not answer the hello in time, or refused because it is stopping. A request that
+    /// failed so may be sent again once the server is back (a restarted server keeps its jobs); any
+    /// other refusal (an unknown job, an invalid spec) would only be refused again.
+    public var isConnectionLost: Bool {
+        switch reason {
+        case .transport(.unreachable), .transport(.closed): true
+        // A request's own timeout (a wait's is 30 days) is its answer not coming, not the server going.
+        case .transport(.timeout): request == .connect
+        case let .refused(reply), let .transport(.remote(reply)): reply.code == .shuttingDown
+        case .transport(.protocolError), .unexpectedReply: false
+        }
+    }
+
+    /// What went wrong, without the request and server: "the server closed the connection".
+    public var reasonText: String {
+        switch reason {
+        case let .refused(reply):
+            "refused: \(reply.message)" + (reply.field.isEmpty ? "" : " (\(reply.field))") + " [\(reply.code)]"
+        case let .transport(.unreachable(_, why)): "cannot connect: \(why)"
+        case let .transport(.timeout(_, waitingFor)): "timed out waiting for \(waitingFor)"
+        case .transport(.closed): "the server closed the connection"
+        case let .transport(.protocolError(_, message)): "protocol error: \(message)"
+        case let .transport(.remote(reply)): "refused: \(reply.message) [\(reply.code)]"
+        case let .unexpectedReply(name): "unexpected reply \(name)"
+        }
+    }
+
     /// "wait for job-9 on 127.0.0.1:7070: refused: no job 'job-9' (job_id) [unknownJob]".
     public var description: String {
-        "\(request) on \(server): " + {
-            switch reason {
-            case let .refused(reply):
-                "refused: \(reply.message)" + (reply.field.isEmpty ? "" : " (\(reply.field))") + " [\(reply.code)]"
-            case let .transport(.unreachable(_, why)): "cannot connect: \(why)"
-            case let .transport(.timeout(_, waitingFor)): "timed out waiting for \(waitingFor)"
-            case .transport(.closed): "the server closed the connection"
-            case let .transport(.protocolError(_, message)): "protocol error: \(message)"
-            case let .transport(.remote(reply)): "refused: \(reply.message) [\(reply.code)]"
-            case let .unexpectedReply(name): "unexpected reply \(name)"
-            }
-        }()
+        "\(request) on \(server): \(reasonText)"
     }
 }

@@ -23,15 +23,21 @@ public enum TransportLimits {
 
 /// Delays between connection attempts: exponential from `initialSeconds`, capped at `maxSeconds`,
 /// each multiplied by a random factor in 1 ± `jitter` so that workers restarted together do not
-/// reconnect in lockstep.
-struct Backoff: Sendable {
-    var initialSeconds = 0.1
-    var maxSeconds = 5.0
-    var jitter = 0.2
+/// reconnect in lockstep. Workers reconnect with it (`ReconnectingConnection`), and so does `psctl wait`.
+public struct Backoff: Sendable, Equatable {
+    public var initialSeconds: Double
+    public var maxSeconds: Double
+    public var jitter: Double
+
+    public init(initialSeconds: Double = 0.1, maxSeconds: Double = 5.0, jitter: Double = 0.2) {
+        self.initialSeconds = initialSeconds
+        self.maxSeconds = maxSeconds
+        self.jitter = jitter
+    }
 
     /// The delay before attempt `failures + 1`, where `failures` attempts in a row have failed.
     /// `unitRandom` is in 0...1 (passed in so a test can pin it).
-    func delaySeconds(failures: Int, unitRandom: Double) -> Double {
+    public func delaySeconds(failures: Int, unitRandom: Double) -> Double {
         // 2^20 × 0.1 s is far past any cap; clamping the exponent keeps the power finite.
         let growth = Double(1 << min(max(failures, 0), 20))
         let base = min(maxSeconds, initialSeconds * growth)

@@ -30,6 +30,24 @@ extension ServerOptions {
     }
 }
 
+/// `--reconnect-seconds`, for the commands that wait for a job's end.
+struct ReconnectOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "While waiting, how long to keep reconnecting to a server that went away (a restarted server resumes "
+            + "its jobs); 0 fails at once. Default: \(Int(PSClient.reconnectSecondsDefault)).",
+        valueName: "seconds"))
+    var reconnectSeconds: Double?
+
+    var seconds: Double { reconnectSeconds ?? PSClient.reconnectSecondsDefault }
+
+    func validate() throws {
+        // As long as a wait itself may take.
+        guard (0...PSClient.waitTimeoutSeconds).contains(seconds) else {
+            throw ValidationError("--reconnect-seconds must be between 0 and \(Int(PSClient.waitTimeoutSeconds))")
+        }
+    }
+}
+
 extension OperatingError {
     /// The one line psctl prints for a failed request: the server's refusal ("job_id: no job 'job-9'"),
     /// the transport's own message ("cannot connect to 127.0.0.1:7070: connection refused"), or that the
@@ -89,6 +107,12 @@ struct Submit: ParsableCommand {
     @Flag(help: "With --wait: print the result as one JSON object.")
     var json = false
 
+    @OptionGroup var reconnect: ReconnectOptions
+
+    func validate() throws {
+        if reconnect.reconnectSeconds != nil && !wait { throw ValidationError("--reconnect-seconds needs --wait") }
+    }
+
     func run() throws {
         // Everything is checked before anything is sent: the spec, then that every data file can be read here.
         let job = try JobSpec.load(path: spec, overrides: overrides)
@@ -118,7 +142,7 @@ struct Submit: ParsableCommand {
             return
         }
         if !json { printError("submitted \(jobId)") }
-        try waitAndReport(client: client, jobId: jobId, json: json)
+        try waitAndReport(client: client, jobId: jobId, json: json, reconnectSeconds: reconnect.seconds)
     }
 }
 
@@ -255,7 +279,9 @@ struct Cancel: ParsableCommand {
 
 struct Wait: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Block until a job ends; exit 0 if it completed (or stopped early), 1 otherwise.")
+        abstract: "Block until a job ends; exit 0 if it completed (or stopped early), 1 otherwise.",
+        discussion: "A server that goes away while it waits (restarted, crashed) is reconnected to for up to "
+            + "--reconnect-seconds; the first connection is not retried.")
 
     @OptionGroup var options: ServerOptions
 
@@ -265,17 +291,38 @@ struct Wait: ParsableCommand {
     @Flag(help: "Print one JSON object with the same fields as `train --local --json`.")
     var json = false
 
+    @OptionGroup var reconnect: ReconnectOptions
+
     func run() throws {
         let client = try options.connect()
         defer { client.close() }
-        try waitAndReport(client: client, jobId: job, json: json)
+        try waitAndReport(client: client, jobId: job, json: json, reconnectSeconds: reconnect.seconds)
     }
 }
 
 /// Waits for the job's result and prints it; throws (exit 1) unless the job completed or stopped early.
-func waitAndReport(client: PSClient, jobId: String, json: Bool) throws {
+/// A lost connection is reconnected for up to `reconnectSeconds`, saying so on stderr.
+func waitAndReport(client: PSClient, jobId: String, json: Bool, reconnectSeconds: Double) throws {
     // Training can take days; the server answers when the job ends.
-    let result = try request { try client.wait(for: jobId) }
+    let result: JobResult
+    do throws(PSClientError) {
+        result = try client.wait(for: jobId, reconnectSeconds: reconnectSeconds) { event in
+            switch event {
+            case let .lost(error):
+                printError("psctl: lost the connection to \(client.server) while waiting for \(jobId) "
+                           + "(\(error.reasonText)); reconnecting")
+            case .reconnected:
+                printError("psctl: reconnected to \(client.server); waiting for \(jobId)")
+            }
+        }
+    } catch where error.isConnectionLost && reconnectSeconds > 0 {
+        // Only a failure that outlasted `reconnectSeconds` gets here (a first one is always retried).
+        throw OperatingError("gave up waiting for \(jobId): no connection to \(client.server) for "
+                             + "\(duration(reconnectSeconds)) (last: \(OperatingError(error))); the job goes on "
+                             + "if the server comes back: `psctl wait \(jobId)` again then")
+    } catch {
+        throw OperatingError(error)
+    }
     if let s = result.summary {
         if json {
             print(s.json(name: jobId, weightsSHA256: result.weightsSHA256) { o in
@@ -408,7 +455,24 @@ extension JobStatus {
         o.set("compute_signature", computeSignature)
         o.set("excluded_workers", excludedWorkers)
         o.set("allow_mixed_signatures", allowMixedSignatures)
+        o.set("checkpoint_step", checkpointStep)
+        o.set("checkpoint_age_seconds", checkpointAgeSeconds)
+        o.set("checkpoint_error", checkpointError)
         return o.text
+    }
+
+    /// The notes on a job's newest checkpoint and on the last one that could not be written, if any.
+    var checkpointNotes: [String] {
+        var notes: [String] = []
+        if let step = checkpointStep {
+            notes.append("checkpoint: step \(step)" + (checkpointAgeSeconds.map { ", \(duration($0)) ago" } ?? ""))
+        }
+        if !checkpointError.isEmpty {
+            // The server keeps training and keeps the newest checkpoint it did write.
+            notes.append("checkpoint failed: \(checkpointError) (training goes on; "
+                         + (checkpointStep == nil ? "there is no earlier checkpoint)" : "the previous checkpoint is kept)"))
+        }
+        return notes
     }
 
     /// Overall progress in [0, 1].
@@ -437,6 +501,7 @@ extension JobStatus {
         var text = columns(rows)
         for j in jobs where !j.message.isEmpty { text += "\n\(j.jobId): \(j.message)" }
         for j in jobs where !j.state.isFinal {
+            for note in j.checkpointNotes { text += "\n\(j.jobId): \(note)" }
             if j.allowMixedSignatures {
                 text += "\n\(j.jobId): accepts workers of any compute signature; its result is not bitwise-reproducible"
             } else if !j.computeSignature.isEmpty {

@@ -225,28 +225,34 @@ final class ClusterEndToEndTests: XCTestCase {
         XCTAssertFalse(two.stderr.contains("note:"), two.stderr)
     }
 
-    // SIGTERM stops the server cleanly: a waiting client learns the running job was interrupted.
-    func testSigtermInterruptsTheRunningJob() throws {
+    // SIGTERM stops the server cleanly (exit 0) without ending the running job, which a restarted server
+    // resumes: a waiter with --reconnect-seconds 0 fails at once, saying the server closed the connection;
+    // one with --reconnect-seconds 1 says it is reconnecting, then gives up with exit 1, naming the server.
+    func testSigtermLeavesTheJobToARestart() throws {
         let cluster = try LocalCluster()
         defer { cluster.stop() }
         try cluster.startWorker("w")
         let submit = try cluster.psctl(["submit", "examples/mnist-mlp.yaml"])
         let job = submit.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         try cluster.waitUntil("training starts") { (try cluster.jobStatus(job)["state"] as? String) == "running" }
-        let waiter = Process()
-        waiter.executableURL = URL(fileURLWithPath: Binaries.buildDirectory + "/psctl")
-        waiter.arguments = ["wait", job, "--server", cluster.address]
-        let errors = Pipe()
-        waiter.standardError = errors
-        waiter.standardOutput = FileHandle.nullDevice
-        try waiter.run()
+        let waiters = try ["0", "1"].map { seconds in
+            try cluster.launch("psctl", ["wait", job, "--server", cluster.address, "--reconnect-seconds", seconds],
+                               log: "wait-\(seconds)")
+        }
         Thread.sleep(forTimeInterval: 0.5)
-        cluster.server.terminate()
-        cluster.server.waitUntilExit()
-        waiter.waitUntilExit()
+        cluster.killServer(signal: SIGTERM)
+        waiters.forEach { $0.waitUntilExit() }
         XCTAssertEqual(cluster.server.terminationStatus, 0)
-        XCTAssertEqual(waiter.terminationStatus, 1)
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        XCTAssertTrue(text.contains("interrupted"), text)
+        XCTAssertTrue(cluster.log("server").contains("the job resumes from"), cluster.log("server").suffix(2000).description)
+
+        let atOnce = cluster.log("wait-0")
+        XCTAssertEqual(waiters[0].terminationStatus, 1, atOnce)
+        XCTAssertEqual(atOnce, "psctl: error: \(cluster.address) closed the connection\n")
+        let gaveUp = cluster.log("wait-1")
+        XCTAssertEqual(waiters[1].terminationStatus, 1, gaveUp)
+        XCTAssertTrue(gaveUp.hasPrefix("psctl: lost the connection to \(cluster.address) while waiting for \(job) "
+                                       + "(the server closed the connection); reconnecting\n"), gaveUp)
+        XCTAssertTrue(gaveUp.contains("psctl: error: gave up waiting for \(job): no connection to \(cluster.address) for 1s "
+                                      + "(last: cannot connect to \(cluster.address): connection refused)"), gaveUp)
     }
 }

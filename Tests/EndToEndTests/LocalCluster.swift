@@ -109,6 +109,21 @@ final class LocalCluster {
         try waitUntil("worker \(name) joins") { try self.workerCount() > before }
     }
 
+    /// Stops the server with `signal` (SIGKILL: a crash) and waits for it to exit; the workers stay.
+    func killServer(signal: Int32 = SIGKILL) {
+        Foundation.kill(server.processIdentifier, signal)
+        server.waitUntilExit()
+    }
+
+    /// Starts ps-server again on the same address and data directory, as a restart after `killServer`:
+    /// it resumes the jobs its journal lists. Logs to `log`; returns once it listens.
+    func restartServer(log name: String) throws {
+        precondition(!server.isRunning, "the server still runs")
+        serverLog = name
+        server = try launch("ps-server", ["--listen", address, "--data-dir", dataDirectory] + serverArguments, log: name)
+        try waitUntil("the restarted server listens", timeout: 20) { log(name).contains("listening") }
+    }
+
     func kill(_ name: String, signal: Int32 = SIGKILL) {
         guard let p = workers.removeValue(forKey: name) else { return }
         Foundation.kill(p.processIdentifier, signal)

@@ -146,10 +146,10 @@ final class PSClientTests: XCTestCase {
         XCTAssertNil(try store.model(jobId: jobId))
     }
 
-    // A client waiting on the running job when the server stops gets no result (the job is not over:
-    // it resumes when a server starts again on the data directory, where the journal says it runs);
-    // its connection is closed. Then the server is gone: a request on the old connection fails as
-    // closed, and connecting again as unreachable, each naming the server.
+    // A client waiting when the server stops is not answered (the job is not over: a server restarted
+    // on the same data resumes it): its wait fails as closed. Then the server is gone: a request on the
+    // old connection fails as closed, and connecting again as unreachable, each naming the server; a
+    // wait that reconnects gives up after its time, having said once that it lost the connection.
     func testServerGone() throws {
         let client = try connect()
         defer { client.close() }
@@ -167,10 +167,9 @@ final class PSClientTests: XCTestCase {
         let address = server.address
         server.stop()
         wait(for: [answered], timeout: 30)
-        guard case let .failure(lost)? = outcome.value, case .transport(.closed) = lost.reason else {
-            return XCTFail("expected the wait to lose its connection, got \(String(describing: outcome.value))")
-        }
-        XCTAssertNil(try store.jobRecord(jobId: jobId), "the job did not end")
+        XCTAssertEqual(outcome.value.flatMap { if case let .failure(e) = $0 { e } else { nil } }, PSClientError(
+            server: address, request: .wait(jobId: jobId), reason: .transport(.closed(address: address))))
+        XCTAssertNil(try store.jobRecord(jobId: jobId), "the job has no result: it is not over")
         XCTAssertEqual(try store.journal(jobId: jobId)?.state.isFinal, false, "the journal still has it to run")
 
         XCTAssertThrowsError(try client.listJobs()) { error in
@@ -181,11 +180,68 @@ final class PSClientTests: XCTestCase {
             XCTAssertEqual(error.request, .list)
             XCTAssertEqual("\(error)", "list jobs on \(address): the server closed the connection")
         }
+        let refused = PSClientError(server: address, request: .connect,
+                                    reason: .transport(.unreachable(address: address, reason: "connection refused")))
         XCTAssertThrowsError(try PSClient(server: address, name: "late")) { error in
-            XCTAssertEqual(error as? PSClientError, PSClientError(
-                server: address, request: .connect, reason: .transport(.unreachable(address: address, reason: "connection refused"))))
+            XCTAssertEqual(error as? PSClientError, refused)
             XCTAssertEqual("\(error)", "connect on \(address): cannot connect: connection refused")
         }
+        var events: [PSClient.ReconnectEvent] = []
+        let started = Date()
+        XCTAssertThrowsError(try client.wait(for: jobId, reconnectSeconds: 1) { events.append($0) }) { error in
+            XCTAssertEqual(error as? PSClientError, refused)
+        }
+        XCTAssertEqual(events, [.lost(PSClientError(server: address, request: .wait(jobId: jobId),
+                                                    reason: .transport(.closed(address: address))))])
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(started), 1)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "gave up long after its time")
+    }
+
+    // A wait with reconnection outlasts a server restart on the same store and port: it says it lost
+    // the connection, reconnects to the new server (which took the job back from its journal), and
+    // returns the job's result once a worker trains it. An unknown job is refused at once, not retried.
+    func testWaitOutlastsARestart() throws {
+        let client = try connect()
+        defer { client.close() }
+        let jobId = try client.submit(job())
+        try waitFor("the job waits for workers") { try client.jobStatus(jobId).state == .waitingForWorkers }
+        let started = Date()
+        XCTAssertThrowsError(try client.wait(for: "job-99", reconnectSeconds: 600)) { error in
+            XCTAssertEqual((error as? PSClientError)?.refusal?.code, .unknownJob)
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2, "a refusal was retried")
+
+        let waiter = Unchecked(try connect())
+        defer { waiter.value.close() }
+        let events = Unchecked<[PSClient.ReconnectEvent]>([])
+        let lock = NSLock()
+        let answered = expectation(description: "the waiter is answered")
+        let outcome = Unchecked<Result<JobResult, PSClientError>?>(nil)
+        Thread.detachNewThread {
+            outcome.value = Result { () throws(PSClientError) in
+                try waiter.value.wait(for: jobId, reconnectSeconds: 60) { event in lock.withLock { events.value.append(event) } }
+            }
+            answered.fulfill()
+        }
+        Thread.sleep(forTimeInterval: 0.3)  // the wait request reaches the server
+        let address = server.address
+        let port = try XCTUnwrap(Int(address.split(separator: ":").last ?? ""))
+        server.stop()
+        try waitFor("the waiter notices") { lock.withLock { !events.value.isEmpty } }
+        server = ServerRuntime(options: .init(host: "127.0.0.1", port: port, dataDirectory: "/nonexistent/unused",
+                                              heartbeatIntervalSeconds: 0.2, heartbeatTimeoutSeconds: 2),
+                               logger: quiet, store: store)
+        try server.start()
+        try waitFor("the waiter reconnects") { lock.withLock { events.value.count == 2 } }
+        startWorker("w1")
+        wait(for: [answered], timeout: 120)
+        let result = try XCTUnwrap(try outcome.value?.get())
+        XCTAssertEqual(result.jobId, jobId)
+        XCTAssertEqual(result.state, .completed, result.message)
+        XCTAssertEqual(lock.withLock { events.value }, [
+            .lost(PSClientError(server: address, request: .wait(jobId: jobId), reason: .transport(.closed(address: address)))),
+            .reconnected,
+        ])
     }
 }
 
