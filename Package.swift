@@ -176,7 +176,10 @@ let package = Package(
             "PSMetrics", "PSTestSupport", .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "PSEventFileTests", dependencies: ["PSEventFile"]),
+        // The writer, and the server's observer that writes a job's event files (across restarts too).
+        .testTarget(name: "PSEventFileTests", dependencies: [
+            "PSEventFile", "PSServer", "PSControl", "PSCore", .product(name: "Logging", package: "swift-log"),
+        ]),
         // The store contract run against both stores, and what only the data directory does.
         .testTarget(name: "PSStorageTests", dependencies: ["PSStorage", "PSWire", "PSCore", "PSTestSupport"]),
         // The client against a real in-process coordinator (in-memory store) and workers.
@@ -189,7 +192,10 @@ let package = Package(
             "PSServer", "PSWorker", "PSClient", "PSTestSupport",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        // Starts the real binaries (built by `swift build` before the tests run).
-        .testTarget(name: "EndToEndTests", dependencies: ["PSWire", "PSCore", "PSTestSupport"]),
+        // Starts the real binaries (built by `swift build` before the tests run). The TensorBoard tests also
+        // drive the server's event-file observer in process, so TensorBoard's own reader checks a restart's files.
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "PSWire", "PSCore", "PSControl", "PSServer", "PSTestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )

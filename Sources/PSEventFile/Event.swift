@@ -1,8 +1,10 @@
 /// The subset of `tensorflow.Event` a scalar log needs, encoded by hand as protobuf:
 ///
-///     message Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
-///     message Summary { repeated Value value = 1; }
-///     message Value   { string tag = 1; float simple_value = 2; }
+///     message Event      { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5;
+///                          SessionLog session_log = 7; }   // 6 is the deprecated log_message
+///     message Summary    { repeated Value value = 1; }
+///     message Value      { string tag = 1; float simple_value = 2; }
+///     message SessionLog { SessionStatus status = 1; }   // enum SessionStatus { START = 1; ... }
 ///
 /// Zero and empty fields are omitted, as proto3 does.
 struct Event: Equatable {
@@ -11,11 +13,17 @@ struct Event: Equatable {
     var fileVersion: String = ""
     /// `Summary.value`: (tag, simple_value) pairs.
     var scalars: [(tag: String, value: Float)] = []
+    /// `session_log { status: START }`: TensorBoard reads every START after a run's first as a restart at
+    /// `step`, and drops the points at or after it that it read before.
+    var sessionStart = false
 
     static func == (a: Event, b: Event) -> Bool {
-        a.wallTime == b.wallTime && a.step == b.step && a.fileVersion == b.fileVersion
+        a.wallTime == b.wallTime && a.step == b.step && a.fileVersion == b.fileVersion && a.sessionStart == b.sessionStart
             && a.scalars.map(\.tag) == b.scalars.map(\.tag) && a.scalars.map(\.value) == b.scalars.map(\.value)
     }
+
+    /// `SessionLog.SessionStatus.START`.
+    static let sessionStatusStart: UInt64 = 1
 
     /// The protobuf wire bytes.
     func encoded() -> [UInt8] {
@@ -32,6 +40,11 @@ struct Event: Equatable {
                 summary.bytes(field: 1, value.bytes)
             }
             out.bytes(field: 5, summary.bytes)
+        }
+        if sessionStart {
+            var sessionLog = ProtobufWriter()
+            sessionLog.varint(field: 1, Self.sessionStatusStart)
+            out.bytes(field: 7, sessionLog.bytes)
         }
         return out.bytes
     }

@@ -27,7 +27,7 @@ public struct EventFileError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Writes one TensorBoard event file: TFRecord-framed `tensorflow.Event` messages, the first holding
-/// the file version, the others one scalar each. Records are buffered and reach the file only whole,
+/// the file version, the others a session start or one scalar each. Records are buffered and reach the file only whole,
 /// on `flush()`, so a reader (a live TensorBoard) never sees half a record written by us; when a write
 /// fails the file is cut back to its last whole record. Not thread-safe: use it from one queue.
 public final class EventFileWriter {
@@ -64,6 +64,14 @@ public final class EventFileWriter {
     /// Buffers a scalar (TensorBoard's scalar dashboard plots `tag` against `step`).
     public func scalar(tag: String, step: Int, value: Float, wallTime: Double = Date().timeIntervalSince1970) throws {
         append(Event(wallTime: wallTime, step: Int64(step), scalars: [(tag, value)]))
+        if pending.count >= Self.bufferBytesMax { try flush() }
+    }
+
+    /// Buffers TensorBoard's session-start marker at `step`. Written first in each file: the first one a
+    /// reader meets starts the run, and each later one marks a restart whose steps from `step` on are redone,
+    /// so the reader drops the points at or after `step` it read before (its `purge_orphaned_data`).
+    public func sessionStart(step: Int, wallTime: Double = Date().timeIntervalSince1970) throws {
+        append(Event(wallTime: wallTime, step: Int64(step), sessionStart: true))
         if pending.count >= Self.bufferBytesMax { try flush() }
     }
 

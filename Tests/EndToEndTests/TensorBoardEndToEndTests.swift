@@ -1,9 +1,15 @@
 import Foundation
+import Logging
+import PSControl
+import PSCore
+import PSServer
 import XCTest
 
 /// TensorBoard logs as users get them: a real `ps-server` and `ps-worker` train a job, and the event file
 /// the server wrote is read with TensorBoard's own loader (`tests/read_tfevents.py`, tensorboard from
-/// tests/requirements.txt, installed by `scripts/install-deps.sh --test`).
+/// tests/requirements.txt, installed by `scripts/install-deps.sh --test`). A job's files across server
+/// restarts are written by the server's observer in process and read as TensorBoard reads a run's folder
+/// (`tests/read_tensorboard_run.py`).
 final class TensorBoardEndToEndTests: XCTestCase {
     static let spec = "examples/mnist-small-sgd.yaml"
     /// `EventFileObserver.stepsPerPointDefault`: the server's default spacing of `train/loss` points.
@@ -73,6 +79,72 @@ final class TensorBoardEndToEndTests: XCTestCase {
             let scalars = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any]
             XCTAssertEqual((scalars?["scalars"] as? [Any])?.count, complete - 1, "cut \(cut)")
         }
+    }
+
+    // A job's files across two restarts, written by the server's observer as a restarted server drives it
+    // (killed after the checkpoint at epoch 1's end, step 20, then stopped with SIGTERM after one at step 30),
+    // read as TensorBoard reads the folder, by both its accumulators with their defaults: every tag's steps
+    // strictly increase, none twice, a redone step shows the value of the run that redid it last, and
+    // epoch 1's figures, at the step the job resumed from but not redone, are still there.
+    func testRestartedJobReadsBackOnceForEveryStep() throws {
+        let data = NSTemporaryDirectory() + "ps-tensorboard-restart-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let job = "job-1"
+        let observer = { EventFileObserver(dataDirectory: data, stepsPerPoint: 5,
+                                           logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })) }
+        /// Run `run` reports `run + step / 1000` as the batch loss and `run` as the epoch's train loss.
+        func steps(_ range: Range<Int>, run: Int, _ o: EventFileObserver) {
+            for step in range {
+                o.observe(.stepCompleted(jobId: job, step: step, epoch: step / 20 + 1, batchLoss: Double(run) + Double(step) / 1000,
+                                         batchSize: 32, learningRate: 0.1, samplesPerSecond: 1000))
+            }
+        }
+        func epochEnd(_ epoch: Int, run: Int) -> Observation {
+            .epochCompleted(jobId: job, report: EpochReport(epoch: epoch, trainLoss: Double(run), trainAccuracy: nil, validationLoss: nil,
+                                                            validationAccuracy: nil, samplesPerSecond: 1000, seconds: 1, improved: false,
+                                                            bestEpoch: 0, stopEarly: false),
+                            learningRate: 0.1)
+        }
+        let killed = observer()
+        steps(0..<20, run: 1, killed)
+        killed.observe(epochEnd(1, run: 1))
+        steps(20..<27, run: 1, killed)
+        killed.observe(.checkpointWritten(jobId: job, step: 20, bytes: 1, seconds: 0))
+        steps(27..<33, run: 1, killed)
+        let stopped = observer()
+        stopped.observe(.jobResumed(jobId: job, step: 20))
+        steps(20..<31, run: 2, stopped)
+        stopped.observe(.checkpointWritten(jobId: job, step: 30, bytes: 1, seconds: 0))
+        steps(31..<37, run: 2, stopped)
+        stopped.observe(.jobSuspended(jobId: job))
+        let last = observer()
+        last.observe(.jobResumed(jobId: job, step: 30))
+        steps(30..<40, run: 3, last)
+        last.observe(epochEnd(2, run: 3))
+        last.observe(.jobState(jobId: job, name: "job", state: .completed))
+
+        let folder = EventFileObserver.directory(dataDirectory: data, jobId: job)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder).count, 3, "one file per server run")
+        let run = { (step: Int) -> Int in step < 20 ? 1 : step < 30 ? 2 : 3 }
+        let points = Array(stride(from: 0, to: 40, by: 5))
+        for reader in [[], ["--legacy"]] {
+            let out = try python(["tests/read_tensorboard_run.py"] + reader + [folder])
+            XCTAssertEqual(out.status, 0, "read_tensorboard_run.py \(reader): \(out.stderr)")
+            let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any], out.stdout)
+            let tags = try XCTUnwrap(object["scalars"] as? [String: [[String: Any]]], out.stdout)
+            let byTag = tags.mapValues { $0.map { (step: $0["step"] as? Int ?? -1, value: $0["value"] as? Double ?? .nan) } }
+            XCTAssertEqual(Set(byTag.keys), ["train/loss", "train/samples_per_second", "train/learning_rate", "epoch/train_loss"], "\(reader)")
+            for (tag, series) in byTag {
+                let steps = series.map(\.step)
+                XCTAssertTrue(zip(steps, steps.dropFirst()).allSatisfy { $0 < $1 }, "\(reader) \(tag): steps not strictly increasing: \(steps)")
+            }
+            XCTAssertEqual(byTag["train/loss"]?.map(\.step), points, "\(reader)")
+            XCTAssertEqual(byTag["train/samples_per_second"]?.map(\.step), points, "\(reader)")
+            XCTAssertEqual(byTag["train/loss"]?.map { Float($0.value) }, points.map { Float(Double(run($0)) + Double($0) / 1000) }, "\(reader)")
+            XCTAssertEqual(byTag["epoch/train_loss"]?.map(\.step), [20, 40], "\(reader)")
+            XCTAssertEqual(byTag["epoch/train_loss"]?.map(\.value), [1, 3], "\(reader)")
+        }
+        withExtendedLifetime(killed) {} // a killed server's buffer never reaches the file
     }
 
     // MARK: One training run shared by the tests

@@ -27,7 +27,8 @@ final class EventFileTests: XCTestCase {
     }
 
     // The hand-written protobuf equals `event_pb2.Event(...).SerializeToString()` for the file-version
-    // record and for scalar events (a one-byte and a two-byte varint step, a negative value).
+    // record, for scalar events (a one-byte and a two-byte varint step, a negative value) and for the
+    // session-start marker (`session_log` is field 7) at step 0 and at a later step.
     func testEventEncodingMatchesProtobuf() {
         XCTAssertEqual(Event(wallTime: 1.5, fileVersion: "brain.Event:2").encoded(),
                        bytes("09000000000000f83f1a0d627261696e2e4576656e743a32"))
@@ -38,6 +39,8 @@ final class EventFileTests: XCTestCase {
         XCTAssertEqual(record, bytes("200000000000000029eda95009000000000000f83f10072a130a110a0a747261696e2f6c6f7373150000803ef4985d1a"))
         XCTAssertEqual(Event(wallTime: 1.5, step: 300, scalars: [("a", -1)]).encoded(),
                        bytes("09000000000000f83f10ac022a0a0a080a016115000080bf"))
+        XCTAssertEqual(Event(wallTime: 1.5, sessionStart: true).encoded(), bytes("09000000000000f83f3a020801"))
+        XCTAssertEqual(Event(wallTime: 1.5, step: 20, sessionStart: true).encoded(), bytes("09000000000000f83f10143a020801"))
     }
 
     // A written file reads back record by record with valid CRCs: the version first, then every scalar
@@ -100,6 +103,35 @@ final class EventFileTests: XCTestCase {
                 XCTAssertEqual(error as? TestRecordReader.Failure, failure, "bit flipped at \(position)")
             }
         }
+    }
+
+    // Reading files back as TensorBoard does: the scalars at a step are the last value of each tag, a
+    // session start at or before that step drops those read before it, a record cut short ends the file,
+    // and a file that is not there is passed over.
+    func testReaderGivesTheScalarsTensorBoardShowsAtAStep() throws {
+        let directory = try scratchDirectory()
+        let first = try EventFileWriter(directory: directory, fileSuffix: ".1", wallTime: 1)
+        try first.sessionStart(step: 0)
+        for (tag, step, value) in [("a", 10, 1), ("b", 10, 2), ("a", 20, 3), ("b", 10, 4)] as [(String, Int, Float)] {
+            try first.scalar(tag: tag, step: step, value: value)
+        }
+        try first.close()
+        XCTAssertEqual(EventFileReader.scalars(atStep: 10, in: [first.path]).map { "\($0.tag)=\($0.value)" }, ["a=1.0", "b=4.0"])
+
+        let second = try EventFileWriter(directory: directory, fileSuffix: ".2", wallTime: 1)
+        try second.sessionStart(step: 10)
+        try second.scalar(tag: "c", step: 10, value: 5)
+        try second.scalar(tag: "d", step: 10, value: 6)
+        try second.close()
+        let paths = [first.path, directory + "/missing", second.path]
+        XCTAssertEqual(EventFileReader.scalars(atStep: 10, in: paths).map { "\($0.tag)=\($0.value)" }, ["c=5.0", "d=6.0"])
+        XCTAssertEqual(EventFileReader.scalars(atStep: 20, in: paths).map(\.tag), [], "the start at 10 drops step 20")
+        XCTAssertEqual(EventFileReader.scalars(atStep: 0, in: paths).map(\.tag), [], "nothing at 0 but the first start")
+
+        let whole = [UInt8](try Data(contentsOf: URL(fileURLWithPath: second.path)))
+        XCTAssertEqual(EventFileReader.events(in: whole).count, 4)
+        XCTAssertEqual(EventFileReader.events(in: Array(whole.dropLast(1))).map(\.scalars.count), [0, 0, 1], "version, start, c")
+        XCTAssertEqual(EventFileReader.events(in: whole), try TestRecordReader.events(in: second.path))
     }
 
     // Creating a file fails with an error naming the path (never a crash) where a directory cannot be

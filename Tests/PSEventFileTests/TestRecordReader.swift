@@ -58,6 +58,12 @@ enum TestRecordReader {
                     guard let simpleValue else { throw Failure.malformedEvent("value '\(tag)' has no simple_value") }
                     event.scalars.append((tag, simpleValue))
                 }
+            case let (7, .bytes(sessionLog)):
+                try fields(sessionLog) { field, value in
+                    guard field == 1, case let .varint(status) = value else { return }
+                    guard status == Event.sessionStatusStart else { throw Failure.malformedEvent("session status \(status)") }
+                    event.sessionStart = true
+                }
             default: break
             }
         }
