@@ -116,9 +116,10 @@ public final class ServerRuntime: @unchecked Sendable {
         logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)"])
     }
 
-    /// Stops in order: no new connections; the coordinator marks a running job interrupted, answers its
-    /// waiters and closes every connection (observers close that job's event files); the last models and
-    /// job records are written; then the transport shuts down. Blocks until done; a second call does nothing new.
+    /// Stops in order: no new connections; the coordinator leaves a running job unfinished (it resumes at
+    /// the next start on this data directory) and closes every connection (its waiters reconnect;
+    /// observers flush its event files); a checkpoint being written and the last models and job records
+    /// are written; then the transport shuts down. Blocks until done; a second call does nothing new.
     public func stop() {
         transport.stopAccepting()
         queue.sync {
