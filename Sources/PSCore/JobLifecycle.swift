@@ -8,7 +8,9 @@ public enum JobState: String, Equatable, Sendable, CaseIterable {
     case stoppedEarly = "stopped_early"
     case failed
     case cancelled
-    /// The coordinator restarted while the job ran.
+    /// The server stopped while the job ran, as servers before the job journal recorded it. This version
+    /// never ends a job so (a stopped server's job resumes when it starts again); the state stays so
+    /// that results written by earlier versions read back.
     case interrupted
 
     /// Whether the job has ended and will never change state again.
@@ -62,7 +64,7 @@ public enum JobEvent: Hashable, Sendable {
     case finished(stoppedEarly: Bool)
     case failed
     case cancelled
-    /// The server stopped while it was being prepared or ran.
+    /// The server stopped while it was being prepared or ran (no longer emitted; see `JobState.interrupted`).
     case interrupted
 
     /// Every event, for tables and tests.
