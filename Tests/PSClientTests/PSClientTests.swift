@@ -250,3 +250,51 @@ final class Unchecked<T>: @unchecked Sendable {
     var value: T
     init(_ value: T) { self.value = value }
 }
+
+/// A data directory that refuses journal entries (a full or read-only disk): a submission that cannot be
+/// recorded is refused with the reason and never runs.
+final class UnrecordableSubmissionTests: XCTestCase {
+    /// The in-memory store, except that every journal entry fails to write.
+    final class NoJournalStore: RecordStore, @unchecked Sendable {
+        let inner = MemoryRecordStore()
+        func open() throws(StoreError) {}
+        func put(_ bytes: [UInt8], at key: RecordKey) throws(StoreError) {
+            if key.kind == .journal { throw StoreError(path: location(of: key), "cannot write: No space left on device") }
+            try inner.put(bytes, at: key)
+        }
+        func get(_ key: RecordKey) throws(StoreError) -> [UInt8]? { try inner.get(key) }
+        func list(_ kind: RecordKind) throws(StoreError) -> [String] { try inner.list(kind) }
+        func entries(_ kind: RecordKind, of jobId: String) throws(StoreError) -> [String] { try inner.entries(kind, of: jobId) }
+        func delete(_ key: RecordKey) throws(StoreError) { try inner.delete(key) }
+        func setAside(_ key: RecordKey) throws(StoreError) -> String { try inner.setAside(key) }
+        func discardUnfinished(_ kind: RecordKind, of jobId: String) throws(StoreError) {}
+        func jobIds() throws(StoreError) -> [String] { try inner.jobIds() }
+        func location(of key: RecordKey) -> String { inner.location(of: key) }
+    }
+
+    func testSubmissionThatCannotBeJournaledIsRefused() throws {
+        let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let server = ServerRuntime(options: .init(host: "127.0.0.1", port: 0, dataDirectory: "/nonexistent/unused"),
+                                   logger: quiet, store: NoJournalStore())
+        try server.start()
+        defer { server.stop() }
+        let client = try PSClient(server: server.address, name: "test")
+        defer { client.close() }
+        let spec = smallMNISTJob(name: "unrecorded", seed: 1, validationSplit: 0.2,
+                                 layers: [LayerSpec(units: 10, activation: .softmax)],
+                                 optimizer: OptimizerSpec(kind: .sgd, learningRate: 0.1), batchSize: 50, chunks: 1, epochs: 1)
+        XCTAssertThrowsError(try client.submit(spec)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("could not be recorded") && text.contains("No space left on device"), text)
+        }
+        let deadline = Date().addingTimeInterval(10)
+        var jobs: [JobStatus] = []
+        while Date() < deadline {
+            jobs = try client.listJobs()
+            if jobs.first?.state.isFinal == true { break }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        XCTAssertEqual(jobs.map(\.state), [.failed], "the job never runs")
+        XCTAssertTrue(jobs.first?.message.contains("could not be recorded") == true, jobs.first?.message ?? "")
+    }
+}
