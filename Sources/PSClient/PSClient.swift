@@ -16,6 +16,7 @@ public final class PSClient {
     /// The name this client says hello with, and how long a connect may take: kept to reconnect.
     private let name: String
     private let connectTimeoutSeconds: Double
+    private let authToken: AuthToken?
     /// Replaced only by `wait(for:reconnectSeconds:onEvent:)`, when it reconnects.
     private var connection: BlockingClient
 
@@ -33,17 +34,21 @@ public final class PSClient {
     /// restarted server do not all knock at once).
     public static let reconnectBackoff = Backoff(initialSeconds: 0.2, maxSeconds: 5)
 
-    /// Connects to `server` (HOST:PORT) and says hello as a client called `name`.
-    public init(server: String, name: String, connectTimeoutSeconds: Double = 5) throws(PSClientError) {
+    /// Connects to `server` (HOST:PORT) and says hello as a client called `name`; with `authToken`, the
+    /// client and the server authenticate each other with the cluster's token first.
+    public init(server: String, name: String, authToken: AuthToken? = nil, connectTimeoutSeconds: Double = 5) throws(PSClientError) {
         self.server = server
         self.name = name
+        self.authToken = authToken
         self.connectTimeoutSeconds = connectTimeoutSeconds
-        connection = try Self.connect(server, name: name, timeoutSeconds: connectTimeoutSeconds)
+        connection = try Self.connect(server, name: name, authToken: authToken, timeoutSeconds: connectTimeoutSeconds)
     }
 
-    private static func connect(_ server: String, name: String, timeoutSeconds: Double) throws(PSClientError) -> BlockingClient {
+    private static func connect(_ server: String, name: String, authToken: AuthToken?,
+                                timeoutSeconds: Double) throws(PSClientError) -> BlockingClient {
         do throws(ClientError) {
-            return try BlockingClient(address: server, name: name, role: .client, timeoutSeconds: timeoutSeconds)
+            return try BlockingClient(address: server, name: name, role: .client, authToken: authToken,
+                                      timeoutSeconds: timeoutSeconds)
         } catch {
             throw PSClientError(server: server, request: .connect, error)
         }
@@ -125,7 +130,7 @@ public final class PSClient {
         while true {
             do throws(PSClientError) {
                 if disconnected {
-                    let fresh = try Self.connect(server, name: name, timeoutSeconds: connectTimeoutSeconds)
+                    let fresh = try Self.connect(server, name: name, authToken: authToken, timeoutSeconds: connectTimeoutSeconds)
                     connection.close()
                     connection = fresh
                     disconnected = false

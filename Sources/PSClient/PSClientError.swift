@@ -72,7 +72,7 @@ public struct PSClientError: Error, CustomStringConvertible, Equatable, Sendable
         // A request's own timeout (a wait's is 30 days) is its answer not coming, not the server going.
         case .transport(.timeout): request == .connect
         case let .refused(reply), let .transport(.remote(reply)): reply.code == .shuttingDown
-        case .transport(.protocolError), .unexpectedReply: false
+        case .transport(.protocolError), .transport(.unauthenticated), .unexpectedReply: false
         }
     }
 
@@ -85,6 +85,7 @@ public struct PSClientError: Error, CustomStringConvertible, Equatable, Sendable
         case let .transport(.timeout(_, waitingFor)): "timed out waiting for \(waitingFor)"
         case .transport(.closed): "the server closed the connection"
         case let .transport(.protocolError(_, message)): "protocol error: \(message)"
+        case let .transport(.unauthenticated(_, why)): "cannot authenticate: \(why)"
         case let .transport(.remote(reply)): "refused: \(reply.message) [\(reply.code)]"
         case let .unexpectedReply(name): "unexpected reply \(name)"
         }

@@ -23,10 +23,13 @@ public final class ServerRuntime: @unchecked Sendable {
         public var heartbeatTimeoutSeconds: Double
         public var shardCount: Int
         public var updateThreads: Int
+        /// The cluster's shared secret: with it, every peer must prove it holds the same token.
+        public var authToken: AuthToken?
 
         public init(host: String = "127.0.0.1", port: Int = 7070, dataDirectory: String,
                     heartbeatIntervalSeconds: Double = 1, heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1,
-                    updateThreads: Int = 1) {
+                    updateThreads: Int = 1, authToken: AuthToken? = nil) {
+            self.authToken = authToken
             self.host = host
             self.port = port
             self.dataDirectory = dataDirectory
@@ -93,7 +96,8 @@ public final class ServerRuntime: @unchecked Sendable {
         // address: the queue stays suspended, holding their events, until the coordinator exists.
         queue.suspend()
         defer { queue.resume() }
-        transport = try TransportServer.start(host: options.host, port: options.port, logger: logger) { [weak self] event in
+        transport = try TransportServer.start(host: options.host, port: options.port, authToken: options.authToken,
+                                              logger: logger) { [weak self] event in
             guard let self else { return }
             self.queue.async { self.deliver(event) }
         }
@@ -147,6 +151,11 @@ public final class ServerRuntime: @unchecked Sendable {
         case let .received(id, envelope): e = .received(id, envelope)
         case let .rejected(id, _, error): e = .rejected(id, reason: "\(error)")
         case let .disconnected(id): e = .disconnected(id)
+        case let .unauthenticated(_, _, failure, _):
+            // The transport logged it (with the peer) and is closing the connection; the coordinator
+            // never saw anything from it but its connection, whose close follows.
+            for o in observers { o(.authenticationFailed(reason: failure.rawValue)) }
+            return
         }
         perform(timedReceive(e))
     }

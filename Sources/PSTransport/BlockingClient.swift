@@ -12,6 +12,9 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
     case remote(ErrorReply)
     case protocolError(address: String, message: String)
     case closed(address: String)
+    /// The authentication handshake failed on this side: the server could not prove it holds the
+    /// cluster's token, or wants one this client does not have.
+    case unauthenticated(address: String, reason: String)
 
     public var description: String {
         switch self {
@@ -26,6 +29,8 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
             return "protocol error talking to \(address): \(message)"
         case let .closed(address):
             return "\(address) closed the connection"
+        case let .unauthenticated(address, reason):
+            return "cannot authenticate with \(address): \(reason)"
         }
     }
 }
@@ -47,7 +52,9 @@ public final class BlockingClient {
     /// The server's hello reply.
     public private(set) var serverHello: HelloOk
 
-    public init(address: String, name: String, role: PeerRole = .client,
+    /// With `authToken`, the client and the server prove to each other that they hold the cluster's token
+    /// (`ClientHandshake`); a server that cannot is refused.
+    public init(address: String, name: String, role: PeerRole = .client, authToken: AuthToken? = nil,
                 timeoutSeconds: Double = 5) throws(ClientError) {
         let (host, port): (String, Int)
         do {
@@ -77,13 +84,20 @@ public final class BlockingClient {
         self.unsolicitedError = unsolicitedError
         serverHello = HelloOk(serverName: "")
         do throws(ClientError) {
-            let reply = try exchange(.hello(Hello(role: role, name: name)), timeoutSeconds: timeoutSeconds,
-                                     acceptsUnsolicited: true)
-            guard case let .helloOk(ok) = reply else {
-                throw ClientError.protocolError(address: address,
-                                                message: "expected helloOk, got \(reply.caseName)")
+            var handshake = ClientHandshake(hello: Hello(role: role, name: name), token: authToken)
+            var reply = try exchange(.hello(handshake.hello), timeoutSeconds: timeoutSeconds, acceptsUnsolicited: true)
+            while true {
+                switch handshake.receive(reply) {
+                case let .send(message):
+                    reply = try exchange(message, timeoutSeconds: timeoutSeconds, acceptsUnsolicited: true)
+                    continue
+                case let .done(ok):
+                    serverHello = ok
+                case let .fail(reason):
+                    throw ClientError.unauthenticated(address: address, reason: reason)
+                }
+                break
             }
-            serverHello = ok
         } catch {
             close()
             throw error

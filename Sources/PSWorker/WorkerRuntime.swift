@@ -18,11 +18,14 @@ public final class WorkerRuntime: @unchecked Sendable {
         public var serverAddress: String
         public var name: String
         public var threads: Int
+        /// The cluster's shared secret: the worker and the server prove to each other they hold it.
+        public var authToken: AuthToken?
 
-        public init(serverAddress: String, name: String, threads: Int = 1) {
+        public init(serverAddress: String, name: String, threads: Int = 1, authToken: AuthToken? = nil) {
             self.serverAddress = serverAddress
             self.name = name
             self.threads = threads
+            self.authToken = authToken
         }
     }
 
@@ -52,7 +55,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         connection = ReconnectingConnection(address: options.serverAddress,
                                             hello: Hello(role: .worker, name: options.name,
                                                          computeSignature: ComputeEnvironment.signature.description),
-                                            logger: logger) { [weak self] event in
+                                            authToken: options.authToken, logger: logger) { [weak self] event in
             guard let self else { return }
             self.control.async {
                 switch event {

@@ -34,6 +34,9 @@ struct PSWorkerCommand: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
     var metricsListen: String?
 
+    @Option(help: ArgumentHelp("File holding the cluster's shared secret (default: $PS_AUTH_TOKEN_FILE).", valueName: "file"))
+    var authTokenFile: String?
+
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -75,8 +78,15 @@ struct PSWorkerCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger,
-                                    metrics: metrics)
+        let token: AuthToken?
+        do {
+            token = try AuthToken.load(flag: authTokenFile)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, authToken: token),
+                                    logger: logger, metrics: metrics)
         services.append(.init(service: runtime))
         try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
     }

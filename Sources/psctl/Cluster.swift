@@ -12,12 +12,21 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Coordinator address HOST:PORT (default: $PS_SERVER, else 127.0.0.1:7070).")
     var server = ProcessInfo.processInfo.environment["PS_SERVER"] ?? "127.0.0.1:7070"
 
+    @Option(help: ArgumentHelp("File holding the cluster's shared secret (default: $PS_AUTH_TOKEN_FILE).", valueName: "file"))
+    var authTokenFile: String?
+
     func validate() throws {
         do { _ = try parseAddress(server) } catch { throw ValidationError("--server: \(error)") }
     }
 
     func connect() throws -> PSClient {
-        try request { try PSClient(server: server, name: "psctl-\(getpid())", connectTimeoutSeconds: 5) }
+        let token: AuthToken?
+        do {
+            token = try AuthToken.load(flag: authTokenFile)
+        } catch {
+            throw OperatingError("\(error)")
+        }
+        return try request { try PSClient(server: server, name: "psctl-\(getpid())", authToken: token, connectTimeoutSeconds: 5) }
     }
 }
 
