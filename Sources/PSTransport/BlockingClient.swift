@@ -89,7 +89,9 @@ public final class BlockingClient {
             while true {
                 switch handshake.receive(reply) {
                 case let .send(message):
-                    reply = try exchange(message, timeoutSeconds: timeoutSeconds, acceptsUnsolicited: true)
+                    // Under the hello's request id: the server answers the hello (with that id) once the
+                    // answer to its challenge checks out.
+                    reply = try exchange(message, timeoutSeconds: timeoutSeconds, acceptsUnsolicited: true, sameId: true)
                     continue
                 case let .done(ok):
                     serverHello = ok
@@ -126,10 +128,10 @@ public final class BlockingClient {
     /// Writes `message` as the next request and waits for its reply. `acceptsUnsolicited` lets an
     /// id-0 `helloOk` or `.error` answer (a server may answer a hello before reading its id).
     private func exchange(_ message: Message, timeoutSeconds: Double,
-                          acceptsUnsolicited: Bool) throws(ClientError) -> Message {
+                          acceptsUnsolicited: Bool, sameId: Bool = false) throws(ClientError) -> Message {
         // After `close()` the event loop is gone: nothing would ever complete the reply.
         guard !isClosed else { throw .closed(address: address) }
-        lastRequestId += 1
+        if !sameId { lastRequestId += 1 }
         let frame: ByteBuffer
         do {
             frame = try frameBuffer(Envelope(requestId: lastRequestId, message: message), allocator: channel.allocator)

@@ -273,7 +273,7 @@ private final class Handshake: ChannelInboundHandler {
             case let .send(message):
                 // The answer to the challenge; the hello's answer follows (the timeout still runs).
                 do {
-                    let frame = try frameBuffer(Envelope(requestId: 2, message: message), allocator: context.channel.allocator)
+                    let frame = try frameBuffer(Envelope(requestId: 1, message: message), allocator: context.channel.allocator)
                     context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
                 } catch {
                     state = .refused("cannot encode \(message.caseName): \(error)")

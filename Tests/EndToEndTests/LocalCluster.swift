@@ -130,8 +130,11 @@ final class LocalCluster {
         p.waitUntilExit()
     }
 
-    func psctl(_ arguments: [String]) throws -> Binaries.Output {
-        try Binaries.run("psctl", arguments + ["--server", address])
+    /// Added to every `psctl` this cluster runs (e.g. `PS_AUTH_TOKEN_FILE`).
+    var clientEnvironment: [String: String] = [:]
+
+    func psctl(_ arguments: [String], environment: [String: String]? = nil) throws -> Binaries.Output {
+        try Binaries.run("psctl", arguments + ["--server", address], environment: environment ?? clientEnvironment)
     }
 
     func status(_ job: String? = nil) throws -> [String: Any] {

@@ -185,8 +185,9 @@ struct  Ps__V1__AuthChallenge
 
 /*
  * The client's proof: HMAC-SHA256(token, "ps-auth/1 client" | the same parts). Bound to this
- * connection's server nonce, so a recorded one is worthless on any other connection. The server then
- * answers the Hello (HelloOk, or an error), or Error UNAUTHENTICATED and closes.
+ * connection's server nonce, so a recorded one is worthless on any other connection. Sent with the
+ * Hello's request id: the server then answers the Hello under it (HelloOk, or an error), or sends Error
+ * UNAUTHENTICATED and closes.
  */
 struct  Ps__V1__AuthResponse
 {
