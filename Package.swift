@@ -148,7 +148,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ps-worker", dependencies: [
-            "PSWorker", "PSTrain", "PSMath", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "PSWorker", "PSTrain", "PSData", "PSMath", "PSMetrics", "PSLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -241,6 +241,12 @@ extension Coordinator {
     /// and, while none matches, what it waits for.
     func status(of jobId: String, now: Double) -> JobStatus {
         var status = registry.status(of: jobId, workers: run?.jobId == jobId ? membership.workers.count : 0, now: now)
+        if let r = run, r.jobId == jobId, status.message.isEmpty {
+            let unable = r.unable.keys.sorted().compactMap { id in membership.workers[id].map { "\($0.name): \(r.unable[id]!)" } }
+            if !unable.isEmpty {
+                status.message = "\(unable.count) worker\(unable.count == 1 ? "" : "s") cannot run this job: " + unable.joined(separator: "; ")
+            }
+        }
         guard let r = run, r.jobId == jobId, let signature = r.signature, !r.spec.training.allowMixedSignatures else { return status }
         status.computeSignature = signature.description
         let excluded = membership.workers.values.filter { $0.signature != signature }.count
@@ -255,6 +261,7 @@ extension Coordinator {
     public func clusterStatus(now: Double) -> ClusterStatus {
         let held = run?.work.map { w in Dictionary(grouping: w.assigned, by: { $0.value }).mapValues { $0.map(\.key.count).reduce(0, +) } } ?? [:]
         let excluded: (Membership.Worker) -> String = { [run] w in
+            if let r = run, let reason = r.unable[w.id] { return "cannot run \(r.jobId): \(reason)" }
             guard let r = run, let signature = r.signature, !r.spec.training.allowMixedSignatures,
                   w.signature != signature else { return "" }
             return Self.mismatch(w.signature, job: r.jobId, signature)

@@ -39,6 +39,8 @@ struct Run {
     var signaturesUsed: Set<ComputeSignature> = []
     /// Workers already told that the job leaves them idle.
     var toldMismatch: Set<UInt64> = []
+    /// Workers that reported they cannot run this job, with their reasons: idle for it.
+    var unable: [UInt64: String] = [:]
     /// SHA-256 of the spec's wire bytes: checkpoints name the spec they were taken of.
     let specSHA256: [UInt8]
     /// Checkpoint triggers: when the last one was taken (the run's start counts), steps since, and
@@ -151,7 +153,7 @@ extension Coordinator {
     /// when the spec names none). A worker left out is told why once, stays connected and idle, and
     /// status shows it; with no eligible worker the job waits, saying for which signature.
     mutating func eligibleWorkers(_ r: inout Run, _ out: inout [CoordinatorAction]) -> [UInt64] {
-        let workers = membership.workers.values.sorted { $0.id < $1.id }
+        let workers = membership.workers.values.sorted { $0.id < $1.id }.filter { r.unable[$0.id] == nil }
         if r.spec.training.allowMixedSignatures { return workers.map(\.id) }
         // The first worker's signature binds the job once a result computed with it was accepted; until
         // then, if no worker with it is left, the job takes the signature of the first worker now.
@@ -348,24 +350,50 @@ extension Coordinator {
 
     mutating func removeWorker(_ wid: UInt64, reason: String, now: Double, _ out: inout [CoordinatorAction]) {
         guard let w = membership.remove(wid) else { return }
-        var freed = 0
-        if var r = run, var work = r.work {
-            for (range, owner) in work.assigned where owner == wid {
-                work.assigned[range] = nil
-                // Parts it pushed of a node it did not finish go too: its chunks may be reassigned as
-                // other nodes, which would overlap them. (Parts already applied stay applied.)
-                if work.gradients.partialStats(of: range) != nil {
-                    work.gradients.dropPartial(range)
-                    out.append(.shard(.drop(node: range)))
-                }
-                freed += range.count
-            }
-            r.work = work
-            run = r
-        }
+        let freed = releaseChunks(of: wid, &out)
         out.append(.log(.warning, "worker left", ["worker": "\(wid)", "name": w.name, "reason": reason,
                                                   "chunks_reassigned": "\(freed)"]))
         out.append(.observe(.workerLeft(workerId: wid, reason: reason)))
+        dispatch(now: now, &out)
+    }
+
+    /// Takes back the chunks `wid` holds of the current work (to be handed to others); returns how many.
+    mutating func releaseChunks(of wid: UInt64, _ out: inout [CoordinatorAction]) -> Int {
+        guard var r = run, var work = r.work else { return 0 }
+        var freed = 0
+        for (range, owner) in work.assigned where owner == wid {
+            work.assigned[range] = nil
+            // Parts it pushed of a node it did not finish go too: its chunks may be reassigned as
+            // other nodes, which would overlap them. (Parts already applied stay applied.)
+            if work.gradients.partialStats(of: range) != nil {
+                work.gradients.dropPartial(range)
+                out.append(.shard(.drop(node: range)))
+            }
+            freed += range.count
+        }
+        r.work = work
+        run = r
+        return freed
+    }
+
+    /// A worker reported it cannot run the job (its data is outside the worker's data roots, not a
+    /// regular file, or unreadable): it stays connected and idle for this job, its chunks go to the
+    /// others, and when no connected worker can run the job, the job fails naming each worker and why.
+    mutating func workerCannotRun(_ wid: UInt64, jobId: String, reason: String, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, r.jobId == jobId, let w = membership.workers[wid], r.unable[wid] == nil else { return }
+        r.unable[wid] = reason
+        run = r
+        let freed = releaseChunks(of: wid, &out)
+        out.append(.log(.warning, "worker cannot run the job", ["job": jobId, "worker": "\(wid)", "name": w.name,
+                                                                 "reason": reason, "chunks_reassigned": "\(freed)"]))
+        let workers = membership.workers.values
+        let able = workers.filter { r.unable[$0.id] == nil && (r.signature == nil || r.spec.training.allowMixedSignatures || $0.signature == r.signature) }
+        if able.isEmpty {
+            let reasons = r.unable.keys.sorted().compactMap { id in membership.workers[id].map { "\($0.name): \(r.unable[id]!)" } }
+            finish(jobId, .failed, message: "no worker can run the job: " + reasons.joined(separator: "; "), &out)
+            startNextJob(now: now, &out)
+            return
+        }
         dispatch(now: now, &out)
     }
 }

@@ -164,6 +164,13 @@ public struct Coordinator {
             membership.workers[wid]?.lastHeartbeat = now
             push(p, from: wid, requestId: rid, connection: id, now: now, &out)
 
+        case let .cannotRun(jobId, reason):
+            guard let wid = connection.workerId else {
+                reject(request, .unknownWorker, "cannotRun from a connection that has not registered as a worker", "", true, &out)
+                return true
+            }
+            workerCannotRun(wid, jobId: jobId, reason: reason, now: now, &out)
+
         case let .evalResult(e):
             guard let wid = connection.workerId else {
                 reject(request, .unknownWorker, "evaluation result from a connection that has not registered as a worker", "", true, &out)

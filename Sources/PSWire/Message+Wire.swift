@@ -9,7 +9,7 @@ extension Message {
         let e: UnsafeMutablePointer<Ps__V1__Envelope> = arena.message(ps__v1__envelope__init)
         e.pointee.request_id = requestId
         switch self {
-        case .hello, .helloOk, .authChallenge, .authResponse, .error, .ack, .registerWorker, .registered, .heartbeat:
+        case .hello, .helloOk, .authChallenge, .authResponse, .cannotRun, .error, .ack, .registerWorker, .registered, .heartbeat:
             setConnectionBody(e, arena)
         case .submitJob, .submitted, .cancelJob, .fetchModel, .statusRequest, .statusReply, .listJobs, .jobList,
              .waitJob, .jobResult:
@@ -72,6 +72,12 @@ extension Message {
             m.pointee.server_proof = arena.binary(c.serverProof)
             e.pointee.body_case = PS__V1__ENVELOPE__BODY_AUTH_CHALLENGE
             e.pointee.auth_challenge = m
+        case let .cannotRun(jobId, reason):
+            let m: UnsafeMutablePointer<Ps__V1__CannotRun> = arena.message(ps__v1__cannot_run__init)
+            m.pointee.job_id = arena.string(jobId)
+            m.pointee.reason = arena.string(reason)
+            e.pointee.body_case = PS__V1__ENVELOPE__BODY_CANNOT_RUN
+            e.pointee.cannot_run = m
         case let .authResponse(proof):
             let m: UnsafeMutablePointer<Ps__V1__AuthResponse> = arena.message(ps__v1__auth_response__init)
             m.pointee.client_proof = arena.binary(proof)
@@ -235,6 +241,9 @@ extension Message {
         case PS__V1__ENVELOPE__BODY_AUTH_CHALLENGE:
             let m = try required(e.auth_challenge, "AuthChallenge")
             return .authChallenge(AuthChallenge(serverNonce: bytes(m.server_nonce), serverProof: bytes(m.server_proof)))
+        case PS__V1__ENVELOPE__BODY_CANNOT_RUN:
+            let m = try required(e.cannot_run, "CannotRun")
+            return .cannotRun(jobId: try requiredJobId(m.job_id, "CannotRun.job_id"), reason: String(string(m.reason).prefix(4096)))
         case PS__V1__ENVELOPE__BODY_AUTH_RESPONSE:
             let m = try required(e.auth_response, "AuthResponse")
             return .authResponse(clientProof: bytes(m.client_proof))

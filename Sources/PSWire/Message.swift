@@ -23,6 +23,8 @@ public enum Message: Equatable, Sendable {
     case authChallenge(AuthChallenge)
     /// Client to server: its proof, answering the challenge.
     case authResponse(clientProof: [UInt8])
+    /// Worker to server: it cannot run this job (data outside its roots, not a regular file, unreadable).
+    case cannotRun(jobId: String, reason: String)
     case error(ErrorReply)
     /// A request succeeded and has nothing else to say.
     case ack

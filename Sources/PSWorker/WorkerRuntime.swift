@@ -20,12 +20,16 @@ public final class WorkerRuntime: @unchecked Sendable {
         public var threads: Int
         /// The cluster's shared secret: the worker and the server prove to each other they hold it.
         public var authToken: AuthToken?
+        /// The only folders job data may come from (`--data-root`); always: regular files only.
+        public var dataRoots: DataRoots
 
-        public init(serverAddress: String, name: String, threads: Int = 1, authToken: AuthToken? = nil) {
+        public init(serverAddress: String, name: String, threads: Int = 1, authToken: AuthToken? = nil,
+                    dataRoots: DataRoots = try! DataRoots([])) {
             self.serverAddress = serverAddress
             self.name = name
             self.threads = threads
             self.authToken = authToken
+            self.dataRoots = dataRoots
         }
     }
 
@@ -36,7 +40,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// Runs data loading and every BLAS call (`computer`), so no event-loop thread ever computes.
     let compute = DispatchQueue(label: "ps-worker.compute")
     private var machine: WorkerStateMachine
-    private let computer = WorkerCompute()
+    private let computer: WorkerCompute
     var connection: ReconnectingConnection!
     var heartbeat: DispatchSourceTimer?
     /// Where the worker's series go; nil when the process serves no metrics.
@@ -48,6 +52,11 @@ public final class WorkerRuntime: @unchecked Sendable {
         self.logger = logger
         self.metrics = metrics
         machine = WorkerStateMachine(name: options.name, threads: options.threads)
+        // Checked before a byte of the data is read: a path outside the roots is never opened.
+        computer = WorkerCompute(loadData: { [roots = options.dataRoots] spec in
+            if let refusal = roots.refusal(spec) { throw DataRootsError(refusal) }
+            return try DataLoader.load(spec)
+        })
     }
 
     public func start() {

@@ -101,7 +101,9 @@ public struct WorkerStateMachine: Sendable {
         case let .loaded(jobId, .success(samples)):
             return [.log(.info, "data loaded", ["job": jobId, "train": "\(samples)"])]
         case let .loaded(jobId, .failure(failure)):
-            return [.log(.error, "cannot load the job's data", ["job": jobId, "error": failure.message])]
+            // The server gives this worker's chunks to others, and fails the job if no worker can run it.
+            return [.log(.error, "cannot run the job", ["job": jobId, "error": failure.message]),
+                    .send(.cannotRun(jobId: jobId, reason: failure.message))]
         case .heartbeatDue:
             guard let workerId else { return [] }
             let rate = recentSeconds > 0 ? Double(recentSamples) / recentSeconds : 0

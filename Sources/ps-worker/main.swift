@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import PSCore
+import PSData
 import PSLifecycle
 import PSMath
 import PSMetrics
@@ -36,6 +37,11 @@ struct PSWorkerCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("File holding the cluster's shared secret (default: $PS_AUTH_TOKEN_FILE).", valueName: "file"))
     var authTokenFile: String?
+
+    @Option(help: ArgumentHelp(
+        "A folder job data may be read from (repeatable); a job whose data files resolve outside every one is refused. Default: anywhere.",
+        valueName: "dir"))
+    var dataRoot: [String] = []
 
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
@@ -85,7 +91,16 @@ struct PSWorkerCommand: AsyncParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, authToken: token),
+        let roots: DataRoots
+        do {
+            roots = try DataRoots(dataRoot)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        if !roots.roots.isEmpty { logger.info("job data only from \(roots.roots.joined(separator: ", "))") }
+        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, authToken: token,
+                                                   dataRoots: roots),
                                     logger: logger, metrics: metrics)
         services.append(.init(service: runtime))
         try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()

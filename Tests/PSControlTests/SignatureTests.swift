@@ -200,3 +200,52 @@ final class SignatureTests: XCTestCase {
         }
     }
 }
+
+/// Workers that cannot run a job (data outside their roots, not a regular file, unreadable): they stay
+/// idle for it, their chunks go to the others, and when none can, the job fails naming each and why.
+final class CannotRunTests: XCTestCase {
+    func testChunksMoveToWorkersThatCanAndTheBitsStay() throws {
+        let spec = smallJob(chunks: 4, epochs: 1)
+        let sha = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run().weightsSHA256
+        var sim = try Simulation(spec: spec, seed: 8)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        sim.addWorker()
+        sim.addWorker()
+        let refuser = sim.workers.keys.sorted().first!
+        var told = false
+        while sim.step(duplicates: false) {
+            if !told, sim.coordinator.run?.work != nil {
+                sim.workers[refuser] = nil  // it computes nothing more
+                sim.feed(.received(refuser, Envelope(requestId: 0, message: .cannotRun(jobId: "job-1", reason: "data.train.images: /x is outside this worker's data roots (/srv)"))))
+                told = true
+                sim.feed(.received(client, Envelope(requestId: 3, message: .statusRequest(jobId: "job-1"))))
+                guard case let .statusReply(reply)? = sim.replies[client]?.last?.message else { return XCTFail() }
+                XCTAssertTrue(reply.jobs[0].message.contains("1 worker cannot run this job") && reply.jobs[0].message.contains("outside"), reply.jobs[0].message)
+                XCTAssertTrue(reply.cluster.workers.contains { $0.excludedReason.contains("cannot run job-1") })
+            }
+        }
+        XCTAssertTrue(told)
+        sim.feed(.received(client, Envelope(requestId: 4, message: .waitJob(jobId: "job-1"))))
+        guard case let .jobResult(result)? = sim.replies[client]?.last?.message else { return XCTFail() }
+        XCTAssertEqual(result.weightsSHA256, sha)
+    }
+
+    func testWhenNoWorkerCanTheJobFailsNamingEach() throws {
+        let spec = smallJob(chunks: 4, epochs: 1)
+        var sim = try Simulation(spec: spec, seed: 9)
+        let client = sim.connect(.client)
+        sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
+        sim.feed(.received(client, Envelope(requestId: 3, message: .waitJob(jobId: "job-1"))))
+        sim.addWorker()
+        sim.addWorker()
+        for (i, id) in sim.workers.keys.sorted().enumerated() {
+            sim.workers[id] = nil
+            sim.feed(.received(id, Envelope(requestId: 0, message: .cannotRun(jobId: "job-1", reason: "reason \(i)"))))
+        }
+        guard case let .jobResult(result)? = sim.replies[client]?.last?.message else { return XCTFail("no result") }
+        XCTAssertEqual(result.state, .failed)
+        XCTAssertTrue(result.message.hasPrefix("no worker can run the job: "), result.message)
+        XCTAssertTrue(result.message.contains("reason 0") && result.message.contains("reason 1"), result.message)
+    }
+}

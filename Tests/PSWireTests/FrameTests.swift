@@ -39,6 +39,7 @@ final class FrameTests: XCTestCase {
         .jobResult(JobResult(jobId: "job-2", state: .failed, message: "worker lost")),
         .authChallenge(AuthChallenge(serverNonce: Array(repeating: 7, count: 32), serverProof: [1, 2, 3])),
         .authResponse(clientProof: Array(repeating: 9, count: 32)),
+        .cannotRun(jobId: "job-3", reason: "data.train.images: /etc/passwd is outside this worker's data roots (/srv/data)"),
     ]
 
     func testEveryMessageRoundTripsThroughAFrame() throws {

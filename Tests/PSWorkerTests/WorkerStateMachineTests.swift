@@ -123,10 +123,13 @@ final class WorkerStateMachineTests: XCTestCase {
     }
 
     // Proves a failed load and a computation without data are logged as errors and send nothing.
-    func testLoadFailureIsLoggedAndNothingIsSent() {
+    // A worker that cannot load a job's data (or is not allowed to read it) logs it and tells the server,
+    // which gives its chunks to others; a computation it was already given sends no result.
+    func testLoadFailureIsLoggedAndReportedAndNoResultIsSent() {
         var m = started()
         let load = m.receive(.loaded(jobId: "job-1", .failure(.init("no such file /d/i"))), now: 0)
         XCTAssertTrue(load.contains { if case .log(.error, _, let f) = $0 { return f["error"] == "no such file /d/i" }; return false })
+        XCTAssertEqual(sends(load), [.cannotRun(jobId: "job-1", reason: "no such file /d/i")])
         var report = ComputeReport(jobId: "job-1", kind: .validate)
         report.failure = "no such file /d/i"
         let computed = m.receive(.computed(generation: 1, report), now: 0)

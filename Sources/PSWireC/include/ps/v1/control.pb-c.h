@@ -20,6 +20,7 @@ PROTOBUF_C__BEGIN_DECLS
 typedef struct Ps__V1__Hello Ps__V1__Hello;
 typedef struct Ps__V1__AuthChallenge Ps__V1__AuthChallenge;
 typedef struct Ps__V1__AuthResponse Ps__V1__AuthResponse;
+typedef struct Ps__V1__CannotRun Ps__V1__CannotRun;
 typedef struct Ps__V1__HelloOk Ps__V1__HelloOk;
 typedef struct Ps__V1__Error Ps__V1__Error;
 typedef struct Ps__V1__Ack Ps__V1__Ack;
@@ -197,6 +198,25 @@ struct  Ps__V1__AuthResponse
 #define PS__V1__AUTH_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__auth_response__descriptor) \
     , {0,NULL} }
+
+
+/*
+ * Worker to server: this worker cannot run the job (its data is outside the worker's --data-root folders,
+ * is not a regular file, or cannot be read). The server leaves the worker idle for that job, gives its
+ * chunks to others, and fails the job, naming each worker and reason, when no worker can run it.
+ */
+struct  Ps__V1__CannotRun
+{
+  ProtobufCMessage base;
+  char *job_id;
+  /*
+   * What is wrong, naming the field and file; never the file's contents.
+   */
+  char *reason;
+};
+#define PS__V1__CANNOT_RUN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&ps__v1__cannot_run__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -708,6 +728,25 @@ Ps__V1__AuthResponse *
 void   ps__v1__auth_response__free_unpacked
                      (Ps__V1__AuthResponse *message,
                       ProtobufCAllocator *allocator);
+/* Ps__V1__CannotRun methods */
+void   ps__v1__cannot_run__init
+                     (Ps__V1__CannotRun         *message);
+size_t ps__v1__cannot_run__get_packed_size
+                     (const Ps__V1__CannotRun   *message);
+size_t ps__v1__cannot_run__pack
+                     (const Ps__V1__CannotRun   *message,
+                      uint8_t             *out);
+size_t ps__v1__cannot_run__pack_to_buffer
+                     (const Ps__V1__CannotRun   *message,
+                      ProtobufCBuffer     *buffer);
+Ps__V1__CannotRun *
+       ps__v1__cannot_run__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   ps__v1__cannot_run__free_unpacked
+                     (Ps__V1__CannotRun *message,
+                      ProtobufCAllocator *allocator);
 /* Ps__V1__HelloOk methods */
 void   ps__v1__hello_ok__init
                      (Ps__V1__HelloOk         *message);
@@ -1137,6 +1176,9 @@ typedef void (*Ps__V1__AuthChallenge_Closure)
 typedef void (*Ps__V1__AuthResponse_Closure)
                  (const Ps__V1__AuthResponse *message,
                   void *closure_data);
+typedef void (*Ps__V1__CannotRun_Closure)
+                 (const Ps__V1__CannotRun *message,
+                  void *closure_data);
 typedef void (*Ps__V1__HelloOk_Closure)
                  (const Ps__V1__HelloOk *message,
                   void *closure_data);
@@ -1216,6 +1258,7 @@ extern const ProtobufCEnumDescriptor    ps__v1__worker_state__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__hello__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__auth_challenge__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__auth_response__descriptor;
+extern const ProtobufCMessageDescriptor ps__v1__cannot_run__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__hello_ok__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__error__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__ack__descriptor;

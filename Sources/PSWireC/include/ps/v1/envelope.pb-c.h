@@ -53,7 +53,8 @@ typedef enum {
   PS__V1__ENVELOPE__BODY_WEIGHTS = 42,
   PS__V1__ENVELOPE__BODY_PUSH_GRADIENT = 43,
   PS__V1__ENVELOPE__BODY_PUSH_ACK = 44,
-  PS__V1__ENVELOPE__BODY_EVAL_RESULT = 45
+  PS__V1__ENVELOPE__BODY_EVAL_RESULT = 45,
+  PS__V1__ENVELOPE__BODY_CANNOT_RUN = 46
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PS__V1__ENVELOPE__BODY__CASE)
 } Ps__V1__Envelope__BodyCase;
 
@@ -97,6 +98,7 @@ struct  Ps__V1__Envelope
     Ps__V1__PushGradient *push_gradient;
     Ps__V1__PushAck *push_ack;
     Ps__V1__EvalResult *eval_result;
+    Ps__V1__CannotRun *cannot_run;
   };
 };
 #define PS__V1__ENVELOPE__INIT \

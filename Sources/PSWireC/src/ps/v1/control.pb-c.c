@@ -142,6 +142,51 @@ void   ps__v1__auth_response__free_unpacked
   assert(message->base.descriptor == &ps__v1__auth_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   ps__v1__cannot_run__init
+                     (Ps__V1__CannotRun         *message)
+{
+  static const Ps__V1__CannotRun init_value = PS__V1__CANNOT_RUN__INIT;
+  *message = init_value;
+}
+size_t ps__v1__cannot_run__get_packed_size
+                     (const Ps__V1__CannotRun *message)
+{
+  assert(message->base.descriptor == &ps__v1__cannot_run__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t ps__v1__cannot_run__pack
+                     (const Ps__V1__CannotRun *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &ps__v1__cannot_run__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t ps__v1__cannot_run__pack_to_buffer
+                     (const Ps__V1__CannotRun *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &ps__v1__cannot_run__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Ps__V1__CannotRun *
+       ps__v1__cannot_run__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Ps__V1__CannotRun *)
+     protobuf_c_message_unpack (&ps__v1__cannot_run__descriptor,
+                                allocator, len, data);
+}
+void   ps__v1__cannot_run__free_unpacked
+                     (Ps__V1__CannotRun *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &ps__v1__cannot_run__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   ps__v1__hello_ok__init
                      (Ps__V1__HelloOk         *message)
 {
@@ -1309,6 +1354,57 @@ const ProtobufCMessageDescriptor ps__v1__auth_response__descriptor =
   ps__v1__auth_response__field_indices_by_name,
   1,  ps__v1__auth_response__number_ranges,
   (ProtobufCMessageInit) ps__v1__auth_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor ps__v1__cannot_run__field_descriptors[2] =
+{
+  {
+    "job_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__CannotRun, job_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__CannotRun, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned ps__v1__cannot_run__field_indices_by_name[] = {
+  0,   /* field[0] = job_id */
+  1,   /* field[1] = reason */
+};
+static const ProtobufCIntRange ps__v1__cannot_run__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor ps__v1__cannot_run__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "ps.v1.CannotRun",
+  "CannotRun",
+  "Ps__V1__CannotRun",
+  "ps.v1",
+  sizeof(Ps__V1__CannotRun),
+  2,
+  ps__v1__cannot_run__field_descriptors,
+  ps__v1__cannot_run__field_indices_by_name,
+  1,  ps__v1__cannot_run__number_ranges,
+  (ProtobufCMessageInit) ps__v1__cannot_run__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor ps__v1__hello_ok__field_descriptors[2] =

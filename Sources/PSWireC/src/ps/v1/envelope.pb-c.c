@@ -52,7 +52,7 @@ void   ps__v1__envelope__free_unpacked
   assert(message->base.descriptor == &ps__v1__envelope__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[28] =
+static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[29] =
 {
   {
     "request_id",
@@ -390,6 +390,18 @@ static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[28] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cannot_run",
+    46,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Ps__V1__Envelope, body_case),
+    offsetof(Ps__V1__Envelope, cannot_run),
+    &ps__v1__cannot_run__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__envelope__field_indices_by_name[] = {
   4,   /* field[4] = ack */
@@ -397,6 +409,7 @@ static const unsigned ps__v1__envelope__field_indices_by_name[] = {
   5,   /* field[5] = auth_challenge */
   6,   /* field[6] = auth_response */
   16,   /* field[16] = cancel_job */
+  28,   /* field[28] = cannot_run */
   3,   /* field[3] = error */
   27,   /* field[27] = eval_result */
   19,   /* field[19] = fetch_model */
@@ -427,7 +440,7 @@ static const ProtobufCIntRange ps__v1__envelope__number_ranges[4 + 1] =
   { 10, 7 },
   { 20, 10 },
   { 40, 22 },
-  { 0, 28 }
+  { 0, 29 }
 };
 const ProtobufCMessageDescriptor ps__v1__envelope__descriptor =
 {
@@ -437,7 +450,7 @@ const ProtobufCMessageDescriptor ps__v1__envelope__descriptor =
   "Ps__V1__Envelope",
   "ps.v1",
   sizeof(Ps__V1__Envelope),
-  28,
+  29,
   ps__v1__envelope__field_descriptors,
   ps__v1__envelope__field_indices_by_name,
   4,  ps__v1__envelope__number_ranges,
