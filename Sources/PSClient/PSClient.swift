@@ -13,9 +13,10 @@ import PSWire
 public final class PSClient {
     /// The server's address, HOST:PORT, as given.
     public let server: String
-    /// The name this client says hello with, and how long a connect may take: kept to reconnect.
+    /// The name this client says hello with, how long a connect may take and its TLS: kept to reconnect.
     private let name: String
     private let connectTimeoutSeconds: Double
+    private let tls: ClientTLS?
     /// Replaced only by `wait(for:reconnectSeconds:onEvent:)`, when it reconnects.
     private var connection: BlockingClient
 
@@ -33,17 +34,19 @@ public final class PSClient {
     /// restarted server do not all knock at once).
     public static let reconnectBackoff = Backoff(initialSeconds: 0.2, maxSeconds: 5)
 
-    /// Connects to `server` (HOST:PORT) and says hello as a client called `name`.
-    public init(server: String, name: String, connectTimeoutSeconds: Double = 5) throws(PSClientError) {
+    /// Connects to `server` (HOST:PORT), over TLS with `tls`, and says hello as a client called `name`.
+    public init(server: String, name: String, connectTimeoutSeconds: Double = 5, tls: ClientTLS? = nil) throws(PSClientError) {
         self.server = server
         self.name = name
         self.connectTimeoutSeconds = connectTimeoutSeconds
-        connection = try Self.connect(server, name: name, timeoutSeconds: connectTimeoutSeconds)
+        self.tls = tls
+        connection = try Self.connect(server, name: name, timeoutSeconds: connectTimeoutSeconds, tls: tls)
     }
 
-    private static func connect(_ server: String, name: String, timeoutSeconds: Double) throws(PSClientError) -> BlockingClient {
+    private static func connect(_ server: String, name: String, timeoutSeconds: Double,
+                                tls: ClientTLS?) throws(PSClientError) -> BlockingClient {
         do throws(ClientError) {
-            return try BlockingClient(address: server, name: name, role: .client, timeoutSeconds: timeoutSeconds)
+            return try BlockingClient(address: server, name: name, role: .client, timeoutSeconds: timeoutSeconds, tls: tls)
         } catch {
             throw PSClientError(server: server, request: .connect, error)
         }
@@ -125,7 +128,7 @@ public final class PSClient {
         while true {
             do throws(PSClientError) {
                 if disconnected {
-                    let fresh = try Self.connect(server, name: name, timeoutSeconds: connectTimeoutSeconds)
+                    let fresh = try Self.connect(server, name: name, timeoutSeconds: connectTimeoutSeconds, tls: tls)
                     connection.close()
                     connection = fresh
                     disconnected = false

@@ -23,10 +23,12 @@ public final class ServerRuntime: @unchecked Sendable {
         public var heartbeatTimeoutSeconds: Double
         public var shardCount: Int
         public var updateThreads: Int
+        /// TLS on every connection (nil: plaintext).
+        public var tls: ServerTLS?
 
         public init(host: String = "127.0.0.1", port: Int = 7070, dataDirectory: String,
                     heartbeatIntervalSeconds: Double = 1, heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1,
-                    updateThreads: Int = 1) {
+                    updateThreads: Int = 1, tls: ServerTLS? = nil) {
             self.host = host
             self.port = port
             self.dataDirectory = dataDirectory
@@ -34,6 +36,7 @@ public final class ServerRuntime: @unchecked Sendable {
             self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
             self.shardCount = shardCount
             self.updateThreads = updateThreads
+            self.tls = tls
         }
     }
 
@@ -93,7 +96,8 @@ public final class ServerRuntime: @unchecked Sendable {
         // address: the queue stays suspended, holding their events, until the coordinator exists.
         queue.suspend()
         defer { queue.resume() }
-        transport = try TransportServer.start(host: options.host, port: options.port, logger: logger) { [weak self] event in
+        transport = try TransportServer.start(host: options.host, port: options.port, tls: options.tls,
+                                              logger: logger) { [weak self] event in
             guard let self else { return }
             self.queue.async { self.deliver(event) }
         }
@@ -113,7 +117,8 @@ public final class ServerRuntime: @unchecked Sendable {
         }
         t.resume()
         timer = t
-        logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)"])
+        logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)",
+                                            "tls": "\(options.tls.map { $0.requiresClientCertificate ? "mutual" : "on" } ?? "off")"])
     }
 
     /// Stops in order: no new connections; the coordinator leaves a running job unfinished (it resumes at
@@ -146,6 +151,11 @@ public final class ServerRuntime: @unchecked Sendable {
         case let .connected(id, peer): e = .connected(id, peer: peer)
         case let .received(id, envelope): e = .received(id, envelope)
         case let .rejected(id, _, error): e = .rejected(id, reason: "\(error)")
+        case let .tlsRejected(_, _, failure):
+            // The transport logged it; the coordinator never heard from this peer (its connect and
+            // disconnect events come as for any connection).
+            perform([.observe(.tlsHandshakeFailed(failure))])
+            return
         case let .disconnected(id): e = .disconnected(id)
         }
         perform(timedReceive(e))

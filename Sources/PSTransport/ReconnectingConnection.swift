@@ -5,7 +5,9 @@ import NIOPosix
 import PSWire
 
 /// A long-lived client connection for workers: connects (exponential backoff from 100 ms to 5 s with
-/// ±20% jitter while the server is not up), sends the hello, reports events, and reconnects after a loss until stopped.
+/// ±20% jitter while the server is not up; over TLS with `tls`), sends the hello, reports events, and
+/// reconnects after a loss until stopped. A failed TLS handshake is retried too (the server may get new
+/// certificates), and logged as an error whenever its reason changes.
 ///
 /// Events come on the connection's own event-loop thread, in order. `.disconnected` follows every
 /// `.connected`, and is also reported when the server refuses the hello (its reason says why); a
@@ -23,6 +25,7 @@ public final class ReconnectingConnection: @unchecked Sendable {
     private let logger: Logger
     private let onEvent: @Sendable (Event) -> Void
     private let backoff: Backoff
+    private let tls: ClientTLS?
     private let group: MultiThreadedEventLoopGroup
     private let eventLoop: EventLoop
 
@@ -30,6 +33,8 @@ public final class ReconnectingConnection: @unchecked Sendable {
     private var isStopped = false
     private var isStarted = false
     private var failedAttempts = 0
+    /// The TLS failure last logged, so a streak of the same one is logged once.
+    private var tlsFailureLogged: String?
     private var retry: Scheduled<Void>?
     /// The connection being set up or in use.
     private var channel: Channel?
@@ -38,16 +43,17 @@ public final class ReconnectingConnection: @unchecked Sendable {
     private let ready = NIOLockedValueBox<Channel?>(nil)
     private let stopCalled = NIOLockedValueBox(false)
 
-    public convenience init(address: String, hello: Hello, logger: Logger,
+    public convenience init(address: String, hello: Hello, tls: ClientTLS? = nil, logger: Logger,
                             onEvent: @escaping @Sendable (Event) -> Void) {
-        self.init(address: address, hello: hello, backoff: Backoff(), logger: logger, onEvent: onEvent)
+        self.init(address: address, hello: hello, backoff: Backoff(), tls: tls, logger: logger, onEvent: onEvent)
     }
 
-    init(address: String, hello: Hello, backoff: Backoff, logger: Logger,
+    init(address: String, hello: Hello, backoff: Backoff, tls: ClientTLS? = nil, logger: Logger,
          onEvent: @escaping @Sendable (Event) -> Void) {
         self.address = address
         self.hello = hello
         self.backoff = backoff
+        self.tls = tls
         var logger = logger
         logger[metadataKey: "peer"] = "\(address)"
         self.logger = logger
@@ -143,10 +149,12 @@ public final class ReconnectingConnection: @unchecked Sendable {
             .channelOption(ChannelOptions.noDelay, value: 1)
             .channelOption(ChannelOptions.recvAllocator, value: ReadTuning.allocator)
             .channelOption(ChannelOptions.maxMessagesPerRead, value: ReadTuning.messagesPerRead)
-            .channelInitializer { [hello] channel in
+            .channelInitializer { [hello, tls, address] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
-                                                                    Handshake(hello: hello, owner: self))
+                    let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandlers(tls.makeHandler(host: host), TLSHandshakeWatch(side: .client)) }
+                    try sync.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
+                                         Handshake(hello: hello, address: address, owner: self))
                 }
             }
             .connect(host: host, port: port)
@@ -164,9 +172,13 @@ public final class ReconnectingConnection: @unchecked Sendable {
             }
     }
 
-    private func attemptFailed(reason: String) {
-        // The first failure in a row is worth a line; the rest of the streak is noise.
-        if failedAttempts == 0 {
+    private func attemptFailed(reason: String, tls: Bool = false) {
+        // The first failure in a row is worth a line; the rest of the streak is noise. A TLS failure is
+        // a matter of certificates, not of a server still starting: an error, once per reason.
+        if tls {
+            if reason != tlsFailureLogged { logger.error("cannot connect, retrying", metadata: ["problem": "\(reason)"]) }
+            tlsFailureLogged = reason
+        } else if failedAttempts == 0 {
             logger.info("server not reachable, retrying", metadata: ["problem": "\(reason)"])
         } else {
             logger.debug("connect failed", metadata: ["problem": "\(reason)", "attempts": "\(failedAttempts + 1)"])
@@ -185,6 +197,7 @@ public final class ReconnectingConnection: @unchecked Sendable {
     fileprivate func handshakeSucceeded(_ channel: Channel, _ ok: HelloOk) {
         guard !isStopped else { return }
         failedAttempts = 0
+        tlsFailureLogged = nil
         ready.withLockedValue { $0 = channel }
         logger.info("connected", metadata: ["server": "\(ok.serverName)"])
         onEvent(.connected(ok))
@@ -196,8 +209,8 @@ public final class ReconnectingConnection: @unchecked Sendable {
     }
 
     /// The connection closed. `report` is false for a connection that never got as far as a hello
-    /// answer, which is retried quietly like a failed connect.
-    fileprivate func connectionClosed(_ closed: Channel, reason: String, report: Bool) {
+    /// answer, which is retried like a failed connect (`tls`: its TLS handshake failed).
+    fileprivate func connectionClosed(_ closed: Channel, reason: String, report: Bool, tls: Bool = false) {
         if channel === closed { channel = nil }
         ready.withLockedValue { if $0 === closed { $0 = nil } }
         if isStopped {
@@ -206,7 +219,7 @@ public final class ReconnectingConnection: @unchecked Sendable {
             return
         }
         guard report else {
-            attemptFailed(reason: reason)
+            attemptFailed(reason: reason, tls: tls)
             return
         }
         logger.warning("disconnected", metadata: ["problem": "\(reason)"])
@@ -229,13 +242,16 @@ private final class Handshake: ChannelInboundHandler {
     }
 
     private let hello: Hello
+    private let address: String
     private let owner: ReconnectingConnection
     private var state = State.waitingForHelloAnswer
     private var closeReason = "server closed the connection"
+    private var tlsFailed = false
     private var helloTimeout: Scheduled<Void>?
 
-    init(hello: Hello, owner: ReconnectingConnection) {
+    init(hello: Hello, address: String, owner: ReconnectingConnection) {
         self.hello = hello
+        self.address = address
         self.owner = owner
     }
 
@@ -281,7 +297,10 @@ private final class Handshake: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let error = error as? WireError {
+        if let failure = error as? TLSHandshakeFailure {
+            closeReason = "\(ClientError.tlsHandshake(address: address, failure: failure))"
+            tlsFailed = true
+        } else if let error = error as? WireError {
             closeReason = "bad frame from server: \(error)"
         } else {
             closeReason = socketErrorReason(error)
@@ -297,7 +316,7 @@ private final class Handshake: ChannelInboundHandler {
         case let .refused(reason):
             owner.connectionClosed(context.channel, reason: reason, report: true)
         case .waitingForHelloAnswer:
-            owner.connectionClosed(context.channel, reason: closeReason, report: false)
+            owner.connectionClosed(context.channel, reason: closeReason, report: false, tls: tlsFailed)
         }
         context.fireChannelInactive()
     }

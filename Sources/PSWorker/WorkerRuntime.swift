@@ -18,11 +18,14 @@ public final class WorkerRuntime: @unchecked Sendable {
         public var serverAddress: String
         public var name: String
         public var threads: Int
+        /// TLS to the server (nil: plaintext).
+        public var tls: ClientTLS?
 
-        public init(serverAddress: String, name: String, threads: Int = 1) {
+        public init(serverAddress: String, name: String, threads: Int = 1, tls: ClientTLS? = nil) {
             self.serverAddress = serverAddress
             self.name = name
             self.threads = threads
+            self.tls = tls
         }
     }
 
@@ -52,7 +55,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         connection = ReconnectingConnection(address: options.serverAddress,
                                             hello: Hello(role: .worker, name: options.name,
                                                          computeSignature: ComputeEnvironment.signature.description),
-                                            logger: logger) { [weak self] event in
+                                            tls: options.tls, logger: logger) { [weak self] event in
             guard let self else { return }
             self.control.async {
                 switch event {

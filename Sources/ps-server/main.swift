@@ -42,6 +42,24 @@ struct PSServerCommand: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
     var metricsListen: String?
 
+    @Option(help: ArgumentHelp("PEM certificate (and intermediates): every connection is TLS. Default: $PS_TLS_CERT, else plaintext.",
+                               valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert, unencrypted. Default: $PS_TLS_KEY.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s): clients must present a certificate it signed (mutual TLS). Default: $PS_TLS_CA.",
+                               valueName: "file"))
+    var tlsCa: String?
+
+    @Flag(help: "Serve --metrics-listen over HTTPS with the TLS certificate (with --tls-ca, scrapers need a certificate too).")
+    var metricsTls = false
+
+    var tlsFiles: TLSFiles {
+        TLSFiles(certificate: tlsCert, key: tlsKey, ca: tlsCa, environment: ProcessInfo.processInfo.environment)
+    }
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -54,6 +72,9 @@ struct PSServerCommand: AsyncParsableCommand {
         do { _ = try parseAddress(listen) } catch { throw ValidationError("--listen: \(error)") }
         if let metricsListen {
             do { _ = try parseAddress(metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
+        }
+        if metricsTls && (metricsListen == nil || tlsFiles.certificate == nil) {
+            throw ValidationError("--metrics-tls needs --metrics-listen and --tls-cert")
         }
     }
 
@@ -70,10 +91,17 @@ struct PSServerCommand: AsyncParsableCommand {
         BLAS.setThreads(1)  // the server runs no BLAS; one thread, as its signature shows
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
         let (host, port) = try parseAddress(listen)
+        let tls: ServerTLS?
+        do {
+            tls = try ServerTLS(tlsFiles)
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
         let runtime = ServerRuntime(options: .init(host: host, port: port, dataDirectory: dataDir,
                                                    heartbeatIntervalSeconds: min(1, heartbeatTimeout / 4),
                                                    heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards,
-                                                   updateThreads: updateThreads),
+                                                   updateThreads: updateThreads, tls: tls),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
         // Stopped in reverse order: the server first, then the metrics endpoint that reports on it.
@@ -83,7 +111,8 @@ struct PSServerCommand: AsyncParsableCommand {
             ServerMetrics(series: ServerSeries(registry: registry)).attach(to: runtime)
             let (host, port) = try parseAddress(metricsListen)
             do {
-                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry,
+                                                         tls: metricsTls ? tls : nil, logger: logger)
                 services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
                 logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])

@@ -34,6 +34,28 @@ struct PSWorkerCommand: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
     var metricsListen: String?
 
+    @Option(help: ArgumentHelp("PEM certificate (and intermediates) to present to a server that requires one. Default: $PS_TLS_CERT.",
+                               valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert, unencrypted. Default: $PS_TLS_KEY.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s) the server's certificate must chain to. Any --tls option makes the connection TLS. Default: $PS_TLS_CA.",
+                               valueName: "file"))
+    var tlsCa: String?
+
+    @Option(help: ArgumentHelp("DNS name to check the server's certificate for, instead of the host in --server.", valueName: "name"))
+    var tlsServerName: String?
+
+    @Flag(help: "Serve --metrics-listen over HTTPS with --tls-cert (which must then be valid as a server certificate).")
+    var metricsTls = false
+
+    var tlsFiles: TLSFiles {
+        TLSFiles(certificate: tlsCert, key: tlsKey, ca: tlsCa, serverName: tlsServerName,
+                 environment: ProcessInfo.processInfo.environment)
+    }
+
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -44,6 +66,9 @@ struct PSWorkerCommand: AsyncParsableCommand {
             do { _ = try parseAddress(metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
         }
         guard !name.isEmpty && name.count <= 128 else { throw ValidationError("--name must be 1 to 128 characters") }
+        if metricsTls && (metricsListen == nil || tlsFiles.certificate == nil) {
+            throw ValidationError("--metrics-tls needs --metrics-listen and --tls-cert")
+        }
     }
 
     func run() async throws {
@@ -60,6 +85,16 @@ struct PSWorkerCommand: AsyncParsableCommand {
         let kernel = ComputeEnvironment.chooseKernel(program: "ps-worker")
         BLAS.setThreads(threads)  // before the line: the thread count is part of the signature
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
+        let tls: ClientTLS?, metricsTLS: ServerTLS?
+        do {
+            tls = try ClientTLS(tlsFiles)
+            var served = tlsFiles
+            served.serverName = nil
+            metricsTLS = metricsTls ? try ServerTLS(served) : nil
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
         var metrics: WorkerMetrics?
         // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it.
         var services = [StopOnSignal { _ in logger.info("stopping") }.configuration]
@@ -68,15 +103,16 @@ struct PSWorkerCommand: AsyncParsableCommand {
             metrics = WorkerMetrics(registry: registry)
             let (host, port) = try parseAddress(metricsListen)
             do {
-                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, tls: metricsTLS,
+                                                         logger: logger)
                 services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
                 logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])
                 throw ExitCode(1)
             }
         }
-        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger,
-                                    metrics: metrics)
+        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, tls: tls),
+                                    logger: logger, metrics: metrics)
         services.append(.init(service: runtime))
         try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
     }

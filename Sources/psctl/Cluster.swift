@@ -7,17 +7,35 @@ import PSTrain
 import PSTransport
 import PSWire
 
-/// `--server HOST:PORT`, shared by every command that talks to the coordinator.
+/// `--server HOST:PORT` and the TLS options, shared by every command that talks to the coordinator.
 struct ServerOptions: ParsableArguments {
     @Option(help: "Coordinator address HOST:PORT (default: $PS_SERVER, else 127.0.0.1:7070).")
     var server = ProcessInfo.processInfo.environment["PS_SERVER"] ?? "127.0.0.1:7070"
+
+    @Option(help: ArgumentHelp("PEM certificate to present to a server that requires one (mutual TLS). Default: $PS_TLS_CERT.",
+                               valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert, unencrypted. Default: $PS_TLS_KEY.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s) the server's certificate must chain to. Any --tls option makes the connection TLS. Default: $PS_TLS_CA.",
+                               valueName: "file"))
+    var tlsCa: String?
+
+    @Option(help: ArgumentHelp("DNS name to check the server's certificate for, instead of the host in --server.", valueName: "name"))
+    var tlsServerName: String?
 
     func validate() throws {
         do { _ = try parseAddress(server) } catch { throw ValidationError("--server: \(error)") }
     }
 
     func connect() throws -> PSClient {
-        try request { try PSClient(server: server, name: "psctl-\(getpid())", connectTimeoutSeconds: 5) }
+        let files = TLSFiles(certificate: tlsCert, key: tlsKey, ca: tlsCa, serverName: tlsServerName,
+                             environment: ProcessInfo.processInfo.environment)
+        let tls: ClientTLS?
+        do { tls = try ClientTLS(files) } catch { throw OperatingError("\(error)") }
+        return try request { try PSClient(server: server, name: "psctl-\(getpid())", connectTimeoutSeconds: 5, tls: tls) }
     }
 }
 

@@ -11,13 +11,17 @@ final class LocalCluster {
     /// The current server's log (`server`, then `server-2`, … after restarts).
     private(set) var serverLog = "server"
     private var serverArguments: [String]
+    /// Appended to every psctl command line (the TLS options of a TLS cluster).
+    private let psctlArguments: [String]
     /// The server's data directory (`DIRECTORY/data` unless a restart moved it).
     private(set) var dataDirectory: String
 
-    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`);
-    /// `prepareData` is called with the data directory's path before the server starts (to mount one).
-    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = [],
+    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`), and
+    /// `psctlArguments` to psctl's (`psctl(_:)`, `status`); `prepareData` is called with the data directory's
+    /// path before the server starts (to mount one).
+    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = [], psctlArguments: [String] = [],
          prepareData: ((String) throws -> Void)? = nil) throws {
+        self.psctlArguments = psctlArguments
         directory = NSTemporaryDirectory() + "ps-cluster-\(UUID().uuidString)"
         dataDirectory = directory + "/data"
         try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
@@ -131,7 +135,7 @@ final class LocalCluster {
     }
 
     func psctl(_ arguments: [String]) throws -> Binaries.Output {
-        try Binaries.run("psctl", arguments + ["--server", address])
+        try Binaries.run("psctl", arguments + ["--server", address] + psctlArguments)
     }
 
     func status(_ job: String? = nil) throws -> [String: Any] {
