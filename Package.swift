@@ -97,6 +97,7 @@ let package = Package(
         .target(name: "PSTrain", dependencies: ["PSMath", "PSCore", "PSData", "PSWire"]),
         .target(name: "PSTransport", dependencies: [
             "PSWire",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -75,7 +75,7 @@ public struct PSClientError: Error, CustomStringConvertible, Equatable, Sendable
         // A server stopping mid-handshake, or not yet answering: as unreachable. A certificate refused
         // stays refused.
         case let .transport(.tlsHandshake(_, failure)): failure.reason == .closed || failure.reason == .timeout
-        case .transport(.protocolError), .unexpectedReply: false
+        case .transport(.protocolError), .transport(.unauthenticated), .unexpectedReply: false
         }
     }
 
@@ -88,6 +88,7 @@ public struct PSClientError: Error, CustomStringConvertible, Equatable, Sendable
         case let .transport(.timeout(_, waitingFor)): "timed out waiting for \(waitingFor)"
         case .transport(.closed): "the server closed the connection"
         case let .transport(.protocolError(_, message)): "protocol error: \(message)"
+        case let .transport(.unauthenticated(_, why)): "cannot authenticate: \(why)"
         case let .transport(.remote(reply)): "refused: \(reply.message) [\(reply.code)]"
         case let .transport(.tlsHandshake(_, failure)): "TLS handshake failed: \(failure)"
         case let .unexpectedReply(name): "unexpected reply \(name)"

@@ -105,6 +105,9 @@ public enum Observation: Sendable {
     /// A gradient push was accepted (`duplicate`: acknowledged and dropped).
     case pushAccepted(bytes: Int, duplicate: Bool)
     case frameRejected(reason: String)
+    /// The runtime, not the coordinator: a connection failed the authentication handshake
+    /// (`reason`: an `AuthFailure` raw value: missing, mismatch, protocol).
+    case authenticationFailed(reason: String)
     /// The server's runtime, not the coordinator: a step's update is applied. `seconds`: the
     /// coordinator's time over the push that completed it plus the shard's time over the commands
     /// that ended it (aggregation, optimizer) and the sends around them (next assignments).

@@ -44,6 +44,8 @@ public final class ServerSeries {
             "ps_workers_left_total", help: "Workers removed from the cluster, by reason.") }
         static var workers: MetricNameDescriptor { .named("ps_workers", help: "Registered workers by state.") }
         static var jobs: MetricNameDescriptor { .named("ps_jobs", help: "Jobs by state, since the server started.") }
+        static var authFailures: MetricNameDescriptor { .named(
+            "ps_auth_failures_total", help: "Connections that failed the authentication handshake, by reason: missing (no token), mismatch (another token), protocol (out of order), abandoned (closed after the challenge).") }
         static var checkpointSeconds: MetricNameDescriptor { .named(
             "ps_checkpoint_seconds", help: "Time to encode and durably write a checkpoint (off the coordinator's queue).") }
         static var checkpointBytes: MetricNameDescriptor { .named(
@@ -70,6 +72,7 @@ public final class ServerSeries {
     private let tlsHandshakeFailures: [TLSHandshakeFailure.Reason: Counter]
     private let workersJoined: Counter
     private let workersLeft: [LeaveReason: Counter]
+    private var authFailures: [String: Counter] = [:]
     private let checkpointSeconds: DurationHistogram
     private let checkpointBytes: Gauge
     private let checkpointFailures: Counter
@@ -93,6 +96,18 @@ public final class ServerSeries {
         checkpointSeconds = registry.makeDurationHistogram(descriptor: Name.checkpointSeconds, buckets: DurationBuckets.standard)
         checkpointBytes = registry.makeGauge(descriptor: Name.checkpointBytes)
         checkpointFailures = registry.makeCounter(descriptor: Name.checkpointFailures)
+        for reason in Self.authFailureReasons {
+            authFailures[reason] = registry.makeCounter(descriptor: Name.authFailures, labels: [("reason", reason)])
+        }
+    }
+
+    /// Reasons an authentication can fail, each a series from the start (zeros included).
+    public static let authFailureReasons = ["missing", "mismatch", "protocol", "abandoned"]
+
+    /// A connection failed the authentication handshake for `reason`.
+    public func authenticationFailed(reason: String) {
+        let label = Self.authFailureReasons.contains(reason) ? reason : "protocol"
+        authFailures[label]?.increment()
     }
 
     // MARK: Checkpoints

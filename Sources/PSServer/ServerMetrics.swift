@@ -77,6 +77,8 @@ public final class ServerMetrics: @unchecked Sendable {
             series.checkpointWritten(bytes: bytes, duration: .nanoseconds(Int64(seconds * 1e9)))
         case .checkpointFailed:
             series.checkpointFailed()
+        case let .authenticationFailed(reason):
+            series.authenticationFailed(reason: reason)
         case .jobResumed, .jobSuspended:
             break
         }

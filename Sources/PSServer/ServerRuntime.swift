@@ -23,12 +23,15 @@ public final class ServerRuntime: @unchecked Sendable {
         public var heartbeatTimeoutSeconds: Double
         public var shardCount: Int
         public var updateThreads: Int
+        /// The cluster's shared secret: with it, every peer must prove it holds the same token.
+        public var authToken: AuthToken?
         /// TLS on every connection (nil: plaintext).
         public var tls: ServerTLS?
 
         public init(host: String = "127.0.0.1", port: Int = 7070, dataDirectory: String,
                     heartbeatIntervalSeconds: Double = 1, heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1,
-                    updateThreads: Int = 1, tls: ServerTLS? = nil) {
+                    updateThreads: Int = 1, authToken: AuthToken? = nil, tls: ServerTLS? = nil) {
+            self.authToken = authToken
             self.host = host
             self.port = port
             self.dataDirectory = dataDirectory
@@ -97,7 +100,7 @@ public final class ServerRuntime: @unchecked Sendable {
         queue.suspend()
         defer { queue.resume() }
         transport = try TransportServer.start(host: options.host, port: options.port, tls: options.tls,
-                                              logger: logger) { [weak self] event in
+                                              authToken: options.authToken, logger: logger) { [weak self] event in
             guard let self else { return }
             self.queue.async { self.deliver(event) }
         }
@@ -154,9 +157,14 @@ public final class ServerRuntime: @unchecked Sendable {
         case let .tlsRejected(_, _, failure):
             // The transport logged it; the coordinator never heard from this peer (its connect and
             // disconnect events come as for any connection).
-            perform([.observe(.tlsHandshakeFailed(failure))])
+            for o in observers { o(.tlsHandshakeFailed(failure)) }
             return
         case let .disconnected(id): e = .disconnected(id)
+        case let .unauthenticated(_, _, failure, _):
+            // The transport logged it (with the peer) and is closing the connection; the coordinator
+            // never saw anything from it but its connection, whose close follows.
+            for o in observers { o(.authenticationFailed(reason: failure.rawValue)) }
+            return
         }
         perform(timedReceive(e))
     }

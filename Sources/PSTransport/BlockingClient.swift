@@ -14,6 +14,9 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
     case closed(address: String)
     /// "TLS handshake with 127.0.0.1:7070 failed: certificate verify failed (unknown CA: ...)"
     case tlsHandshake(address: String, failure: TLSHandshakeFailure)
+    /// The authentication handshake failed on this side: the server could not prove it holds the
+    /// cluster's token, or wants one this client does not have.
+    case unauthenticated(address: String, reason: String)
 
     public var description: String {
         switch self {
@@ -30,6 +33,8 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
             return "\(address) closed the connection"
         case let .tlsHandshake(address, failure):
             return "TLS handshake with \(address) failed: \(failure)"
+        case let .unauthenticated(address, reason):
+            return "cannot authenticate with \(address): \(reason)"
         }
     }
 }
@@ -54,7 +59,10 @@ public final class BlockingClient {
     /// The server's hello reply.
     public private(set) var serverHello: HelloOk
 
-    public init(address: String, name: String, role: PeerRole = .client,
+    /// With `tls`, the connection is TLS (`ClientTLS`: the server's certificate is checked). With
+    /// `authToken`, the client and the server prove to each other that they hold the cluster's token
+    /// (`ClientHandshake`); a server that cannot is refused.
+    public init(address: String, name: String, role: PeerRole = .client, authToken: AuthToken? = nil,
                 timeoutSeconds: Double = 5, tls: ClientTLS? = nil) throws(ClientError) {
         let (host, port): (String, Int)
         do {
@@ -89,13 +97,22 @@ public final class BlockingClient {
         self.tlsFailure = tlsFailure
         serverHello = HelloOk(serverName: "")
         do throws(ClientError) {
-            let reply = try exchange(.hello(Hello(role: role, name: name)), timeoutSeconds: timeoutSeconds,
-                                     acceptsUnsolicited: true)
-            guard case let .helloOk(ok) = reply else {
-                throw ClientError.protocolError(address: address,
-                                                message: "expected helloOk, got \(reply.caseName)")
+            var handshake = ClientHandshake(hello: Hello(role: role, name: name), token: authToken)
+            var reply = try exchange(.hello(handshake.hello), timeoutSeconds: timeoutSeconds, acceptsUnsolicited: true)
+            while true {
+                switch handshake.receive(reply) {
+                case let .send(message):
+                    // Under the hello's request id: the server answers the hello (with that id) once the
+                    // answer to its challenge checks out.
+                    reply = try exchange(message, timeoutSeconds: timeoutSeconds, acceptsUnsolicited: true, sameId: true)
+                    continue
+                case let .done(ok):
+                    serverHello = ok
+                case let .fail(reason):
+                    throw ClientError.unauthenticated(address: address, reason: reason)
+                }
+                break
             }
-            serverHello = ok
         } catch {
             close()
             throw error
@@ -124,10 +141,10 @@ public final class BlockingClient {
     /// Writes `message` as the next request and waits for its reply. `acceptsUnsolicited` lets an
     /// id-0 `helloOk` or `.error` answer (a server may answer a hello before reading its id).
     private func exchange(_ message: Message, timeoutSeconds: Double,
-                          acceptsUnsolicited: Bool) throws(ClientError) -> Message {
+                          acceptsUnsolicited: Bool, sameId: Bool = false) throws(ClientError) -> Message {
         // After `close()` the event loop is gone: nothing would ever complete the reply.
         guard !isClosed else { throw .closed(address: address) }
-        lastRequestId += 1
+        if !sameId { lastRequestId += 1 }
         let frame: ByteBuffer
         do {
             frame = try frameBuffer(Envelope(requestId: lastRequestId, message: message), allocator: channel.allocator)

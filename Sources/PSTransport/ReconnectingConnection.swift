@@ -22,6 +22,8 @@ public final class ReconnectingConnection: @unchecked Sendable {
 
     private let address: String
     private let hello: Hello
+    /// The cluster's token: each connection authenticates both sides with it (`ClientHandshake`).
+    private let authToken: AuthToken?
     private let logger: Logger
     private let onEvent: @Sendable (Event) -> Void
     private let backoff: Backoff
@@ -43,15 +45,17 @@ public final class ReconnectingConnection: @unchecked Sendable {
     private let ready = NIOLockedValueBox<Channel?>(nil)
     private let stopCalled = NIOLockedValueBox(false)
 
-    public convenience init(address: String, hello: Hello, tls: ClientTLS? = nil, logger: Logger,
-                            onEvent: @escaping @Sendable (Event) -> Void) {
-        self.init(address: address, hello: hello, backoff: Backoff(), tls: tls, logger: logger, onEvent: onEvent)
+    public convenience init(address: String, hello: Hello, authToken: AuthToken? = nil, tls: ClientTLS? = nil,
+                            logger: Logger, onEvent: @escaping @Sendable (Event) -> Void) {
+        self.init(address: address, hello: hello, authToken: authToken, backoff: Backoff(), tls: tls, logger: logger,
+                  onEvent: onEvent)
     }
 
-    init(address: String, hello: Hello, backoff: Backoff, tls: ClientTLS? = nil, logger: Logger,
+    init(address: String, hello: Hello, authToken: AuthToken? = nil, backoff: Backoff, tls: ClientTLS? = nil, logger: Logger,
          onEvent: @escaping @Sendable (Event) -> Void) {
         self.address = address
         self.hello = hello
+        self.authToken = authToken
         self.backoff = backoff
         self.tls = tls
         var logger = logger
@@ -149,12 +153,14 @@ public final class ReconnectingConnection: @unchecked Sendable {
             .channelOption(ChannelOptions.noDelay, value: 1)
             .channelOption(ChannelOptions.recvAllocator, value: ReadTuning.allocator)
             .channelOption(ChannelOptions.maxMessagesPerRead, value: ReadTuning.messagesPerRead)
-            .channelInitializer { [hello, tls, address] channel in
+            .channelInitializer { [hello, authToken, tls, address] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tls { try sync.addHandlers(tls.makeHandler(host: host), TLSHandshakeWatch(side: .client)) }
+                    // A fresh nonce per connection: the handshake is new every time.
                     try sync.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
-                                         Handshake(hello: hello, address: address, owner: self))
+                                         Handshake(handshake: ClientHandshake(hello: hello, token: authToken),
+                                                   address: address, owner: self))
                 }
             }
             .connect(host: host, port: port)
@@ -228,8 +234,9 @@ public final class ReconnectingConnection: @unchecked Sendable {
     }
 }
 
-/// The last handler of a `ReconnectingConnection`'s channel: sends the hello, waits for its answer,
-/// then forwards every envelope to the owner.
+/// The last handler of a `ReconnectingConnection`'s channel: sends the hello, completes the
+/// authentication handshake when there is a token, waits for the hello's answer, then forwards every
+/// envelope to the owner.
 private final class Handshake: ChannelInboundHandler {
     typealias InboundIn = Envelope
     typealias OutboundOut = ByteBuffer
@@ -241,7 +248,7 @@ private final class Handshake: ChannelInboundHandler {
         case refused(String)
     }
 
-    private let hello: Hello
+    private var handshake: ClientHandshake
     private let address: String
     private let owner: ReconnectingConnection
     private var state = State.waitingForHelloAnswer
@@ -249,8 +256,8 @@ private final class Handshake: ChannelInboundHandler {
     private var tlsFailed = false
     private var helloTimeout: Scheduled<Void>?
 
-    init(hello: Hello, address: String, owner: ReconnectingConnection) {
-        self.hello = hello
+    init(handshake: ClientHandshake, address: String, owner: ReconnectingConnection) {
+        self.handshake = handshake
         self.address = address
         self.owner = owner
     }
@@ -258,7 +265,7 @@ private final class Handshake: ChannelInboundHandler {
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
         do {
-            let frame = try frameBuffer(Envelope(requestId: 1, message: .hello(hello)), allocator: channel.allocator)
+            let frame = try frameBuffer(Envelope(requestId: 1, message: .hello(handshake.hello)), allocator: channel.allocator)
             context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         } catch {
             closeReason = "cannot encode hello: \(error)"
@@ -279,16 +286,23 @@ private final class Handshake: ChannelInboundHandler {
         case .connected:
             owner.received(envelope)
         case .waitingForHelloAnswer:
-            helloTimeout?.cancel()
-            switch envelope.message {
-            case let .helloOk(ok):
+            switch handshake.receive(envelope.message) {
+            case let .send(message):
+                // The answer to the challenge; the hello's answer follows (the timeout still runs).
+                do {
+                    let frame = try frameBuffer(Envelope(requestId: 1, message: message), allocator: context.channel.allocator)
+                    context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+                } catch {
+                    state = .refused("cannot encode \(message.caseName): \(error)")
+                    context.close(promise: nil)
+                }
+            case let .done(ok):
+                helloTimeout?.cancel()
                 state = .connected
                 owner.handshakeSucceeded(context.channel, ok)
-            case let .error(reply):
-                state = .refused("server refused hello: \(reply.message) [\(reply.code)]")
-                context.close(promise: nil)
-            default:
-                state = .refused("server answered hello with \(envelope.message.caseName)")
+            case let .fail(reason):
+                helloTimeout?.cancel()
+                state = .refused(reason)
                 context.close(promise: nil)
             }
         case .refused:

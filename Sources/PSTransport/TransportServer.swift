@@ -8,7 +8,8 @@ import PSWire
 public typealias ConnectionID = UInt64
 
 /// What happens on a server's connections, in order per connection:
-/// `connected`, any number of `received`, at most one `rejected` or `tlsRejected`, then `disconnected`.
+/// `connected`, any number of `received`, at most one `rejected`, `tlsRejected` or `unauthenticated`, then
+/// `disconnected`.
 public enum ServerEvent: Sendable {
     case connected(ConnectionID, peer: String)
     case received(ConnectionID, Envelope)
@@ -19,6 +20,9 @@ public enum ServerEvent: Sendable {
     /// The peer failed the TLS handshake (its certificate, or no TLS at all): nothing it sent was read.
     /// The transport has logged `peer=… reason problem` and is closing this connection only.
     case tlsRejected(ConnectionID, peer: String, failure: TLSHandshakeFailure)
+    /// The peer failed the authentication handshake (the server has the cluster's token): the transport
+    /// has replied with `unauthenticated`, logged `peer=… reason=…`, and is closing this connection only.
+    case unauthenticated(ConnectionID, peer: String, failure: AuthFailure, message: String)
     case disconnected(ConnectionID)
 }
 
@@ -43,15 +47,20 @@ public final class TransportServer: @unchecked Sendable {
 
     /// Binds HOST:PORT (port 0 = any free port) and starts accepting. `onEvent` runs on an event-loop
     /// thread; callers hop to their own queue before doing real work. Events of one connection arrive in order.
-    /// With `tls`, every connection is TLS (its handler first in the pipeline); nil: plaintext.
-    public static func start(host: String, port: Int, eventLoopThreads: Int = 1, tls: ServerTLS? = nil, logger: Logger,
+    /// With `tls`, every connection is TLS (its handler first in the pipeline); nil: plaintext. With
+    /// `authToken`, every connection must complete the authentication handshake (`ServerHandshake`)
+    /// before anything it sends is reported.
+    public static func start(host: String, port: Int, eventLoopThreads: Int = 1, tls: ServerTLS? = nil,
+                             authToken: AuthToken? = nil, logger: Logger,
                              onEvent: @escaping @Sendable (ServerEvent) -> Void) throws -> TransportServer {
         try TransportServer(host: host, port: port, eventLoopThreads: eventLoopThreads,
-                            connectionsMax: TransportLimits.connectionsMax, tls: tls, logger: logger, onEvent: onEvent)
+                            connectionsMax: TransportLimits.connectionsMax, tls: tls, authToken: authToken, logger: logger,
+                            onEvent: onEvent)
     }
 
     /// `connectionsMax` is a parameter so that a test can reach the limit with a few connections.
-    init(host: String, port: Int, eventLoopThreads: Int, connectionsMax: Int, tls: ServerTLS? = nil, logger: Logger,
+    init(host: String, port: Int, eventLoopThreads: Int, connectionsMax: Int, tls: ServerTLS? = nil,
+         authToken: AuthToken? = nil, logger: Logger,
          onEvent: @escaping @Sendable (ServerEvent) -> Void) throws {
         precondition(eventLoopThreads >= 1, "a server needs at least one event-loop thread")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopThreads)
@@ -87,7 +96,7 @@ public final class TransportServer: @unchecked Sendable {
                 connectionLogger[metadataKey: "connection"] = "\(id)"
                 connectionLogger[metadataKey: "peer"] = "\(peer)"
                 let handler = ServerConnectionHandler(id: id, peer: peer, logger: connectionLogger,
-                                                      onEvent: onEvent)
+                                                      handshake: ServerHandshake(token: authToken), onEvent: onEvent)
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
                                                                     handler)
@@ -231,11 +240,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private let onEvent: @Sendable (ServerEvent) -> Void
     /// Set once the connection is closing: nothing it receives afterwards is reported.
     private var closing = false
+    /// The authentication handshake (everything passes when the server has no token).
+    private var handshake: ServerHandshake
 
-    init(id: ConnectionID, peer: String, logger: Logger, onEvent: @escaping @Sendable (ServerEvent) -> Void) {
+    init(id: ConnectionID, peer: String, logger: Logger, handshake: ServerHandshake,
+         onEvent: @escaping @Sendable (ServerEvent) -> Void) {
         self.id = id
         self.peer = peer
         self.logger = logger
+        self.handshake = handshake
         self.onEvent = onEvent
     }
 
@@ -247,11 +260,29 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
-        onEvent(.received(id, unwrapInboundIn(data)))
+        switch handshake.receive(unwrapInboundIn(data)) {
+        case let .forward(envelopes):
+            for envelope in envelopes { onEvent(.received(id, envelope)) }
+        case let .reply(envelope):
+            if let frame = try? frameBuffer(envelope, allocator: context.channel.allocator) {
+                context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+            }
+        case let .refuse(reply, failure):
+            closing = true
+            logger.warning("authentication failed, closing connection", metadata: ["reason": "\(failure.rawValue)",
+                                                                                    "problem": "\(reply.message)"])
+            onEvent(.unauthenticated(id, peer: peer, failure: failure, message: reply.message))
+            closeAfter(try? frameBuffer(Envelope(requestId: 0, message: .error(reply)), allocator: context.channel.allocator),
+                       on: context.channel)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         logger.debug("disconnected")
+        if let (failure, message) = handshake.closed() {
+            logger.warning("authentication failed", metadata: ["reason": "\(failure.rawValue)", "problem": "\(message)"])
+            onEvent(.unauthenticated(id, peer: peer, failure: failure, message: message))
+        }
         onEvent(.disconnected(id))
         context.fireChannelInactive()
     }

@@ -9,7 +9,7 @@ extension Message {
         let e: UnsafeMutablePointer<Ps__V1__Envelope> = arena.message(ps__v1__envelope__init)
         e.pointee.request_id = requestId
         switch self {
-        case .hello, .helloOk, .error, .ack, .registerWorker, .registered, .heartbeat:
+        case .hello, .helloOk, .authChallenge, .authResponse, .error, .ack, .registerWorker, .registered, .heartbeat:
             setConnectionBody(e, arena)
         case .submitJob, .submitted, .cancelJob, .fetchModel, .statusRequest, .statusReply, .listJobs, .jobList,
              .waitJob, .jobResult:
@@ -62,10 +62,21 @@ extension Message {
             m.pointee.protocol_version = hello.protocolVersion
             m.pointee.role = roleTable.c(hello.role)
             m.pointee.name = arena.string(hello.name)
-            m.pointee.auth = arena.binary(hello.auth)
+            m.pointee.auth_nonce = arena.binary(hello.nonce)
             m.pointee.compute_signature = arena.string(hello.computeSignature)
             e.pointee.body_case = PS__V1__ENVELOPE__BODY_HELLO
             e.pointee.hello = m
+        case let .authChallenge(c):
+            let m: UnsafeMutablePointer<Ps__V1__AuthChallenge> = arena.message(ps__v1__auth_challenge__init)
+            m.pointee.server_nonce = arena.binary(c.serverNonce)
+            m.pointee.server_proof = arena.binary(c.serverProof)
+            e.pointee.body_case = PS__V1__ENVELOPE__BODY_AUTH_CHALLENGE
+            e.pointee.auth_challenge = m
+        case let .authResponse(proof):
+            let m: UnsafeMutablePointer<Ps__V1__AuthResponse> = arena.message(ps__v1__auth_response__init)
+            m.pointee.client_proof = arena.binary(proof)
+            e.pointee.body_case = PS__V1__ENVELOPE__BODY_AUTH_RESPONSE
+            e.pointee.auth_response = m
         case let .helloOk(ok):
             let m: UnsafeMutablePointer<Ps__V1__HelloOk> = arena.message(ps__v1__hello_ok__init)
             m.pointee.protocol_version = ok.protocolVersion
@@ -219,8 +230,14 @@ extension Message {
             let m = try required(e.hello, "Hello")
             return .hello(Hello(protocolVersion: m.protocol_version,
                                 role: try roleTable.swift(m.role, "Hello.role"),
-                                name: string(m.name), auth: bytes(m.auth),
+                                name: string(m.name), nonce: bytes(m.auth_nonce),
                                 computeSignature: string(m.compute_signature)))
+        case PS__V1__ENVELOPE__BODY_AUTH_CHALLENGE:
+            let m = try required(e.auth_challenge, "AuthChallenge")
+            return .authChallenge(AuthChallenge(serverNonce: bytes(m.server_nonce), serverProof: bytes(m.server_proof)))
+        case PS__V1__ENVELOPE__BODY_AUTH_RESPONSE:
+            let m = try required(e.auth_response, "AuthResponse")
+            return .authResponse(clientProof: bytes(m.client_proof))
         case PS__V1__ENVELOPE__BODY_HELLO_OK:
             let m = try required(e.hello_ok, "HelloOk")
             return .helloOk(HelloOk(protocolVersion: m.protocol_version, serverName: string(m.server_name)))

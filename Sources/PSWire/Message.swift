@@ -19,6 +19,10 @@ public enum Message: Equatable, Sendable {
     /// First message on every connection.
     case hello(Hello)
     case helloOk(HelloOk)
+    /// Server to client, answering a hello when the cluster has a token (see `AuthProof`).
+    case authChallenge(AuthChallenge)
+    /// Client to server: its proof, answering the challenge.
+    case authResponse(clientProof: [UInt8])
     case error(ErrorReply)
     /// A request succeeded and has nothing else to say.
     case ack
@@ -63,18 +67,30 @@ public struct Hello: Equatable, Sendable {
     public var role: PeerRole
     /// For logs and status, e.g. "worker-3@host".
     public var name: String
-    /// Proof of the cluster's shared secret; empty when the cluster has none.
-    public var auth: [UInt8]
+    /// The client's fresh nonce for the authentication handshake (32 random bytes; empty from a client
+    /// that has no token).
+    public var nonce: [UInt8]
     /// Workers: their `ComputeSignature` as text (required); clients: empty.
     public var computeSignature: String
 
     public init(protocolVersion: UInt32 = WireLimits.protocolVersion, role: PeerRole, name: String,
-                auth: [UInt8] = [], computeSignature: String = "") {
+                nonce: [UInt8] = [], computeSignature: String = "") {
         self.protocolVersion = protocolVersion
         self.role = role
         self.name = name
-        self.auth = auth
+        self.nonce = nonce
         self.computeSignature = computeSignature
+    }
+}
+
+/// A server's answer to a hello when the cluster has a token: its nonce and its proof.
+public struct AuthChallenge: Equatable, Sendable {
+    public var serverNonce: [UInt8]
+    public var serverProof: [UInt8]
+
+    public init(serverNonce: [UInt8], serverProof: [UInt8]) {
+        self.serverNonce = serverNonce
+        self.serverProof = serverProof
     }
 }
 

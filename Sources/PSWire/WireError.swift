@@ -33,7 +33,9 @@ public enum WireLimits {
     /// 2: gradients are pushed in push ranges, weights streamed per range, `PushAck.offset`.
     /// 3: a worker's hello carries its compute signature (required), and a bitwise job computes only on
     /// workers whose signature equals its own.
-    public static let protocolVersion: UInt32 = 3
+    /// 4: the hello carries a nonce and a server with the cluster's token authenticates both sides with
+    /// `AuthChallenge` / `AuthResponse` before anything else.
+    public static let protocolVersion: UInt32 = 4
 
     /// Largest frame payload (the envelope, without the 4-byte length) sent or accepted: PSCore's
     /// `Limits.frameBytesMax`, where `Limits.parametersMax` is derived from it.

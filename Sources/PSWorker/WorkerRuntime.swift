@@ -18,13 +18,17 @@ public final class WorkerRuntime: @unchecked Sendable {
         public var serverAddress: String
         public var name: String
         public var threads: Int
+        /// The cluster's shared secret: the worker and the server prove to each other they hold it.
+        public var authToken: AuthToken?
         /// TLS to the server (nil: plaintext).
         public var tls: ClientTLS?
 
-        public init(serverAddress: String, name: String, threads: Int = 1, tls: ClientTLS? = nil) {
+        public init(serverAddress: String, name: String, threads: Int = 1, authToken: AuthToken? = nil,
+                    tls: ClientTLS? = nil) {
             self.serverAddress = serverAddress
             self.name = name
             self.threads = threads
+            self.authToken = authToken
             self.tls = tls
         }
     }
@@ -55,7 +59,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         connection = ReconnectingConnection(address: options.serverAddress,
                                             hello: Hello(role: .worker, name: options.name,
                                                          computeSignature: ComputeEnvironment.signature.description),
-                                            tls: options.tls, logger: logger) { [weak self] event in
+                                            authToken: options.authToken, tls: options.tls, logger: logger) { [weak self] event in
             guard let self else { return }
             self.control.async {
                 switch event {

@@ -12,8 +12,8 @@ import PSWire
 import ServiceLifecycle
 
 /// The parameter server and coordinator. Its parts run as services of one `ServiceGroup`; on SIGTERM
-/// or SIGINT they stop in order (the server, then the metrics endpoint): a running job is marked
-/// interrupted, waiting clients are answered, and no file is left half-written.
+/// or SIGINT they stop in order (the server, then the metrics endpoint): a running job is left to resume
+/// at the next start, and no file is left half-written.
 struct PSServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ps-server",
@@ -41,6 +41,14 @@ struct PSServerCommand: AsyncParsableCommand {
 
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
     var metricsListen: String?
+
+    @Option(help: ArgumentHelp(
+        "File holding the cluster's shared secret (default: $PS_AUTH_TOKEN_FILE): every worker and client must prove it holds the same token.",
+        valueName: "file"))
+    var authTokenFile: String?
+
+    @Flag(help: "Listen on a non-loopback address with neither a token nor mutual TLS (only on a network where every host is trusted).")
+    var insecure = false
 
     @Option(help: ArgumentHelp("PEM certificate (and intermediates): every connection is TLS. Default: $PS_TLS_CERT, else plaintext.",
                                valueName: "file"))
@@ -91,17 +99,29 @@ struct PSServerCommand: AsyncParsableCommand {
         BLAS.setThreads(1)  // the server runs no BLAS; one thread, as its signature shows
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
         let (host, port) = try parseAddress(listen)
+        let token: AuthToken?
         let tls: ServerTLS?
         do {
+            token = try AuthToken.load(flag: authTokenFile)
             tls = try ServerTLS(tlsFiles)
         } catch {
-            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            logger.critical("cannot start: \(error)")
             throw ExitCode(1)
+        }
+        // Mutual TLS authenticates clients as a token does; TLS without a CA only encrypts.
+        let clientsAuthenticated = token != nil || tls?.requiresClientCertificate == true
+        if let refusal = ListenPolicy.refusal(host: host, port: port, authenticated: clientsAuthenticated,
+                                              tls: tls?.requiresClientCertificate == true, insecure: insecure) {
+            logger.critical("cannot start: \(refusal)")
+            throw ExitCode(1)
+        }
+        if insecure && !ListenPolicy.isLoopback(host) && !clientsAuthenticated {
+            logger.warning("listening without authentication (--insecure): anyone who reaches \(listen) controls the cluster")
         }
         let runtime = ServerRuntime(options: .init(host: host, port: port, dataDirectory: dataDir,
                                                    heartbeatIntervalSeconds: min(1, heartbeatTimeout / 4),
                                                    heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards,
-                                                   updateThreads: updateThreads, tls: tls),
+                                                   updateThreads: updateThreads, authToken: token, tls: tls),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
         // Stopped in reverse order: the server first, then the metrics endpoint that reports on it.

@@ -34,6 +34,9 @@ struct PSWorkerCommand: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
     var metricsListen: String?
 
+    @Option(help: ArgumentHelp("File holding the cluster's shared secret (default: $PS_AUTH_TOKEN_FILE).", valueName: "file"))
+    var authTokenFile: String?
+
     @Option(help: ArgumentHelp("PEM certificate (and intermediates) to present to a server that requires one. Default: $PS_TLS_CERT.",
                                valueName: "file"))
     var tlsCert: String?
@@ -85,14 +88,16 @@ struct PSWorkerCommand: AsyncParsableCommand {
         let kernel = ComputeEnvironment.chooseKernel(program: "ps-worker")
         BLAS.setThreads(threads)  // before the line: the thread count is part of the signature
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
+        let token: AuthToken?
         let tls: ClientTLS?, metricsTLS: ServerTLS?
         do {
+            token = try AuthToken.load(flag: authTokenFile)
             tls = try ClientTLS(tlsFiles)
             var served = tlsFiles
             served.serverName = nil
             metricsTLS = metricsTls ? try ServerTLS(served) : nil
         } catch {
-            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
         var metrics: WorkerMetrics?
@@ -111,7 +116,8 @@ struct PSWorkerCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, tls: tls),
+        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, authToken: token,
+                                                   tls: tls),
                                     logger: logger, metrics: metrics)
         services.append(.init(service: runtime))
         try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()

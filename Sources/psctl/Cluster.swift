@@ -12,6 +12,9 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Coordinator address HOST:PORT (default: $PS_SERVER, else 127.0.0.1:7070).")
     var server = ProcessInfo.processInfo.environment["PS_SERVER"] ?? "127.0.0.1:7070"
 
+    @Option(help: ArgumentHelp("File holding the cluster's shared secret (default: $PS_AUTH_TOKEN_FILE).", valueName: "file"))
+    var authTokenFile: String?
+
     @Option(help: ArgumentHelp("PEM certificate to present to a server that requires one (mutual TLS). Default: $PS_TLS_CERT.",
                                valueName: "file"))
     var tlsCert: String?
@@ -33,9 +36,17 @@ struct ServerOptions: ParsableArguments {
     func connect() throws -> PSClient {
         let files = TLSFiles(certificate: tlsCert, key: tlsKey, ca: tlsCa, serverName: tlsServerName,
                              environment: ProcessInfo.processInfo.environment)
+        let token: AuthToken?
         let tls: ClientTLS?
-        do { tls = try ClientTLS(files) } catch { throw OperatingError("\(error)") }
-        return try request { try PSClient(server: server, name: "psctl-\(getpid())", connectTimeoutSeconds: 5, tls: tls) }
+        do {
+            token = try AuthToken.load(flag: authTokenFile)
+            tls = try ClientTLS(files)
+        } catch {
+            throw OperatingError("\(error)")
+        }
+        return try request {
+            try PSClient(server: server, name: "psctl-\(getpid())", authToken: token, connectTimeoutSeconds: 5, tls: tls)
+        }
     }
 }
 

@@ -11,17 +11,13 @@ final class LocalCluster {
     /// The current server's log (`server`, then `server-2`, … after restarts).
     private(set) var serverLog = "server"
     private var serverArguments: [String]
-    /// Appended to every psctl command line (the TLS options of a TLS cluster).
-    private let psctlArguments: [String]
     /// The server's data directory (`DIRECTORY/data` unless a restart moved it).
     private(set) var dataDirectory: String
 
-    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`), and
-    /// `psctlArguments` to psctl's (`psctl(_:)`, `status`); `prepareData` is called with the data directory's
-    /// path before the server starts (to mount one).
-    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = [], psctlArguments: [String] = [],
+    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`);
+    /// `prepareData` is called with the data directory's path before the server starts (to mount one).
+    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = [],
          prepareData: ((String) throws -> Void)? = nil) throws {
-        self.psctlArguments = psctlArguments
         directory = NSTemporaryDirectory() + "ps-cluster-\(UUID().uuidString)"
         dataDirectory = directory + "/data"
         try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
@@ -134,8 +130,11 @@ final class LocalCluster {
         p.waitUntilExit()
     }
 
-    func psctl(_ arguments: [String]) throws -> Binaries.Output {
-        try Binaries.run("psctl", arguments + ["--server", address] + psctlArguments)
+    /// Added to every `psctl` this cluster runs (e.g. `PS_AUTH_TOKEN_FILE`).
+    var clientEnvironment: [String: String] = [:]
+
+    func psctl(_ arguments: [String], environment: [String: String]? = nil) throws -> Binaries.Output {
+        try Binaries.run("psctl", arguments + ["--server", address], environment: environment ?? clientEnvironment)
     }
 
     func status(_ job: String? = nil) throws -> [String: Any] {

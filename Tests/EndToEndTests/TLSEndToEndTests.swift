@@ -13,9 +13,11 @@ final class TLSEndToEndTests: XCTestCase {
         let local = try Reference.localSHA("examples/mnist-small-sgd.yaml", overrides)
         let certs = try TestCertificates.main(), other = try TestCertificates.other()
         let cluster = try LocalCluster(
-            extraServerArguments: certs.arguments("server") + ["--metrics-listen", "127.0.0.1:0", "--metrics-tls"],
-            psctlArguments: certs.arguments("psctl"))
+            extraServerArguments: certs.arguments("server") + ["--metrics-listen", "127.0.0.1:0", "--metrics-tls"])
         defer { cluster.stop() }
+        // The cluster's own psctl runs take their TLS files from the environment.
+        cluster.clientEnvironment = ["PS_TLS_CERT": certs.certificate("psctl"), "PS_TLS_KEY": certs.key("psctl"),
+                                     "PS_TLS_CA": certs.ca]
         XCTAssertTrue(cluster.log("server").contains("tls=mutual"), cluster.log("server"))
         try cluster.startWorker("w1", extraArguments: certs.arguments("worker"))
         try cluster.startWorker("w2", extraArguments: certs.arguments("worker"))
@@ -75,6 +77,33 @@ final class TLSEndToEndTests: XCTestCase {
         let psctl = try Binaries.run("psctl", ["status", "--server", "127.0.0.1:1", "--tls-ca", "/nonexistent/ca.pem"])
         XCTAssertEqual(psctl.status, 1, psctl.stderr)
         XCTAssertEqual(psctl.stderr, "psctl: error: --tls-ca /nonexistent/ca.pem: cannot read: no such file or directory\n")
+    }
+
+    // On a non-loopback address, mutual TLS protects the cluster as a token does (only holders of the CA's
+    // certificates get in), so ps-server starts with it; TLS without --tls-ca only encrypts, and is refused.
+    func testOpenListenAddressNeedsMutualTLS() throws {
+        let certs = try TestCertificates.main()
+        let data = NSTemporaryDirectory() + "ps-tls-e2e-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let encryptedOnly = try Binaries.run("ps-server", ["--listen", "0.0.0.0:0", "--data-dir", data]
+                                             + certs.arguments("server", ca: false))
+        XCTAssertEqual(encryptedOnly.status, 1, encryptedOnly.stderr)
+        XCTAssertTrue(encryptedOnly.stderr.contains("refusing to listen on 0.0.0.0:0"), encryptedOnly.stderr)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: Binaries.buildDirectory + "/ps-server")
+        server.arguments = ["--listen", "0.0.0.0:0", "--data-dir", data] + certs.arguments("server")
+        let log = Pipe()
+        server.standardError = log
+        server.standardOutput = FileHandle.nullDevice
+        try server.run()
+        defer { server.terminate(); server.waitUntilExit() }
+        var text = ""
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && server.isRunning && !text.contains("[PSServer] listening") {
+            text += String(decoding: log.fileHandleForReading.availableData, as: UTF8.self)
+        }
+        XCTAssertTrue(text.contains("tls=mutual [PSServer] listening"), text)
+        XCTAssertFalse(text.contains("without authentication"), text)
     }
 
     /// The server's /metrics page, fetched over HTTPS with psctl's certificate (curl, as a scraper would).

@@ -38,6 +38,7 @@ final class LoopbackTests: XCTestCase {
             case let .received(_, envelope): return "\(envelope.requestId):\(envelope.message.caseName)"
             case .rejected: return "rejected"
             case .tlsRejected: return "tlsRejected"
+            case .unauthenticated: return "unauthenticated"
             case .disconnected: return "disconnected"
             }
         }

@@ -4,7 +4,7 @@ import PSWireC
 
 final class FrameTests: XCTestCase {
     static let messages: [Message] = [
-        .hello(Hello(role: .worker, name: "worker-1@host", auth: [0, 1, 2, 255],
+        .hello(Hello(role: .worker, name: "worker-1@host", nonce: [0, 1, 2, 255],
                      computeSignature: "openblas-0.3.21/Cooperlake/avx2/glibc-2.36/threads-1")),
         .helloOk(HelloOk(serverName: "ps-server-0")),
         .error(ErrorReply(code: .invalidSpec, message: "0 is out of range", field: "model.layers[1].units")),
@@ -37,6 +37,8 @@ final class FrameTests: XCTestCase {
         .jobResult(JobResult(jobId: "job-1", state: .stoppedEarly, summary: Fixtures.summaryAll,
                              weightsSHA256: Fixtures.digest, message: "val_loss did not improve for 3 epochs")),
         .jobResult(JobResult(jobId: "job-2", state: .failed, message: "worker lost")),
+        .authChallenge(AuthChallenge(serverNonce: Array(repeating: 7, count: 32), serverProof: [1, 2, 3])),
+        .authResponse(clientProof: Array(repeating: 9, count: 32)),
     ]
 
     func testEveryMessageRoundTripsThroughAFrame() throws {

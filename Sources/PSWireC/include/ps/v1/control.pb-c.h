@@ -18,6 +18,8 @@ PROTOBUF_C__BEGIN_DECLS
 #include "ps/v1/model.pb-c.h"
 
 typedef struct Ps__V1__Hello Ps__V1__Hello;
+typedef struct Ps__V1__AuthChallenge Ps__V1__AuthChallenge;
+typedef struct Ps__V1__AuthResponse Ps__V1__AuthResponse;
 typedef struct Ps__V1__HelloOk Ps__V1__HelloOk;
 typedef struct Ps__V1__Error Ps__V1__Error;
 typedef struct Ps__V1__Ack Ps__V1__Ack;
@@ -150,9 +152,10 @@ struct  Ps__V1__Hello
    */
   char *name;
   /*
-   * Proof of the cluster's shared secret; empty when the cluster has none.
+   * The client's fresh random nonce (32 bytes) for the authentication handshake: a server with the
+   * cluster's token answers with AuthChallenge, whose proof covers this nonce.
    */
-  ProtobufCBinaryData auth;
+  ProtobufCBinaryData auth_nonce;
   /*
    * Workers: what decides the bits of their gradients, as `ComputeSignature` writes it
    * ("openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1"); required from workers, empty from clients.
@@ -162,6 +165,38 @@ struct  Ps__V1__Hello
 #define PS__V1__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__hello__descriptor) \
     , 0, PS__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, {0,NULL}, (char *)protobuf_c_empty_string }
+
+
+/*
+ * A server with the cluster's token answers Hello with this: its own fresh nonce and its proof that it
+ * holds the token, HMAC-SHA256(token, "ps-auth/1 server" | version | role | name | client nonce |
+ * server nonce) (each part length-prefixed). The client checks the proof, then sends AuthResponse.
+ */
+struct  Ps__V1__AuthChallenge
+{
+  ProtobufCMessage base;
+  ProtobufCBinaryData server_nonce;
+  ProtobufCBinaryData server_proof;
+};
+#define PS__V1__AUTH_CHALLENGE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&ps__v1__auth_challenge__descriptor) \
+    , {0,NULL}, {0,NULL} }
+
+
+/*
+ * The client's proof: HMAC-SHA256(token, "ps-auth/1 client" | the same parts). Bound to this
+ * connection's server nonce, so a recorded one is worthless on any other connection. Sent with the
+ * Hello's request id: the server then answers the Hello under it (HelloOk, or an error), or sends Error
+ * UNAUTHENTICATED and closes.
+ */
+struct  Ps__V1__AuthResponse
+{
+  ProtobufCMessage base;
+  ProtobufCBinaryData client_proof;
+};
+#define PS__V1__AUTH_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&ps__v1__auth_response__descriptor) \
+    , {0,NULL} }
 
 
 /*
@@ -635,6 +670,44 @@ Ps__V1__Hello *
 void   ps__v1__hello__free_unpacked
                      (Ps__V1__Hello *message,
                       ProtobufCAllocator *allocator);
+/* Ps__V1__AuthChallenge methods */
+void   ps__v1__auth_challenge__init
+                     (Ps__V1__AuthChallenge         *message);
+size_t ps__v1__auth_challenge__get_packed_size
+                     (const Ps__V1__AuthChallenge   *message);
+size_t ps__v1__auth_challenge__pack
+                     (const Ps__V1__AuthChallenge   *message,
+                      uint8_t             *out);
+size_t ps__v1__auth_challenge__pack_to_buffer
+                     (const Ps__V1__AuthChallenge   *message,
+                      ProtobufCBuffer     *buffer);
+Ps__V1__AuthChallenge *
+       ps__v1__auth_challenge__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   ps__v1__auth_challenge__free_unpacked
+                     (Ps__V1__AuthChallenge *message,
+                      ProtobufCAllocator *allocator);
+/* Ps__V1__AuthResponse methods */
+void   ps__v1__auth_response__init
+                     (Ps__V1__AuthResponse         *message);
+size_t ps__v1__auth_response__get_packed_size
+                     (const Ps__V1__AuthResponse   *message);
+size_t ps__v1__auth_response__pack
+                     (const Ps__V1__AuthResponse   *message,
+                      uint8_t             *out);
+size_t ps__v1__auth_response__pack_to_buffer
+                     (const Ps__V1__AuthResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Ps__V1__AuthResponse *
+       ps__v1__auth_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   ps__v1__auth_response__free_unpacked
+                     (Ps__V1__AuthResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Ps__V1__HelloOk methods */
 void   ps__v1__hello_ok__init
                      (Ps__V1__HelloOk         *message);
@@ -1058,6 +1131,12 @@ void   ps__v1__model_data__free_unpacked
 typedef void (*Ps__V1__Hello_Closure)
                  (const Ps__V1__Hello *message,
                   void *closure_data);
+typedef void (*Ps__V1__AuthChallenge_Closure)
+                 (const Ps__V1__AuthChallenge *message,
+                  void *closure_data);
+typedef void (*Ps__V1__AuthResponse_Closure)
+                 (const Ps__V1__AuthResponse *message,
+                  void *closure_data);
 typedef void (*Ps__V1__HelloOk_Closure)
                  (const Ps__V1__HelloOk *message,
                   void *closure_data);
@@ -1135,6 +1214,8 @@ extern const ProtobufCEnumDescriptor    ps__v1__error_code__descriptor;
 extern const ProtobufCEnumDescriptor    ps__v1__job_state__descriptor;
 extern const ProtobufCEnumDescriptor    ps__v1__worker_state__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__hello__descriptor;
+extern const ProtobufCMessageDescriptor ps__v1__auth_challenge__descriptor;
+extern const ProtobufCMessageDescriptor ps__v1__auth_response__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__hello_ok__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__error__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__ack__descriptor;

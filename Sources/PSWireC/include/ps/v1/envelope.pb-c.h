@@ -31,6 +31,8 @@ typedef enum {
   PS__V1__ENVELOPE__BODY_HELLO_OK = 3,
   PS__V1__ENVELOPE__BODY_ERROR = 4,
   PS__V1__ENVELOPE__BODY_ACK = 5,
+  PS__V1__ENVELOPE__BODY_AUTH_CHALLENGE = 6,
+  PS__V1__ENVELOPE__BODY_AUTH_RESPONSE = 7,
   PS__V1__ENVELOPE__BODY_REGISTER_WORKER = 10,
   PS__V1__ENVELOPE__BODY_REGISTERED = 11,
   PS__V1__ENVELOPE__BODY_HEARTBEAT = 12,
@@ -72,6 +74,8 @@ struct  Ps__V1__Envelope
     Ps__V1__HelloOk *hello_ok;
     Ps__V1__Error *error;
     Ps__V1__Ack *ack;
+    Ps__V1__AuthChallenge *auth_challenge;
+    Ps__V1__AuthResponse *auth_response;
     Ps__V1__RegisterWorker *register_worker;
     Ps__V1__Registered *registered;
     Ps__V1__Heartbeat *heartbeat;

@@ -52,6 +52,96 @@ void   ps__v1__hello__free_unpacked
   assert(message->base.descriptor == &ps__v1__hello__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   ps__v1__auth_challenge__init
+                     (Ps__V1__AuthChallenge         *message)
+{
+  static const Ps__V1__AuthChallenge init_value = PS__V1__AUTH_CHALLENGE__INIT;
+  *message = init_value;
+}
+size_t ps__v1__auth_challenge__get_packed_size
+                     (const Ps__V1__AuthChallenge *message)
+{
+  assert(message->base.descriptor == &ps__v1__auth_challenge__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t ps__v1__auth_challenge__pack
+                     (const Ps__V1__AuthChallenge *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &ps__v1__auth_challenge__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t ps__v1__auth_challenge__pack_to_buffer
+                     (const Ps__V1__AuthChallenge *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &ps__v1__auth_challenge__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Ps__V1__AuthChallenge *
+       ps__v1__auth_challenge__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Ps__V1__AuthChallenge *)
+     protobuf_c_message_unpack (&ps__v1__auth_challenge__descriptor,
+                                allocator, len, data);
+}
+void   ps__v1__auth_challenge__free_unpacked
+                     (Ps__V1__AuthChallenge *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &ps__v1__auth_challenge__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   ps__v1__auth_response__init
+                     (Ps__V1__AuthResponse         *message)
+{
+  static const Ps__V1__AuthResponse init_value = PS__V1__AUTH_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t ps__v1__auth_response__get_packed_size
+                     (const Ps__V1__AuthResponse *message)
+{
+  assert(message->base.descriptor == &ps__v1__auth_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t ps__v1__auth_response__pack
+                     (const Ps__V1__AuthResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &ps__v1__auth_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t ps__v1__auth_response__pack_to_buffer
+                     (const Ps__V1__AuthResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &ps__v1__auth_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Ps__V1__AuthResponse *
+       ps__v1__auth_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Ps__V1__AuthResponse *)
+     protobuf_c_message_unpack (&ps__v1__auth_response__descriptor,
+                                allocator, len, data);
+}
+void   ps__v1__auth_response__free_unpacked
+                     (Ps__V1__AuthResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &ps__v1__auth_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   ps__v1__hello_ok__init
                      (Ps__V1__HelloOk         *message)
 {
@@ -1081,12 +1171,12 @@ static const ProtobufCFieldDescriptor ps__v1__hello__field_descriptors[5] =
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
-    "auth",
+    "auth_nonce",
     4,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_BYTES,
     0,   /* quantifier_offset */
-    offsetof(Ps__V1__Hello, auth),
+    offsetof(Ps__V1__Hello, auth_nonce),
     NULL,
     NULL,
     0,             /* flags */
@@ -1106,7 +1196,7 @@ static const ProtobufCFieldDescriptor ps__v1__hello__field_descriptors[5] =
   },
 };
 static const unsigned ps__v1__hello__field_indices_by_name[] = {
-  3,   /* field[3] = auth */
+  3,   /* field[3] = auth_nonce */
   4,   /* field[4] = compute_signature */
   2,   /* field[2] = name */
   0,   /* field[0] = protocol_version */
@@ -1130,6 +1220,95 @@ const ProtobufCMessageDescriptor ps__v1__hello__descriptor =
   ps__v1__hello__field_indices_by_name,
   1,  ps__v1__hello__number_ranges,
   (ProtobufCMessageInit) ps__v1__hello__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor ps__v1__auth_challenge__field_descriptors[2] =
+{
+  {
+    "server_nonce",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__AuthChallenge, server_nonce),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "server_proof",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__AuthChallenge, server_proof),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned ps__v1__auth_challenge__field_indices_by_name[] = {
+  0,   /* field[0] = server_nonce */
+  1,   /* field[1] = server_proof */
+};
+static const ProtobufCIntRange ps__v1__auth_challenge__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor ps__v1__auth_challenge__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "ps.v1.AuthChallenge",
+  "AuthChallenge",
+  "Ps__V1__AuthChallenge",
+  "ps.v1",
+  sizeof(Ps__V1__AuthChallenge),
+  2,
+  ps__v1__auth_challenge__field_descriptors,
+  ps__v1__auth_challenge__field_indices_by_name,
+  1,  ps__v1__auth_challenge__number_ranges,
+  (ProtobufCMessageInit) ps__v1__auth_challenge__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor ps__v1__auth_response__field_descriptors[1] =
+{
+  {
+    "client_proof",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__AuthResponse, client_proof),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned ps__v1__auth_response__field_indices_by_name[] = {
+  0,   /* field[0] = client_proof */
+};
+static const ProtobufCIntRange ps__v1__auth_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor ps__v1__auth_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "ps.v1.AuthResponse",
+  "AuthResponse",
+  "Ps__V1__AuthResponse",
+  "ps.v1",
+  sizeof(Ps__V1__AuthResponse),
+  1,
+  ps__v1__auth_response__field_descriptors,
+  ps__v1__auth_response__field_indices_by_name,
+  1,  ps__v1__auth_response__number_ranges,
+  (ProtobufCMessageInit) ps__v1__auth_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor ps__v1__hello_ok__field_descriptors[2] =

@@ -52,7 +52,7 @@ void   ps__v1__envelope__free_unpacked
   assert(message->base.descriptor == &ps__v1__envelope__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[26] =
+static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[28] =
 {
   {
     "request_id",
@@ -110,6 +110,30 @@ static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[26] =
     offsetof(Ps__V1__Envelope, body_case),
     offsetof(Ps__V1__Envelope, ack),
     &ps__v1__ack__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "auth_challenge",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Ps__V1__Envelope, body_case),
+    offsetof(Ps__V1__Envelope, auth_challenge),
+    &ps__v1__auth_challenge__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "auth_response",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Ps__V1__Envelope, body_case),
+    offsetof(Ps__V1__Envelope, auth_response),
+    &ps__v1__auth_response__descriptor,
     NULL,
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
@@ -369,39 +393,41 @@ static const ProtobufCFieldDescriptor ps__v1__envelope__field_descriptors[26] =
 };
 static const unsigned ps__v1__envelope__field_indices_by_name[] = {
   4,   /* field[4] = ack */
-  20,   /* field[20] = assignment */
-  14,   /* field[14] = cancel_job */
+  22,   /* field[22] = assignment */
+  5,   /* field[5] = auth_challenge */
+  6,   /* field[6] = auth_response */
+  16,   /* field[16] = cancel_job */
   3,   /* field[3] = error */
-  25,   /* field[25] = eval_result */
-  17,   /* field[17] = fetch_model */
-  7,   /* field[7] = heartbeat */
+  27,   /* field[27] = eval_result */
+  19,   /* field[19] = fetch_model */
+  9,   /* field[9] = heartbeat */
   1,   /* field[1] = hello */
   2,   /* field[2] = hello_ok */
-  13,   /* field[13] = job_list */
-  16,   /* field[16] = job_result */
-  12,   /* field[12] = list_jobs */
-  18,   /* field[18] = model_data */
-  21,   /* field[21] = pull_weights */
-  24,   /* field[24] = push_ack */
-  23,   /* field[23] = push_gradient */
-  5,   /* field[5] = register_worker */
-  6,   /* field[6] = registered */
+  15,   /* field[15] = job_list */
+  18,   /* field[18] = job_result */
+  14,   /* field[14] = list_jobs */
+  20,   /* field[20] = model_data */
+  23,   /* field[23] = pull_weights */
+  26,   /* field[26] = push_ack */
+  25,   /* field[25] = push_gradient */
+  7,   /* field[7] = register_worker */
+  8,   /* field[8] = registered */
   0,   /* field[0] = request_id */
-  19,   /* field[19] = start_job */
-  11,   /* field[11] = status_reply */
-  10,   /* field[10] = status_request */
-  8,   /* field[8] = submit_job */
-  9,   /* field[9] = submitted */
-  15,   /* field[15] = wait_job */
-  22,   /* field[22] = weights */
+  21,   /* field[21] = start_job */
+  13,   /* field[13] = status_reply */
+  12,   /* field[12] = status_request */
+  10,   /* field[10] = submit_job */
+  11,   /* field[11] = submitted */
+  17,   /* field[17] = wait_job */
+  24,   /* field[24] = weights */
 };
 static const ProtobufCIntRange ps__v1__envelope__number_ranges[4 + 1] =
 {
   { 1, 0 },
-  { 10, 5 },
-  { 20, 8 },
-  { 40, 20 },
-  { 0, 26 }
+  { 10, 7 },
+  { 20, 10 },
+  { 40, 22 },
+  { 0, 28 }
 };
 const ProtobufCMessageDescriptor ps__v1__envelope__descriptor =
 {
@@ -411,7 +437,7 @@ const ProtobufCMessageDescriptor ps__v1__envelope__descriptor =
   "Ps__V1__Envelope",
   "ps.v1",
   sizeof(Ps__V1__Envelope),
-  26,
+  28,
   ps__v1__envelope__field_descriptors,
   ps__v1__envelope__field_indices_by_name,
   4,  ps__v1__envelope__number_ranges,
