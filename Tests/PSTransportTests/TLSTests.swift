@@ -87,6 +87,23 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(echo.tlsRejections, [])
     }
 
+    // Proves the token's handshake works inside a TLS session: a client with the certificate and the token gets
+    // in, one with the certificate and another token is refused by the token's handshake, not by TLS.
+    func testTokenHandshakeInsideTLS() throws {
+        let token = AuthToken(bytes: Array("correct horse battery staple".utf8))
+        let echo = try EchoServer(tls: try serverTLS(mutual: true), authToken: token)
+        defer { echo.server.shutdown() }
+        let client = try BlockingClient(address: echo.address, name: "t", authToken: token, tls: try clientTLS("psctl"))
+        defer { client.close() }
+        XCTAssertEqual(try client.request(.ack), .ack)
+        XCTAssertThrowsError(try BlockingClient(address: echo.address, name: "t",
+                                                authToken: AuthToken(bytes: Array("another token of the same length".utf8)),
+                                                tls: try clientTLS("psctl"))) { error in
+            guard case .unauthenticated? = error as? ClientError else { return XCTFail("expected .unauthenticated, got \(error)") }
+        }
+        XCTAssertEqual(echo.tlsRejections, [])
+    }
+
     // Proves a client certificate signed by another CA is refused: the server counts unknown_ca and the
     // client hears that the server refused its certificate.
     func testClientCertificateOfAnotherCAIsRefused() throws {

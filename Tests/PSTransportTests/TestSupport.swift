@@ -36,11 +36,12 @@ final class EchoServer: Sendable {
     let server: TransportServer
     let events = Recorder<ServerEvent>()
 
-    init(port: Int = 0, connectionsMax: Int = TransportLimits.connectionsMax, tls: ServerTLS? = nil) throws {
+    init(port: Int = 0, connectionsMax: Int = TransportLimits.connectionsMax, tls: ServerTLS? = nil,
+         authToken: AuthToken? = nil) throws {
         let events = events
         let serverBox = NIOLockedValueBox<TransportServer?>(nil)
         server = try TransportServer(
-            host: "127.0.0.1", port: port, eventLoopThreads: 1, connectionsMax: connectionsMax, tls: tls,
+            host: "127.0.0.1", port: port, eventLoopThreads: 1, connectionsMax: connectionsMax, tls: tls, authToken: authToken,
             logger: testLogger
         ) { event in
             events.append(event)
