@@ -14,8 +14,8 @@ import PackageDescription
 //   PSData            dataset readers (IDX, CSV, gzip), preprocessing, splits, epoch permutations
 //   PSWire            Swift types ⇄ protobuf-c structs; the only importer of PSWireC
 //   PSTrain           step engine, epoch ledger, and the local trainer (the cluster's oracle)
-//   PSTransport       NIO: length-prefixed frames with a size limit, listener, connections, backoff;
-//                     the only importer of NIOPosix
+//   PSTransport       NIO: length-prefixed frames with a size limit, listener, connections, backoff, TLS
+//                     (swift-nio-ssl); the only importer of NIOPosix, and with PSMetrics of NIOSSL
 //   PSClient          the control-plane client (submit, status, wait, cancel, model pull) on PSTransport's
 //                     BlockingClient: typed results, errors naming the server and the request
 //   PSStorage         the server's records (models, job records) behind one keyed store: the data
@@ -27,7 +27,7 @@ import PackageDescription
 //                     holds no tensors and reaches the shard only through commands
 //   PSServer          the server's runtime: drives the coordinator and the shard on their own queues
 //   PSWorker          the worker runtime: connection, data, chunk computation off the event loop
-//   PSMetrics         Prometheus metrics and their /metrics endpoint
+//   PSMetrics         Prometheus metrics and their /metrics endpoint (over PSTransport's TLS with --metrics-tls)
 //   PSEventFile       TensorBoard event files (TFRecord + Event/Summary protobuf)
 //   psctl, ps-server, ps-worker   thin executables (the daemons: flags, then one ServiceGroup)
 //
@@ -73,6 +73,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -100,6 +101,8 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The control-plane client psctl and the tests use.
@@ -114,12 +117,13 @@ let package = Package(
         ]),
         // Prometheus metrics: swift-metrics facades, the swift-prometheus registry, a /metrics HTTP endpoint.
         .target(name: "PSMetrics", dependencies: [
-            "PSLifecycle", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            "PSLifecycle", "PSTransport", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // TensorBoard event files: TFRecord framing around Event messages with scalar summaries.
@@ -168,13 +172,14 @@ let package = Package(
             "PSWire", "PSWireC", "PSTransport", .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "PSTrainTests", dependencies: ["PSTrain", "PSTestSupport"]),
-        .testTarget(name: "PSTransportTests", dependencies: ["PSTransport"]),
+        // Also TLS between a real server and real clients, with certificates made by deploy/tls/make-certs.sh.
+        .testTarget(name: "PSTransportTests", dependencies: ["PSTransport", "PSTestSupport"]),
         // The coordinator and the shard driven with the product's own worker state machine and compute.
         .testTarget(name: "PSControlTests", dependencies: ["PSControl", "PSShard", "PSWorker", "PSTestSupport"]),
         .testTarget(name: "PSShardTests", dependencies: ["PSShard", "PSTrain", "PSTestSupport"]),
         .testTarget(name: "PSWorkerTests", dependencies: ["PSWorker"]),
         .testTarget(name: "PSMetricsTests", dependencies: [
-            "PSMetrics", "PSTestSupport", .product(name: "Prometheus", package: "swift-prometheus"),
+            "PSMetrics", "PSTestSupport", "PSTransport", .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The writer, and the server's observer that writes a job's event files (across restarts too).
@@ -185,8 +190,8 @@ let package = Package(
         .testTarget(name: "PSStorageTests", dependencies: ["PSStorage", "PSWire", "PSCore", "PSTestSupport"]),
         // The client against a real in-process coordinator (in-memory store) and workers.
         .testTarget(name: "PSClientTests", dependencies: [
-            "PSClient", "PSServer", "PSWorker", "PSStorage", "PSTrain", "PSTransport", "PSTestSupport",
-            .product(name: "Logging", package: "swift-log"),
+            "PSClient", "PSServer", "PSWorker", "PSStorage", "PSTrain", "PSTransport", "PSTestSupport", "PSMetrics",
+            .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // Many nodes (coordinator and workers) in one process, over loopback; also as services of one group.
         .testTarget(name: "ClusterTests", dependencies: [

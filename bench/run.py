@@ -26,6 +26,9 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
            kill -9 until it applies a step again (median of 5 kills of one 10-epoch run, 1 to 3 s apart,
            workers reconnecting by themselves); D3: steps redone per kill; D4: the final weights equal
            train --local's
+  tls      T1: 2-worker cluster samples/s at batch 512 with mutual TLS (deploy/local/cluster.sh --tls, certificates
+           from deploy/tls/make-certs.sh) / without, 1 epoch, alternating which goes first; T1.cpu: the cluster's
+           CPU seconds, TLS / plaintext, with each process's share in the raw results
   compare  only with --baseline DIR (another build's psctl, ps-server, ps-worker = "old"; "new" is
            .build/release, or --candidate DIR): P1's and P2's measurements (train --local at batch 128
            and 512, 2-worker cluster at 128 and 512) with both builds back to back, old first in even
@@ -54,6 +57,7 @@ BIN = os.path.join(ROOT, ".build/release")
 PSCTL = os.path.join(BIN, "psctl")
 PSBENCH = os.path.join(BIN, "ps-bench")
 CLUSTER = os.path.join(ROOT, "deploy/local/cluster.sh")
+MAKE_CERTS = os.path.join(ROOT, "deploy/tls/make-certs.sh")
 SPEC = "bench/mnist-bench.yaml"
 TARGET_SPEC = "bench/mnist-target.yaml"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -104,8 +108,15 @@ def measured(cmd, env=ENV):
     return result
 
 
-def psctl(*args, server=None, check=True, bin=BIN):
-    cmd = [os.path.join(bin, "psctl"), *args] + (["--server", server] if server else [])
+def tls_args(certs, role):
+    """The --tls-* options of `role` (server, worker, psctl) for certificates make-certs.sh made in certs."""
+    if not certs:
+        return []
+    return ["--tls-cert", f"{certs}/{role}.pem", "--tls-key", f"{certs}/{role}-key.pem", "--tls-ca", f"{certs}/ca.pem"]
+
+
+def psctl(*args, server=None, check=True, bin=BIN, tls=None):
+    cmd = [os.path.join(bin, "psctl"), *args] + (["--server", server] if server else []) + tls_args(tls, "psctl")
     out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
     if check and out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
@@ -121,19 +132,22 @@ def proc_cpu(pid):
 
 class Cluster:
     """deploy/local/cluster.sh start/stop, with the processes' CPU time read before they stop.
-    The server and workers are the binaries in bin (passed as $PS_BIN)."""
+    The server and workers are the binaries in bin (passed as $PS_BIN); with tls (a folder of
+    make-certs.sh certificates) the cluster runs mutual TLS (cluster.sh --tls)."""
     port = 7300
 
-    def __init__(self, workers, bin=BIN):
+    def __init__(self, workers, bin=BIN, tls=None):
         Cluster.port += 1
         self.workers = workers
         self.server = f"127.0.0.1:{Cluster.port}"
         self.dir = os.path.join(ROOT, "runs/bench/cluster")
         self.env = dict(ENV, PS_BIN=bin)
+        self.tls = tls
 
     def __enter__(self):
         subprocess.run([CLUSTER, "start", "--workers", str(self.workers), "--port", str(Cluster.port),
-                        "--dir", self.dir], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL)
+                        "--dir", self.dir] + (["--tls", self.tls] if self.tls else []),
+                       cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL)
         pid_dir = os.path.join(self.dir, "pids")
         self.pids = {f[:-4]: int(open(os.path.join(pid_dir, f)).read()) for f in os.listdir(pid_dir)}
         return self
@@ -145,17 +159,17 @@ class Cluster:
         subprocess.run([CLUSTER, "stop", "--dir", self.dir], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL)
 
 
-def cluster_epoch(workers, batch, epochs=1, overrides=(), bin=BIN):
+def cluster_epoch(workers, batch, epochs=1, overrides=(), bin=BIN, tls=None):
     """One job on a fresh cluster: samples/s as `psctl wait --json` reports it, and the CPU seconds
     all cluster processes spent from just before the submit to just before they are stopped.
-    Server, workers and psctl are the binaries in bin."""
-    with Cluster(workers, bin) as c:
+    Server, workers and psctl are the binaries in bin; tls: mutual TLS with these certificates."""
+    with Cluster(workers, bin, tls) as c:
         before = c.cpu()
         start = time.perf_counter()
         extra = [a for o in overrides for a in ("--set", o)]
         job = psctl("submit", SPEC, "--set", f"training.batch_size={batch}", "--set", f"training.epochs={epochs}",
-                    *extra, server=c.server, bin=bin).strip()
-        result = json.loads(psctl("wait", job, "--json", server=c.server, bin=bin).strip().splitlines()[-1])
+                    *extra, server=c.server, bin=bin, tls=tls).strip()
+        result = json.loads(psctl("wait", job, "--json", server=c.server, bin=bin, tls=tls).strip().splitlines()[-1])
         wall = time.perf_counter() - start
         after = c.cpu()
     cpu = {k: after[k] - before[k] for k in after}
@@ -359,7 +373,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "runs/bench/results.json"))
     ap.add_argument("--skip", default="",
-                    help="comma-separated sections to skip: local,cluster,wide,target,kernels,durability,compare")
+                    help="comma-separated sections to skip: local,cluster,wide,target,kernels,durability,tls,compare")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another build's binary directory (psctl, ps-server, ps-worker): adds the section "
                          "'compare', P1 and P2 of that build ('old') against --candidate ('new'), alternating")
@@ -368,7 +382,7 @@ def main():
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     compare = args.baseline is not None and "compare" not in skip
-    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target", "kernels", "durability"} - skip else []
+    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target", "kernels", "durability", "tls"} - skip else []
     if compare:
         builds = {"old": os.path.abspath(args.baseline), "new": os.path.abspath(args.candidate)}
         needed += [os.path.join(d, b) for d in builds.values() for b in ("psctl", "ps-server", "ps-worker")]
@@ -481,6 +495,20 @@ def main():
             log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} durability: default checkpointing "
                 f"{rep['default']['samples_per_second']:,.0f}, none {rep['off']['samples_per_second']:,.0f} samples/s")
         raw["restarts"] = restarts()
+
+    # tls: what mutual TLS on every connection costs: the 2-worker cluster at batch 512 with and without it,
+    # alternating which goes first. The certificates are made once (EC P-256, as make-certs.sh makes them).
+    if "tls" not in skip:
+        certs = os.path.join(ROOT, "runs/bench/certs")
+        subprocess.run(["rm", "-rf", certs], check=True)
+        subprocess.run([MAKE_CERTS, certs], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        for r in range(args.runs):
+            order = ["tls", "plain"] if r % 2 == 0 else ["plain", "tls"]
+            rep = {which: cluster_epoch(2, 512, tls=certs if which == "tls" else None) for which in order}
+            raw.setdefault("tls", []).append(rep)
+            log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} tls: mutual TLS "
+                f"{rep['tls']['samples_per_second']:,.0f}, plaintext {rep['plain']['samples_per_second']:,.0f} samples/s; "
+                f"CPU s {rep['tls']['_cpu_seconds']:.2f} / {rep['plain']['_cpu_seconds']:.2f}")
 
     # P5: time to 97.5% test accuracy, 2-worker cluster against numpy on one core.
     if "target" not in skip:
@@ -657,6 +685,19 @@ def table(raw):
             stats([k["redone"] for k in K]), "steps", None, "lower")
         same = raw["restarts"]["weights_sha256"] == raw["restarts"]["local_weights_sha256"]
         row("D4", "weights after 5 kills equal train --local's (1 = yes)", stats([1.0 if same else 0.0]), "", 1.0)
+    if "tls" in raw:
+        T = raw["tls"]
+        row("T1", "cluster 2 workers, batch 512: mutual TLS / plaintext (samples/s)", ratio(T, sps("tls"), sps("plain")), "x")
+        cpu = lambda which, name=None: (lambda rep: rep[which]["_cpu_by_process"][name] if name else rep[which]["_cpu_seconds"])
+        row("T1.cpu", "cluster 2 workers, batch 512: CPU seconds, mutual TLS / plaintext",
+            ratio(T, cpu("tls"), cpu("plain")), "x", None, "lower")
+        row("T1.cpu.server", "same, ps-server's CPU seconds only", ratio(T, cpu("tls", "server"), cpu("plain", "server")),
+            "x", None, "lower")
+        row("T1.cpu.worker", "same, worker-1's CPU seconds only",
+            ratio(T, cpu("tls", "worker-1"), cpu("plain", "worker-1")), "x", None, "lower")
+        for which, label in (("tls", "mutual TLS"), ("plain", "plaintext")):
+            row(f"rate.tls_{which}", f"cluster 2 workers, batch 512, {label}",
+                stats([rep[which]["samples_per_second"] for rep in T]), "samples/s")
     if "compare" in raw:
         X = raw["compare"]
         of = lambda which, name: (lambda rep: rep[which][name]["samples_per_second"])

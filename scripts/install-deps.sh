@@ -4,11 +4,12 @@
 set -euo pipefail
 
 packages=(libopenblas-dev libprotobuf-c-dev protobuf-c-compiler pkg-config zlib1g-dev)
-# Test-only tools: promtool (Debian's prometheus package) checks our /metrics output.
+# Test-only tools: promtool (Debian's prometheus package) checks our /metrics output; openssl makes the TLS
+# tests' certificates (deploy/tls/make-certs.sh) and reads their dates; curl scrapes /metrics over HTTPS.
 test_tools=false
 if [[ "${1:-}" == "--test" ]]; then
     test_tools=true
-    packages+=(prometheus)
+    packages+=(prometheus openssl curl)
 fi
 
 missing=()

@@ -13,9 +13,11 @@ import PSWire
 public final class PSClient {
     /// The server's address, HOST:PORT, as given.
     public let server: String
-    /// The name this client says hello with, and how long a connect may take: kept to reconnect.
+    /// The name this client says hello with, how long a connect may take, its token and its TLS: kept to
+    /// reconnect.
     private let name: String
     private let connectTimeoutSeconds: Double
+    private let tls: ClientTLS?
     private let authToken: AuthToken?
     /// Replaced only by `wait(for:reconnectSeconds:onEvent:)`, when it reconnects.
     private var connection: BlockingClient
@@ -34,21 +36,23 @@ public final class PSClient {
     /// restarted server do not all knock at once).
     public static let reconnectBackoff = Backoff(initialSeconds: 0.2, maxSeconds: 5)
 
-    /// Connects to `server` (HOST:PORT) and says hello as a client called `name`; with `authToken`, the
-    /// client and the server authenticate each other with the cluster's token first.
-    public init(server: String, name: String, authToken: AuthToken? = nil, connectTimeoutSeconds: Double = 5) throws(PSClientError) {
+    /// Connects to `server` (HOST:PORT), over TLS with `tls`, and says hello as a client called `name`; with
+    /// `authToken`, the client and the server authenticate each other with the cluster's token first.
+    public init(server: String, name: String, authToken: AuthToken? = nil, connectTimeoutSeconds: Double = 5,
+                tls: ClientTLS? = nil) throws(PSClientError) {
         self.server = server
         self.name = name
         self.authToken = authToken
         self.connectTimeoutSeconds = connectTimeoutSeconds
-        connection = try Self.connect(server, name: name, authToken: authToken, timeoutSeconds: connectTimeoutSeconds)
+        self.tls = tls
+        connection = try Self.connect(server, name: name, authToken: authToken, timeoutSeconds: connectTimeoutSeconds, tls: tls)
     }
 
     private static func connect(_ server: String, name: String, authToken: AuthToken?,
-                                timeoutSeconds: Double) throws(PSClientError) -> BlockingClient {
+                                timeoutSeconds: Double, tls: ClientTLS?) throws(PSClientError) -> BlockingClient {
         do throws(ClientError) {
             return try BlockingClient(address: server, name: name, role: .client, authToken: authToken,
-                                      timeoutSeconds: timeoutSeconds)
+                                      timeoutSeconds: timeoutSeconds, tls: tls)
         } catch {
             throw PSClientError(server: server, request: .connect, error)
         }
@@ -130,7 +134,8 @@ public final class PSClient {
         while true {
             do throws(PSClientError) {
                 if disconnected {
-                    let fresh = try Self.connect(server, name: name, authToken: authToken, timeoutSeconds: connectTimeoutSeconds)
+                    let fresh = try Self.connect(server, name: name, authToken: authToken,
+                                                 timeoutSeconds: connectTimeoutSeconds, tls: tls)
                     connection.close()
                     connection = fresh
                     disconnected = false

@@ -72,6 +72,9 @@ public struct PSClientError: Error, CustomStringConvertible, Equatable, Sendable
         // A request's own timeout (a wait's is 30 days) is its answer not coming, not the server going.
         case .transport(.timeout): request == .connect
         case let .refused(reply), let .transport(.remote(reply)): reply.code == .shuttingDown
+        // A server stopping mid-handshake, or not yet answering: as unreachable. A certificate refused
+        // stays refused.
+        case let .transport(.tlsHandshake(_, failure)): failure.reason == .closed || failure.reason == .timeout
         case .transport(.protocolError), .transport(.unauthenticated), .unexpectedReply: false
         }
     }
@@ -87,6 +90,7 @@ public struct PSClientError: Error, CustomStringConvertible, Equatable, Sendable
         case let .transport(.protocolError(_, message)): "protocol error: \(message)"
         case let .transport(.unauthenticated(_, why)): "cannot authenticate: \(why)"
         case let .transport(.remote(reply)): "refused: \(reply.message) [\(reply.code)]"
+        case let .transport(.tlsHandshake(_, failure)): "TLS handshake failed: \(failure)"
         case let .unexpectedReply(name): "unexpected reply \(name)"
         }
     }

@@ -121,6 +121,8 @@ public enum Observation: Sendable {
     case checkpointWritten(jobId: String, step: Int, bytes: Int, seconds: Double)
     /// The runtime: a checkpoint could not be written.
     case checkpointFailed(jobId: String, reason: String)
+    /// The runtime, not the coordinator: a peer failed the TLS handshake and its connection was closed.
+    case tlsHandshakeFailed(TLSHandshakeFailure)
 }
 
 /// A job the data directory's journal holds, as a restarted server finds it: ended (with its result) or

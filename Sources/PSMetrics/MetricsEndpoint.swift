@@ -2,7 +2,9 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Prometheus
+import PSTransport
 
 /// Limits of the /metrics endpoint, each with its reason.
 public enum MetricsEndpointLimits {
@@ -22,7 +24,8 @@ public struct MetricsEndpointError: Error, CustomStringConvertible {
 
 /// Serves `GET /metrics` in the Prometheus text format (0.0.4) from a registry, over HTTP/1.1 on its own
 /// event-loop thread, so scrapes are answered whatever the process's other threads are doing.
-/// Any other path is 404, any other method 405.
+/// Any other path is 404, any other method 405. With TLS (`--metrics-tls`) it is HTTPS, and with a CA
+/// a scraper must present a certificate from it, as the cluster's own peers do.
 public final class MetricsEndpoint: Sendable {
     /// The scrape path.
     public static let path = "/metrics"
@@ -37,8 +40,9 @@ public final class MetricsEndpoint: Sendable {
     /// The bound port.
     public let port: Int
 
-    /// Binds HOST:PORT (port 0 = any free port) and starts serving; logs `url=http://HOST:PORT/metrics`.
-    public static func start(host: String, port: Int, registry: PrometheusCollectorRegistry,
+    /// Binds HOST:PORT (port 0 = any free port) and starts serving; logs `url=http://HOST:PORT/metrics`
+    /// (https with `tls`).
+    public static func start(host: String, port: Int, registry: PrometheusCollectorRegistry, tls: ServerTLS? = nil,
                              logger: Logger) throws -> MetricsEndpoint {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ServerBootstrap(group: group)
@@ -48,6 +52,7 @@ public final class MetricsEndpoint: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandler(tls.makeHandler()) }
                     try sync.configureHTTPServerPipeline(withErrorHandling: true)
                     try sync.addHandler(IdleStateHandler(readTimeout: .seconds(MetricsEndpointLimits.idleSeconds)))
                     try sync.addHandler(MetricsHTTPHandler(registry: registry))
@@ -61,7 +66,7 @@ public final class MetricsEndpoint: Sendable {
             throw MetricsEndpointError(address: "\(host):\(port)", reason: "\(error)")
         }
         let endpoint = MetricsEndpoint(group: group, listener: listener)
-        logger.info("serving metrics", metadata: ["url": "http://\(endpoint.localAddress)\(Self.path)"])
+        logger.info("serving metrics", metadata: ["url": "\(tls == nil ? "http" : "https")://\(endpoint.localAddress)\(Self.path)"])
         return endpoint
     }
 

@@ -1,4 +1,5 @@
 import Prometheus
+import PSTransport
 
 /// The coordinator's series: names, help texts, labels and buckets in one place. `ServerMetrics`
 /// (in PSServer) feeds it from the runtime's observations.
@@ -35,6 +36,9 @@ public final class ServerSeries {
             "ps_heartbeat_misses_total", help: "Workers removed for missing their heartbeat deadline.") }
         static var rejectedFrames: MetricNameDescriptor { .named(
             "ps_rejected_frames_total", help: "Frames the transport rejected (oversized or undecodable); each closed its connection.") }
+        static var tlsHandshakeFailures: MetricNameDescriptor { .named(
+            "ps_tls_handshake_failures_total",
+            help: "Connections closed because the peer failed the TLS handshake, by reason (unknown_ca, expired_certificate, no_certificate, not_tls, ...).") }
         static var workersJoined: MetricNameDescriptor { .named("ps_workers_joined_total", help: "Workers that registered.") }
         static var workersLeft: MetricNameDescriptor { .named(
             "ps_workers_left_total", help: "Workers removed from the cluster, by reason.") }
@@ -65,6 +69,7 @@ public final class ServerSeries {
     private let stepApply: DurationHistogram
     private let heartbeatMisses: Counter
     private let rejectedFrames: Counter
+    private let tlsHandshakeFailures: [TLSHandshakeFailure.Reason: Counter]
     private let workersJoined: Counter
     private let workersLeft: [LeaveReason: Counter]
     private var authFailures: [String: Counter] = [:]
@@ -81,6 +86,9 @@ public final class ServerSeries {
         stepApply = registry.makeDurationHistogram(descriptor: Name.stepApply, buckets: DurationBuckets.standard)
         heartbeatMisses = registry.makeCounter(descriptor: Name.heartbeatMisses)
         rejectedFrames = registry.makeCounter(descriptor: Name.rejectedFrames)
+        tlsHandshakeFailures = Dictionary(uniqueKeysWithValues: TLSHandshakeFailure.Reason.allCases.map { reason in
+            (reason, registry.makeCounter(descriptor: Name.tlsHandshakeFailures, labels: [("reason", reason.rawValue)]))
+        })
         workersJoined = registry.makeCounter(descriptor: Name.workersJoined)
         workersLeft = Dictionary(uniqueKeysWithValues: LeaveReason.allCases.map { reason in
             (reason, registry.makeCounter(descriptor: Name.workersLeft, labels: [("reason", reason.rawValue)]))
@@ -122,6 +130,7 @@ public final class ServerSeries {
 
     public func heartbeatMissed() { heartbeatMisses.increment() }
     public func frameRejected() { rejectedFrames.increment() }
+    public func tlsHandshakeFailed(_ reason: TLSHandshakeFailure.Reason) { tlsHandshakeFailures[reason]!.increment() }
     public func workerJoined() { workersJoined.increment() }
     public func workerLeft(_ reason: LeaveReason) { workersLeft[reason]!.increment() }
 

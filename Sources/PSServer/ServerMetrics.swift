@@ -71,6 +71,8 @@ public final class ServerMetrics: @unchecked Sendable {
             series.pushAccepted(bytes: bytes, duplicate: duplicate)
         case .frameRejected:
             series.frameRejected()
+        case let .tlsHandshakeFailed(failure):
+            series.tlsHandshakeFailed(failure.reason)
         case let .checkpointWritten(_, _, bytes, seconds):
             series.checkpointWritten(bytes: bytes, duration: .nanoseconds(Int64(seconds * 1e9)))
         case .checkpointFailed:

@@ -25,10 +25,12 @@ public final class ServerRuntime: @unchecked Sendable {
         public var updateThreads: Int
         /// The cluster's shared secret: with it, every peer must prove it holds the same token.
         public var authToken: AuthToken?
+        /// TLS on every connection (nil: plaintext).
+        public var tls: ServerTLS?
 
         public init(host: String = "127.0.0.1", port: Int = 7070, dataDirectory: String,
                     heartbeatIntervalSeconds: Double = 1, heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1,
-                    updateThreads: Int = 1, authToken: AuthToken? = nil) {
+                    updateThreads: Int = 1, authToken: AuthToken? = nil, tls: ServerTLS? = nil) {
             self.authToken = authToken
             self.host = host
             self.port = port
@@ -37,6 +39,7 @@ public final class ServerRuntime: @unchecked Sendable {
             self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
             self.shardCount = shardCount
             self.updateThreads = updateThreads
+            self.tls = tls
         }
     }
 
@@ -96,8 +99,8 @@ public final class ServerRuntime: @unchecked Sendable {
         // address: the queue stays suspended, holding their events, until the coordinator exists.
         queue.suspend()
         defer { queue.resume() }
-        transport = try TransportServer.start(host: options.host, port: options.port, authToken: options.authToken,
-                                              logger: logger) { [weak self] event in
+        transport = try TransportServer.start(host: options.host, port: options.port, tls: options.tls,
+                                              authToken: options.authToken, logger: logger) { [weak self] event in
             guard let self else { return }
             self.queue.async { self.deliver(event) }
         }
@@ -117,7 +120,8 @@ public final class ServerRuntime: @unchecked Sendable {
         }
         t.resume()
         timer = t
-        logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)"])
+        logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)",
+                                            "tls": "\(options.tls.map { $0.requiresClientCertificate ? "mutual" : "on" } ?? "off")"])
     }
 
     /// Stops in order: no new connections; the coordinator leaves a running job unfinished (it resumes at
@@ -150,6 +154,11 @@ public final class ServerRuntime: @unchecked Sendable {
         case let .connected(id, peer): e = .connected(id, peer: peer)
         case let .received(id, envelope): e = .received(id, envelope)
         case let .rejected(id, _, error): e = .rejected(id, reason: "\(error)")
+        case let .tlsRejected(_, _, failure):
+            // The transport logged it; the coordinator never heard from this peer (its connect and
+            // disconnect events come as for any connection).
+            for o in observers { o(.tlsHandshakeFailed(failure)) }
+            return
         case let .disconnected(id): e = .disconnected(id)
         case let .unauthenticated(_, _, failure, _):
             // The transport logged it (with the peer) and is closing the connection; the coordinator

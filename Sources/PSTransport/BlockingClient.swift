@@ -12,6 +12,8 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
     case remote(ErrorReply)
     case protocolError(address: String, message: String)
     case closed(address: String)
+    /// "TLS handshake with 127.0.0.1:7070 failed: certificate verify failed (unknown CA: ...)"
+    case tlsHandshake(address: String, failure: TLSHandshakeFailure)
     /// The authentication handshake failed on this side: the server could not prove it holds the
     /// cluster's token, or wants one this client does not have.
     case unauthenticated(address: String, reason: String)
@@ -29,14 +31,17 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
             return "protocol error talking to \(address): \(message)"
         case let .closed(address):
             return "\(address) closed the connection"
+        case let .tlsHandshake(address, failure):
+            return "TLS handshake with \(address) failed: \(failure)"
         case let .unauthenticated(address, reason):
             return "cannot authenticate with \(address): \(reason)"
         }
     }
 }
 
-/// A synchronous request/reply client for command-line tools. Connects, sends `hello` with
-/// `Hello(role:name:)`, expects `helloOk` (an `.error` reply, e.g. protocol version mismatch, is thrown as .remote).
+/// A synchronous request/reply client for command-line tools. Connects (over TLS with `tls`), sends `hello`
+/// with `Hello(role:name:)`, expects `helloOk` (an `.error` reply, e.g. protocol version mismatch, is thrown
+/// as .remote; a failed TLS handshake as .tlsHandshake).
 ///
 /// One request at a time; calls block only the caller's thread (never call it on an event loop).
 public final class BlockingClient {
@@ -46,16 +51,19 @@ public final class BlockingClient {
     /// The last `.error` the server sent unasked (request id 0), usually just before it closed:
     /// the reason to report when a request then finds the connection closed.
     private let unsolicitedError: NIOLockedValueBox<ErrorReply?>
+    /// Why the TLS handshake failed, if it did: the reason to report when the connection then closes.
+    private let tlsFailure: NIOLockedValueBox<TLSHandshakeFailure?>
     private var lastRequestId: UInt64 = 0
     private var isClosed = false
 
     /// The server's hello reply.
     public private(set) var serverHello: HelloOk
 
-    /// With `authToken`, the client and the server prove to each other that they hold the cluster's token
+    /// With `tls`, the connection is TLS (`ClientTLS`: the server's certificate is checked). With
+    /// `authToken`, the client and the server prove to each other that they hold the cluster's token
     /// (`ClientHandshake`); a server that cannot is refused.
     public init(address: String, name: String, role: PeerRole = .client, authToken: AuthToken? = nil,
-                timeoutSeconds: Double = 5) throws(ClientError) {
+                timeoutSeconds: Double = 5, tls: ClientTLS? = nil) throws(ClientError) {
         let (host, port): (String, Int)
         do {
             (host, port) = try parseAddress(address)
@@ -63,14 +71,18 @@ public final class BlockingClient {
             throw .unreachable(address: address, reason: "\(error)")
         }
         let unsolicitedError = NIOLockedValueBox<ErrorReply?>(nil)
+        let tlsFailure = NIOLockedValueBox<TLSHandshakeFailure?>(nil)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(TimeAmount(seconds: timeoutSeconds))
             .channelOption(ChannelOptions.noDelay, value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(EnvelopeDecoder()), ExchangeHandler(unsolicitedError: unsolicitedError))
+                    let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandlers(tls.makeHandler(host: host), TLSHandshakeWatch(side: .client)) }
+                    try sync.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
+                                         ExchangeHandler(address: address, unsolicitedError: unsolicitedError,
+                                                         tlsFailure: tlsFailure))
                 }
             }
         do {
@@ -82,6 +94,7 @@ public final class BlockingClient {
         self.address = address
         self.group = group
         self.unsolicitedError = unsolicitedError
+        self.tlsFailure = tlsFailure
         serverHello = HelloOk(serverName: "")
         do throws(ClientError) {
             var handshake = ClientHandshake(hello: Hello(role: role, name: name), token: authToken)
@@ -150,6 +163,7 @@ public final class BlockingClient {
             throw error
         } catch {
             // The write failed: the connection was already closed, most likely by a refusal.
+            if let failure = tlsFailure.withLockedValue({ $0 }) { throw .tlsHandshake(address: address, failure: failure) }
             if let refusal = unsolicitedError.withLockedValue({ $0 }) { throw .remote(refusal) }
             throw .closed(address: address)
         }
@@ -176,17 +190,16 @@ final class ExchangeHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private let unsolicitedError: NIOLockedValueBox<ErrorReply?>
+    private let tlsFailure: NIOLockedValueBox<TLSHandshakeFailure?>
     private var waiting: PendingExchange?
     private var timeout: Scheduled<Void>?
-    private var address = "server"
+    /// The server's address as dialled, for errors.
+    private let address: String
 
-    init(unsolicitedError: NIOLockedValueBox<ErrorReply?>) {
+    init(address: String, unsolicitedError: NIOLockedValueBox<ErrorReply?>, tlsFailure: NIOLockedValueBox<TLSHandshakeFailure?>) {
+        self.address = address
         self.unsolicitedError = unsolicitedError
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        address = addressText(context.channel.remoteAddress)
-        context.fireChannelActive()
+        self.tlsFailure = tlsFailure
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -223,7 +236,10 @@ final class ExchangeHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let error = error as? WireError {
+        if let failure = error as? TLSHandshakeFailure {
+            tlsFailure.withLockedValue { $0 = failure }
+            finish(with: .failure(ClientError.tlsHandshake(address: address, failure: failure)))
+        } else if let error = error as? WireError {
             finish(with: .failure(ClientError.protocolError(address: address, message: "bad frame: \(error)")))
         } else {
             finish(with: .failure(ClientError.closed(address: address)))

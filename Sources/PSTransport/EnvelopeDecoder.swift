@@ -30,6 +30,10 @@ struct EnvelopeDecoder: ByteToMessageDecoder {
         let header = WireLimits.frameHeaderBytes
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
         guard Int(length) <= WireLimits.frameBytesMax else {
+            if isTLSRecord(buffer) {
+                throw WireError(.malformed, field: "frame",
+                                "a TLS record, not a frame: the peer uses TLS and this end does not (see --tls-cert, --tls-ca)")
+            }
             throw WireError(.tooLarge, field: "frame",
                             "length \(length) exceeds frameBytesMax (\(WireLimits.frameBytesMax))")
         }
@@ -51,6 +55,15 @@ struct EnvelopeDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(forwardBy: frameBytes)
         return envelope
     }
+}
+
+/// Whether `buffer` starts like a TLS record (a content type 20-23, then version 3.x): a TLS peer's
+/// hello or alert. Read as a frame length that is over 335 MB, far past `frameBytesMax`, so no real frame
+/// is mistaken for one.
+private func isTLSRecord(_ buffer: ByteBuffer) -> Bool {
+    guard let type = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
+          let major = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self) else { return false }
+    return (20...23).contains(type) && major == 3
 }
 
 extension ErrorReply {

@@ -5,7 +5,9 @@ import NIOPosix
 import PSWire
 
 /// A long-lived client connection for workers: connects (exponential backoff from 100 ms to 5 s with
-/// ±20% jitter while the server is not up), sends the hello, reports events, and reconnects after a loss until stopped.
+/// ±20% jitter while the server is not up; over TLS with `tls`), sends the hello, reports events, and
+/// reconnects after a loss until stopped. A failed TLS handshake is retried too (the server may get new
+/// certificates), and logged as an error whenever its reason changes.
 ///
 /// Events come on the connection's own event-loop thread, in order. `.disconnected` follows every
 /// `.connected`, and is also reported when the server refuses the hello (its reason says why); a
@@ -25,6 +27,7 @@ public final class ReconnectingConnection: @unchecked Sendable {
     private let logger: Logger
     private let onEvent: @Sendable (Event) -> Void
     private let backoff: Backoff
+    private let tls: ClientTLS?
     private let group: MultiThreadedEventLoopGroup
     private let eventLoop: EventLoop
 
@@ -32,6 +35,8 @@ public final class ReconnectingConnection: @unchecked Sendable {
     private var isStopped = false
     private var isStarted = false
     private var failedAttempts = 0
+    /// The TLS failure last logged, so a streak of the same one is logged once.
+    private var tlsFailureLogged: String?
     private var retry: Scheduled<Void>?
     /// The connection being set up or in use.
     private var channel: Channel?
@@ -40,17 +45,19 @@ public final class ReconnectingConnection: @unchecked Sendable {
     private let ready = NIOLockedValueBox<Channel?>(nil)
     private let stopCalled = NIOLockedValueBox(false)
 
-    public convenience init(address: String, hello: Hello, authToken: AuthToken? = nil, logger: Logger,
-                            onEvent: @escaping @Sendable (Event) -> Void) {
-        self.init(address: address, hello: hello, authToken: authToken, backoff: Backoff(), logger: logger, onEvent: onEvent)
+    public convenience init(address: String, hello: Hello, authToken: AuthToken? = nil, tls: ClientTLS? = nil,
+                            logger: Logger, onEvent: @escaping @Sendable (Event) -> Void) {
+        self.init(address: address, hello: hello, authToken: authToken, backoff: Backoff(), tls: tls, logger: logger,
+                  onEvent: onEvent)
     }
 
-    init(address: String, hello: Hello, authToken: AuthToken? = nil, backoff: Backoff, logger: Logger,
+    init(address: String, hello: Hello, authToken: AuthToken? = nil, backoff: Backoff, tls: ClientTLS? = nil, logger: Logger,
          onEvent: @escaping @Sendable (Event) -> Void) {
         self.address = address
         self.hello = hello
         self.authToken = authToken
         self.backoff = backoff
+        self.tls = tls
         var logger = logger
         logger[metadataKey: "peer"] = "\(address)"
         self.logger = logger
@@ -146,12 +153,14 @@ public final class ReconnectingConnection: @unchecked Sendable {
             .channelOption(ChannelOptions.noDelay, value: 1)
             .channelOption(ChannelOptions.recvAllocator, value: ReadTuning.allocator)
             .channelOption(ChannelOptions.maxMessagesPerRead, value: ReadTuning.messagesPerRead)
-            .channelInitializer { [hello, authToken] channel in
+            .channelInitializer { [hello, authToken, tls, address] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandlers(tls.makeHandler(host: host), TLSHandshakeWatch(side: .client)) }
                     // A fresh nonce per connection: the handshake is new every time.
-                    try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(EnvelopeDecoder()),
-                        Handshake(handshake: ClientHandshake(hello: hello, token: authToken), owner: self))
+                    try sync.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
+                                         Handshake(handshake: ClientHandshake(hello: hello, token: authToken),
+                                                   address: address, owner: self))
                 }
             }
             .connect(host: host, port: port)
@@ -169,9 +178,13 @@ public final class ReconnectingConnection: @unchecked Sendable {
             }
     }
 
-    private func attemptFailed(reason: String) {
-        // The first failure in a row is worth a line; the rest of the streak is noise.
-        if failedAttempts == 0 {
+    private func attemptFailed(reason: String, tls: Bool = false) {
+        // The first failure in a row is worth a line; the rest of the streak is noise. A TLS failure is
+        // a matter of certificates, not of a server still starting: an error, once per reason.
+        if tls {
+            if reason != tlsFailureLogged { logger.error("cannot connect, retrying", metadata: ["problem": "\(reason)"]) }
+            tlsFailureLogged = reason
+        } else if failedAttempts == 0 {
             logger.info("server not reachable, retrying", metadata: ["problem": "\(reason)"])
         } else {
             logger.debug("connect failed", metadata: ["problem": "\(reason)", "attempts": "\(failedAttempts + 1)"])
@@ -190,6 +203,7 @@ public final class ReconnectingConnection: @unchecked Sendable {
     fileprivate func handshakeSucceeded(_ channel: Channel, _ ok: HelloOk) {
         guard !isStopped else { return }
         failedAttempts = 0
+        tlsFailureLogged = nil
         ready.withLockedValue { $0 = channel }
         logger.info("connected", metadata: ["server": "\(ok.serverName)"])
         onEvent(.connected(ok))
@@ -201,8 +215,8 @@ public final class ReconnectingConnection: @unchecked Sendable {
     }
 
     /// The connection closed. `report` is false for a connection that never got as far as a hello
-    /// answer, which is retried quietly like a failed connect.
-    fileprivate func connectionClosed(_ closed: Channel, reason: String, report: Bool) {
+    /// answer, which is retried like a failed connect (`tls`: its TLS handshake failed).
+    fileprivate func connectionClosed(_ closed: Channel, reason: String, report: Bool, tls: Bool = false) {
         if channel === closed { channel = nil }
         ready.withLockedValue { if $0 === closed { $0 = nil } }
         if isStopped {
@@ -211,7 +225,7 @@ public final class ReconnectingConnection: @unchecked Sendable {
             return
         }
         guard report else {
-            attemptFailed(reason: reason)
+            attemptFailed(reason: reason, tls: tls)
             return
         }
         logger.warning("disconnected", metadata: ["problem": "\(reason)"])
@@ -235,13 +249,16 @@ private final class Handshake: ChannelInboundHandler {
     }
 
     private var handshake: ClientHandshake
+    private let address: String
     private let owner: ReconnectingConnection
     private var state = State.waitingForHelloAnswer
     private var closeReason = "server closed the connection"
+    private var tlsFailed = false
     private var helloTimeout: Scheduled<Void>?
 
-    init(handshake: ClientHandshake, owner: ReconnectingConnection) {
+    init(handshake: ClientHandshake, address: String, owner: ReconnectingConnection) {
         self.handshake = handshake
+        self.address = address
         self.owner = owner
     }
 
@@ -294,7 +311,10 @@ private final class Handshake: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let error = error as? WireError {
+        if let failure = error as? TLSHandshakeFailure {
+            closeReason = "\(ClientError.tlsHandshake(address: address, failure: failure))"
+            tlsFailed = true
+        } else if let error = error as? WireError {
             closeReason = "bad frame from server: \(error)"
         } else {
             closeReason = socketErrorReason(error)
@@ -310,7 +330,7 @@ private final class Handshake: ChannelInboundHandler {
         case let .refused(reason):
             owner.connectionClosed(context.channel, reason: reason, report: true)
         case .waitingForHelloAnswer:
-            owner.connectionClosed(context.channel, reason: closeReason, report: false)
+            owner.connectionClosed(context.channel, reason: closeReason, report: false, tls: tlsFailed)
         }
         context.fireChannelInactive()
     }

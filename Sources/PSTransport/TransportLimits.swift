@@ -14,6 +14,16 @@ public enum TransportLimits {
     /// answer is stuck or is not a ps-server.
     public static let helloReplySeconds = 5.0
 
+    /// How long a TLS handshake may take, on either end. It is two round trips and a few signatures:
+    /// milliseconds on a LAN. A handshake that has not finished by then is with a peer that does not
+    /// speak TLS (a plaintext server waiting for a frame) or is stuck, and on a server it holds a
+    /// connection slot.
+    public static let tlsHandshakeSeconds = 5.0
+
+    /// The largest PEM file (certificate, chain, key or CA bundle) read at start-up: a system's whole
+    /// CA bundle is about 200 KiB; a larger file is the wrong file.
+    public static let pemFileBytesMax = 1 << 20
+
     /// How long a connection closed after a last message (`close(_:after:)`, a rejected frame) keeps
     /// reading before it is closed outright. Closing with unread input makes the kernel send a reset,
     /// which can destroy the last message before the peer reads it; a peer that is still streaming a

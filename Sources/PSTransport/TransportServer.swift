@@ -8,7 +8,8 @@ import PSWire
 public typealias ConnectionID = UInt64
 
 /// What happens on a server's connections, in order per connection:
-/// `connected`, any number of `received`, at most one `rejected`, then `disconnected`.
+/// `connected`, any number of `received`, at most one `rejected`, `tlsRejected` or `unauthenticated`, then
+/// `disconnected`.
 public enum ServerEvent: Sendable {
     case connected(ConnectionID, peer: String)
     case received(ConnectionID, Envelope)
@@ -16,6 +17,9 @@ public enum ServerEvent: Sendable {
     /// The transport has already replied with an `.error` (tooLarge / badRequest) where possible,
     /// logged `peer=… problem`, and is closing this connection only.
     case rejected(ConnectionID, peer: String, error: WireError)
+    /// The peer failed the TLS handshake (its certificate, or no TLS at all): nothing it sent was read.
+    /// The transport has logged `peer=… reason problem` and is closing this connection only.
+    case tlsRejected(ConnectionID, peer: String, failure: TLSHandshakeFailure)
     /// The peer failed the authentication handshake (the server has the cluster's token): the transport
     /// has replied with `unauthenticated`, logged `peer=… reason=…`, and is closing this connection only.
     case unauthenticated(ConnectionID, peer: String, failure: AuthFailure, message: String)
@@ -43,17 +47,20 @@ public final class TransportServer: @unchecked Sendable {
 
     /// Binds HOST:PORT (port 0 = any free port) and starts accepting. `onEvent` runs on an event-loop
     /// thread; callers hop to their own queue before doing real work. Events of one connection arrive in order.
-    /// With `authToken`, every connection must complete the authentication handshake
-    /// (`ServerHandshake`) before anything it sends is reported.
-    public static func start(host: String, port: Int, eventLoopThreads: Int = 1, authToken: AuthToken? = nil,
-                             logger: Logger, onEvent: @escaping @Sendable (ServerEvent) -> Void) throws -> TransportServer {
+    /// With `tls`, every connection is TLS (its handler first in the pipeline); nil: plaintext. With
+    /// `authToken`, every connection must complete the authentication handshake (`ServerHandshake`)
+    /// before anything it sends is reported.
+    public static func start(host: String, port: Int, eventLoopThreads: Int = 1, tls: ServerTLS? = nil,
+                             authToken: AuthToken? = nil, logger: Logger,
+                             onEvent: @escaping @Sendable (ServerEvent) -> Void) throws -> TransportServer {
         try TransportServer(host: host, port: port, eventLoopThreads: eventLoopThreads,
-                            connectionsMax: TransportLimits.connectionsMax, authToken: authToken, logger: logger,
+                            connectionsMax: TransportLimits.connectionsMax, tls: tls, authToken: authToken, logger: logger,
                             onEvent: onEvent)
     }
 
     /// `connectionsMax` is a parameter so that a test can reach the limit with a few connections.
-    init(host: String, port: Int, eventLoopThreads: Int, connectionsMax: Int, authToken: AuthToken? = nil, logger: Logger,
+    init(host: String, port: Int, eventLoopThreads: Int, connectionsMax: Int, tls: ServerTLS? = nil,
+         authToken: AuthToken? = nil, logger: Logger,
          onEvent: @escaping @Sendable (ServerEvent) -> Void) throws {
         precondition(eventLoopThreads >= 1, "a server needs at least one event-loop thread")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopThreads)
@@ -67,6 +74,14 @@ public final class TransportServer: @unchecked Sendable {
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: ReadTuning.messagesPerRead)
             .childChannelInitializer { channel in
                 let peer = addressText(channel.remoteAddress)
+                // TLS first: everything after it sees plaintext frames (a refusal below too).
+                if let tls {
+                    do {
+                        try channel.pipeline.syncOperations.addHandlers(tls.makeHandler(), TLSHandshakeWatch(side: .server))
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
                 guard let id = registry.add(channel) else {
                     logger.warning("refusing connection: connectionsMax reached",
                                    metadata: ["peer": "\(peer)", "connectionsMax": "\(connectionsMax)"])
@@ -275,6 +290,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard !closing else { return }
         closing = true
+        if let failure = error as? TLSHandshakeFailure {
+            logger.warning("TLS handshake failed, closing connection",
+                           metadata: ["reason": "\(failure.reason.rawValue)", "problem": "\(failure)"])
+            onEvent(.tlsRejected(id, peer: peer, failure: failure))
+            return  // TLSHandshakeWatch closes the connection
+        }
         guard let error = error as? WireError else {
             // A reset or another socket error: the peer is gone, there is no one to answer.
             logger.debug("connection failed", metadata: ["problem": "\(socketErrorReason(error))"])

@@ -22,14 +22,17 @@ public final class WorkerRuntime: @unchecked Sendable {
         public var authToken: AuthToken?
         /// The only folders job data may come from (`--data-root`); always: regular files only.
         public var dataRoots: DataRoots
+        /// TLS to the server (nil: plaintext).
+        public var tls: ClientTLS?
 
         public init(serverAddress: String, name: String, threads: Int = 1, authToken: AuthToken? = nil,
-                    dataRoots: DataRoots = try! DataRoots([])) {
+                    dataRoots: DataRoots = try! DataRoots([]), tls: ClientTLS? = nil) {
             self.serverAddress = serverAddress
             self.name = name
             self.threads = threads
             self.authToken = authToken
             self.dataRoots = dataRoots
+            self.tls = tls
         }
     }
 
@@ -64,7 +67,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         connection = ReconnectingConnection(address: options.serverAddress,
                                             hello: Hello(role: .worker, name: options.name,
                                                          computeSignature: ComputeEnvironment.signature.description),
-                                            authToken: options.authToken, logger: logger) { [weak self] event in
+                                            authToken: options.authToken, tls: options.tls, logger: logger) { [weak self] event in
             guard let self else { return }
             self.control.async {
                 switch event {

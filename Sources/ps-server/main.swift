@@ -47,8 +47,26 @@ struct PSServerCommand: AsyncParsableCommand {
         valueName: "file"))
     var authTokenFile: String?
 
-    @Flag(help: "Listen on a non-loopback address with neither a token nor TLS (only on a network where every host is trusted).")
+    @Flag(help: "Listen on a non-loopback address with neither a token nor mutual TLS (only on a network where every host is trusted).")
     var insecure = false
+
+    @Option(help: ArgumentHelp("PEM certificate (and intermediates): every connection is TLS. Default: $PS_TLS_CERT, else plaintext.",
+                               valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert, unencrypted. Default: $PS_TLS_KEY.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s): clients must present a certificate it signed (mutual TLS). Default: $PS_TLS_CA.",
+                               valueName: "file"))
+    var tlsCa: String?
+
+    @Flag(help: "Serve --metrics-listen over HTTPS with the TLS certificate (with --tls-ca, scrapers need a certificate too).")
+    var metricsTls = false
+
+    var tlsFiles: TLSFiles {
+        TLSFiles(certificate: tlsCert, key: tlsKey, ca: tlsCa, environment: ProcessInfo.processInfo.environment)
+    }
 
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -62,6 +80,9 @@ struct PSServerCommand: AsyncParsableCommand {
         do { _ = try parseAddress(listen) } catch { throw ValidationError("--listen: \(error)") }
         if let metricsListen {
             do { _ = try parseAddress(metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
+        }
+        if metricsTls && (metricsListen == nil || tlsFiles.certificate == nil) {
+            throw ValidationError("--metrics-tls needs --metrics-listen and --tls-cert")
         }
     }
 
@@ -79,23 +100,28 @@ struct PSServerCommand: AsyncParsableCommand {
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
         let (host, port) = try parseAddress(listen)
         let token: AuthToken?
+        let tls: ServerTLS?
         do {
             token = try AuthToken.load(flag: authTokenFile)
+            tls = try ServerTLS(tlsFiles)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        if let refusal = ListenPolicy.refusal(host: host, port: port, authenticated: token != nil, tls: false, insecure: insecure) {
+        // Mutual TLS authenticates clients as a token does; TLS without a CA only encrypts.
+        let clientsAuthenticated = token != nil || tls?.requiresClientCertificate == true
+        if let refusal = ListenPolicy.refusal(host: host, port: port, authenticated: clientsAuthenticated,
+                                              tls: tls?.requiresClientCertificate == true, insecure: insecure) {
             logger.critical("cannot start: \(refusal)")
             throw ExitCode(1)
         }
-        if insecure && !ListenPolicy.isLoopback(host) && token == nil {
+        if insecure && !ListenPolicy.isLoopback(host) && !clientsAuthenticated {
             logger.warning("listening without authentication (--insecure): anyone who reaches \(listen) controls the cluster")
         }
         let runtime = ServerRuntime(options: .init(host: host, port: port, dataDirectory: dataDir,
                                                    heartbeatIntervalSeconds: min(1, heartbeatTimeout / 4),
                                                    heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards,
-                                                   updateThreads: updateThreads, authToken: token),
+                                                   updateThreads: updateThreads, authToken: token, tls: tls),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
         // Stopped in reverse order: the server first, then the metrics endpoint that reports on it.
@@ -105,7 +131,8 @@ struct PSServerCommand: AsyncParsableCommand {
             ServerMetrics(series: ServerSeries(registry: registry)).attach(to: runtime)
             let (host, port) = try parseAddress(metricsListen)
             do {
-                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry,
+                                                         tls: metricsTls ? tls : nil, logger: logger)
                 services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
                 logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])

@@ -43,6 +43,28 @@ struct PSWorkerCommand: AsyncParsableCommand {
         valueName: "dir"))
     var dataRoot: [String] = []
 
+    @Option(help: ArgumentHelp("PEM certificate (and intermediates) to present to a server that requires one. Default: $PS_TLS_CERT.",
+                               valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert, unencrypted. Default: $PS_TLS_KEY.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s) the server's certificate must chain to. Any --tls option makes the connection TLS. Default: $PS_TLS_CA.",
+                               valueName: "file"))
+    var tlsCa: String?
+
+    @Option(help: ArgumentHelp("DNS name to check the server's certificate for, instead of the host in --server.", valueName: "name"))
+    var tlsServerName: String?
+
+    @Flag(help: "Serve --metrics-listen over HTTPS with --tls-cert (which must then be valid as a server certificate).")
+    var metricsTls = false
+
+    var tlsFiles: TLSFiles {
+        TLSFiles(certificate: tlsCert, key: tlsKey, ca: tlsCa, serverName: tlsServerName,
+                 environment: ProcessInfo.processInfo.environment)
+    }
+
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256") }
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -53,6 +75,9 @@ struct PSWorkerCommand: AsyncParsableCommand {
             do { _ = try parseAddress(metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
         }
         guard !name.isEmpty && name.count <= 128 else { throw ValidationError("--name must be 1 to 128 characters") }
+        if metricsTls && (metricsListen == nil || tlsFiles.certificate == nil) {
+            throw ValidationError("--metrics-tls needs --metrics-listen and --tls-cert")
+        }
     }
 
     func run() async throws {
@@ -69,6 +94,18 @@ struct PSWorkerCommand: AsyncParsableCommand {
         let kernel = ComputeEnvironment.chooseKernel(program: "ps-worker")
         BLAS.setThreads(threads)  // before the line: the thread count is part of the signature
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
+        let token: AuthToken?
+        let tls: ClientTLS?, metricsTLS: ServerTLS?
+        do {
+            token = try AuthToken.load(flag: authTokenFile)
+            tls = try ClientTLS(tlsFiles)
+            var served = tlsFiles
+            served.serverName = nil
+            metricsTLS = metricsTls ? try ServerTLS(served) : nil
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
         var metrics: WorkerMetrics?
         // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it.
         var services = [StopOnSignal { _ in logger.info("stopping") }.configuration]
@@ -77,19 +114,13 @@ struct PSWorkerCommand: AsyncParsableCommand {
             metrics = WorkerMetrics(registry: registry)
             let (host, port) = try parseAddress(metricsListen)
             do {
-                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, tls: metricsTLS,
+                                                         logger: logger)
                 services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
                 logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])
                 throw ExitCode(1)
             }
-        }
-        let token: AuthToken?
-        do {
-            token = try AuthToken.load(flag: authTokenFile)
-        } catch {
-            logger.critical("cannot start: \(error)")
-            throw ExitCode(1)
         }
         let roots: DataRoots
         do {
@@ -100,7 +131,7 @@ struct PSWorkerCommand: AsyncParsableCommand {
         }
         if !roots.roots.isEmpty { logger.info("job data only from \(roots.roots.joined(separator: ", "))") }
         let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, authToken: token,
-                                                   dataRoots: roots),
+                                                   dataRoots: roots, tls: tls),
                                     logger: logger, metrics: metrics)
         services.append(.init(service: runtime))
         try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()

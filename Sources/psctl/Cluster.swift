@@ -7,7 +7,7 @@ import PSTrain
 import PSTransport
 import PSWire
 
-/// `--server HOST:PORT`, shared by every command that talks to the coordinator.
+/// `--server HOST:PORT` and the TLS options, shared by every command that talks to the coordinator.
 struct ServerOptions: ParsableArguments {
     @Option(help: "Coordinator address HOST:PORT (default: $PS_SERVER, else 127.0.0.1:7070).")
     var server = ProcessInfo.processInfo.environment["PS_SERVER"] ?? "127.0.0.1:7070"
@@ -15,18 +15,38 @@ struct ServerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("File holding the cluster's shared secret (default: $PS_AUTH_TOKEN_FILE).", valueName: "file"))
     var authTokenFile: String?
 
+    @Option(help: ArgumentHelp("PEM certificate to present to a server that requires one (mutual TLS). Default: $PS_TLS_CERT.",
+                               valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert, unencrypted. Default: $PS_TLS_KEY.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s) the server's certificate must chain to. Any --tls option makes the connection TLS. Default: $PS_TLS_CA.",
+                               valueName: "file"))
+    var tlsCa: String?
+
+    @Option(help: ArgumentHelp("DNS name to check the server's certificate for, instead of the host in --server.", valueName: "name"))
+    var tlsServerName: String?
+
     func validate() throws {
         do { _ = try parseAddress(server) } catch { throw ValidationError("--server: \(error)") }
     }
 
     func connect() throws -> PSClient {
+        let files = TLSFiles(certificate: tlsCert, key: tlsKey, ca: tlsCa, serverName: tlsServerName,
+                             environment: ProcessInfo.processInfo.environment)
         let token: AuthToken?
+        let tls: ClientTLS?
         do {
             token = try AuthToken.load(flag: authTokenFile)
+            tls = try ClientTLS(files)
         } catch {
             throw OperatingError("\(error)")
         }
-        return try request { try PSClient(server: server, name: "psctl-\(getpid())", authToken: token, connectTimeoutSeconds: 5) }
+        return try request {
+            try PSClient(server: server, name: "psctl-\(getpid())", authToken: token, connectTimeoutSeconds: 5, tls: tls)
+        }
     }
 }
 

@@ -6,7 +6,8 @@ import ArgumentParser
 /// `ServerOptions` parses them; a subcommand that does not talk to a server refuses them by name.
 enum GlobalOptions {
     /// Each global option and whether it takes a value.
-    static let options: [String: Bool] = ["--server": true, "--auth-token-file": true]
+    static let options: [String: Bool] = ["--server": true, "--auth-token-file": true, "--tls-cert": true, "--tls-key": true,
+                                          "--tls-ca": true, "--tls-server-name": true]
 
     /// `arguments` (without the program name) with the global options in front of the subcommand
     /// moved after its name; unchanged when none are there.

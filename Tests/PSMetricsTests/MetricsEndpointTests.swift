@@ -5,6 +5,7 @@ import FoundationNetworking
 import Logging
 import Prometheus
 import PSMetrics
+import PSTransport
 import XCTest
 import PSTestSupport
 
@@ -47,6 +48,39 @@ final class MetricsEndpointTests: XCTestCase {
         XCTAssertEqual(post.headers["allow"], "GET")
         XCTAssertEqual(try HTTP.request(base + "/metrics", method: "DELETE").status, 405)
         XCTAssertEqual(try HTTP.request(base + "/metrics").status, 200)
+    }
+
+    // With TLS the endpoint is HTTPS: a scraper trusting the CA and presenting a certificate it signed gets the
+    // page; one without a certificate, or speaking plain HTTP, gets nothing, and the endpoint serves on.
+    func testServesHTTPSWithClientCertificates() throws {
+        let certs = try TestCertificates.main()
+        let registry = PrometheusCollectorRegistry()
+        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "ps_test_things", unitName: "total", helpText: "Things."))
+            .increment()
+        let tls = try ServerTLS(TLSFiles(certificate: certs.certificate("server"), key: certs.key("server"), ca: certs.ca))
+        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, tls: tls,
+                                                 logger: Logger(label: "test"))
+        defer { endpoint.shutdown() }
+        let url = "https://localhost:\(endpoint.port)/metrics"
+        func curl(_ arguments: [String]) throws -> (status: Int32, out: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            process.arguments = ["--silent", "--show-error", "--max-time", "10"] + arguments
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+        let scraper = ["--cacert", certs.ca, "--cert", certs.certificate("psctl"), "--key", certs.key("psctl")]
+        let page = try curl(scraper + [url])
+        XCTAssertEqual(page.status, 0, page.out)
+        XCTAssertTrue(page.out.contains("ps_test_things_total 1\n"), page.out)
+        XCTAssertNotEqual(try curl(["--cacert", certs.ca, url]).status, 0, "no client certificate")
+        XCTAssertNotEqual(try curl(["http://127.0.0.1:\(endpoint.port)/metrics"]).status, 0, "plain HTTP")
+        XCTAssertEqual(try curl(scraper + [url]).status, 0)
     }
 
     // A port already taken is an error naming the address, not a crash.
@@ -101,6 +135,7 @@ final class MetricsEndpointTests: XCTestCase {
         series.workerLeft(.heartbeatTimeout)
         series.heartbeatMissed()
         series.frameRejected()
+        series.tlsHandshakeFailed(.unknownCA)
         var text = registry.emitToString()
         for line in [#"ps_steps_total{job_id="job-1"} 2"#, #"ps_samples_total{job_id="job-1"} 100"#,
                      #"ps_train_loss{job_id="job-1"} 0.5"#, #"ps_validation_loss{job_id="job-1"} 0.3"#,
@@ -111,7 +146,9 @@ final class MetricsEndpointTests: XCTestCase {
                      #"ps_step_apply_seconds_bucket{le="0.0001"} 1"#, "ps_step_apply_seconds_count 2",
                      "ps_workers_joined_total 1", #"ps_workers_left_total{reason="heartbeat_timeout"} 1"#,
                      #"ps_workers_left_total{reason="disconnected"} 0"#,
-                     "ps_heartbeat_misses_total 1", "ps_rejected_frames_total 1"] {
+                     "ps_heartbeat_misses_total 1", "ps_rejected_frames_total 1",
+                     #"ps_tls_handshake_failures_total{reason="unknown_ca"} 1"#,
+                     #"ps_tls_handshake_failures_total{reason="not_tls"} 0"#] {
             XCTAssertTrue(text.contains(line + "\n"), "missing \(line) in\n\(text)")
         }
         XCTAssertFalse(text.contains(#"job=""#), "the job label is Prometheus's own; ours is job_id")

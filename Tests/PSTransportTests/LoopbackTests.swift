@@ -37,6 +37,7 @@ final class LoopbackTests: XCTestCase {
             case let .connected(_, peer): return peer.hasPrefix("127.0.0.1:") ? "connected" : "bad peer \(peer)"
             case let .received(_, envelope): return "\(envelope.requestId):\(envelope.message.caseName)"
             case .rejected: return "rejected"
+            case .tlsRejected: return "tlsRejected"
             case .unauthenticated: return "unauthenticated"
             case .disconnected: return "disconnected"
             }

@@ -36,11 +36,12 @@ final class EchoServer: Sendable {
     let server: TransportServer
     let events = Recorder<ServerEvent>()
 
-    init(port: Int = 0, connectionsMax: Int = TransportLimits.connectionsMax) throws {
+    init(port: Int = 0, connectionsMax: Int = TransportLimits.connectionsMax, tls: ServerTLS? = nil,
+         authToken: AuthToken? = nil) throws {
         let events = events
         let serverBox = NIOLockedValueBox<TransportServer?>(nil)
         server = try TransportServer(
-            host: "127.0.0.1", port: port, eventLoopThreads: 1, connectionsMax: connectionsMax,
+            host: "127.0.0.1", port: port, eventLoopThreads: 1, connectionsMax: connectionsMax, tls: tls, authToken: authToken,
             logger: testLogger
         ) { event in
             events.append(event)
@@ -69,6 +70,11 @@ final class EchoServer: Sendable {
 
     var rejections: [WireError] {
         events.items.compactMap { if case let .rejected(_, _, error) = $0 { return error } else { return nil } }
+    }
+
+    /// The reasons of the connections that failed the TLS handshake, in order.
+    var tlsRejections: [TLSHandshakeFailure.Reason] {
+        events.items.compactMap { if case let .tlsRejected(_, _, failure) = $0 { failure.reason } else { nil } }
     }
 
     var connectionCount: Int {
