@@ -173,8 +173,8 @@ let package = Package(
         .testTarget(name: "PSShardTests", dependencies: ["PSShard", "PSTrain", "PSTestSupport"]),
         .testTarget(name: "PSWorkerTests", dependencies: ["PSWorker"]),
         .testTarget(name: "PSMetricsTests", dependencies: [
-            "PSMetrics", "PSTestSupport", .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "Logging", package: "swift-log"),
+            "PSMetrics", "PSLifecycle", "PSTestSupport", .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
         ]),
         // The writer, and the server's observer that writes a job's event files (across restarts too).
         .testTarget(name: "PSEventFileTests", dependencies: [

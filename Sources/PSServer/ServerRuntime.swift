@@ -4,6 +4,7 @@ import PSCore
 import Logging
 import PSControl
 import PSData
+import PSLifecycle
 import PSShard
 import PSTrain
 import PSStorage
@@ -68,6 +69,10 @@ public final class ServerRuntime: @unchecked Sendable {
     /// The data directory's lock while this server runs (file stores only).
     private var dataDirectoryLock: DataDirectoryLock?
 
+    /// Ready from the end of `start()` (listening, coordinator running) until `stop()` begins: what
+    /// `/readyz` and systemd are told.
+    public let status = ServiceStatus()
+
     /// `store`: where models and job records are kept; by default `FileRecordStore` on `options.dataDirectory`.
     public init(options: Options, logger: Logger, store: (any RecordStore)? = nil) {
         self.options = options
@@ -114,6 +119,7 @@ public final class ServerRuntime: @unchecked Sendable {
         t.resume()
         timer = t
         logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)"])
+        status.enter(.ready)
     }
 
     /// Stops in order: no new connections; the coordinator leaves a running job unfinished (it resumes at
@@ -121,6 +127,7 @@ public final class ServerRuntime: @unchecked Sendable {
     /// observers flush its event files); a checkpoint being written and the last models and job records
     /// are written; then the transport shuts down. Blocks until done; a second call does nothing new.
     public func stop() {
+        status.enter(.stopping)
         transport.stopAccepting()
         queue.sync {
             timer?.cancel()

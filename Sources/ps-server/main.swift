@@ -39,7 +39,7 @@ struct PSServerCommand: AsyncParsableCommand {
         valueName: "n"))
     var updateThreads = ServerDefaults.updateThreads
 
-    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics, and the probes /healthz and /readyz (default: no endpoint).")
     var metricsListen: String?
 
     func validate() throws {
@@ -83,7 +83,8 @@ struct PSServerCommand: AsyncParsableCommand {
             ServerMetrics(series: ServerSeries(registry: registry)).attach(to: runtime)
             let (host, port) = try parseAddress(metricsListen)
             do {
-                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, status: runtime.status,
+                                                         logger: logger)
                 services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
                 logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])

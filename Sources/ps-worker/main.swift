@@ -31,7 +31,7 @@ struct PSWorkerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
-    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics, and the probes /healthz and /readyz (default: no endpoint).")
     var metricsListen: String?
 
     func validate() throws {
@@ -60,23 +60,22 @@ struct PSWorkerCommand: AsyncParsableCommand {
         let kernel = ComputeEnvironment.chooseKernel(program: "ps-worker")
         BLAS.setThreads(threads)  // before the line: the thread count is part of the signature
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
-        var metrics: WorkerMetrics?
+        let registry = metricsListen.map { _ in MetricsBootstrap.bootstrap() }
+        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger,
+                                    metrics: registry.map { WorkerMetrics(registry: $0) })
         // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it.
         var services = [StopOnSignal { _ in logger.info("stopping") }.configuration]
-        if let metricsListen {
-            let registry = MetricsBootstrap.bootstrap()
-            metrics = WorkerMetrics(registry: registry)
+        if let metricsListen, let registry {
             let (host, port) = try parseAddress(metricsListen)
             do {
-                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, logger: logger)
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, status: runtime.status,
+                                                         logger: logger)
                 services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
                 logger.critical("cannot start", metadata: ["metrics_listen": "\(metricsListen)", "error": "\(error)"])
                 throw ExitCode(1)
             }
         }
-        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger,
-                                    metrics: metrics)
         services.append(.init(service: runtime))
         try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
     }
