@@ -176,6 +176,11 @@ let package = Package(
             "PSMetrics", "PSLifecycle", "PSTestSupport", .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
         ]),
+        // The service states, and systemd's notify protocol received on a socket the test binds.
+        .testTarget(name: "PSLifecycleTests", dependencies: [
+            "PSLifecycle", "PSTestSupport", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The writer, and the server's observer that writes a job's event files (across restarts too).
         .testTarget(name: "PSEventFileTests", dependencies: [
             "PSEventFile", "PSServer", "PSControl", "PSCore", .product(name: "Logging", package: "swift-log"),

@@ -142,6 +142,12 @@ public final class ServerRuntime: @unchecked Sendable {
         dataDirectoryLock?.release()
     }
 
+    /// Returns once the coordinator's queue has run everything queued before this call: a queue that
+    /// is stuck never returns, which is what systemd's watchdog is there to notice.
+    public func coordinatorTurn() async {
+        await withCheckedContinuation { (turned: CheckedContinuation<Void, Never>) in queue.async { turned.resume() } }
+    }
+
     /// Where a job's model file is in a data directory (`FileRecordStore`'s layout).
     public static func modelPath(dataDirectory: String, jobId: String) -> String {
         FileRecordStore(directory: dataDirectory).path(of: .model(jobId))

@@ -80,6 +80,12 @@ public final class WorkerRuntime: @unchecked Sendable {
         connection.stop()
     }
 
+    /// Returns once the control queue has run everything queued before this call: a queue that is
+    /// stuck never returns, which is what systemd's watchdog is there to notice.
+    public func controlTurn() async {
+        await withCheckedContinuation { (turned: CheckedContinuation<Void, Never>) in control.async { turned.resume() } }
+    }
+
     /// Seconds since start, the machine's clock.
     private var now: Double {
         let d = ContinuousClock.now - startedAt

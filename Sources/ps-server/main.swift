@@ -76,8 +76,17 @@ struct PSServerCommand: AsyncParsableCommand {
                                                    updateThreads: updateThreads),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
-        // Stopped in reverse order: the server first, then the metrics endpoint that reports on it.
+        // Stopped in reverse order: the server first, then the metrics endpoint that reports on it, then
+        // systemd's notifier, whose watchdog pings go on while the server writes its last records.
         var services = [StopOnSignal { signal in logger.info("stopping", metadata: ["signal": "\(signal)"]) }.configuration]
+        do {
+            if let notifier = try SystemdNotifier(status: runtime.status, logger: logger, alive: { await runtime.coordinatorTurn() }) {
+                services.append(.init(service: notifier))
+            }
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
         if let metricsListen {
             let registry = MetricsBootstrap.bootstrap()
             ServerMetrics(series: ServerSeries(registry: registry)).attach(to: runtime)

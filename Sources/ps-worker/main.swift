@@ -63,8 +63,17 @@ struct PSWorkerCommand: AsyncParsableCommand {
         let registry = metricsListen.map { _ in MetricsBootstrap.bootstrap() }
         let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads), logger: logger,
                                     metrics: registry.map { WorkerMetrics(registry: $0) })
-        // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it.
+        // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it, then
+        // systemd's notifier.
         var services = [StopOnSignal { _ in logger.info("stopping") }.configuration]
+        do {
+            if let notifier = try SystemdNotifier(status: runtime.status, logger: logger, alive: { await runtime.controlTurn() }) {
+                services.append(.init(service: notifier))
+            }
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
         if let metricsListen, let registry {
             let (host, port) = try parseAddress(metricsListen)
             do {
