@@ -179,7 +179,12 @@ let package = Package(
         .testTarget(name: "PSShardTests", dependencies: ["PSShard", "PSTrain", "PSTestSupport"]),
         .testTarget(name: "PSWorkerTests", dependencies: ["PSWorker"]),
         .testTarget(name: "PSMetricsTests", dependencies: [
-            "PSMetrics", "PSTestSupport", "PSTransport", .product(name: "Prometheus", package: "swift-prometheus"),
+            "PSMetrics", "PSLifecycle", "PSTestSupport", "PSTransport", .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The service states, and systemd's notify protocol received on a socket the test binds.
+        .testTarget(name: "PSLifecycleTests", dependencies: [
+            "PSLifecycle", "PSTestSupport", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The writer, and the server's observer that writes a job's event files (across restarts too).

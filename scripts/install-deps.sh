@@ -4,12 +4,14 @@
 set -euo pipefail
 
 packages=(libopenblas-dev libprotobuf-c-dev protobuf-c-compiler pkg-config zlib1g-dev)
-# Test-only tools: promtool (Debian's prometheus package) checks our /metrics output; openssl makes the TLS
-# tests' certificates (deploy/tls/make-certs.sh) and reads their dates; curl scrapes /metrics over HTTPS.
+# Test-only tools: promtool (Debian's prometheus package) checks our /metrics output and the
+# Prometheus files in deploy/; systemd-analyze (Debian's systemd package) checks deploy/systemd's units;
+# openssl makes the TLS tests' certificates (deploy/tls/make-certs.sh) and reads their dates; curl
+# scrapes /metrics over HTTPS.
 test_tools=false
 if [[ "${1:-}" == "--test" ]]; then
     test_tools=true
-    packages+=(prometheus openssl curl)
+    packages+=(prometheus systemd openssl curl)
 fi
 
 missing=()
@@ -32,10 +34,9 @@ if ! pkg-config --exists openblas; then
     exit 1
 fi
 
-# Python readers for our outputs (ONNX models, TensorBoard event files), only for the tests.
-if $test_tools; then
-    requirements="$(dirname "$0")/../tests/requirements.txt"
-    if ! python3 - "$requirements" <<'PY' 2>/dev/null
+# Whether PYTHON has every pin of REQUIREMENTS installed at its version.
+has_pins() {
+    "$1" - "$2" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
 for line in open(sys.argv[1]):
@@ -45,8 +46,21 @@ for line in open(sys.argv[1]):
         if version(name) != wanted:
             sys.exit(1)
 PY
-    then
+}
+
+if $test_tools; then
+    tests="$(dirname "$0")/../tests"
+    # Python readers for our outputs (ONNX models, TensorBoard event files), for python3 itself.
+    if ! has_pins python3 "$tests/requirements.txt"; then
         echo "install-deps: installing Python test tools from tests/requirements.txt" >&2
-        python3 -m pip install -q --disable-pip-version-check -r "$requirements" >&2
+        python3 -m pip install -q --disable-pip-version-check -r "$tests/requirements.txt" >&2
+    fi
+    # Linters for deploy/ (hadolint, kubernetes-validate, checkov) in their own environment, .venv:
+    # checkov pins dozens of packages (boto3, packaging, …) that would replace the machine's own.
+    venv="$(dirname "$0")/../.venv"
+    if ! has_pins "$venv/bin/python3" "$tests/deploy-requirements.txt"; then
+        echo "install-deps: installing the deploy linters from tests/deploy-requirements.txt into .venv" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/python3" -m pip install -q --disable-pip-version-check -r "$tests/deploy-requirements.txt" >&2
     fi
 fi

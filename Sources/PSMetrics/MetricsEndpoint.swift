@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import Prometheus
 import PSTransport
+import PSLifecycle
 
 /// Limits of the /metrics endpoint, each with its reason.
 public enum MetricsEndpointLimits {
@@ -22,13 +23,18 @@ public struct MetricsEndpointError: Error, CustomStringConvertible {
     public var description: String { "cannot serve metrics on \(address): \(reason)" }
 }
 
-/// Serves `GET /metrics` in the Prometheus text format (0.0.4) from a registry, over HTTP/1.1 on its own
-/// event-loop thread, so scrapes are answered whatever the process's other threads are doing.
+/// Serves `GET /metrics` in the Prometheus text format (0.0.4) from a registry, and the probes
+/// `GET /healthz` and `GET /readyz` (see `EndpointRoute`), over HTTP/1.1 on its own event-loop thread,
+/// so scrapes and probes are answered whatever the process's other threads are doing.
 /// Any other path is 404, any other method 405. With TLS (`--metrics-tls`) it is HTTPS, and with a CA
 /// a scraper must present a certificate from it, as the cluster's own peers do.
 public final class MetricsEndpoint: Sendable {
     /// The scrape path.
     public static let path = "/metrics"
+    /// The liveness probe: 200 while the process serves this endpoint.
+    public static let healthPath = "/healthz"
+    /// The readiness probe: 200 while the process's `ServiceStatus` is ready, 503 otherwise.
+    public static let readyPath = "/readyz"
     /// Prometheus's text exposition format.
     public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -40,9 +46,10 @@ public final class MetricsEndpoint: Sendable {
     /// The bound port.
     public let port: Int
 
-    /// Binds HOST:PORT (port 0 = any free port) and starts serving; logs `url=http://HOST:PORT/metrics`
-    /// (https with `tls`).
-    public static func start(host: String, port: Int, registry: PrometheusCollectorRegistry, tls: ServerTLS? = nil,
+    /// Binds HOST:PORT (port 0 = any free port) and starts serving `registry` and the probes of
+    /// `status`; logs `url=http://HOST:PORT/metrics` (https with `tls`).
+    public static func start(host: String, port: Int, registry: PrometheusCollectorRegistry, status: ServiceStatus,
+                             tls: ServerTLS? = nil,
                              logger: Logger) throws -> MetricsEndpoint {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ServerBootstrap(group: group)
@@ -55,7 +62,7 @@ public final class MetricsEndpoint: Sendable {
                     if let tls { try sync.addHandler(tls.makeHandler()) }
                     try sync.configureHTTPServerPipeline(withErrorHandling: true)
                     try sync.addHandler(IdleStateHandler(readTimeout: .seconds(MetricsEndpointLimits.idleSeconds)))
-                    try sync.addHandler(MetricsHTTPHandler(registry: registry))
+                    try sync.addHandler(MetricsHTTPHandler(registry: registry, status: status))
                 }
             }
         let listener: any Channel
@@ -87,6 +94,51 @@ public final class MetricsEndpoint: Sendable {
     }
 }
 
+/// What the endpoint answers: one response per path and method, decided without a socket.
+///
+/// - `GET /metrics`: 200 with the registry's text.
+/// - `GET /healthz`: 200 `ok` whenever it is asked. It answers from the endpoint's own thread, so it
+///   says the process is up and serving; it stays 200 while the process stops, so a supervisor never
+///   kills a process that is finishing its last writes.
+/// - `GET /readyz`: 200 `ready` while the status is ready, else 503 with the status's line
+///   (`starting`, `not ready: reconnecting to …`, `stopping`).
+/// - Another method on those paths: 405 with `Allow: GET`; any other path: 404.
+public struct EndpointRoute: Equatable, Sendable {
+    public var status: HTTPResponseStatus
+    public var contentType: String
+    public var body: [UInt8]
+    /// The `Allow` header of a 405.
+    public var allow: String?
+
+    /// The response to `method` on `uri` (a query string is ignored); `metrics` renders the registry
+    /// and is called only for a scrape.
+    public static func respond(method: HTTPMethod, uri: String, state: ServiceState,
+                               metrics: () -> [UInt8]) -> EndpointRoute {
+        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        let paths = [MetricsEndpoint.path, MetricsEndpoint.healthPath, MetricsEndpoint.readyPath]
+        guard paths.contains(path) else {
+            return .text(.notFound, "not found; served: \(paths.joined(separator: ", "))")
+        }
+        guard method == .GET else {
+            var refused = EndpointRoute.text(.methodNotAllowed, "only GET is allowed")
+            refused.allow = "GET"
+            return refused
+        }
+        switch path {
+        case MetricsEndpoint.path:
+            return EndpointRoute(status: .ok, contentType: MetricsEndpoint.contentType, body: metrics(), allow: nil)
+        case MetricsEndpoint.healthPath:
+            return .text(.ok, "ok")
+        default:
+            return .text(state.isReady ? .ok : .serviceUnavailable, state.line)
+        }
+    }
+
+    private static func text(_ status: HTTPResponseStatus, _ line: String) -> EndpointRoute {
+        EndpointRoute(status: status, contentType: "text/plain; charset=utf-8", body: Array((line + "\n").utf8), allow: nil)
+    }
+}
+
 /// One HTTP connection: answers each request once its head and end have arrived (bodies are ignored).
 /// Rendering the registry takes only its locks, never I/O, so it runs on the event loop.
 final class MetricsHTTPHandler: ChannelInboundHandler {
@@ -94,10 +146,12 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let registry: PrometheusCollectorRegistry
+    private let status: ServiceStatus
     private var request: HTTPRequestHead?
 
-    init(registry: PrometheusCollectorRegistry) {
+    init(registry: PrometheusCollectorRegistry, status: ServiceStatus) {
         self.registry = registry
+        self.status = status
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -122,29 +176,17 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
     }
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-        var headers = HTTPHeaders()
-        let status: HTTPResponseStatus
-        let body: [UInt8]
-        if path != MetricsEndpoint.path {
-            status = .notFound
-            body = Array("not found; metrics are at \(MetricsEndpoint.path)\n".utf8)
-            headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        } else if head.method != .GET {
-            status = .methodNotAllowed
-            body = Array("only GET is allowed\n".utf8)
-            headers.add(name: "Allow", value: "GET")
-            headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        } else {
-            status = .ok
-            body = registry.emitToBuffer()
-            headers.add(name: "Content-Type", value: MetricsEndpoint.contentType)
+        let route = EndpointRoute.respond(method: head.method, uri: head.uri, state: status.current) {
+            registry.emitToBuffer()
         }
-        headers.add(name: "Content-Length", value: "\(body.count)")
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: route.contentType)
+        if let allow = route.allow { headers.add(name: "Allow", value: allow) }
+        headers.add(name: "Content-Length", value: "\(route.body.count)")
         if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: route.status, headers: headers))),
                       promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: route.body)))), promise: nil)
         let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if !head.isKeepAlive {
             let channel = context.channel

@@ -4,6 +4,7 @@ import PSCore
 import Logging
 import PSControl
 import PSData
+import PSLifecycle
 import PSShard
 import PSTrain
 import PSStorage
@@ -74,6 +75,10 @@ public final class ServerRuntime: @unchecked Sendable {
     /// The data directory's lock while this server runs (file stores only).
     private var dataDirectoryLock: DataDirectoryLock?
 
+    /// Ready from the end of `start()` (listening, coordinator running) until `stop()` begins: what
+    /// `/readyz` and systemd are told.
+    public let status = ServiceStatus()
+
     /// `store`: where models and job records are kept; by default `FileRecordStore` on `options.dataDirectory`.
     public init(options: Options, logger: Logger, store: (any RecordStore)? = nil) {
         self.options = options
@@ -122,6 +127,7 @@ public final class ServerRuntime: @unchecked Sendable {
         timer = t
         logger.info("listening", metadata: ["address": "\(transport.localAddress)", "data_dir": "\(options.dataDirectory)",
                                             "tls": "\(options.tls.map { $0.requiresClientCertificate ? "mutual" : "on" } ?? "off")"])
+        status.enter(.ready)
     }
 
     /// Stops in order: no new connections; the coordinator leaves a running job unfinished (it resumes at
@@ -129,6 +135,7 @@ public final class ServerRuntime: @unchecked Sendable {
     /// observers flush its event files); a checkpoint being written and the last models and job records
     /// are written; then the transport shuts down. Blocks until done; a second call does nothing new.
     public func stop() {
+        status.enter(.stopping)
         transport.stopAccepting()
         queue.sync {
             timer?.cancel()
@@ -141,6 +148,12 @@ public final class ServerRuntime: @unchecked Sendable {
         io.sync(flags: .barrier) {}
         transport.shutdown()
         dataDirectoryLock?.release()
+    }
+
+    /// Returns once the coordinator's queue has run everything queued before this call: a queue that
+    /// is stuck never returns, which is what systemd's watchdog is there to notice.
+    public func coordinatorTurn() async {
+        await withCheckedContinuation { (turned: CheckedContinuation<Void, Never>) in queue.async { turned.resume() } }
     }
 
     /// Where a job's model file is in a data directory (`FileRecordStore`'s layout).

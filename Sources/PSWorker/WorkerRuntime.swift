@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PSCore
 import PSData
+import PSLifecycle
 import PSMath
 import PSMetrics
 import PSTrain
@@ -48,6 +49,9 @@ public final class WorkerRuntime: @unchecked Sendable {
     var heartbeat: DispatchSourceTimer?
     /// Where the worker's series go; nil when the process serves no metrics.
     let metrics: WorkerMetrics?
+    /// Ready while registered with the server; not ready while (re)connecting: what `/readyz` and
+    /// systemd are told.
+    public let status = ServiceStatus()
     private let startedAt = ContinuousClock.now
 
     public init(options: Options, logger: Logger, metrics: WorkerMetrics? = nil) {
@@ -63,6 +67,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     }
 
     public func start() {
+        status.enter(.unavailable(reason: "connecting to \(options.serverAddress)"))
         BLAS.setThreads(options.threads)
         connection = ReconnectingConnection(address: options.serverAddress,
                                             hello: Hello(role: .worker, name: options.name,
@@ -82,11 +87,18 @@ public final class WorkerRuntime: @unchecked Sendable {
 
     /// Stops the heartbeat and closes the connection (no reconnecting after it). Blocks until closed.
     public func stop() {
+        status.enter(.stopping)
         control.sync {
             heartbeat?.cancel()
             heartbeat = nil
         }
         connection.stop()
+    }
+
+    /// Returns once the control queue has run everything queued before this call: a queue that is
+    /// stuck never returns, which is what systemd's watchdog is there to notice.
+    public func controlTurn() async {
+        await withCheckedContinuation { (turned: CheckedContinuation<Void, Never>) in control.async { turned.resume() } }
     }
 
     /// Seconds since start, the machine's clock.
@@ -133,9 +145,12 @@ public final class WorkerRuntime: @unchecked Sendable {
             heartbeat = nil
         case let .log(level, message, fields):
             logger.log(level, message, fields)
+        case let .observe(.registered(registered)):
+            status.enter(registered ? .ready : .unavailable(reason: "reconnecting to \(options.serverAddress)"))
         case let .observe(observation):
             guard let metrics else { return }
             switch observation {
+            case .registered: break
             case let .connected(up): metrics.setConnected(up)
             case let .weightsReceived(bytes): metrics.weightsReceived(bytes: bytes)
             case let .computed(kind, seconds): metrics.computed(WorkerMetrics.Kind(kind), duration: .seconds(seconds))

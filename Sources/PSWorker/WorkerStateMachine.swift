@@ -37,9 +37,12 @@ public struct WorkerStateMachine: Sendable {
         case observe(WorkerObservation)
     }
 
-    /// Figures for the worker's metrics.
+    /// Figures for the worker's metrics, and its readiness.
     public enum WorkerObservation: Equatable, Sendable {
         case connected(Bool)
+        /// The server accepted this worker (true), or the connection it was accepted on is gone (false):
+        /// what the worker's `/readyz` and systemd are told.
+        case registered(Bool)
         case weightsReceived(bytes: Int)
         case computed(WorkKind, seconds: Double)
         /// A training assignment's results went out.
@@ -87,7 +90,7 @@ public struct WorkerStateMachine: Sendable {
             workerId = nil
             weights = []
             pushesInFlight = [:]
-            return [.stopHeartbeat, .observe(.connected(false)),
+            return [.stopHeartbeat, .observe(.connected(false)), .observe(.registered(false)),
                     .log(.warning, "disconnected; will reconnect", ["reason": reason])]
         case let .received(message):
             return handle(message, now: now)
@@ -115,7 +118,7 @@ public struct WorkerStateMachine: Sendable {
         switch message {
         case let .registered(r):
             workerId = r.workerId
-            return [.log(.info, "registered", ["worker": "\(r.workerId)"]),
+            return [.observe(.registered(true)), .log(.info, "registered", ["worker": "\(r.workerId)"]),
                     .startHeartbeat(seconds: Double(r.heartbeatIntervalMilliseconds) / 1000)]
         case let .startJob(s):
             if job?.jobId == s.jobId { return [] }

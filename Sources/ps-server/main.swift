@@ -39,7 +39,7 @@ struct PSServerCommand: AsyncParsableCommand {
         valueName: "n"))
     var updateThreads = ServerDefaults.updateThreads
 
-    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics, and the probes /healthz and /readyz (default: no endpoint).")
     var metricsListen: String?
 
     @Option(help: ArgumentHelp(
@@ -124,14 +124,23 @@ struct PSServerCommand: AsyncParsableCommand {
                                                    updateThreads: updateThreads, authToken: token, tls: tls),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
-        // Stopped in reverse order: the server first, then the metrics endpoint that reports on it.
+        // Stopped in reverse order: the server first, then the metrics endpoint that reports on it, then
+        // systemd's notifier, whose watchdog pings go on while the server writes its last records.
         var services = [StopOnSignal { signal in logger.info("stopping", metadata: ["signal": "\(signal)"]) }.configuration]
+        do {
+            if let notifier = try SystemdNotifier(status: runtime.status, logger: logger, alive: { await runtime.coordinatorTurn() }) {
+                services.append(.init(service: notifier))
+            }
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
         if let metricsListen {
             let registry = MetricsBootstrap.bootstrap()
             ServerMetrics(series: ServerSeries(registry: registry)).attach(to: runtime)
             let (host, port) = try parseAddress(metricsListen)
             do {
-                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry,
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, status: runtime.status,
                                                          tls: metricsTls ? tls : nil, logger: logger)
                 services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {

@@ -32,7 +32,7 @@ struct PSWorkerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
-    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (default: no endpoint).")
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics, and the probes /healthz and /readyz (default: no endpoint).")
     var metricsListen: String?
 
     @Option(help: ArgumentHelp("File holding the cluster's shared secret (default: $PS_AUTH_TOKEN_FILE).", valueName: "file"))
@@ -96,25 +96,39 @@ struct PSWorkerCommand: AsyncParsableCommand {
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
         let token: AuthToken?
         let tls: ClientTLS?, metricsTLS: ServerTLS?
+        let roots: DataRoots
         do {
             token = try AuthToken.load(flag: authTokenFile)
             tls = try ClientTLS(tlsFiles)
             var served = tlsFiles
             served.serverName = nil
             metricsTLS = metricsTls ? try ServerTLS(served) : nil
+            roots = try DataRoots(dataRoot)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        var metrics: WorkerMetrics?
-        // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it.
+        if !roots.roots.isEmpty { logger.info("job data only from \(roots.roots.joined(separator: ", "))") }
+        let registry = metricsListen.map { _ in MetricsBootstrap.bootstrap() }
+        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, authToken: token,
+                                                   dataRoots: roots, tls: tls),
+                                    logger: logger, metrics: registry.map { WorkerMetrics(registry: $0) })
+        // Stopped in reverse order: the worker first, then the metrics endpoint that reports on it, then
+        // systemd's notifier.
         var services = [StopOnSignal { _ in logger.info("stopping") }.configuration]
-        if let metricsListen {
-            let registry = MetricsBootstrap.bootstrap()
-            metrics = WorkerMetrics(registry: registry)
+        do {
+            if let notifier = try SystemdNotifier(status: runtime.status, logger: logger, alive: { await runtime.controlTurn() }) {
+                services.append(.init(service: notifier))
+            }
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+        if let metricsListen, let registry {
             let (host, port) = try parseAddress(metricsListen)
             do {
-                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, tls: metricsTLS,
+                let endpoint = try MetricsEndpoint.start(host: host, port: port, registry: registry, status: runtime.status,
+                                                         tls: metricsTLS,
                                                          logger: logger)
                 services.append(.init(service: MetricsEndpointService(endpoint)))
             } catch {
@@ -122,17 +136,6 @@ struct PSWorkerCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-        let roots: DataRoots
-        do {
-            roots = try DataRoots(dataRoot)
-        } catch {
-            logger.critical("cannot start: \(error)")
-            throw ExitCode(1)
-        }
-        if !roots.roots.isEmpty { logger.info("job data only from \(roots.roots.joined(separator: ", "))") }
-        let runtime = WorkerRuntime(options: .init(serverAddress: server, name: name, threads: threads, authToken: token,
-                                                   dataRoots: roots, tls: tls),
-                                    logger: logger, metrics: metrics)
         services.append(.init(service: runtime))
         try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
     }

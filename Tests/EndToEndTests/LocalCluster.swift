@@ -14,16 +14,18 @@ final class LocalCluster {
     /// The server's data directory (`DIRECTORY/data` unless a restart moved it).
     private(set) var dataDirectory: String
 
-    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`);
-    /// `prepareData` is called with the data directory's path before the server starts (to mount one).
-    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = [],
+    /// `extraServerArguments` are appended to ps-server's command line (e.g. `--metrics-listen`) and
+    /// `serverEnvironment` added to its environment (e.g. `NOTIFY_SOCKET`); `prepareData` is called with
+    /// the data directory's path before the server starts (to mount one).
+    init(heartbeatTimeout: Double = 3, extraServerArguments: [String] = [], serverEnvironment: [String: String] = [:],
          prepareData: ((String) throws -> Void)? = nil) throws {
         directory = NSTemporaryDirectory() + "ps-cluster-\(UUID().uuidString)"
         dataDirectory = directory + "/data"
         try FileManager.default.createDirectory(atPath: directory + "/logs", withIntermediateDirectories: true)
         try prepareData?(dataDirectory)
         serverArguments = ["--heartbeat-timeout", "\(heartbeatTimeout)"] + extraServerArguments
-        server = try launch("ps-server", ["--listen", "127.0.0.1:0", "--data-dir", dataDirectory] + serverArguments, log: "server")
+        server = try launch("ps-server", ["--listen", "127.0.0.1:0", "--data-dir", dataDirectory] + serverArguments, log: "server",
+                            environment: serverEnvironment)
         // The server logs the address it bound; wait for it.
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {

@@ -100,6 +100,33 @@ final class MetricsEndToEndTests: XCTestCase {
         XCTAssertEqual(try get(url, method: "POST").status, 405)
     }
 
+    // The probes on the real binaries: the server is live and ready once it listens; a worker is ready
+    // once registered, not ready (503, saying why) while its server is gone, and ready again when it
+    // comes back and the worker re-registers; other paths stay 404.
+    func testProbesFollowTheServerAndTheWorker() throws {
+        let metricsFlag = ["--metrics-listen", "127.0.0.1:0"]
+        let cluster = try LocalCluster(extraServerArguments: metricsFlag)
+        defer { cluster.stop() }
+        let server = try metricsURL(cluster, log: "server").replacingOccurrences(of: "/metrics", with: "")
+        try cluster.waitUntil("the server is ready", timeout: 20) { try get(server + "/readyz").status == 200 }
+        XCTAssertEqual(try get(server + "/readyz").body, "ready\n")
+        XCTAssertEqual(try get(server + "/healthz").status, 200)
+        XCTAssertEqual(try get(server + "/healthz").body, "ok\n")
+        XCTAssertEqual(try get(server + "/livez").status, 404)
+
+        try cluster.startWorker("w1", extraArguments: metricsFlag)
+        let worker = try metricsURL(cluster, log: "w1").replacingOccurrences(of: "/metrics", with: "")
+        try cluster.waitUntil("the worker is ready", timeout: 20) { try get(worker + "/readyz").status == 200 }
+
+        cluster.killServer()
+        try cluster.waitUntil("the worker reports it is not ready", timeout: 20) { try get(worker + "/readyz").status == 503 }
+        XCTAssertEqual(try get(worker + "/readyz").body, "not ready: reconnecting to \(cluster.address)\n")
+        XCTAssertEqual(try get(worker + "/healthz").status, 200, "a reconnecting worker is alive")
+
+        try cluster.restartServer(log: "server-2")
+        try cluster.waitUntil("the worker is ready again", timeout: 30) { try get(worker + "/readyz").status == 200 }
+    }
+
     // A model large enough to be pushed in two parts (784-64, then 64-4096-10 with more than 262,144
     // parameters): each of two workers sends its node's last layers while layer 0 is still in
     // backward, and the server applies them and streams their weights back before the step ends. The

@@ -3,7 +3,9 @@ import Foundation
 import FoundationNetworking
 #endif
 import Logging
+import NIOHTTP1
 import Prometheus
+import PSLifecycle
 import PSMetrics
 import PSTransport
 import XCTest
@@ -18,7 +20,8 @@ final class MetricsEndpointTests: XCTestCase {
         registry.makeCounter(descriptor: things).increment(by: Int64(3))
         registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "ps_test_level", unitName: "", helpText: "A level."),
                            labels: [("job_id", "job-1")]).set(to: 0.5)
-        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test"))
+        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, status: ServiceStatus(),
+                                                 logger: Logger(label: "test"))
         defer { endpoint.shutdown() }
         XCTAssertNotEqual(endpoint.port, 0)
         XCTAssertEqual(endpoint.localAddress, "127.0.0.1:\(endpoint.port)")
@@ -38,7 +41,8 @@ final class MetricsEndpointTests: XCTestCase {
     // Other paths are 404 and other methods 405 (with Allow: GET); the endpoint keeps serving afterwards.
     func testOtherPathsAndMethodsAreRefused() throws {
         let registry = PrometheusCollectorRegistry()
-        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test"))
+        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, status: ServiceStatus(),
+                                                 logger: Logger(label: "test"))
         defer { endpoint.shutdown() }
         let base = "http://\(endpoint.localAddress)"
         XCTAssertEqual(try HTTP.request(base + "/").status, 404)
@@ -58,7 +62,7 @@ final class MetricsEndpointTests: XCTestCase {
         registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "ps_test_things", unitName: "total", helpText: "Things."))
             .increment()
         let tls = try ServerTLS(TLSFiles(certificate: certs.certificate("server"), key: certs.key("server"), ca: certs.ca))
-        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, tls: tls,
+        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, status: ServiceStatus(), tls: tls,
                                                  logger: Logger(label: "test"))
         defer { endpoint.shutdown() }
         let url = "https://localhost:\(endpoint.port)/metrics"
@@ -83,13 +87,86 @@ final class MetricsEndpointTests: XCTestCase {
         XCTAssertEqual(try curl(scraper + [url]).status, 0)
     }
 
+    // Every path × method × state: the scrape, the two probes, 405 on their paths, 404 elsewhere; the
+    // registry is rendered for a scrape only.
+    func testRoutesForEveryPathMethodAndState() {
+        let states: [ServiceState] = [.starting, .ready, .unavailable(reason: "reconnecting to h:1"), .stopping]
+        let paths = ["/metrics", "/healthz", "/readyz", "/", "/healthz/", "/readyzz", "/metrics/x", ""]
+        for state in states {
+            for method in [HTTPMethod.GET, .POST, .HEAD, .DELETE] {
+                for path in paths {
+                    for query in ["", "?verbose=1"] {
+                        var rendered = false
+                        let route = EndpointRoute.respond(method: method, uri: path + query, state: state) {
+                            rendered = true
+                            return Array("page".utf8)
+                        }
+                        let body = String(decoding: route.body, as: UTF8.self)
+                        let what = "\(method) \(path)\(query) while \(state)"
+                        XCTAssertEqual(rendered, method == .GET && path == "/metrics", what)
+                        switch (path, method) {
+                        case ("/metrics", .GET):
+                            XCTAssertEqual(route.status, .ok, what)
+                            XCTAssertEqual(route.contentType, MetricsEndpoint.contentType, what)
+                            XCTAssertEqual(body, "page", what)
+                        case ("/healthz", .GET):
+                            XCTAssertEqual(route.status, .ok, what)
+                            XCTAssertEqual(body, "ok\n", what)
+                        case ("/readyz", .GET):
+                            XCTAssertEqual(route.status, state == .ready ? .ok : .serviceUnavailable, what)
+                            XCTAssertEqual(body, state.line + "\n", what)
+                        case ("/metrics", _), ("/healthz", _), ("/readyz", _):
+                            XCTAssertEqual(route.status, .methodNotAllowed, what)
+                            XCTAssertEqual(route.allow, "GET", what)
+                        default:
+                            XCTAssertEqual(route.status, .notFound, what)
+                            XCTAssertEqual(body, "not found; served: /metrics, /healthz, /readyz\n", what)
+                        }
+                        if route.status != .methodNotAllowed { XCTAssertNil(route.allow, what) }
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(ServiceState.unavailable(reason: "reconnecting to h:1").line, "not ready: reconnecting to h:1")
+    }
+
+    // Over a real socket the probes follow the status as it changes: /readyz is 503 while starting,
+    // 200 once ready, 503 again when stopping; /healthz is 200 throughout.
+    func testProbesFollowTheStatus() throws {
+        let status = ServiceStatus()
+        let endpoint = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: PrometheusCollectorRegistry(),
+                                                 status: status, logger: Logger(label: "test"))
+        defer { endpoint.shutdown() }
+        let base = "http://\(endpoint.localAddress)"
+        func probes() throws -> (health: Int, ready: Int, readyBody: String) {
+            let health = try HTTP.request(base + "/healthz")
+            XCTAssertEqual(health.body, "ok\n")
+            let ready = try HTTP.request(base + "/readyz")
+            return (health.status, ready.status, ready.body)
+        }
+        var now = try probes()
+        XCTAssertEqual([now.health, now.ready], [200, 503])
+        XCTAssertEqual(now.readyBody, "starting\n")
+        status.enter(.ready)
+        now = try probes()
+        XCTAssertEqual([now.health, now.ready], [200, 200])
+        XCTAssertEqual(now.readyBody, "ready\n")
+        status.enter(.stopping)
+        now = try probes()
+        XCTAssertEqual([now.health, now.ready], [200, 503])
+        XCTAssertEqual(now.readyBody, "stopping\n")
+        XCTAssertEqual(try HTTP.request(base + "/readyz", method: "POST").status, 405)
+        XCTAssertEqual(try HTTP.request(base + "/healthz/x").status, 404)
+    }
+
     // A port already taken is an error naming the address, not a crash.
     func testBindFailureIsATypedError() throws {
         let registry = PrometheusCollectorRegistry()
-        let first = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test"))
+        let first = try MetricsEndpoint.start(host: "127.0.0.1", port: 0, registry: registry, status: ServiceStatus(),
+                                                 logger: Logger(label: "test"))
         defer { first.shutdown() }
         XCTAssertThrowsError(try MetricsEndpoint.start(host: "127.0.0.1", port: first.port, registry: registry,
-                                                       logger: Logger(label: "test"))) { error in
+                                                       status: ServiceStatus(), logger: Logger(label: "test"))) { error in
             XCTAssertTrue("\(error)".contains("127.0.0.1:\(first.port)"), "\(error)")
         }
     }

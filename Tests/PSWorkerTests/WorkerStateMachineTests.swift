@@ -50,6 +50,20 @@ final class WorkerStateMachineTests: XCTestCase {
         XCTAssertEqual(h.workerId, 7)
     }
 
+    // Proves readiness follows registration: observed true when the server accepts the worker, false
+    // when that connection is lost, and never on merely connecting.
+    func testReadinessFollowsRegistration() {
+        func registered(_ actions: [WorkerStateMachine.Action]) -> [Bool] {
+            actions.compactMap { if case let .observe(.registered(up)) = $0 { return up }; return nil }
+        }
+        var m = WorkerStateMachine(name: "w", threads: 1)
+        XCTAssertEqual(registered(m.receive(.connected(serverName: "s"), now: 0)), [])
+        XCTAssertEqual(registered(m.receive(.received(.registered(Registered(workerId: 7, heartbeatIntervalMilliseconds: 500,
+                                                                             heartbeatTimeoutMilliseconds: 3000))), now: 0)),
+                       [true])
+        XCTAssertEqual(registered(m.receive(.disconnected(reason: "reset"), now: 1)), [false])
+    }
+
     // Proves a job start asks for its data once, and a repeated start of the same job does nothing.
     func testStartJobLoadsOnce() {
         var m = started()
