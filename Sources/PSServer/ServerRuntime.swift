@@ -244,7 +244,8 @@ public final class ServerRuntime: @unchecked Sendable {
                 }
             case let .saveModel(jobId, model):
                 let path = store.location(of: .model(jobId))
-                io.async(flags: .barrier) { [logger, store] in
+                // On disk before the job's end is recorded or anyone is told (the actions after this one).
+                io.sync(flags: .barrier) { [logger, store] in
                     do {
                         try store.putModel(model, jobId: jobId)
                         logger.info("model written", metadata: ["job": "\(jobId)", "path": "\(path)"])
@@ -303,12 +304,24 @@ public final class ServerRuntime: @unchecked Sendable {
     }
 
     /// Writes a finished job's result to the store, after its model (the writes are barriers on `io`, in order).
+    /// Synchronously (after the writes queued before it): the job's end is on disk before its waiters,
+    /// or the client that cancelled it, are answered (the actions after this one), so nothing a client
+    /// was told is lost to a crash. The job's checkpoints are deleted afterwards: it will not resume.
     private func saveJobRecord(_ jobId: String) {
         guard let result = coordinator.result(of: jobId) else {
             return logger.error("no result to record for a finished job", metadata: ["job": "\(jobId)"])
         }
         let path = store.location(of: .jobRecord(jobId))
-        io.async(flags: .barrier) { [logger, store] in
+        defer {
+            checkpointQueue.async { [logger, store] in
+                do {
+                    try store.pruneCheckpoints(of: jobId, keep: 0)
+                } catch {
+                    logger.warning("cannot remove an ended job's checkpoints", metadata: ["job": "\(jobId)", "error": "\(error)"])
+                }
+            }
+        }
+        io.sync(flags: .barrier) { [logger, store] in
             do {
                 try store.putJobRecord(result)
                 logger.debug("job record written", metadata: ["job": "\(jobId)", "path": "\(path)"])
@@ -348,9 +361,6 @@ public final class ServerRuntime: @unchecked Sendable {
             } catch {
                 logger.error("cannot read a job's result", metadata: ["job": "\(id)", "error": "\(error)"])
             }
-            if result == nil, entry.state.isFinal {
-                result = JobResult(jobId: id, state: entry.state, summary: nil, weightsSHA256: "", message: entry.changes.last?.message ?? "")
-            }
             if result == nil, let model = try? store.model(jobId: id) {
                 let state: JobState = model.summary.stoppedEarly ? .stoppedEarly : .completed
                 let ended = JobResult(jobId: id, state: state, summary: model.summary,
@@ -367,7 +377,16 @@ public final class ServerRuntime: @unchecked Sendable {
                 logger.info("job had ended before the restart (its model is written); its result is recorded now", metadata: ["job": "\(id)"])
                 result = ended
             }
+            if result == nil, entry.state.isFinal {
+                result = JobResult(jobId: id, state: entry.state, summary: nil, weightsSHA256: "", message: entry.changes.last?.message ?? "")
+            }
             jobs.append(RecoveredJob(id: id, spec: entry.spec, result: result))
+        }
+        // Job folders without a readable journal entry (a damaged or foreign job.json, or one written before
+        // the journal existed) are not listed; say so, once each.
+        for id in ((try? store.jobIds()) ?? []) where journals[id] == nil {
+            logger.warning("a job folder has no readable journal entry; the job is not listed",
+                           metadata: ["job": "\(id)", "path": "\(store.location(of: .journal(id)))"])
         }
         let unfinished = jobs.filter { $0.result == nil }.map(\.id)
         if !jobs.isEmpty {
@@ -398,13 +417,15 @@ public final class ServerRuntime: @unchecked Sendable {
         guard var entry = journals[jobId] else { return }
         entry.changes.append(.init(state: state, at: Date().timeIntervalSince1970, message: coordinator.result(of: jobId)?.message ?? ""))
         journals[jobId] = entry
-        io.async(flags: .barrier) { [logger, store, entry] in
+        let write: @Sendable () -> Void = { [logger, store, entry] in
             do {
                 try store.putJournal(entry)
             } catch {
                 logger.error("cannot record a job's state in the journal", metadata: ["job": "\(jobId)", "state": "\(state.rawValue)", "error": "\(error)"])
             }
         }
+        // A job's end is on disk before anyone is told of it; other changes need not wait.
+        if state.isFinal { io.sync(flags: .barrier, execute: write) } else { io.async(flags: .barrier, execute: write) }
     }
 
     /// The newest checkpoint of `jobId` that decodes, passes its checksum and fits the job; each one
@@ -422,6 +443,7 @@ public final class ServerRuntime: @unchecked Sendable {
         for (i, key) in keys.enumerated() {
             let path = store.location(of: key)
             let problem: String
+            var damaged = true
             do {
                 guard let bytes = try store.get(key) else { continue }
                 let checkpoint = try Checkpoint(fileBytes: bytes)
@@ -429,17 +451,23 @@ public final class ServerRuntime: @unchecked Sendable {
                                               parameterCount: spec.network.parameterCount,
                                               optimizerSlots: spec.optimizer.config.rule.slotNames.count) {
                     problem = p
+                } else if key != .checkpoint(jobId, steps: checkpoint.optimizerSteps) {
+                    problem = "its name says another step than the \(checkpoint.optimizerSteps) it holds"
                 } else {
                     logger.info("checkpoint read", metadata: ["job": "\(jobId)", "path": "\(path)", "step": "\(checkpoint.optimizerSteps)"])
                     return checkpoint
                 }
+            } catch let error as StoreError {
+                problem = "\(error)"
+                damaged = error.isDamage
             } catch {
                 problem = "\(error)"
             }
             let next = i + 1 < keys.count ? "trying the previous one" : "the job starts at its first step"
-            // Set aside, so that it is not taken for the newest again (the steps redone now write new
-            // checkpoints below it) and pruning never drops a good checkpoint to keep it.
-            let aside = (try? store.setAside(key)) ?? "(could not be renamed)"
+            // A damaged one is set aside, so that it is not taken for the newest again (the steps redone
+            // now write new checkpoints below it) and pruning never drops a good checkpoint to keep it. One
+            // that could not be read (permissions, I/O) stays: it may be readable next time.
+            let aside = damaged ? ((try? store.setAside(key)) ?? "(could not be renamed)") : "(kept: not damaged)"
             logger.warning("checkpoint not usable; \(next)", metadata: ["job": "\(jobId)", "path": "\(path)", "problem": "\(problem)",
                                                                       "renamed_to": "\(aside)"])
         }

@@ -57,7 +57,7 @@ public struct FileRecordStore: RecordStore {
     public func get(_ key: RecordKey) throws(StoreError) -> [UInt8]? {
         let path = path(of: key)
         try key.validate(at: path)
-        return try readFile(path)
+        return try readFile(path, bytesMax: key.kind.bytesMax)
     }
 
     public func list(_ kind: RecordKind) throws(StoreError) -> [String] {
@@ -72,9 +72,12 @@ public struct FileRecordStore: RecordStore {
     public func entries(_ kind: RecordKind, of jobId: String) throws(StoreError) -> [String] {
         guard case let .jobFolder(folder, suffix) = kind.layout else { return [] }
         try RecordKey(kind, jobId, entry: "x").validate(at: jobsDirectory)
+        // Only the names this store writes (12 digits for checkpoints): a file copied in under another
+        // name would sort wrongly and is not an entry.
         return try fileNames(in: "\(jobsDirectory)/\(jobId)/\(folder)")
             .filter { $0.hasSuffix(suffix) && $0.count > suffix.count }
             .map { String($0.dropLast(suffix.count)) }
+            .filter { RecordKey.isEntryName($0, of: kind) }
     }
 
     public func delete(_ key: RecordKey) throws(StoreError) {
@@ -229,9 +232,10 @@ private func syncDirectory(_ path: String) {
     close(fd)
 }
 
-/// The whole file, or nil when it does not exist.
-private func readFile(_ path: String) throws(StoreError) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+/// The whole file, or nil when it does not exist. Opened without blocking (a FIFO put in a record's place
+/// must not hang the server) and read only if it is a regular file of at most `bytesMax` bytes.
+private func readFile(_ path: String, bytesMax: Int) throws(StoreError) -> [UInt8]? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else {
         if errno == ENOENT { return nil }
         throw failure(path, "cannot open")
@@ -239,7 +243,10 @@ private func readFile(_ path: String) throws(StoreError) -> [UInt8]? {
     defer { close(fd) }
     var st = stat()
     guard fstat(fd, &st) == 0 else { throw failure(path, "cannot stat") }
-    guard (st.st_mode & S_IFMT) == S_IFREG else { throw StoreError(path: path, "is not a regular file") }
+    guard (st.st_mode & S_IFMT) == S_IFREG else { throw StoreError(path: path, "is not a regular file", isDamage: true) }
+    guard st.st_size <= bytesMax else {
+        throw StoreError(path: path, "is \(st.st_size) bytes, more than such a record can be (\(bytesMax))", isDamage: true)
+    }
     var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
     var done = 0
     while done < bytes.count {

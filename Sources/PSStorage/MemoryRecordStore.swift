@@ -25,7 +25,8 @@ public final class MemoryRecordStore: RecordStore, @unchecked Sendable {
     }
 
     public func entries(_ kind: RecordKind, of jobId: String) throws(StoreError) -> [String] {
-        lock.withLock { records.keys.filter { $0.kind == kind && $0.id == jobId }.map(\.entry) }.sorted()
+        lock.withLock { records.keys.filter { $0.kind == kind && $0.id == jobId }.map(\.entry) }
+            .filter { RecordKey.isEntryName($0, of: kind) }.sorted()
     }
 
     public func delete(_ key: RecordKey) throws(StoreError) {

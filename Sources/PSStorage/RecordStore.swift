@@ -1,3 +1,5 @@
+import PSCore
+
 /// What the server keeps between jobs and across restarts, as keyed records: each record is a whole
 /// byte string under a `RecordKey` (a kind and an id), written at once or not at all.
 ///
@@ -64,20 +66,26 @@ public struct RecordKind: Hashable, Sendable, CustomStringConvertible {
     /// A short name for messages, e.g. "model".
     public let name: String
     public let layout: Layout
+    /// The largest record of this kind that is read: a bigger file is damaged or foreign, and reading it
+    /// whole could exhaust the server's memory.
+    public let bytesMax: Int
 
-    public init(name: String, layout: Layout) {
+    public init(name: String, layout: Layout, bytesMax: Int) {
         self.name = name
         self.layout = layout
+        self.bytesMax = bytesMax
     }
 
     /// A completed job's trained model: `jobs/<id>/model.psm`, the model file format (`TrainedModel`).
-    public static let model = RecordKind(name: "model", layout: .jobFile("model.psm"))
+    public static let model = RecordKind(name: "model", layout: .jobFile("model.psm"), bytesMax: 2 * Limits.frameBytesMax)
     /// A finished job's final `JobResult`, as JSON: `jobs/<id>/result.json`.
-    public static let jobRecord = RecordKind(name: "job record", layout: .jobFile("result.json"))
+    public static let jobRecord = RecordKind(name: "job record", layout: .jobFile("result.json"), bytesMax: 1 << 20)
     /// The job journal's entry for a job, as JSON: `jobs/<id>/job.json` (its spec and state changes).
-    public static let journal = RecordKind(name: "journal entry", layout: .jobFile("job.json"))
+    public static let journal = RecordKind(name: "journal entry", layout: .jobFile("job.json"), bytesMax: 8 * Limits.specBytesMax)
     /// A running job's checkpoints: `jobs/<id>/checkpoints/<steps, 12 digits>.ckpt`.
-    public static let checkpoint = RecordKind(name: "checkpoint", layout: .jobFolder("checkpoints", suffix: ".ckpt"))
+    /// (Parameters, two optimizer slots and best weights at `Limits.parametersMax`, and the rest.)
+    public static let checkpoint = RecordKind(name: "checkpoint", layout: .jobFolder("checkpoints", suffix: ".ckpt"),
+                                              bytesMax: 5 * Limits.frameBytesMax)
 
     public var description: String { name }
 }
@@ -106,6 +114,11 @@ public struct RecordKey: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { entry.isEmpty ? "\(kind.name) of \(id)" : "\(kind.name) \(entry) of \(id)" }
 
+    /// Whether `name` is an entry name this store writes for `kind` (checkpoints: 12 digits).
+    public static func isEntryName(_ name: String, of kind: RecordKind) -> Bool {
+        kind != .checkpoint || (name.utf8.count == 12 && name.utf8.allSatisfy { $0 >= 48 && $0 <= 57 })
+    }
+
     /// Checks that the id (and entry) can name a file: not empty, not "." or "..", no "/" and no NUL, at
     /// most 255 bytes; an entry exactly when the kind has them.
     func validate(at location: String) throws(StoreError) {
@@ -128,10 +141,14 @@ public struct StoreError: Error, CustomStringConvertible, Equatable, Sendable {
     public var path: String
     /// What failed, e.g. "cannot write: No space left on device".
     public var message: String
+    /// The record itself is unusable (not a regular file, too large), as opposed to an operation that
+    /// failed and may work later (permissions, I/O errors).
+    public var isDamage: Bool
 
-    public init(path: String, _ message: String) {
+    public init(path: String, _ message: String, isDamage: Bool = false) {
         self.path = path
         self.message = message
+        self.isDamage = isDamage
     }
 
     /// "/srv/ps-data/jobs/job-3/model.psm: cannot create folder /srv/ps-data/jobs/job-3: Not a directory".
