@@ -126,3 +126,31 @@ final class FileRecordStoreTests: XCTestCase {
         return files.fileExists(atPath: path, isDirectory: &flag) && flag.boolValue
     }
 }
+
+/// Review reproducer: a FIFO where a record should be makes `get` block for ever in open(2). The server
+/// reads every job's result.json (and model.psm) at start, so `mkfifo DATA_DIR/jobs/job-1/result.json`
+/// makes ps-server hang before it listens (reproduced with the real binary: thread in wait_for_partner).
+final class ReviewSpecialFileTests: XCTestCase {
+    func testFIFOInPlaceOfARecordIsAnErrorNotAHang() throws {
+        let root = NSTemporaryDirectory() + "ps-store-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = FileRecordStore(directory: root + "/data")
+        try store.open()
+        let path = store.path(of: .jobRecord("job-1"))
+        try FileManager.default.createDirectory(atPath: root + "/data/jobs/job-1", withIntermediateDirectories: true)
+        XCTAssertEqual(mkfifo(path, 0o644), 0)
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? store.get(.jobRecord("job-1"))
+            done.signal()
+        }
+        let returned = done.wait(timeout: .now() + 3) == .success
+        XCTAssertTrue(returned, "get(\(path)) on a FIFO blocks in open(2)")
+        if !returned {
+            // Unblock the reader so the test process can end.
+            let fd = open(path, O_WRONLY | O_NONBLOCK)
+            if fd >= 0 { close(fd) }
+            _ = done.wait(timeout: .now() + 3)
+        }
+    }
+}
