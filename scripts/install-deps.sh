@@ -7,11 +7,11 @@ packages=(libopenblas-dev libprotobuf-c-dev protobuf-c-compiler pkg-config zlib1
 # Test-only tools: promtool (Debian's prometheus package) checks our /metrics output and the
 # Prometheus files in deploy/; systemd-analyze (Debian's systemd package) checks deploy/systemd's units;
 # openssl makes the TLS tests' certificates (deploy/tls/make-certs.sh) and reads their dates; curl
-# scrapes /metrics over HTTPS.
+# scrapes /metrics over HTTPS; iproute2 builds the network-namespace hosts (deploy/netns/hosts.sh).
 test_tools=false
 if [[ "${1:-}" == "--test" ]]; then
     test_tools=true
-    packages+=(prometheus systemd openssl curl)
+    packages+=(prometheus systemd openssl curl iproute2)
 fi
 
 missing=()
