@@ -26,7 +26,8 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
            kill -9 until it applies a step again (median of 5 kills of one 10-epoch run, 1 to 3 s apart,
            workers reconnecting by themselves); D3: steps redone per kill; D4: the final weights equal
            train --local's
-  tls      T1: 2-worker cluster samples/s at batch 512 with mutual TLS (deploy/local/cluster.sh --tls, certificates
+  tls      A1: 2-worker cluster samples/s at batch 512 with the shared token (every program reads
+           $PS_AUTH_TOKEN_FILE) / without (target >= 0.98); T1: the same with mutual TLS (deploy/local/cluster.sh --tls, certificates
            from deploy/tls/make-certs.sh) / without, 1 epoch, alternating which goes first; T1.cpu: the cluster's
            CPU seconds, TLS / plaintext, with each process's share in the raw results
   compare  only with --baseline DIR (another build's psctl, ps-server, ps-worker = "old"; "new" is
@@ -115,9 +116,10 @@ def tls_args(certs, role):
     return ["--tls-cert", f"{certs}/{role}.pem", "--tls-key", f"{certs}/{role}-key.pem", "--tls-ca", f"{certs}/ca.pem"]
 
 
-def psctl(*args, server=None, check=True, bin=BIN, tls=None):
+def psctl(*args, server=None, check=True, bin=BIN, tls=None, token=None):
     cmd = [os.path.join(bin, "psctl"), *args] + (["--server", server] if server else []) + tls_args(tls, "psctl")
-    out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    env = dict(ENV, PS_AUTH_TOKEN_FILE=token) if token else ENV
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if check and out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
     return out.stdout
@@ -136,12 +138,13 @@ class Cluster:
     make-certs.sh certificates) the cluster runs mutual TLS (cluster.sh --tls)."""
     port = 7300
 
-    def __init__(self, workers, bin=BIN, tls=None):
+    def __init__(self, workers, bin=BIN, tls=None, token=None):
         Cluster.port += 1
         self.workers = workers
         self.server = f"127.0.0.1:{Cluster.port}"
         self.dir = os.path.join(ROOT, "runs/bench/cluster")
-        self.env = dict(ENV, PS_BIN=bin)
+        # With token (a token file), every program reads it from $PS_AUTH_TOKEN_FILE.
+        self.env = dict(ENV, PS_BIN=bin, **({"PS_AUTH_TOKEN_FILE": token} if token else {}))
         self.tls = tls
 
     def __enter__(self):
@@ -159,17 +162,17 @@ class Cluster:
         subprocess.run([CLUSTER, "stop", "--dir", self.dir], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL)
 
 
-def cluster_epoch(workers, batch, epochs=1, overrides=(), bin=BIN, tls=None):
+def cluster_epoch(workers, batch, epochs=1, overrides=(), bin=BIN, tls=None, token=None):
     """One job on a fresh cluster: samples/s as `psctl wait --json` reports it, and the CPU seconds
     all cluster processes spent from just before the submit to just before they are stopped.
     Server, workers and psctl are the binaries in bin; tls: mutual TLS with these certificates."""
-    with Cluster(workers, bin, tls) as c:
+    with Cluster(workers, bin, tls, token) as c:
         before = c.cpu()
         start = time.perf_counter()
         extra = [a for o in overrides for a in ("--set", o)]
         job = psctl("submit", SPEC, "--set", f"training.batch_size={batch}", "--set", f"training.epochs={epochs}",
-                    *extra, server=c.server, bin=bin, tls=tls).strip()
-        result = json.loads(psctl("wait", job, "--json", server=c.server, bin=bin, tls=tls).strip().splitlines()[-1])
+                    *extra, server=c.server, bin=bin, tls=tls, token=token).strip()
+        result = json.loads(psctl("wait", job, "--json", server=c.server, bin=bin, tls=tls, token=token).strip().splitlines()[-1])
         wall = time.perf_counter() - start
         after = c.cpu()
     cpu = {k: after[k] - before[k] for k in after}
@@ -502,12 +505,17 @@ def main():
         certs = os.path.join(ROOT, "runs/bench/certs")
         subprocess.run(["rm", "-rf", certs], check=True)
         subprocess.run([MAKE_CERTS, certs], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        token = os.path.join(ROOT, "runs/bench/token")
+        with open(token, "w") as f:
+            f.write(os.urandom(24).hex() + "\n")
         for r in range(args.runs):
-            order = ["tls", "plain"] if r % 2 == 0 else ["plain", "tls"]
-            rep = {which: cluster_epoch(2, 512, tls=certs if which == "tls" else None) for which in order}
+            order = [["tls", "plain", "token"], ["plain", "token", "tls"], ["token", "tls", "plain"]][r % 3]
+            rep = {which: cluster_epoch(2, 512, tls=certs if which == "tls" else None,
+                                        token=token if which == "token" else None) for which in order}
             raw.setdefault("tls", []).append(rep)
             log(f"[{time.perf_counter() - t_start:5.0f}s] run {r + 1}/{args.runs} tls: mutual TLS "
-                f"{rep['tls']['samples_per_second']:,.0f}, plaintext {rep['plain']['samples_per_second']:,.0f} samples/s; "
+                f"{rep['tls']['samples_per_second']:,.0f}, token only {rep['token']['samples_per_second']:,.0f}, "
+                f"plaintext {rep['plain']['samples_per_second']:,.0f} samples/s; "
                 f"CPU s {rep['tls']['_cpu_seconds']:.2f} / {rep['plain']['_cpu_seconds']:.2f}")
 
     # P5: time to 97.5% test accuracy, 2-worker cluster against numpy on one core.
@@ -687,6 +695,8 @@ def table(raw):
         row("D4", "weights after 5 kills equal train --local's (1 = yes)", stats([1.0 if same else 0.0]), "", 1.0)
     if "tls" in raw:
         T = raw["tls"]
+        row("A1", "cluster 2 workers, batch 512: shared token (auth) / none (samples/s)",
+            ratio(T, sps("token"), sps("plain")), "x", 0.98)
         row("T1", "cluster 2 workers, batch 512: mutual TLS / plaintext (samples/s)", ratio(T, sps("tls"), sps("plain")), "x")
         cpu = lambda which, name=None: (lambda rep: rep[which]["_cpu_by_process"][name] if name else rep[which]["_cpu_seconds"])
         row("T1.cpu", "cluster 2 workers, batch 512: CPU seconds, mutual TLS / plaintext",
