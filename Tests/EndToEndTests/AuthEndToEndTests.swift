@@ -73,7 +73,7 @@ final class AuthEndToEndTests: XCTestCase {
 
         // Counted by reason; the server still serves the worker and a client with the token: the job's
         // weights are the local trainer's.
-        let metrics = try String(contentsOf: URL(string: try metricsURL(cluster))!, encoding: .utf8)
+        let metrics = try String(contentsOf: URL(string: try cluster.metricsURL())!, encoding: .utf8)
         for (reason, least) in [("missing", 1), ("abandoned", 2), ("mismatch", 1), ("protocol", 1)] {
             let line = metrics.split(separator: "\n").first { $0.hasPrefix("ps_auth_failures_total{reason=\"\(reason)\"}") }
             XCTAssertGreaterThanOrEqual(Int(Double(line?.split(separator: " ").last ?? "0") ?? 0), least, "\(reason):\n\(metrics)")
@@ -133,16 +133,5 @@ final class AuthEndToEndTests: XCTestCase {
             XCTAssertTrue(text.contains("[PSServer] listening"), "\(flags): \(text)")
             if flags == ["--insecure"] { XCTAssertTrue(text.contains("without authentication (--insecure)"), text) }
         }
-    }
-
-    func metricsURL(_ cluster: LocalCluster) throws -> String {
-        var url = ""
-        try cluster.waitUntil("the server serves metrics", timeout: 20) {
-            let text = cluster.log("server")
-            guard let range = text.range(of: #"url=http://127\.0\.0\.1:[0-9]+/metrics"#, options: .regularExpression) else { return false }
-            url = String(text[range].dropFirst(4))
-            return true
-        }
-        return url
     }
 }

@@ -113,7 +113,7 @@ final class CheckpointFaultsEndToEndTests: XCTestCase {
             cluster.stop()
             if !mounted.isEmpty { _ = try? Binaries.runSystem("/bin/umount", [mounted]) }
         }
-        let metrics = try metricsURL(cluster)
+        let metrics = try cluster.metricsURL()
         try cluster.startWorker("w1")
         let job = try submit(cluster)
         try cluster.waitForServerLog("] checkpoint written")
@@ -155,16 +155,5 @@ final class CheckpointFaultsEndToEndTests: XCTestCase {
             files[name] = try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(name)"))
         }
         return files
-    }
-
-    func metricsURL(_ cluster: LocalCluster) throws -> String {
-        var url = ""
-        try cluster.waitUntil("the server serves metrics", timeout: 20) {
-            let text = cluster.log("server")
-            guard let range = text.range(of: #"url=http://127\.0\.0\.1:[0-9]+/metrics"#, options: .regularExpression) else { return false }
-            url = String(text[range].dropFirst(4))
-            return true
-        }
-        return url
     }
 }

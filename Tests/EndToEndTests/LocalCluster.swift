@@ -163,6 +163,20 @@ final class LocalCluster {
         throw CocoaError(.fileReadUnknown)
     }
 
+    /// The metrics URL a process (its log `name`) logged when it started serving (`url=http://127.0.0.1:PORT/metrics`).
+    func metricsURL(log name: String = "server") throws -> String {
+        var url: String?
+        try waitUntil("\(name) serves metrics", timeout: 20) {
+            let text = self.log(name)
+            guard let range = text.range(of: #"url=http://127\.0\.0\.1:[0-9]+/metrics"#, options: .regularExpression) else {
+                return false
+            }
+            url = String(text[range].dropFirst("url=".count))
+            return true
+        }
+        return try XCTUnwrap(url)
+    }
+
     func log(_ name: String) -> String {
         (try? String(contentsOfFile: "\(directory)/logs/\(name).log", encoding: .utf8)) ?? ""
     }

@@ -13,9 +13,9 @@ final class MetricsEndToEndTests: XCTestCase {
         let metricsFlag = ["--metrics-listen", "127.0.0.1:0"]
         let cluster = try LocalCluster(extraServerArguments: metricsFlag)
         defer { cluster.stop() }
-        let serverURL = try metricsURL(cluster, log: "server")
+        let serverURL = try cluster.metricsURL(log: "server")
         try cluster.startWorker("w1", extraArguments: metricsFlag)
-        let workerURL = try metricsURL(cluster, log: "w1")
+        let workerURL = try cluster.metricsURL(log: "w1")
 
         // Before any job: the worker is known, every job state is at zero, and the pages are valid.
         var server = try scrape(serverURL)
@@ -95,7 +95,7 @@ final class MetricsEndToEndTests: XCTestCase {
     func testEndpointRefusesOtherPathsAndMethods() throws {
         let cluster = try LocalCluster(extraServerArguments: ["--metrics-listen", "127.0.0.1:0"])
         defer { cluster.stop() }
-        let url = try metricsURL(cluster, log: "server")
+        let url = try cluster.metricsURL(log: "server")
         XCTAssertEqual(try get(url.replacingOccurrences(of: "/metrics", with: "/")).status, 404)
         XCTAssertEqual(try get(url, method: "POST").status, 405)
     }
@@ -107,7 +107,7 @@ final class MetricsEndToEndTests: XCTestCase {
         let metricsFlag = ["--metrics-listen", "127.0.0.1:0"]
         let cluster = try LocalCluster(extraServerArguments: metricsFlag)
         defer { cluster.stop() }
-        let server = try metricsURL(cluster, log: "server").replacingOccurrences(of: "/metrics", with: "")
+        let server = try cluster.metricsURL(log: "server").replacingOccurrences(of: "/metrics", with: "")
         try cluster.waitUntil("the server is ready", timeout: 20) { try get(server + "/readyz").status == 200 }
         XCTAssertEqual(try get(server + "/readyz").body, "ready\n")
         XCTAssertEqual(try get(server + "/healthz").status, 200)
@@ -115,7 +115,7 @@ final class MetricsEndToEndTests: XCTestCase {
         XCTAssertEqual(try get(server + "/livez").status, 404)
 
         try cluster.startWorker("w1", extraArguments: metricsFlag)
-        let worker = try metricsURL(cluster, log: "w1").replacingOccurrences(of: "/metrics", with: "")
+        let worker = try cluster.metricsURL(log: "w1").replacingOccurrences(of: "/metrics", with: "")
         try cluster.waitUntil("the worker is ready", timeout: 20) { try get(worker + "/readyz").status == 200 }
 
         cluster.killServer()
@@ -137,7 +137,7 @@ final class MetricsEndToEndTests: XCTestCase {
         let local = try Reference.localSHA("examples/mnist-small-sgd.yaml", overrides)
         let cluster = try LocalCluster(extraServerArguments: ["--metrics-listen", "127.0.0.1:0"])
         defer { cluster.stop() }
-        let url = try metricsURL(cluster, log: "server")
+        let url = try cluster.metricsURL(log: "server")
         try cluster.startWorker("w1")
         try cluster.startWorker("w2")
         try cluster.waitUntil("both workers registered") { try cluster.workerCount() == 2 }
@@ -152,20 +152,6 @@ final class MetricsEndToEndTests: XCTestCase {
     }
 
     // MARK: Helpers
-
-    /// The URL a binary logged when it started serving metrics (`url=http://127.0.0.1:PORT/metrics`).
-    private func metricsURL(_ cluster: LocalCluster, log: String) throws -> String {
-        var url: String?
-        try cluster.waitUntil("\(log) serves metrics", timeout: 20) {
-            let text = cluster.log(log)
-            guard let range = text.range(of: #"url=http://127\.0\.0\.1:[0-9]+/metrics"#, options: .regularExpression) else {
-                return false
-            }
-            url = String(text[range].dropFirst("url=".count))
-            return true
-        }
-        return try XCTUnwrap(url)
-    }
 
     /// Scrapes `url`, checks the page with promtool, and returns its samples.
     private func scrape(_ url: String) throws -> [String: Double] {
