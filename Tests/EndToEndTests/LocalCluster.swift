@@ -40,7 +40,14 @@ final class LocalCluster {
         throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "ps-server did not start: \(log("server"))"])
     }
 
-    deinit { stop() }
+    /// Stops everything and removes the scratch folder (logs, data directory, checkpoints), unless
+    /// `PS_KEEP_TEST_DIRS` is set (to read the logs of a failed run).
+    deinit {
+        stop()
+        if ProcessInfo.processInfo.environment["PS_KEEP_TEST_DIRS"] == nil {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
 
     /// Stops the server with `signal` (SIGKILL: no clean-up at all) and starts a new one on the same data
     /// directory (or, after `beforeStart`, on `moveTo`) and address (with `environment` added), returning
