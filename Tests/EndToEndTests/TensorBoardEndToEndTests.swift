@@ -157,6 +157,8 @@ final class TensorBoardEndToEndTests: XCTestCase {
         var result: [String: Any]
         /// Per epoch: the server's "epoch done" fields and the local trainer's epoch line.
         var epochs: [(log: [String: String], local: [String: String])]
+        /// Kept for the tests that read its files: a cluster removes its folder when it goes away.
+        var cluster: LocalCluster
     }
 
     /// XCTest runs one test at a time, so this needs no lock.
@@ -188,7 +190,7 @@ final class TensorBoardEndToEndTests: XCTestCase {
         let localEpochs = fields(in: local.stderr, lineContaining: "train_loss ", job: nil)
         XCTAssertEqual(logged.count, localEpochs.count)
         let run = TrainedJob(directory: cluster.directory, eventFile: eventFile, stepsPerEpoch: stepsPerEpoch, result: result,
-                             epochs: Array(zip(logged, localEpochs)))
+                             epochs: Array(zip(logged, localEpochs)), cluster: cluster)
         shared = run
         return run
     }
