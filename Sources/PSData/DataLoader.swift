@@ -49,20 +49,24 @@ public struct LoadedData: Sendable {
 public enum DataLoader {
     /// Reads every split named in the spec, converts labels to Targets for the spec's loss and output
     /// units, takes the validation split, fits and applies preprocessing.
-    public static func load(_ spec: JobSpec) throws -> LoadedData {
+    /// `cancellation` stops it between files (and, inside the readers, between pieces of work).
+    public static func load(_ spec: JobSpec, cancellation: LoadCancellation = .never) throws -> LoadedData {
         let data = spec.data
+        try cancellation.check(file: nil)
         var train = try readSplit(data.train, field: "data.train", spec: spec)
         var validation: Dataset?
         if let files = data.validation {
             if data.validationSplit != nil {
                 throw DataError(field: "data.validation_split", message: "give data.validation files or data.validation_split, not both")
             }
+            try cancellation.check(file: nil)
             validation = try readSplit(files, field: "data.validation", spec: spec)
         } else if let fraction = data.validationSplit {
             let split = try validationSplit(seed: spec.seed, count: train.count, fraction: fraction)
             validation = train.gathered(split.validation)
             train = train.gathered(split.train)
         }
+        try cancellation.check(file: nil)
         var test = try data.test.map { try readSplit($0, field: "data.test", spec: spec) }
 
         // Statistics come from the training samples only, after the validation samples are removed,
