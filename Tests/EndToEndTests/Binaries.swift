@@ -56,6 +56,71 @@ enum Binaries {
                       stderr: String(decoding: err, as: UTF8.self))
     }
 
+    /// What `spawn` measured of a child besides its output.
+    struct Measured {
+        var output: Output
+        /// Wall-clock seconds from spawn to exit.
+        var seconds: Double
+        /// The child's own peak resident set (wait4's ru_maxrss), in bytes.
+        var peakRSSBytes: Int
+    }
+
+    /// Runs `argv` (argv[0] an absolute path) and waits for that child alone, killing it after
+    /// `secondsMax` (status 124, "killed after …"). Not with Foundation's `Process`: its child inherits
+    /// a descriptor Foundation watches for the child's end, and a daemon the command starts in the
+    /// background would keep it open, so the wait would last as long as the daemon. Here the child gets
+    /// only its standard descriptors: every other descriptor of this process is marked close-on-exec
+    /// first. wait4 gives the child's own peak memory, which `Process` cannot.
+    static func spawn(_ argv: [String], environment: [String: String] = [:], secondsMax: Double) throws -> Measured {
+        let base = NSTemporaryDirectory() + "ps-spawn-\(UUID().uuidString)"
+        defer {
+            try? FileManager.default.removeItem(atPath: base + ".out")
+            try? FileManager.default.removeItem(atPath: base + ".err")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, base + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, base + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+            if let fd = Int32(entry), fd > 2 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        }
+        let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0.key)=\($0.value)" }
+        var cArgv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        var cEnv: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
+        defer { (cArgv + cEnv).forEach { free($0) } }
+        var pid = pid_t()
+        let started = Date()
+        let spawned = posix_spawn(&pid, argv[0], &actions, nil, &cArgv, &cEnv)
+        guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
+        var status: Int32 = 0
+        var usage = rusage()
+        let deadline = started.addingTimeInterval(secondsMax)
+        var killed = false
+        while wait4(pid, &status, WNOHANG, &usage) == 0 {
+            if Date() > deadline {
+                kill(pid, SIGKILL)
+                _ = wait4(pid, &status, 0, &usage)
+                killed = true
+                break
+            }
+            usleep(20_000)
+        }
+        let seconds = Date().timeIntervalSince(started)
+        let peak = Int(usage.ru_maxrss) * 1024  // Linux reports KiB
+        if killed {
+            return Measured(output: Output(status: 124, stdout: "", stderr: "killed after \(secondsMax) s"),
+                            seconds: seconds, peakRSSBytes: peak)
+        }
+        let exited = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let out = FileManager.default.contents(atPath: base + ".out") ?? Data()
+        let err = FileManager.default.contents(atPath: base + ".err") ?? Data()
+        return Measured(output: Output(status: exited, stdout: String(decoding: out, as: UTF8.self),
+                                       stderr: String(decoding: err, as: UTF8.self)),
+                        seconds: seconds, peakRSSBytes: peak)
+    }
+
     /// What `ps-bench signature` reports: the compute signature and kernel choice our binaries make on
     /// this machine with `environment` (which may differ from this test process's own: the test bundle
     /// does not run the start-up kernel choice).
