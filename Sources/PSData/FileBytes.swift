@@ -77,7 +77,10 @@ struct FileBytes {
 
         var output = [UInt8](repeating: 0, count: DataLimits.pieceBytes)
         while true {
-            if input.available == 0 { try input.refill() }
+            if input.available == 0 {
+                try sink.cancellation.check(file: path)  // a piece that inflates to nothing still counts
+                try input.refill()
+            }
             let offered = input.available
             var produced = 0
             let code: Int32 = input.withPending { pending in
