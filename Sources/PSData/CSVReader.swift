@@ -7,27 +7,45 @@ import Foundation
 public enum CSVReader {
     /// Reads `path` (plain or gzip). `labelLines[i]` is the 1-based line of sample `i`, for messages
     /// about its label. Blank lines are skipped; `\n` and `\r\n` endings are both accepted.
-    public static func read(path: String, header: Bool, labelColumn: ColumnRef) throws
+    /// `cancellation` is checked every `linesPerCheck` lines and every piece read or inflated.
+    public static func read(path: String, header: Bool, labelColumn: ColumnRef,
+                            cancellation: LoadCancellation = .never) throws
         -> (count: Int, width: Int, features: [Float], labels: [Float], labelLines: [Int])
     {
-        let file = try FileBytes.read(path: path)
-        var parser = Parser(path: path, header: header, labelColumn: labelColumn)
+        let file = try FileBytes.read(path: path, expecting: textExpectation(path: path), cancellation: cancellation)
+        var parser = Parser(path: path, header: header, labelColumn: labelColumn, cancellation: cancellation)
         try file.bytes.withUnsafeBufferPointer { try parser.parse($0) }
         let width = max(parser.fieldCount - 1, 0)
         return (parser.labels.count, width, parser.features, parser.labels, parser.labelLines)
+    }
+
+    /// Leading bytes looked at to tell text from a binary file before the rest is read or inflated.
+    static let sniffBytes = 1024
+    /// Lines parsed between two looks at the load's cancellation (a few milliseconds of MNIST rows).
+    static let linesPerCheck = 4096
+
+    /// A CSV file is text: a NUL byte among its first `sniffBytes` means it is something else (an IDX
+    /// file, an archive, zeros), and nothing more of it is read or inflated.
+    static func textExpectation(path: String) -> FileBytes.Expectation {
+        FileBytes.Expectation(headBytes: sniffBytes) { head in
+            if let nul = head.bytes.prefix(sniffBytes).firstIndex(of: 0) {
+                throw DataError(file: path, location: head.location(byte: nul),
+                                message: "a NUL byte; a CSV file is text, so this is not one (a binary file such as IDX, or zeros?)")
+            }
+            return .unknown
+        }
     }
 
     private static let comma = UInt8(ascii: ",")
     private static let quote = UInt8(ascii: "\"")
     private static let newline = UInt8(ascii: "\n")
     private static let carriageReturn = UInt8(ascii: "\r")
-    /// Longest field text quoted back in a message: enough to recognise it, short enough for one line.
-    private static let quotedTextMax = 40
 
     private struct Parser {
         let path: String
         let header: Bool
         let labelColumn: ColumnRef
+        let cancellation: LoadCancellation
         var names: [String]? = nil
         /// Fields per line, fixed by the first non-blank line; -1 until then.
         var fieldCount = -1
@@ -40,8 +58,9 @@ public enum CSVReader {
         /// Field boundaries of the current line as (start, end) pairs; reused to avoid allocation.
         var bounds: [Int] = []
 
-        init(path: String, header: Bool, labelColumn: ColumnRef) {
+        init(path: String, header: Bool, labelColumn: ColumnRef, cancellation: LoadCancellation) {
             self.path = path
+            self.cancellation = cancellation
             self.header = header
             self.labelColumn = labelColumn
             if case let .index(i) = labelColumn { labelIndex = i }
@@ -63,6 +82,7 @@ public enum CSVReader {
             var line = 0
             while position < end {
                 line += 1
+                if line % linesPerCheck == 0 { try cancellation.check(file: path) }
                 let lineStart = position
                 var lineEnd: Int
                 if let hit = memchr(base + position, Int32(newline), end - position) {
@@ -161,9 +181,13 @@ public enum CSVReader {
             guard case let .name(name) = labelColumn, let names else { return }
             let trimmed = names.map { $0.trimmingCharacters(in: .whitespaces) }
             guard let index = trimmed.firstIndex(of: name) else {
-                let shown = trimmed.prefix(10).map { "'\($0)'" }.joined(separator: ", ")
-                throw DataError(field: "data.label_column", file: path, location: "line 1",
-                                message: "no column named '\(name)' in the header (\(shown)\(trimmed.count > 10 ? ", …" : ""))")
+                // The header is not listed: the file may not be a CSV at all. A name that differs only
+                // in case is shown, as it is what the user meant and barely more than what they typed.
+                var message = "no column named '\(name)' among the header's \(trimmed.count) columns"
+                if let near = trimmed.firstIndex(where: { $0.lowercased() == name.lowercased() }) {
+                    message += "; column \(near + 1) is \(DataError.quote(trimmed[near])) (names are case-sensitive)"
+                }
+                throw DataError(field: "data.label_column", file: path, location: "line 1", message: message)
             }
             labelIndex = index
         }
@@ -199,16 +223,16 @@ public enum CSVReader {
 
         private func fieldError(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int, line: Int, column: Int) -> DataError {
             var location = "line \(line), column \(column + 1)"
-            if let names { location += " ('\(names[column])')" }
-            var shown = text(base, start, end)
-            if shown.count > quotedTextMax { shown = String(shown.prefix(quotedTextMax)) + "…" }
+            if let names { location += " (\(DataError.quote(names[column])))" }
+            let field = UnsafeBufferPointer(start: base + start, count: end - start)
+            let shown = DataError.quote(field)
             let message: String
-            if shown.trimmingCharacters(in: .whitespaces).isEmpty {
+            if field.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
                 message = "empty field; expected a number"
             } else if parseNumber(base, start, end) != nil {
-                message = "non-finite value '\(shown)'; features and labels must be finite 32-bit floats"
+                message = "non-finite value \(shown); features and labels must be finite 32-bit floats"
             } else {
-                message = "'\(shown)' is not a number"
+                message = "\(shown) is not a number; expected a decimal number such as 0.5 or -3e2"
             }
             return DataError(file: path, location: location, message: message)
         }

@@ -31,6 +31,26 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
+extension DataError {
+    /// At most `DataLimits.quotedBytesMax` of `bytes` as a quoted literal for a message: printable ASCII
+    /// as it is, every other byte (and the quote and backslash) escaped as `\xNN`, "…" when cut.
+    public static func quote(_ bytes: some Collection<UInt8>) -> String {
+        var out = "'"
+        for byte in bytes.prefix(DataLimits.quotedBytesMax) {
+            if byte >= 0x20, byte < 0x7f, byte != UInt8(ascii: "'"), byte != UInt8(ascii: "\\") {
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                let hex = String(byte, radix: 16)
+                out += "\\x" + (hex.count == 1 ? "0" : "") + hex
+            }
+        }
+        return out + "'" + (bytes.count > DataLimits.quotedBytesMax ? "…" : "")
+    }
+
+    /// `quote` of a string's UTF-8 bytes.
+    public static func quote(_ text: String) -> String { quote(Array(text.utf8)) }
+}
+
 /// Runs `body`, attributing any `DataError` it throws to `field`.
 func attributing<T>(to field: String, _ body: () throws -> T) throws -> T {
     do {

@@ -49,25 +49,26 @@ public struct LoadedData: Sendable {
 public enum DataLoader {
     /// Reads every split named in the spec, converts labels to Targets for the spec's loss and output
     /// units, takes the validation split, fits and applies preprocessing.
-    /// `cancellation` stops it between files (and, inside the readers, between pieces of work).
+    /// `cancellation` stops it between files and, inside the readers, every piece of work (each MiB read
+    /// or inflated, every few thousand CSV lines).
     public static func load(_ spec: JobSpec, cancellation: LoadCancellation = .never) throws -> LoadedData {
         let data = spec.data
         try cancellation.check(file: nil)
-        var train = try readSplit(data.train, field: "data.train", spec: spec)
+        var train = try readSplit(data.train, field: "data.train", spec: spec, cancellation: cancellation)
         var validation: Dataset?
         if let files = data.validation {
             if data.validationSplit != nil {
                 throw DataError(field: "data.validation_split", message: "give data.validation files or data.validation_split, not both")
             }
             try cancellation.check(file: nil)
-            validation = try readSplit(files, field: "data.validation", spec: spec)
+            validation = try readSplit(files, field: "data.validation", spec: spec, cancellation: cancellation)
         } else if let fraction = data.validationSplit {
             let split = try validationSplit(seed: spec.seed, count: train.count, fraction: fraction)
             validation = train.gathered(split.validation)
             train = train.gathered(split.train)
         }
         try cancellation.check(file: nil)
-        var test = try data.test.map { try readSplit($0, field: "data.test", spec: spec) }
+        var test = try data.test.map { try readSplit($0, field: "data.test", spec: spec, cancellation: cancellation) }
 
         // Statistics come from the training samples only, after the validation samples are removed,
         // so validation and test measure what an unseen sample would get.
@@ -79,11 +80,16 @@ public enum DataLoader {
     }
 
     /// Reads one split (IDX pair or CSV file), checks its width against model.inputs, converts labels.
-    static func readSplit(_ files: DataFiles, field: String, spec: JobSpec) throws -> Dataset {
+    static func readSplit(_ files: DataFiles, field: String, spec: JobSpec,
+                          cancellation: LoadCancellation = .never) throws -> Dataset {
         switch files {
         case let .idx(imagesPath, labelsPath):
-            let images = try attributing(to: "\(field).images") { try IDXReader.readImageFile(path: imagesPath) }
-            let labelFile = try attributing(to: "\(field).labels") { try IDXReader.readLabelFile(path: labelsPath) }
+            let images = try attributing(to: "\(field).images") {
+                try IDXReader.readImageFile(path: imagesPath, cancellation: cancellation)
+            }
+            let labelFile = try attributing(to: "\(field).labels") {
+                try IDXReader.readLabelFile(path: labelsPath, cancellation: cancellation)
+            }
             if images.count != labelFile.labels.count {
                 throw DataError(field: field, message: "'\(imagesPath)' holds \(images.count) images but '\(labelsPath)' holds \(labelFile.labels.count) labels; they must pair one to one")
             }
@@ -96,7 +102,8 @@ public enum DataLoader {
 
         case let .csv(path):
             let table = try attributing(to: field) {
-                try CSVReader.read(path: path, header: spec.data.header, labelColumn: spec.data.labelColumn)
+                try CSVReader.read(path: path, header: spec.data.header, labelColumn: spec.data.labelColumn,
+                                  cancellation: cancellation)
             }
             try checkSamples(table.count, width: table.width, path: path, field: field, spec: spec)
             let targets = try makeTargets(table.labels, spec: spec) { i in

@@ -29,6 +29,10 @@ public struct DataRoots: Sendable, Equatable {
     /// Why this worker must not run `spec`, or nil when every data file is a regular file inside a root.
     public func refusal(_ spec: JobSpec) -> String? {
         for (field, path) in spec.dataPaths {
+            // realpath(3) would read the path only up to a NUL and judge another file.
+            if path.utf8.contains(0) {
+                return "\(field): \(path.replacingOccurrences(of: "\0", with: "\\0")): a path cannot hold a NUL byte"
+            }
             guard let real = Self.resolve(path) else {
                 return "\(field): \(path): \(String(cString: strerror(errno)))"
             }

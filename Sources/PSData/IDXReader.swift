@@ -8,14 +8,16 @@ public enum IDXReader {
 
     /// Images as `count × width` row-major pixels with values 0...255; IDX3 (count, rows, cols) or
     /// IDX2 (count, width).
-    public static func readImages(path: String) throws -> (count: Int, width: Int, pixels: [Float]) {
-        let images = try readImageFile(path: path)
+    public static func readImages(path: String, cancellation: LoadCancellation = .never) throws
+        -> (count: Int, width: Int, pixels: [Float])
+    {
+        let images = try readImageFile(path: path, cancellation: cancellation)
         return (images.count, images.width, images.pixels)
     }
 
     /// One label byte per sample.
-    public static func readLabels(path: String) throws -> [UInt8] {
-        try readLabelFile(path: path).labels
+    public static func readLabels(path: String, cancellation: LoadCancellation = .never) throws -> [UInt8] {
+        try readLabelFile(path: path, cancellation: cancellation).labels
     }
 
     struct ImageFile {
@@ -31,49 +33,85 @@ public enum IDXReader {
         var file: FileBytes
     }
 
-    static func readImageFile(path: String) throws -> ImageFile {
-        let file = try FileBytes.read(path: path)
-        let bytes = file.bytes
-        let magic = try readMagic(file, path: path, expected: [imagesMagic, flatImagesMagic],
+    /// What an IDX header declares: `count` items of `width` bytes after `headerBytes` header bytes.
+    struct Header {
+        var dims: Int
+        var headerBytes: Int
+        var count: Int
+        var width: Int
+        var totalBytes: Int { headerBytes + count * width }
+    }
+
+    /// Reads `path` after judging its header from the first 16 bytes, so a gzip file inflates only as
+    /// far as the header says it should (`FileBytes.Expectation`).
+    private static func read(path: String, cancellation: LoadCancellation, noun: String,
+                             header: @escaping (FileBytes) throws -> Header) throws -> (FileBytes, Header) {
+        var found: Header?
+        let expectation = FileBytes.Expectation(headBytes: 16) { head in
+            let h = try header(head)
+            found = h
+            return .exactly(h.totalBytes, reason: "its IDX\(h.dims) header implies \(h.totalBytes) bytes (\(h.headerBytes) + \(h.count) \(noun) × \(h.width))")
+        }
+        let file = try FileBytes.read(path: path, expecting: expectation, cancellation: cancellation)
+        guard let found else { preconditionFailure("FileBytes.read returned without judging the header") }
+        try requireBody(file, path: path, header: found, noun: noun)
+        return (file, found)
+    }
+
+    static func readImageFile(path: String, cancellation: LoadCancellation = .never) throws -> ImageFile {
+        let (file, header) = try read(path: path, cancellation: cancellation, noun: "images") { head in
+            try imageHeader(head, path: path)
+        }
+        let headerBytes = header.headerBytes
+        var pixels = [Float](repeating: 0, count: header.count * header.width)
+        try pixels.withUnsafeMutableBufferPointer { out in
+            try file.bytes.withUnsafeBufferPointer { input in
+                var start = 0
+                while start < out.count {
+                    try cancellation.check(file: path)
+                    let end = min(start + DataLimits.pieceBytes, out.count)
+                    for i in start..<end { out[i] = Float(input[headerBytes + i]) }
+                    start = end
+                }
+            }
+        }
+        return ImageFile(count: header.count, width: header.width, pixels: pixels)
+    }
+
+    static func readLabelFile(path: String, cancellation: LoadCancellation = .never) throws -> LabelFile {
+        let (file, header) = try read(path: path, cancellation: cancellation, noun: "labels") { head in
+            _ = try readMagic(head, path: path, expected: [labelsMagic], what: "0x00000801 (IDX1 labels)")
+            try requireHeader(head, path: path, bytes: 8, what: "IDX1 labels")
+            let count = Int(bigEndianWord(head.bytes, at: 4))
+            try checkCount(count, width: 1, file: head, path: path)
+            return Header(dims: 1, headerBytes: 8, count: count, width: 1)
+        }
+        return LabelFile(labels: Array(file.bytes[header.headerBytes...]), headerBytes: header.headerBytes, file: file)
+    }
+
+    private static func imageHeader(_ head: FileBytes, path: String) throws -> Header {
+        let bytes = head.bytes
+        let magic = try readMagic(head, path: path, expected: [imagesMagic, flatImagesMagic],
                                   what: "0x00000803 (IDX3 images) or 0x00000802 (IDX2 images)")
         let dims = magic == imagesMagic ? 3 : 2
         let headerBytes = 4 + 4 * dims
-        try requireHeader(file, path: path, bytes: headerBytes, what: "IDX\(dims) images")
+        try requireHeader(head, path: path, bytes: headerBytes, what: "IDX\(dims) images")
         let count = Int(bigEndianWord(bytes, at: 4))
         var width = 1
         for d in 1..<dims {
             let size = Int(bigEndianWord(bytes, at: 4 + 4 * d))
             if size == 0 {
-                throw DataError(file: path, location: file.location(byte: 4 + 4 * d),
+                throw DataError(file: path, location: head.location(byte: 4 + 4 * d),
                                 message: "dimension \(d) is 0; images need at least one pixel")
             }
             width *= size  // at most 2^64 - 2^33 + 1: cannot overflow Int
             if width > DataLimits.featuresMax {
-                throw DataError(file: path, location: file.location(byte: 4 + 4 * d),
+                throw DataError(file: path, location: head.location(byte: 4 + 4 * d),
                                 message: "images of \(width) pixels exceed the limit of \(DataLimits.featuresMax) features")
             }
         }
-        try checkCount(count, width: width, file: file, path: path)
-        try requireBody(file, path: path, headerBytes: headerBytes, count: count, itemBytes: width, noun: "images")
-
-        var pixels = [Float](repeating: 0, count: count * width)
-        pixels.withUnsafeMutableBufferPointer { out in
-            bytes.withUnsafeBufferPointer { input in
-                for i in 0..<out.count { out[i] = Float(input[headerBytes + i]) }
-            }
-        }
-        return ImageFile(count: count, width: width, pixels: pixels)
-    }
-
-    static func readLabelFile(path: String) throws -> LabelFile {
-        let file = try FileBytes.read(path: path)
-        _ = try readMagic(file, path: path, expected: [labelsMagic], what: "0x00000801 (IDX1 labels)")
-        let headerBytes = 8
-        try requireHeader(file, path: path, bytes: headerBytes, what: "IDX1 labels")
-        let count = Int(bigEndianWord(file.bytes, at: 4))
-        try checkCount(count, width: 1, file: file, path: path)
-        try requireBody(file, path: path, headerBytes: headerBytes, count: count, itemBytes: 1, noun: "labels")
-        return LabelFile(labels: Array(file.bytes[headerBytes...]), headerBytes: headerBytes, file: file)
+        try checkCount(count, width: width, file: head, path: path)
+        return Header(dims: dims, headerBytes: headerBytes, count: count, width: width)
     }
 
     private static func bigEndianWord(_ bytes: [UInt8], at offset: Int) -> UInt32 {
@@ -118,8 +156,8 @@ public enum IDXReader {
         }
     }
 
-    private static func requireBody(_ file: FileBytes, path: String, headerBytes: Int, count: Int,
-                                    itemBytes: Int, noun: String) throws {
+    private static func requireBody(_ file: FileBytes, path: String, header: Header, noun: String) throws {
+        let (headerBytes, count, itemBytes) = (header.headerBytes, header.count, header.width)
         let expected = count * itemBytes
         let present = file.bytes.count - headerBytes
         if present < expected {

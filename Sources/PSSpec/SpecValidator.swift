@@ -109,6 +109,10 @@ struct SpecValidator {
     private func path(_ field: SpecField) throws(SpecError) -> String {
         let text = try field.string()
         guard !text.isEmpty else { throw field.error("expected a file path, got ''") }
+        // open(2) reads a path up to its first NUL, so the rest would be silently cut off.
+        if let nul = text.utf8.firstIndex(of: 0) {
+            throw field.error("a path cannot hold a NUL byte (found at byte \(text.utf8.distance(from: text.utf8.startIndex, to: nul)))")
+        }
         return SpecPath.resolve(text, base: baseDirectory)
     }
 

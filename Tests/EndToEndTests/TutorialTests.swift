@@ -70,51 +70,13 @@ final class TutorialTests: XCTestCase {
         return true
     }
 
-    /// Runs `command` with bash from the repository root and waits for bash itself. Not with Foundation's
-    /// `Process`: its child inherits a descriptor Foundation watches for the child's end, and a daemon
-    /// the command starts in the background (the tutorial's cluster) would keep it open, so the wait
-    /// would last as long as the daemon. Here the child gets only its standard descriptors: every other
-    /// descriptor of this process is marked close-on-exec first.
+    /// Runs `command` with bash from the repository root and waits for bash itself (`Binaries.spawn`,
+    /// not Foundation's `Process`, so a daemon the command starts cannot stretch the wait).
     static func shell(_ command: String, environment: [String: String],
                       secondsMax: Double = stepSecondsMax) throws -> Binaries.Output {
-        let base = NSTemporaryDirectory() + "ps-tutorial-\(UUID().uuidString)"
-        defer {
-            try? FileManager.default.removeItem(atPath: base + ".out")
-            try? FileManager.default.removeItem(atPath: base + ".err")
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, base + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, base + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
-            if let fd = Int32(entry), fd > 2 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        }
-        let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0.key)=\($0.value)" }
         let root = Binaries.repositoryRoot.replacingOccurrences(of: "'", with: "'\\''")
-        let argv = ["/bin/bash", "-c", "cd '\(root)' && \(command)"]
-        var cArgv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        var cEnv: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
-        defer { (cArgv + cEnv).forEach { free($0) } }
-        var pid = pid_t()
-        let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, &cArgv, &cEnv)
-        guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
-        // Every tutorial command ends in seconds; one that hangs is killed and reported, not waited on.
-        var status: Int32 = 0
-        let deadline = Date().addingTimeInterval(secondsMax)
-        while waitpid(pid, &status, WNOHANG) == 0 {
-            if Date() > deadline {
-                kill(pid, SIGKILL)
-                _ = waitpid(pid, &status, 0)
-                return Binaries.Output(status: 124, stdout: "", stderr: "killed after \(secondsMax) s")
-            }
-            usleep(20_000)
-        }
-        let exited = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        let out = FileManager.default.contents(atPath: base + ".out") ?? Data()
-        let err = FileManager.default.contents(atPath: base + ".err") ?? Data()
-        return Binaries.Output(status: exited, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+        return try Binaries.spawn(["/bin/bash", "-c", "cd '\(root)' && \(command)"], environment: environment,
+                                  secondsMax: secondsMax).output
     }
 
     // A command that does not end is killed at its deadline and reported, not waited on; output and

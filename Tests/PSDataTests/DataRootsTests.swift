@@ -56,6 +56,10 @@ final class DataRootsTests: XCTestCase {
         XCTAssertNil(any.refusal(spec(base + "/elsewhere/secret.csv")))
         XCTAssertNotNil(any.refusal(spec(base + "/data/fifo.csv")))
         XCTAssertNotNil(any.refusal(spec("/dev/zero")))
+        // A NUL byte would make realpath judge the file before it; the spec validator refuses such a
+        // spec first, and a worker does not rely on that.
+        XCTAssertEqual(any.refusal(spec(base + "/data/train.csv\0/../../elsewhere/secret.csv")),
+                       "data.train.path: \(base)/data/train.csv\\0/../../elsewhere/secret.csv: a path cannot hold a NUL byte")
     }
 
     func testBadRootsAreNamed() {

@@ -100,11 +100,11 @@ final class IDXReaderTests: TemporaryDirectoryTestCase {
         assertDataError(try IDXReader.readImages(path: path), contains: [path, "byte 12", "dimension 2 is 0"])
     }
 
-    // A missing file and a directory are reported with the operating system's reason.
+    // A missing file is reported with the operating system's reason, and a folder as not a regular file.
     func testUnreadableFile() throws {
         let missing = directory.appendingPathComponent("does-not-exist").path
         assertDataError(try IDXReader.readImages(path: missing), contains: [missing, "cannot open", "No such file or directory"])
-        assertDataError(try IDXReader.readLabels(path: directory.path), contains: [directory.path, "is a directory"])
+        assertDataError(try IDXReader.readLabels(path: directory.path), contains: [directory.path, "is a folder, not a regular file"])
     }
 
     // Offsets in a gzip file's errors are marked as offsets into the decompressed data.

@@ -184,6 +184,20 @@ final class JobSpecParsingTests: XCTestCase {
         assertError(failure(csv), field: "data.train.images", "unknown key 'images'", "expected path")
     }
 
+    func testNULInADataPathIsRefused() {
+        // Proves a data path holding a NUL byte (JSON "\u0000", YAML "\0") is refused naming the field,
+        // since open(2) would read the path only up to it; a spec that reaches the server with one (which
+        // validates `yamlText()` again) is refused the same way.
+        let json = exampleJSON.replacingOccurrences(of: "\"data/mnist/t10k-labels-idx1-ubyte.gz\"",
+                                                    with: "\"data/mnist/t10k-labels-idx1-ubyte.gz\\u0000.txt\"")
+        assertError(failure(json, format: .json), field: "data.test.labels", "a path cannot hold a NUL byte (found at byte 36)")
+        assertError(failure(example(replacing: "images: data/mnist/train-images-idx3-ubyte.gz", with: "images: \"x\\0y\"")),
+                    field: "data.train.images", "a path cannot hold a NUL byte (found at byte 1)")
+        var spec = exampleSpec
+        spec.data.train = .idx(images: "/jobs/a\0b", labels: "/jobs/l")
+        assertError(failure(spec.yamlText()), field: "data.train.images", "a path cannot hold a NUL byte")
+    }
+
     func testTrainIsRequired() {
         // Proves data.train is required.
         let text = example(replacing: "  train: {images: data/mnist/train-images-idx3-ubyte.gz, labels: data/mnist/train-labels-idx1-ubyte.gz}\n", with: "")
