@@ -217,8 +217,19 @@ extension Coordinator {
         let model = TrainedModel(spec: r.spec, preprocessing: r.data.preprocessing, parameters: parameters, summary: summary)
         registry.jobs[jobId]!.model = model
         out.append(.saveModel(jobId: jobId, model: model))
-        finish(jobId, .finished(stoppedEarly: summary.stoppedEarly), message: "", summary: summary, sha: sha, &out)
+        if let failure = r.failure {
+            finish(jobId, .failed, message: failure, summary: summary, sha: sha, &out)
+        } else {
+            let note = r.stopping.map { "stopped on a \($0) (training.on_non_finite: stop)" } ?? ""
+            finish(jobId, .finished(stoppedEarly: summary.stoppedEarly), message: note, summary: summary, sha: sha, &out)
+        }
         startNextJob(now: now, &out)
+    }
+
+    /// Whether an ended job's checkpoints stay on disk: a job that failed on a non-finite step keeps
+    /// its last good ones (the driver deletes every other ended job's).
+    public func keepsCheckpoints(of jobId: String) -> Bool {
+        registry.jobs[jobId]?.keepsCheckpoints ?? false
     }
 
     // MARK: Status

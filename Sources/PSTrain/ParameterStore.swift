@@ -20,6 +20,12 @@ public struct ParameterStore: Sendable {
     private var mean: [Float]
     /// Parameters updated so far by the parts of a step not yet ended (`applyPart`).
     private var partApplied = 0
+    /// What a checked step overwrote, to undo it if it turns out non-finite: the parameters and each
+    /// shard's optimizer state of `undoRanges` (the parts applied so far this step). Kept between
+    /// steps so a step costs copies, not allocations.
+    private var undoParameters: [Float] = []
+    private var undoSlots: [[[Float]]] = []
+    private var undoRanges: [Range<Int>] = []
 
     /// Threads that apply an update (the mean and each shard's optimizer, in blocks); any count gives
     /// bitwise the same parameters.
@@ -68,6 +74,78 @@ public struct ParameterStore: Sendable {
         version += 1
     }
 
+    /// `apply`, checked: a gradient sum with a NaN or ±inf is not applied (`.gradient`), nor an update
+    /// that would make a parameter non-finite from a finite gradient (`.update`: the parameters,
+    /// optimizer state and version are put back). nil: applied. The bits of an applied step are
+    /// exactly `apply`'s; the checks cost a read of the gradient and of the parameters, and a copy of
+    /// the parameters and optimizer state.
+    public mutating func applyChecked(gradientSum: FloatData, batchCount: Int) -> NonFiniteStep.Value? {
+        precondition(gradientSum.count == parameters.count, "gradient length \(gradientSum.count) != \(parameters.count)")
+        let finite = gradientSum.withUnsafeBytes { VectorMath.allFinite($0.baseAddress!, count: gradientSum.count) }
+        guard finite else { return .gradient }
+        let whole = 0..<parameters.count
+        saveUndo(whole)
+        let steps = shards.map(\.optimizer.stepCount)
+        apply(gradientSum: gradientSum, batchCount: batchCount)
+        if parametersFinite(whole) {
+            undoRanges = []
+            return nil
+        }
+        restoreUndo()
+        for s in shards.indices { shards[s].optimizer.stepCount = steps[s] }
+        version -= 1
+        return .update
+    }
+
+    /// `applyPart`, checked as `applyChecked` checks a whole step: a non-finite gradient part is not
+    /// applied (`.gradient`); a part whose update would make a parameter non-finite is (`.update`), and
+    /// the caller then calls `abandonStep()`, which puts back every part applied this step.
+    public mutating func applyPartChecked(_ range: Range<Int>, gradientSum: UnsafeRawPointer, batchCount: Int) -> NonFiniteStep.Value? {
+        guard VectorMath.allFinite(gradientSum, count: range.count) else { return .gradient }
+        saveUndo(range)
+        applyPart(range, gradientSum: gradientSum, batchCount: batchCount)
+        return parametersFinite(range) ? nil : .update
+    }
+
+    /// Undoes the parts of the current step applied so far (by `applyPartChecked`): the parameters and
+    /// optimizer state are the last step's again, and the step is not counted.
+    public mutating func abandonStep() {
+        restoreUndo()
+        partApplied = 0
+    }
+
+    private func parametersFinite(_ range: Range<Int>) -> Bool {
+        parameters.withUnsafeBytes { VectorMath.allFinite($0.baseAddress! + range.lowerBound * 4, count: range.count) }
+    }
+
+    private mutating func saveUndo(_ range: Range<Int>) {
+        if undoParameters.count != parameters.count {
+            undoParameters = [Float](repeating: 0, count: parameters.count)
+            undoSlots = shards.map { _ in [] }
+        }
+        undoParameters.replaceSubrange(range, with: parameters[range])
+        for s in shards.indices {
+            let r = shards[s].range.clamped(to: range)
+            if r.isEmpty { continue }
+            let local = (r.lowerBound - shards[s].range.lowerBound)..<(r.upperBound - shards[s].range.lowerBound)
+            shards[s].optimizer.saveState(local, into: &undoSlots[s])
+        }
+        undoRanges.append(range)
+    }
+
+    private mutating func restoreUndo() {
+        for range in undoRanges {
+            parameters.replaceSubrange(range, with: undoParameters[range])
+            for s in shards.indices {
+                let r = shards[s].range.clamped(to: range)
+                if r.isEmpty { continue }
+                let local = (r.lowerBound - shards[s].range.lowerBound)..<(r.upperBound - shards[s].range.lowerBound)
+                shards[s].optimizer.restoreState(local, from: undoSlots[s])
+            }
+        }
+        undoRanges = []
+    }
+
     /// Each shard's optimizer over its key range of `gradient` (float32, any alignment) ÷ `divisor`.
     private mutating func step(gradient: UnsafeRawPointer, divisor: Float) {
         precondition(partApplied == 0, "a whole step while a step applied in parts is unfinished")
@@ -113,6 +191,7 @@ public struct ParameterStore: Sendable {
         precondition(partApplied == parameters.count, "parts covered \(partApplied) of \(parameters.count) parameters")
         for s in shards.indices { shards[s].optimizer.endStep() }
         partApplied = 0
+        undoRanges = []
         version += 1
     }
 

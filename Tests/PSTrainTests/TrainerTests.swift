@@ -345,3 +345,103 @@ final class LayerPushTests: XCTestCase {
         XCTAssertEqual(step.combined(part: 1, reusing: &buffers).array, ranges[1].map { Float($0 * 100) + Float($0 * 100 + 1) + Float($0 * 100 + 2) })
     }
 }
+
+/// Non-finite steps (`training.on_non_finite`) in the store every trainer applies steps with, and in
+/// the local trainer.
+final class NonFiniteTrainingTests: XCTestCase {
+    func bitwise(_ a: [Float], _ b: [Float]) -> Bool { a.elementsEqual(b) { $0.bitPattern == $1.bitPattern } }
+
+    // A checked step with a finite result is bitwise the unchecked one; a NaN or inf gradient is not
+    // applied; an update that overflows from a finite gradient is undone: parameters, optimizer state
+    // (Adam's moments and step count) and version are those before it. In parts too, where a bad part
+    // undoes the parts applied before it.
+    func testCheckedStepsAreUndoneWhenNotFinite() {
+        let start = (0..<1000).map { Float($0 % 13) * 0.01 - 0.06 }
+        let good = (0..<1000).map { Float($0 % 7) * 0.3 - 0.9 }
+        for kind in [OptimizerKind.adam, .sgd, .momentum] {
+            var plain = ParameterStore(parameters: start, optimizer: OptimizerSpec(kind: kind, learningRate: 0.01), shardCount: 3)
+            var checked = plain
+            plain.apply(gradientSum: good, batchCount: 4)
+            XCTAssertNil(checked.applyChecked(gradientSum: FloatData(good), batchCount: 4))
+            XCTAssertTrue(bitwise(plain.parameters, checked.parameters), "\(kind)")
+            XCTAssertEqual(checked.version, 1)
+            let before = (checked.parameters, checked.optimizerState.steps, checked.optimizerState.slots)
+            for bad: Float in [.nan, .infinity, -.infinity] {
+                var g = good
+                g[500] = bad
+                XCTAssertEqual(checked.applyChecked(gradientSum: FloatData(g), batchCount: 4), .gradient, "\(kind) \(bad)")
+                XCTAssertTrue(bitwise(checked.parameters, before.0))
+                XCTAssertEqual(checked.version, 1)
+            }
+            // In parts: the second part is bad, so the first one is undone too.
+            XCTAssertNil(good.withUnsafeBytes { checked.applyPartChecked(500..<1000, gradientSum: $0.baseAddress! + 2000, batchCount: 4) })
+            XCTAssertFalse(bitwise(checked.parameters, before.0))
+            var g = good
+            g[3] = .nan
+            XCTAssertEqual(g.withUnsafeBytes { checked.applyPartChecked(0..<500, gradientSum: $0.baseAddress!, batchCount: 4) }, .gradient)
+            checked.abandonStep()
+            XCTAssertTrue(bitwise(checked.parameters, before.0), "\(kind)")
+            XCTAssertEqual(checked.optimizerState.steps, before.1)
+            XCTAssertEqual(checked.optimizerState.slots, before.2)
+            // The store still applies the next good step exactly as one that never saw the bad one.
+            plain.apply(gradientSum: good, batchCount: 4)
+            XCTAssertNil(checked.applyChecked(gradientSum: FloatData(good), batchCount: 4))
+            XCTAssertTrue(bitwise(plain.parameters, checked.parameters), "\(kind)")
+        }
+        // An update that overflows (SGD at 3e38 on a gradient of 10): whole and in parts.
+        var huge = ParameterStore(parameters: start, optimizer: OptimizerSpec(kind: .sgd, learningRate: 3e38), shardCount: 2)
+        let ten = [Float](repeating: 10, count: 1000)
+        XCTAssertEqual(huge.applyChecked(gradientSum: FloatData(ten), batchCount: 1), .update)
+        XCTAssertTrue(bitwise(huge.parameters, start))
+        XCTAssertEqual(huge.version, 0)
+        XCTAssertEqual(huge.optimizerState.steps, 0)
+        XCTAssertEqual(ten.withUnsafeBytes { huge.applyPartChecked(0..<1000, gradientSum: $0.baseAddress!, batchCount: 1) }, .update)
+        huge.abandonStep()
+        XCTAssertTrue(bitwise(huge.parameters, start))
+    }
+
+    // The local trainer on a diverging job: by default it fails at the first step whose loss is not
+    // finite, keeping the weights before it (finite); `stop` ends there, completed, with the same
+    // weights when nothing else is kept; `continue` trains on into NaN, as before the field existed.
+    func testLocalTrainerFailsStopsOrContinues() throws {
+        var spec = smallMNISTSpec(epochs: 2)
+        spec.optimizer.learningRate = 1e30
+        let data = try DataLoader.load(spec)
+        let fail = LocalTrainer(spec: spec, data: data).run()
+        let step = try XCTUnwrap(fail.nonFinite)
+        XCTAssertTrue(fail.failed)
+        XCTAssertEqual(step.value, .loss)
+        XCTAssertEqual(step.epoch, 1)
+        XCTAssertEqual("\(step)", "non-finite loss at step \(step.step) (epoch 1)")
+        XCTAssertTrue(fail.model.parameters.allSatisfy(\.isFinite))
+        XCTAssertTrue(fail.history.isEmpty, "no epoch ended")
+        XCTAssertNil(fail.model.summary.testAccuracy, "a failed run is not evaluated")
+
+        spec.training.onNonFinite = .stop
+        let stop = LocalTrainer(spec: spec, data: data).run()
+        XCTAssertEqual(stop.nonFinite, step)
+        XCTAssertFalse(stop.failed)
+        XCTAssertEqual(stop.weightsSHA256, fail.weightsSHA256, "the last good weights")
+        XCTAssertEqual(stop.history.count, 1)
+        XCTAssertTrue(stop.history[0].stopEarly)
+        XCTAssertTrue(stop.model.summary.stoppedEarly)
+        XCTAssertNotNil(stop.model.summary.testAccuracy)
+
+        spec.training.onNonFinite = .continue
+        let carryOn = LocalTrainer(spec: spec, data: data).run()
+        XCTAssertNil(carryOn.nonFinite)
+        XCTAssertEqual(carryOn.history.count, 2)
+        XCTAssertTrue(carryOn.model.parameters.contains { !$0.isFinite })
+    }
+
+    // A job that does not diverge trains to the same bits whatever the policy: the checks change nothing.
+    func testChecksDoNotChangeTheBits() throws {
+        var spec = smallMNISTSpec(optimizer: OptimizerSpec(kind: .adam, learningRate: 0.003), epochs: 1)
+        let data = try DataLoader.load(spec)
+        let checked = LocalTrainer(spec: spec, data: data).run()
+        spec.training.onNonFinite = .continue
+        let unchecked = LocalTrainer(spec: spec, data: data).run()
+        XCTAssertNil(checked.nonFinite)
+        XCTAssertEqual(checked.weightsSHA256, unchecked.weightsSHA256)
+    }
+}
