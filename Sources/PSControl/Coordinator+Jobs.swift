@@ -144,7 +144,9 @@ extension Coordinator {
     /// Only between pieces of work (`phase` says which comes next), and one at a time: while one is being
     /// written a due one waits for the next boundary. The shard adds the values and hands it over.
     mutating func checkpointIfDue(_ phase: Checkpoint.Phase, epochEnd: Bool, now: Double, _ out: inout [CoordinatorAction]) {
-        guard var r = run, !r.checkpointInFlight else { return }
+        // Not after a step that was not finite: the shard's optimizer state is not kept then (a restart
+        // redoes the steps from the last checkpoint and stops at the same step).
+        guard var r = run, !r.checkpointInFlight, r.stopping == nil else { return }
         let c = r.spec.checkpoint
         let due = (epochEnd && c.atEpochEnd) || (c.everySteps > 0 && r.stepsSinceCheckpoint >= c.everySteps)
             || (c.everySeconds > 0 && now - r.lastCheckpointAt >= c.everySeconds)

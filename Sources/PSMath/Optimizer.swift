@@ -138,20 +138,6 @@ public struct Optimizer: Sendable {
         }
     }
 
-    /// Copies the state (each slot) of elements `range` into `saved` (one `count`-long buffer per slot,
-    /// made here the first time), so that a step found to be non-finite can be undone.
-    public func saveState(_ range: Range<Int>, into saved: inout [[Float]]) {
-        let current = [slot0, slot1].prefix(config.rule.slotNames.count)
-        if saved.count != current.count { saved = current.map { [Float](repeating: 0, count: $0.count) } }
-        for (k, slot) in current.enumerated() { saved[k].replaceSubrange(range, with: slot[range]) }
-    }
-
-    /// Puts back the state of elements `range` that `saveState` copied.
-    public mutating func restoreState(_ range: Range<Int>, from saved: [[Float]]) {
-        if saved.count > 0 { slot0.replaceSubrange(range, with: saved[0][range]) }
-        if saved.count > 1 { slot1.replaceSubrange(range, with: saved[1][range]) }
-    }
-
     /// Counts one update whose parts `stepPart` has applied to every element.
     public mutating func endStep() {
         stepCount += 1
@@ -364,13 +350,28 @@ public enum VectorMath {
         forEachBlock(count, vector: { i in store(load(a, i) + load(b, i), a, i) }, scalar: { i in a[i] += b[i] })
     }
 
+    /// `target[range] = source[range]`, one memory copy.
+    public static func copy(_ range: Range<Int>, from source: [Float], to target: inout [Float]) {
+        source.withUnsafeBufferPointer { s in
+            target.withUnsafeMutableBufferPointer { t in
+                (t.baseAddress! + range.lowerBound).update(from: s.baseAddress! + range.lowerBound, count: range.count)
+            }
+        }
+    }
+
     /// Whether every one of `count` float32 values (raw: a gradient read in place from a frame, any
-    /// alignment) is finite. One read pass: the largest exponent field is all ones only for NaN or ±inf.
+    /// alignment) is finite. One read pass: the largest exponent field is all ones only for NaN or ±inf
+    /// (an integer max, which the compiler vectorises; aligned data is read as such).
     public static func allFinite(_ values: UnsafeRawPointer, count: Int) -> Bool {
         let exponent: UInt32 = 0x7F80_0000
         var largest: UInt32 = 0
-        for i in 0..<count {
-            largest = max(largest, values.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) & exponent)
+        if Int(bitPattern: values) % MemoryLayout<UInt32>.alignment == 0 {
+            let words = values.assumingMemoryBound(to: UInt32.self)
+            for i in 0..<count { largest = max(largest, words[i] & exponent) }
+        } else {
+            for i in 0..<count {
+                largest = max(largest, values.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) & exponent)
+            }
         }
         return largest != exponent
     }

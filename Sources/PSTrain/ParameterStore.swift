@@ -20,12 +20,13 @@ public struct ParameterStore: Sendable {
     private var mean: [Float]
     /// Parameters updated so far by the parts of a step not yet ended (`applyPart`).
     private var partApplied = 0
-    /// What a checked step overwrote, to undo it if it turns out non-finite: the parameters and each
-    /// shard's optimizer state of `undoRanges` (the parts applied so far this step). Kept between
-    /// steps so a step costs copies, not allocations.
+    /// The parameters a checked step overwrote (`undoRanges`: the parts applied so far this step), to
+    /// put back if it turns out non-finite. Kept between steps so a step costs a copy, not an allocation.
     private var undoParameters: [Float] = []
-    private var undoSlots: [[[Float]]] = []
     private var undoRanges: [Range<Int>] = []
+    /// Set once a checked step was not finite: its optimizer state is not put back (training ends
+    /// there, under `on_non_finite` fail or stop, so nothing reads it), and no step may follow.
+    public private(set) var rejectedStep = false
 
     /// Threads that apply an update (the mean and each shard's optimizer, in blocks); any count gives
     /// bitwise the same parameters.
@@ -74,15 +75,13 @@ public struct ParameterStore: Sendable {
         version += 1
     }
 
-    /// `apply`, checked: a gradient sum with a NaN or ±inf is not applied (`.gradient`), nor an update
-    /// that would make a parameter non-finite from a finite gradient (`.update`: the parameters,
-    /// optimizer state and version are put back). nil: applied. The bits of an applied step are
-    /// exactly `apply`'s; the checks cost a read of the gradient and of the parameters, and a copy of
-    /// the parameters and optimizer state.
+    /// `apply`, checked: when the new parameters are not all finite the step is not kept: the
+    /// parameters and version are put back, and the answer says why: `.gradient` when the gradient sum
+    /// held a NaN or ±inf, `.update` when a finite gradient's update overflowed. nil: applied, bitwise
+    /// as `apply`. A non-finite gradient always makes some parameter non-finite (NaN and ±inf survive
+    /// every rule and clipping), so the hot path reads the new parameters once and copies the old ones
+    /// once; the gradient is read only to name the cause.
     public mutating func applyChecked(gradientSum: FloatData, batchCount: Int) -> NonFiniteStep.Value? {
-        precondition(gradientSum.count == parameters.count, "gradient length \(gradientSum.count) != \(parameters.count)")
-        let finite = gradientSum.withUnsafeBytes { VectorMath.allFinite($0.baseAddress!, count: gradientSum.count) }
-        guard finite else { return .gradient }
         let whole = 0..<parameters.count
         saveUndo(whole)
         let steps = shards.map(\.optimizer.stepCount)
@@ -94,24 +93,26 @@ public struct ParameterStore: Sendable {
         restoreUndo()
         for s in shards.indices { shards[s].optimizer.stepCount = steps[s] }
         version -= 1
-        return .update
+        rejectedStep = true
+        let finite = gradientSum.withUnsafeBytes { VectorMath.allFinite($0.baseAddress!, count: gradientSum.count) }
+        return finite ? .update : .gradient
     }
 
-    /// `applyPart`, checked as `applyChecked` checks a whole step: a non-finite gradient part is not
-    /// applied (`.gradient`); a part whose update would make a parameter non-finite is (`.update`), and
-    /// the caller then calls `abandonStep()`, which puts back every part applied this step.
+    /// `applyPart`, checked as `applyChecked` checks a whole step. On an answer (the part's new values
+    /// are not all finite) the caller calls `abandonStep()`, which puts back every part applied this step.
     public mutating func applyPartChecked(_ range: Range<Int>, gradientSum: UnsafeRawPointer, batchCount: Int) -> NonFiniteStep.Value? {
-        guard VectorMath.allFinite(gradientSum, count: range.count) else { return .gradient }
         saveUndo(range)
         applyPart(range, gradientSum: gradientSum, batchCount: batchCount)
-        return parametersFinite(range) ? nil : .update
+        if parametersFinite(range) { return nil }
+        return VectorMath.allFinite(gradientSum, count: range.count) ? .update : .gradient
     }
 
-    /// Undoes the parts of the current step applied so far (by `applyPartChecked`): the parameters and
-    /// optimizer state are the last step's again, and the step is not counted.
+    /// Puts back the parameters of the parts of the current step applied so far (by
+    /// `applyPartChecked`): they are the last step's again, and the step is not counted.
     public mutating func abandonStep() {
         restoreUndo()
         partApplied = 0
+        rejectedStep = true
     }
 
     private func parametersFinite(_ range: Range<Int>) -> Bool {
@@ -119,30 +120,14 @@ public struct ParameterStore: Sendable {
     }
 
     private mutating func saveUndo(_ range: Range<Int>) {
-        if undoParameters.count != parameters.count {
-            undoParameters = [Float](repeating: 0, count: parameters.count)
-            undoSlots = shards.map { _ in [] }
-        }
-        undoParameters.replaceSubrange(range, with: parameters[range])
-        for s in shards.indices {
-            let r = shards[s].range.clamped(to: range)
-            if r.isEmpty { continue }
-            let local = (r.lowerBound - shards[s].range.lowerBound)..<(r.upperBound - shards[s].range.lowerBound)
-            shards[s].optimizer.saveState(local, into: &undoSlots[s])
-        }
+        precondition(!rejectedStep, "a step after one that was not finite")
+        if undoParameters.count != parameters.count { undoParameters = [Float](repeating: 0, count: parameters.count) }
+        VectorMath.copy(range, from: parameters, to: &undoParameters)
         undoRanges.append(range)
     }
 
     private mutating func restoreUndo() {
-        for range in undoRanges {
-            parameters.replaceSubrange(range, with: undoParameters[range])
-            for s in shards.indices {
-                let r = shards[s].range.clamped(to: range)
-                if r.isEmpty { continue }
-                let local = (r.lowerBound - shards[s].range.lowerBound)..<(r.upperBound - shards[s].range.lowerBound)
-                shards[s].optimizer.restoreState(local, from: undoSlots[s])
-            }
-        }
+        for range in undoRanges { VectorMath.copy(range, from: undoParameters, to: &parameters) }
         undoRanges = []
     }
 

@@ -351,53 +351,56 @@ final class LayerPushTests: XCTestCase {
 final class NonFiniteTrainingTests: XCTestCase {
     func bitwise(_ a: [Float], _ b: [Float]) -> Bool { a.elementsEqual(b) { $0.bitPattern == $1.bitPattern } }
 
-    // A checked step with a finite result is bitwise the unchecked one; a NaN or inf gradient is not
-    // applied; an update that overflows from a finite gradient is undone: parameters, optimizer state
-    // (Adam's moments and step count) and version are those before it. In parts too, where a bad part
-    // undoes the parts applied before it.
+    // A checked step with a finite result is bitwise the unchecked one. A NaN or ±inf gradient, whole
+    // or in a part (where the parts applied before it go too), is not kept: the parameters and version
+    // are those before it, the answer names the gradient, and the store takes no further step. An
+    // update that overflows from a finite gradient (SGD at 3e38 on a gradient of 10) is named as such.
     func testCheckedStepsAreUndoneWhenNotFinite() {
         let start = (0..<1000).map { Float($0 % 13) * 0.01 - 0.06 }
         let good = (0..<1000).map { Float($0 % 7) * 0.3 - 0.9 }
-        for kind in [OptimizerKind.adam, .sgd, .momentum] {
-            var plain = ParameterStore(parameters: start, optimizer: OptimizerSpec(kind: kind, learningRate: 0.01), shardCount: 3)
-            var checked = plain
-            plain.apply(gradientSum: good, batchCount: 4)
-            XCTAssertNil(checked.applyChecked(gradientSum: FloatData(good), batchCount: 4))
-            XCTAssertTrue(bitwise(plain.parameters, checked.parameters), "\(kind)")
-            XCTAssertEqual(checked.version, 1)
-            let before = (checked.parameters, checked.optimizerState.steps, checked.optimizerState.slots)
-            for bad: Float in [.nan, .infinity, -.infinity] {
-                var g = good
-                g[500] = bad
-                XCTAssertEqual(checked.applyChecked(gradientSum: FloatData(g), batchCount: 4), .gradient, "\(kind) \(bad)")
-                XCTAssertTrue(bitwise(checked.parameters, before.0))
+        for kind in [OptimizerKind.adam, .sgd, .momentum, .adadelta, .adagrad, .rmsprop] {
+            for clip: Float? in [nil, 0.5] {
+                let spec = OptimizerSpec(kind: kind, learningRate: 0.01, clipNorm: clip)
+                var plain = ParameterStore(parameters: start, optimizer: spec, shardCount: 3)
+                var checked = plain
+                plain.apply(gradientSum: good, batchCount: 4)
+                XCTAssertNil(checked.applyChecked(gradientSum: FloatData(good), batchCount: 4))
+                XCTAssertTrue(bitwise(plain.parameters, checked.parameters), "\(kind)")
                 XCTAssertEqual(checked.version, 1)
+                let before = checked.parameters
+                for bad: Float in [.nan, .infinity, -.infinity] {
+                    var g = good
+                    g[500] = bad
+                    var whole = checked
+                    XCTAssertEqual(whole.applyChecked(gradientSum: FloatData(g), batchCount: 4), .gradient, "\(kind) \(bad)")
+                    XCTAssertTrue(bitwise(whole.parameters, before), "\(kind) \(bad) clip \(clip ?? 0)")
+                    XCTAssertEqual(whole.version, 1)
+                    XCTAssertEqual(whole.optimizerState.steps, 1)
+                    XCTAssertTrue(whole.rejectedStep)
+                    guard clip == nil else { continue }
+                    // In parts: the first part is good and applied, the second is bad; both are undone.
+                    var parts = checked
+                    XCTAssertNil(g.withUnsafeBytes { parts.applyPartChecked(0..<400, gradientSum: $0.baseAddress!, batchCount: 4) })
+                    XCTAssertFalse(bitwise(parts.parameters, before))
+                    XCTAssertEqual(g.withUnsafeBytes { parts.applyPartChecked(400..<1000, gradientSum: $0.baseAddress! + 1600, batchCount: 4) },
+                                   .gradient, "\(kind) \(bad)")
+                    parts.abandonStep()
+                    XCTAssertTrue(bitwise(parts.parameters, before), "\(kind) \(bad)")
+                    XCTAssertEqual(parts.version, 1)
+                    XCTAssertTrue(parts.rejectedStep)
+                }
             }
-            // In parts: the second part is bad, so the first one is undone too.
-            XCTAssertNil(good.withUnsafeBytes { checked.applyPartChecked(500..<1000, gradientSum: $0.baseAddress! + 2000, batchCount: 4) })
-            XCTAssertFalse(bitwise(checked.parameters, before.0))
-            var g = good
-            g[3] = .nan
-            XCTAssertEqual(g.withUnsafeBytes { checked.applyPartChecked(0..<500, gradientSum: $0.baseAddress!, batchCount: 4) }, .gradient)
-            checked.abandonStep()
-            XCTAssertTrue(bitwise(checked.parameters, before.0), "\(kind)")
-            XCTAssertEqual(checked.optimizerState.steps, before.1)
-            XCTAssertEqual(checked.optimizerState.slots, before.2)
-            // The store still applies the next good step exactly as one that never saw the bad one.
-            plain.apply(gradientSum: good, batchCount: 4)
-            XCTAssertNil(checked.applyChecked(gradientSum: FloatData(good), batchCount: 4))
-            XCTAssertTrue(bitwise(plain.parameters, checked.parameters), "\(kind)")
         }
-        // An update that overflows (SGD at 3e38 on a gradient of 10): whole and in parts.
         var huge = ParameterStore(parameters: start, optimizer: OptimizerSpec(kind: .sgd, learningRate: 3e38), shardCount: 2)
+        var hugeParts = huge
         let ten = [Float](repeating: 10, count: 1000)
         XCTAssertEqual(huge.applyChecked(gradientSum: FloatData(ten), batchCount: 1), .update)
         XCTAssertTrue(bitwise(huge.parameters, start))
         XCTAssertEqual(huge.version, 0)
         XCTAssertEqual(huge.optimizerState.steps, 0)
-        XCTAssertEqual(ten.withUnsafeBytes { huge.applyPartChecked(0..<1000, gradientSum: $0.baseAddress!, batchCount: 1) }, .update)
-        huge.abandonStep()
-        XCTAssertTrue(bitwise(huge.parameters, start))
+        XCTAssertEqual(ten.withUnsafeBytes { hugeParts.applyPartChecked(0..<1000, gradientSum: $0.baseAddress!, batchCount: 1) }, .update)
+        hugeParts.abandonStep()
+        XCTAssertTrue(bitwise(hugeParts.parameters, start))
     }
 
     // The local trainer on a diverging job: by default it fails at the first step whose loss is not
