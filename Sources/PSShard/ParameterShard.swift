@@ -44,6 +44,16 @@ public enum ShardCommand: Sendable {
     case close
 }
 
+extension ShardCommand {
+    /// Whether the command belongs to a training step (a shard that refused a step ignores these).
+    var isStep: Bool {
+        switch self {
+        case .beginStep, .push, .drop, .applyParts, .applyStep: return true
+        default: return false
+        }
+    }
+}
+
 /// What the shard does in answer.
 public enum ShardAction: Sendable {
     case send(Recipient, Envelope)
@@ -117,15 +127,10 @@ public struct ParameterShard {
         }
         job = nil
         var out: [ShardAction] = []
-        if j.halted {
-            switch command {
-            case .beginStep, .push, .drop, .applyParts, .applyStep:
-                // The step was not applied; the coordinator ends training when it hears of it.
-                job = j
-                return []
-            default:
-                break
-            }
+        if j.halted && command.isStep {
+            // A step was not applied; the coordinator ends training when it hears of it.
+            job = j
+            return []
         }
         switch command {
         case .open, .restore:

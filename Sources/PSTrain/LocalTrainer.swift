@@ -91,16 +91,9 @@ public struct LocalTrainer {
                                               into: g.baseAddress!)
                         }
                     }
-                    if checks {
-                        // The loss first, as the coordinator checks it before any part of the step is applied.
-                        let problem = stats.lossSum.isFinite
-                            ? store.applyChecked(gradientSum: FloatData(gradient), batchCount: batchCount) : .loss
-                        if let problem {
-                            nonFinite = NonFiniteStep(problem, step: globalStep + 1, epoch: epoch + 1)
-                            break
-                        }
-                    } else {
-                        store.apply(gradientSum: gradient, batchCount: batchCount)
+                    if let problem = Self.apply(gradient, stats: stats, batchCount: batchCount, checks: checks, to: &store) {
+                        nonFinite = NonFiniteStep(problem, step: globalStep + 1, epoch: epoch + 1)
+                        break
                     }
                     epochStats = epochStats + stats
                     let seconds = Self.seconds(clock.now - epochStart)
@@ -135,6 +128,19 @@ public struct LocalTrainer {
         let model = TrainedModel(spec: spec, preprocessing: data.preprocessing, parameters: kept.parameters, summary: summary)
         return Result(model: model, weightsSHA256: weightsSHA256(kept.parameters), history: ledger.history,
                       nonFinite: nonFinite)
+    }
+
+    /// Applies one step's reduced gradient; with `checks` (`on_non_finite` fail or stop) not when its
+    /// loss, gradient or update is not finite, and then says which (the store keeps the last good weights).
+    private static func apply(_ gradient: [Float], stats: ChunkStats, batchCount: Int, checks: Bool,
+                              to store: inout ParameterStore) -> NonFiniteStep.Value? {
+        guard checks else {
+            store.apply(gradientSum: gradient, batchCount: batchCount)
+            return nil
+        }
+        // The loss first, as the coordinator checks it before any part of the step is applied.
+        guard stats.lossSum.isFinite else { return .loss }
+        return store.applyChecked(gradientSum: FloatData(gradient), batchCount: batchCount)
     }
 
     /// A run that failed on `step`: the model holds the weights the ledger keeps (the last good ones,
