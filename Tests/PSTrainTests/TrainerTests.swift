@@ -437,6 +437,38 @@ final class NonFiniteTrainingTests: XCTestCase {
         XCTAssertTrue(carryOn.model.parameters.contains { !$0.isFinite })
     }
 
+    // After a failed step the ledger keeps the best epoch's weights when early stopping restores them
+    // and an epoch was recorded (the cluster then restores the shard's best), else the current (last
+    // good) ones; the failure summary has the epochs so far and the partial epoch's training loss.
+    func testWeightsKeptAfterAFailure() {
+        let best = EarlyStoppingSpec(monitor: .valLoss, patience: 3, restoreBest: true)
+        var ledger = TrainingLedger(spec: smallMNISTSpec(earlyStopping: best))
+        XCTAssertEqual(ledger.keptAfterFailure(currentVersion: 3).version, 3, "no epoch yet: the last good weights")
+        XCTAssertNil(ledger.keptAfterFailure(currentVersion: 3).epoch)
+        _ = ledger.endEpoch(1, train: ChunkStats(lossSum: 80, correct: 30, samples: 40),
+                            validation: ChunkStats(lossSum: 5, correct: 8, samples: 10), seconds: 1,
+                            parameters: [1, 2], version: 10)
+        let kept = ledger.keptAfterFailure(currentVersion: 15)
+        XCTAssertEqual(kept.version, 10)
+        XCTAssertEqual(kept.epoch, 1)
+        let summary = ledger.failureSummary(partial: ChunkStats(lossSum: 6, correct: 1, samples: 4), keptEpoch: kept.epoch,
+                                            samplesPerSecond: 1)
+        XCTAssertEqual(summary.epochsRun, 1)
+        XCTAssertEqual(summary.trainLoss, 1.5)
+        XCTAssertEqual(summary.validationLoss, 0.5)
+        XCTAssertFalse(summary.stoppedEarly)
+        XCTAssertNil(summary.testAccuracy)
+
+        var plain = TrainingLedger(spec: smallMNISTSpec())
+        _ = plain.endEpoch(1, train: ChunkStats(lossSum: 80, correct: 30, samples: 40),
+                           validation: ChunkStats(lossSum: 5, correct: 8, samples: 10), seconds: 1,
+                           parameters: [1, 2], version: 10)
+        XCTAssertEqual(plain.keptAfterFailure(currentVersion: 15).version, 15, "nothing restores the best: the last good weights")
+        XCTAssertNil(plain.keptAfterFailure(currentVersion: 15).epoch)
+        XCTAssertEqual(plain.failureSummary(partial: ChunkStats(), keptEpoch: nil, samplesPerSecond: 1).trainLoss, 2,
+                       "no step since the epoch: its training loss")
+    }
+
     // A job that does not diverge trains to the same bits whatever the policy: the checks change nothing.
     func testChecksDoNotChangeTheBits() throws {
         var spec = smallMNISTSpec(optimizer: OptimizerSpec(kind: .adam, learningRate: 0.003), epochs: 1)
