@@ -144,7 +144,9 @@ extension Coordinator {
     /// Only between pieces of work (`phase` says which comes next), and one at a time: while one is being
     /// written a due one waits for the next boundary. The shard adds the values and hands it over.
     mutating func checkpointIfDue(_ phase: Checkpoint.Phase, epochEnd: Bool, now: Double, _ out: inout [CoordinatorAction]) {
-        guard var r = run, !r.checkpointInFlight else { return }
+        // Not after a step that was not finite: the shard's optimizer state is not kept then (a restart
+        // redoes the steps from the last checkpoint and stops at the same step).
+        guard var r = run, !r.checkpointInFlight, r.stopping == nil else { return }
         let c = r.spec.checkpoint
         let due = (epochEnd && c.atEpochEnd) || (c.everySteps > 0 && r.stepsSinceCheckpoint >= c.everySteps)
             || (c.everySeconds > 0 && now - r.lastCheckpointAt >= c.everySeconds)
@@ -217,8 +219,19 @@ extension Coordinator {
         let model = TrainedModel(spec: r.spec, preprocessing: r.data.preprocessing, parameters: parameters, summary: summary)
         registry.jobs[jobId]!.model = model
         out.append(.saveModel(jobId: jobId, model: model))
-        finish(jobId, .finished(stoppedEarly: summary.stoppedEarly), message: "", summary: summary, sha: sha, &out)
+        if let failure = r.failure {
+            finish(jobId, .failed, message: failure, summary: summary, sha: sha, &out)
+        } else {
+            let note = r.stopping.map { "stopped on a \($0) (training.on_non_finite: stop)" } ?? ""
+            finish(jobId, .finished(stoppedEarly: summary.stoppedEarly), message: note, summary: summary, sha: sha, &out)
+        }
         startNextJob(now: now, &out)
+    }
+
+    /// Whether an ended job's checkpoints stay on disk: a job that failed on a non-finite step keeps
+    /// its last good ones (the driver deletes every other ended job's).
+    public func keepsCheckpoints(of jobId: String) -> Bool {
+        registry.jobs[jobId]?.keepsCheckpoints ?? false
     }
 
     // MARK: Status

@@ -11,9 +11,14 @@ extension Coordinator {
     mutating func push(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
                        now: Double, _ out: inout [CoordinatorAction]) {
         let completed = accept(p, from: wid, requestId: rid, connection: id, &out)
+        guard let r = run, let work = r.work, work.kind == .train, !work.applying else { return }
+        // Once a part is complete (or the whole step, when it is applied at once) every chunk has
+        // reported its loss: a non-finite one stops the step before any of it is applied.
+        if r.checksNonFinite, !completed.isEmpty || work.gradients.isComplete, !work.gradients.reportedLossesFinite {
+            return nonFinite(.loss, now: now, &out)
+        }
         if !completed.isEmpty { applyParts(completed, &out) }
-        let stepComplete = run?.work.map { $0.kind == .train && $0.gradients.isComplete } ?? false
-        if stepComplete { completeTrainStep(now: now, &out) }
+        if run?.work?.gradients.isComplete == true { stepPushed(&out) }
     }
 
     /// Checks and stores one push; returns the parts it completed (every chunk of the step in).

@@ -50,6 +50,14 @@ struct Run {
     var checkpointInFlight = false
     /// Set when a job read back from the journal starts (after a restart) until its first step is applied.
     var resumedAt: Double?
+    /// The step that was not applied because it was not finite, when the job stops there
+    /// (`on_non_finite: stop`): the epoch ends early and training stops after it.
+    var stopping: NonFiniteStep?
+    /// The failure message of a job that failed on a non-finite step, while the shard hands over the
+    /// weights it keeps.
+    var failure: String?
+    /// Whether steps are checked for a non-finite loss here (and gradients and updates by the shard).
+    var checksNonFinite: Bool { spec.training.onNonFinite != .continue }
 
     init(jobId: String, spec: JobSpec, ranges: [Range<Int>], parameterCount: Int, appliesInParts: Bool,
          data: PreparedData, ledger: TrainingLedger, stepsPerEpoch: Int, epochStartedAt: Double) {
@@ -87,6 +95,9 @@ struct Work {
     var assigned: [Range<Int>: UInt64] = [:]
     /// Workers given chunks of this work (the receivers of parts applied early).
     var participants: Set<UInt64> = []
+    /// A training step whose every push is in: the shard applies it (or its last parts) and says when
+    /// it has (`.shardStepApplied`), or that it did not because it was not finite.
+    var applying = false
 
     var total: Int { leafSamples.count }
     var isComplete: Bool { kind == .train ? gradients.isComplete : evaluations.isComplete }
@@ -219,15 +230,76 @@ extension Coordinator {
         out.append(.send(w.connection, Envelope(requestId: 0, message: .assignment(assignment))))
     }
 
-    mutating func completeTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
-        guard var r = run, let work = r.work else { return }
+    /// Every push of the training step is in: the shard applies what is left of it (a clipped step
+    /// whole; a step applied in parts has had its last part sent already) and answers `stepApplied`.
+    mutating func stepPushed(_ out: inout [CoordinatorAction]) {
+        guard var r = run, var work = r.work, work.kind == .train, !work.applying else { return }
+        work.applying = true
         if r.appliesInParts {
-            // The shard ended the step when its last part was applied.
+            // The shard ends the step when its last part is applied.
             precondition(work.gradients.applied.allSatisfy { $0 }, "step complete with a part not applied")
         } else {
             // Clipping needs the whole gradient's norm: the shard puts the parts' sums together, then applies.
             out.append(.shard(.applyStep(batchSize: work.batchSize)))
         }
+        r.work = work
+        run = r
+    }
+
+    /// The shard's answer to the step's last part or whole step: applied (the job goes on), or not,
+    /// because its gradient or update was not finite (`version` is then the last good one).
+    mutating func stepApplied(_ jobId: String, version: Int, problem: NonFiniteStep.Value?, now: Double,
+                              _ out: inout [CoordinatorAction]) {
+        guard let r = run, r.jobId == jobId, let work = r.work, work.kind == .train else { return }
+        if let problem {
+            guard version == work.version else { return }
+            return nonFinite(problem, now: now, &out)
+        }
+        guard work.applying, version == work.version + 1 else { return }
+        completeTrainStep(now: now, &out)
+    }
+
+    /// A step that was not applied because its loss (checked here before any part is applied) or its
+    /// gradient or update (checked by the shard, which undid it) was not finite: the weights are the
+    /// last good version. `fail`: the job fails, its model is the weights the ledger keeps and its
+    /// checkpoints stay. `stop`: the epoch ends here and training stops, as early stopping would.
+    mutating func nonFinite(_ value: NonFiniteStep.Value, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, let work = r.work, work.kind == .train, r.failure == nil else { return }
+        let step = NonFiniteStep(value, step: work.step + 1, epoch: work.epoch + 1)
+        r.work = nil
+        let elapsed = max(now - r.epochStartedAt, 1e-9)
+        out.append(.log(.warning, "step not applied: \(step)", ["job": r.jobId, "step": "\(step.step)", "epoch": "\(step.epoch)",
+                                                              "on_non_finite": r.spec.training.onNonFinite.rawValue]))
+        if r.spec.training.onNonFinite == .stop {
+            r.stopping = step
+            r.trainingSeconds += elapsed
+            r.epochSeconds = elapsed
+            r.trainedSamples += r.epochStats.samples
+            run = r
+            if r.data.validationCount > 0 {
+                startEvaluation(.validate, count: r.data.validationCount, &out)
+                dispatch(now: now, &out)
+            } else {
+                endEpoch(validation: nil, now: now, &out)
+            }
+            return
+        }
+        let kept = r.ledger.keptAfterFailure(currentVersion: r.version)
+        if kept.epoch != nil { out.append(.shard(.restoreBest)) }
+        r.finishing = r.ledger.failureSummary(partial: r.epochStats, keptEpoch: kept.epoch,
+                                              samplesPerSecond: Double(r.trainedSamples + r.epochStats.samples) / (r.trainingSeconds + elapsed))
+        r.finishing!.computeSignatures = r.signaturesUsed.map(\.description).sorted()
+        let weights = kept.epoch.map { "best epoch's weights (epoch \($0))" } ?? "last good weights (step \(step.step - 1))"
+        let checkpoint = registry.jobs[r.jobId]!.checkpointSteps.map { "; its checkpoint at step \($0) is kept" } ?? ""
+        r.failure = "\(step); the \(weights) are the job's model (psctl model pull \(r.jobId))\(checkpoint)"
+        registry.jobs[r.jobId]!.keepsCheckpoints = true
+        run = r
+        out.append(.shard(.finish))
+    }
+
+    /// The shard applied the step: the schedule moves on.
+    mutating func completeTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, let work = r.work else { return }
         r.version += 1
         r.work = nil
         let stats = work.gradients.stats
@@ -304,7 +376,7 @@ extension Coordinator {
         guard var r = run else { return }
         // The ledger decides; the shard keeps the best weights (`parameters: []` here: none travel).
         let report = r.ledger.endEpoch(r.epoch + 1, train: r.epochStats, validation: validation, seconds: r.epochSeconds,
-                                       parameters: [], version: r.version)
+                                       parameters: [], version: r.version, stop: r.stopping != nil)
         if r.ledger.keepsWeights(of: report) { out.append(.shard(.keepBest)) }
         var job = registry.jobs[r.jobId]!
         job.trainLoss = report.trainLoss

@@ -83,6 +83,9 @@ public enum CoordinatorEvent: Sendable {
     case shutdown
     /// The parameter shard's answer to `.finish`: the trained job's final parameters.
     case shardFinished(jobId: String, parameters: [Float], sha256: String)
+    /// The parameter shard's answer to a training step's last part or whole step: applied (`version`
+    /// the new one), or not applied because its gradient or update was not finite (`version` the last good).
+    case shardStepApplied(jobId: String, version: Int, problem: NonFiniteStep.Value?)
 }
 
 public struct PreparationError: Error, Equatable, Sendable {

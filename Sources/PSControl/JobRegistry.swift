@@ -32,6 +32,8 @@ struct JobRegistry {
         var checkpointSteps: Int?
         var checkpointAt: Double?
         var checkpointError = ""
+        /// Its checkpoints stay once it ended (it failed on a non-finite step: they hold good weights).
+        var keepsCheckpoints = false
     }
 
     var jobs: [String: Job] = [:]

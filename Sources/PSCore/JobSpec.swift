@@ -204,15 +204,63 @@ public struct TrainingSpec: Equatable, Sendable {
     public var computeSignature: String?
     /// Compute on workers of any signature; the result is then not bitwise-reproducible.
     public var allowMixedSignatures: Bool
+    /// What a step with a non-finite loss, gradient or update does (default: the job fails).
+    public var onNonFinite: NonFinitePolicy
 
     public init(batchSize: Int, chunks: Int, epochs: Int, consistency: ConsistencyMode = .sync,
-                computeSignature: String? = nil, allowMixedSignatures: Bool = false) {
+                computeSignature: String? = nil, allowMixedSignatures: Bool = false,
+                onNonFinite: NonFinitePolicy = .fail) {
         self.batchSize = batchSize
         self.chunks = chunks
         self.epochs = epochs
         self.consistency = consistency
         self.computeSignature = computeSignature
         self.allowMixedSignatures = allowMixedSignatures
+        self.onNonFinite = onNonFinite
+    }
+}
+
+/// What training does when a step's loss, its reduced gradient, or the parameters its update would
+/// produce are not finite (NaN or ±inf: a diverging run). In `fail` and `stop` the step is not
+/// applied, so the weights stay the last finite version.
+public enum NonFinitePolicy: String, Sendable, CaseIterable {
+    /// The job fails, naming the step; the last good weights are written for inspection. The default,
+    /// and what a spec written before this field existed means.
+    case fail
+    /// Training stops there, as early stopping would: the epoch ends (its validation runs on the last
+    /// good weights) and the job completes, stopped early, with a note naming the step.
+    case stop
+    /// Apply the step anyway (no checks): the only way a model may end up holding NaN or inf.
+    case `continue`
+}
+
+/// A step that was not applied because something in it was not finite.
+public struct NonFiniteStep: Equatable, Sendable, CustomStringConvertible {
+    public enum Value: String, Sendable {
+        /// The step's loss (sum over the batch).
+        case loss
+        /// The step's reduced gradient.
+        case gradient
+        /// The parameters the optimizer's update would produce, from a finite gradient (an overflow).
+        case update
+    }
+
+    public var value: Value
+    /// 1-based global step (steps of earlier epochs included): the step that was not applied.
+    public var step: Int
+    /// 1-based epoch of that step.
+    public var epoch: Int
+
+    public init(_ value: Value, step: Int, epoch: Int) {
+        self.value = value
+        self.step = step
+        self.epoch = epoch
+    }
+
+    /// `non-finite loss at step 2 (epoch 1)`: the job's failure message starts with this.
+    public var description: String {
+        let what = value == .update ? "parameters after the update" : value.rawValue
+        return "non-finite \(what) at step \(step) (epoch \(epoch))"
     }
 }
 

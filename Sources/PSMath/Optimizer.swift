@@ -350,6 +350,32 @@ public enum VectorMath {
         forEachBlock(count, vector: { i in store(load(a, i) + load(b, i), a, i) }, scalar: { i in a[i] += b[i] })
     }
 
+    /// `target[range] = source[range]`, one memory copy.
+    public static func copy(_ range: Range<Int>, from source: [Float], to target: inout [Float]) {
+        source.withUnsafeBufferPointer { s in
+            target.withUnsafeMutableBufferPointer { t in
+                (t.baseAddress! + range.lowerBound).update(from: s.baseAddress! + range.lowerBound, count: range.count)
+            }
+        }
+    }
+
+    /// Whether every one of `count` float32 values (raw: a gradient read in place from a frame, any
+    /// alignment) is finite. One read pass: the largest exponent field is all ones only for NaN or ±inf
+    /// (an integer max, which the compiler vectorises; aligned data is read as such).
+    public static func allFinite(_ values: UnsafeRawPointer, count: Int) -> Bool {
+        let exponent: UInt32 = 0x7F80_0000
+        var largest: UInt32 = 0
+        if Int(bitPattern: values) % MemoryLayout<UInt32>.alignment == 0 {
+            let words = values.assumingMemoryBound(to: UInt32.self)
+            for i in 0..<count { largest = max(largest, words[i] & exponent) }
+        } else {
+            for i in 0..<count {
+                largest = max(largest, values.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) & exponent)
+            }
+        }
+        return largest != exponent
+    }
+
     /// `out = a + b`, element-wise (the same sums as `add`, into a third buffer). The inputs are raw
     /// so that they can be gradients read in place from received frames (float32, any alignment).
     public static func sum(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, into out: UnsafeMutablePointer<Float>, count: Int) {

@@ -291,6 +291,10 @@ public final class ServerRuntime: @unchecked Sendable {
                         queue.async {
                             self.perform(self.coordinator.receive(.shardFinished(jobId: jobId, parameters: parameters, sha256: sha256), now: self.now))
                         }
+                    case let .stepApplied(jobId, version, problem):
+                        queue.async {
+                            self.perform(self.coordinator.receive(.shardStepApplied(jobId: jobId, version: version, problem: problem), now: self.now))
+                        }
                     case let .log(level, message, fields):
                         logger.log(level, message, fields)
                     }
@@ -312,14 +316,16 @@ public final class ServerRuntime: @unchecked Sendable {
             return logger.error("no result to record for a finished job", metadata: ["job": "\(jobId)"])
         }
         let path = store.location(of: .jobRecord(jobId))
+        // A job that failed on a non-finite step keeps its checkpoints: they hold its last good weights.
+        let keepCheckpoints = coordinator.keepsCheckpoints(of: jobId)
         defer {
-            checkpointQueue.async { [logger, store] in
+            if !keepCheckpoints { checkpointQueue.async { [logger, store] in
                 do {
                     try store.pruneCheckpoints(of: jobId, keep: 0)
                 } catch {
                     logger.warning("cannot remove an ended job's checkpoints", metadata: ["job": "\(jobId)", "error": "\(error)"])
                 }
-            }
+            } }
         }
         io.sync(flags: .barrier) { [logger, store] in
             do {

@@ -44,6 +44,16 @@ public enum ShardCommand: Sendable {
     case close
 }
 
+extension ShardCommand {
+    /// Whether the command belongs to a training step (a shard that refused a step ignores these).
+    var isStep: Bool {
+        switch self {
+        case .beginStep, .push, .drop, .applyParts, .applyStep: return true
+        default: return false
+        }
+    }
+}
+
 /// What the shard does in answer.
 public enum ShardAction: Sendable {
     case send(Recipient, Envelope)
@@ -53,6 +63,11 @@ public enum ShardAction: Sendable {
     case checkpoint(Checkpoint, keep: Int)
     /// The final parameters and their SHA-256, for the coordinator's `.shardFinished` event.
     case finished(jobId: String, parameters: [Float], sha256: String)
+    /// A training step is over: applied (`problem` nil; `version` is the new one), or not, because its
+    /// gradient or update was not finite (`version` is still the last good one, every part of the step
+    /// applied so far is undone, and the shard ignores the job's steps from now on). For the
+    /// coordinator's `.shardStepApplied` event: it goes on with the job only once it has this.
+    case stepApplied(jobId: String, version: Int, problem: NonFiniteStep.Value?)
     case log(LogLevel, String, [String: String])
 }
 
@@ -79,6 +94,10 @@ public struct ParameterShard {
         /// Values of this step's version of the parts applied early, for a worker that joins the step.
         var previous: [[Float]]
         var best: (parameters: [Float], version: Int)?
+        /// Whether steps are checked for non-finite gradients and updates (`training.on_non_finite`).
+        let checks: Bool
+        /// Set once a step was not applied: later step commands of the job are ignored.
+        var halted = false
     }
 
     var job: Job?
@@ -108,6 +127,11 @@ public struct ParameterShard {
         }
         job = nil
         var out: [ShardAction] = []
+        if j.halted && command.isStep {
+            // A step was not applied; the coordinator ends training when it hears of it.
+            job = j
+            return []
+        }
         switch command {
         case .open, .restore:
             preconditionFailure("handled above")
@@ -129,11 +153,21 @@ public struct ParameterShard {
         case let .drop(node):
             for l in j.ranges.indices where !j.applied[l] && j.sums[l].contains(node) { j.sums[l].remove(node) }
         case let .applyParts(parts, batchSize, keepPrevious, sendTo):
-            Self.applyParts(parts, batchSize: batchSize, keepPrevious: keepPrevious, &j)
-            out += Self.newValues(of: parts, in: j, to: sendTo)
-            if j.applied.allSatisfy({ $0 }) { j.store.endStep() }
+            if let problem = Self.applyParts(parts, batchSize: batchSize, keepPrevious: keepPrevious, &j) {
+                out += Self.halt(problem, &j)
+            } else {
+                out += Self.newValues(of: parts, in: j, to: sendTo)
+                if j.applied.allSatisfy({ $0 }) {
+                    j.store.endStep()
+                    out.append(.stepApplied(jobId: j.id, version: j.store.version, problem: nil))
+                }
+            }
         case let .applyStep(batchSize):
-            Self.applyStep(batchSize: batchSize, &j)
+            if let problem = Self.applyStep(batchSize: batchSize, &j) {
+                out += Self.halt(problem, &j)
+            } else {
+                out.append(.stepApplied(jobId: j.id, version: j.store.version, problem: nil))
+            }
         case let .sendWeights(version, parts, recipient):
             out += Self.weights(of: version, parts: parts, in: j, to: recipient)
         case .keepBest:
@@ -156,13 +190,27 @@ public struct ParameterShard {
                                    shardCount: min(keyRanges, network.parameterCount), updateThreads: updateThreads)
         let ranges = network.layout.pushRanges
         job = Job(id: jobId, store: store, ranges: ranges, sums: ranges.map { _ in NodeCollector(total: 1) },
-                  applied: ranges.map { _ in false }, sumBuffers: ranges.map { _ in [] }, previous: ranges.map { _ in [] })
+                  applied: ranges.map { _ in false }, sumBuffers: ranges.map { _ in [] }, previous: ranges.map { _ in [] },
+                  checks: spec.training.onNonFinite != .continue)
         return []
     }
 
+    /// A step that was not finite: every part of it applied so far is undone, so the parameters are
+    /// the last good version, and the job's steps stop here.
+    private static func halt(_ problem: NonFiniteStep.Value, _ j: inout Job) -> [ShardAction] {
+        j.store.abandonStep()
+        j.applied = j.ranges.map { _ in false }
+        j.sums = j.ranges.map { _ in NodeCollector(total: 1) }
+        j.halted = true
+        return [.stepApplied(jobId: j.id, version: j.store.version, problem: problem),
+                .log(.warning, "step not applied: non-finite \(problem.rawValue)",
+                     ["job": j.id, "version": "\(j.store.version)"])]
+    }
+
     /// Sums and applies `parts` (each complete). Part by part is bitwise the whole update
-    /// (`ParameterStore.applyPart`).
-    private static func applyParts(_ parts: [Int], batchSize: Int, keepPrevious: Bool, _ j: inout Job) {
+    /// (`ParameterStore.applyPart`). With checks, stops at the first part whose gradient or update is
+    /// not finite and says which (the caller undoes the step).
+    private static func applyParts(_ parts: [Int], batchSize: Int, keepPrevious: Bool, _ j: inout Job) -> NonFiniteStep.Value? {
         for l in parts {
             precondition(!j.applied[l] && j.sums[l].isComplete, "part \(l) applied twice or before it was complete")
             let range = j.ranges[l]
@@ -176,24 +224,42 @@ public struct ParameterShard {
             }
             var buffers: [[Float]] = []
             swap(&buffers, &j.sumBuffers[l])
+            var problem: NonFiniteStep.Value?
             do {
                 let sum = j.sums[l].combinedGradient(reusing: &buffers).payload
-                sum.withUnsafeBytes { j.store.applyPart(range, gradientSum: $0.baseAddress!, batchCount: batchSize) }
+                sum.withUnsafeBytes { g in
+                    if j.checks {
+                        problem = j.store.applyPartChecked(range, gradientSum: g.baseAddress!, batchCount: batchSize)
+                    } else {
+                        j.store.applyPart(range, gradientSum: g.baseAddress!, batchCount: batchSize)
+                    }
+                }
             }
             j.sumBuffers[l] = buffers
+            if let problem { return problem }
             j.sums[l] = NodeCollector(total: j.sums[l].total)
             j.applied[l] = true
         }
+        return nil
     }
 
     /// The whole step at once: one part is the whole gradient already; several are put together.
-    private static func applyStep(batchSize: Int, _ j: inout Job) {
+    /// With checks, a non-finite gradient or update is not applied and is named.
+    private static func applyStep(batchSize: Int, _ j: inout Job) -> NonFiniteStep.Value? {
+        var problem: NonFiniteStep.Value?
+        func apply(_ sum: FloatData) {
+            if j.checks {
+                problem = j.store.applyChecked(gradientSum: sum, batchCount: batchSize)
+            } else {
+                j.store.apply(gradientSum: sum, batchCount: batchSize)
+            }
+        }
         if j.ranges.count == 1 {
             var buffers: [[Float]] = []
             swap(&buffers, &j.sumBuffers[0])
             do {
                 let sum = j.sums[0].combinedGradient(reusing: &buffers).payload
-                j.store.apply(gradientSum: sum, batchCount: batchSize)
+                apply(sum)
             }
             j.sumBuffers[0] = buffers
         } else {
@@ -210,9 +276,10 @@ public struct ParameterShard {
                 }
                 j.sumBuffers[l] = buffers
             }
-            j.store.apply(gradientSum: j.clipBuffer, batchCount: batchSize)
+            apply(FloatData(j.clipBuffer))
         }
         for l in j.ranges.indices { j.sums[l] = NodeCollector(total: j.sums[l].total) }
+        return problem
     }
 
     /// The applied parts' new values (the next version) to the workers computing the step. The frames

@@ -69,6 +69,7 @@ extension JobSpec {
                                                      ("consistency", W.string(training.consistency.rawValue))]
         if let signature = training.computeSignature { trainingEntries.append(("compute_signature", W.string(signature))) }
         if training.allowMixedSignatures { trainingEntries.append(("allow_mixed_signatures", W.bool(true))) }
+        trainingEntries.append(("on_non_finite", W.string(training.onNonFinite.rawValue)))
         var entries: [(String, SpecNode)] = [
             ("name", W.string(name)),
             ("seed", SpecNode(.integer(negative: false, magnitude: seed), text: String(seed))),

@@ -10,7 +10,8 @@ enum SpecSchema {
     static let csvFiles = ["path"]
     static let model = ["inputs", "layers"]
     static let layer = ["units", "activation", "dropout"]
-    static let training = ["batch_size", "chunks", "epochs", "consistency", "compute_signature", "allow_mixed_signatures"]
+    static let training = ["batch_size", "chunks", "epochs", "consistency", "compute_signature", "allow_mixed_signatures",
+                           "on_non_finite"]
     static let earlyStopping = ["monitor", "patience", "min_delta", "restore_best"]
     static let checkpoint = ["every_steps", "every_seconds", "at_epoch_end", "keep"]
     /// Every optimizer key; which of them a given optimizer accepts is `optimizerFields(_:)`.

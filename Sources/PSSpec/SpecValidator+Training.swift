@@ -86,8 +86,9 @@ extension SpecValidator {
         if allowMixed, let signatureField = fields.optional("compute_signature") {
             throw signatureField.error("names the one signature to compute on, while allow_mixed_signatures: true accepts any; set one of them")
         }
+        let onNonFinite = try fields.optional("on_non_finite")?.choice("non-finite policy", NonFinitePolicy.self) ?? .fail
         return TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs, consistency: consistency,
-                            computeSignature: signature, allowMixedSignatures: allowMixed)
+                            computeSignature: signature, allowMixedSignatures: allowMixed, onNonFinite: onNonFinite)
     }
 
     func earlyStoppingSpec(_ field: SpecField, loss: LossKind) throws(SpecError) -> EarlyStoppingSpec {

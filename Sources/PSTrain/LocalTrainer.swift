@@ -36,6 +36,13 @@ public struct LocalTrainer {
         public var model: TrainedModel
         public var weightsSHA256: String
         public var history: [EpochReport]
+        /// The step that was not applied because it was not finite, if one was (`training.on_non_finite`
+        /// fail or stop): with fail the run failed there and `model` holds the kept weights, unevaluated.
+        public var nonFinite: NonFiniteStep?
+        /// Whether the run failed (a non-finite step with `on_non_finite: fail`).
+        public var failed: Bool { nonFinite != nil && model.spec.training.onNonFinite == .fail }
+        /// In a failed run, the epoch whose (best) weights `model` holds; nil: the last good weights.
+        public var failedKeptEpoch: Int?
     }
 
     public func run(progress: (TrainingEvent) -> Void = { _ in }) -> Result {
@@ -60,6 +67,8 @@ public struct LocalTrainer {
         var trainingSeconds = 0.0
         var trainedSamples = 0
         let clock = ContinuousClock()
+        let checks = spec.training.onNonFinite != .continue
+        var nonFinite: NonFiniteStep?
 
         for epoch in 0..<spec.training.epochs {
             let order = epochPermutation(seed: spec.seed, epoch: epoch, count: train.count)
@@ -82,7 +91,10 @@ public struct LocalTrainer {
                                               into: g.baseAddress!)
                         }
                     }
-                    store.apply(gradientSum: gradient, batchCount: batchCount)
+                    if let problem = Self.apply(gradient, stats: stats, batchCount: batchCount, checks: checks, to: &store) {
+                        nonFinite = NonFiniteStep(problem, step: globalStep + 1, epoch: epoch + 1)
+                        break
+                    }
                     epochStats = epochStats + stats
                     let seconds = Self.seconds(clock.now - epochStart)
                     progress(.step(epoch: epoch, step: step, batchLoss: stats.lossSum / Double(batchCount),
@@ -92,11 +104,16 @@ public struct LocalTrainer {
             let epochSeconds = Self.seconds(clock.now - epochStart)
             trainingSeconds += epochSeconds
             trainedSamples += epochStats.samples
+            if let nonFinite, spec.training.onNonFinite == .fail {
+                return failed(nonFinite, ledger: ledger, store: store, partial: epochStats,
+                              samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9))
+            }
+            // With `stop`, the epoch ends at the last good step and training stops there.
             let validation = data.validation.map {
                 Evaluation.stats(network: network, parameters: store.parameters, dataset: $0, workspace: evaluation)
             }
             let report = ledger.endEpoch(epoch + 1, train: epochStats, validation: validation, seconds: epochSeconds,
-                                         parameters: store.parameters, version: store.version)
+                                         parameters: store.parameters, version: store.version, stop: nonFinite != nil)
             progress(.epochEnded(report))
             if ledger.finished { break }
         }
@@ -109,7 +126,34 @@ public struct LocalTrainer {
                                      samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9))
         summary.computeSignatures = [ComputeEnvironment.signature.description]
         let model = TrainedModel(spec: spec, preprocessing: data.preprocessing, parameters: kept.parameters, summary: summary)
-        return Result(model: model, weightsSHA256: weightsSHA256(kept.parameters), history: ledger.history)
+        return Result(model: model, weightsSHA256: weightsSHA256(kept.parameters), history: ledger.history,
+                      nonFinite: nonFinite)
+    }
+
+    /// Applies one step's reduced gradient; with `checks` (`on_non_finite` fail or stop) not when its
+    /// loss, gradient or update is not finite, and then says which (the store keeps the last good weights).
+    private static func apply(_ gradient: [Float], stats: ChunkStats, batchCount: Int, checks: Bool,
+                              to store: inout ParameterStore) -> NonFiniteStep.Value? {
+        guard checks else {
+            store.apply(gradientSum: gradient, batchCount: batchCount)
+            return nil
+        }
+        // The loss first, as the coordinator checks it before any part of the step is applied.
+        guard stats.lossSum.isFinite else { return .loss }
+        return store.applyChecked(gradientSum: FloatData(gradient), batchCount: batchCount)
+    }
+
+    /// A run that failed on `step`: the model holds the weights the ledger keeps (the last good ones,
+    /// or the best epoch's), not evaluated on the test set.
+    private func failed(_ step: NonFiniteStep, ledger: TrainingLedger, store: ParameterStore, partial: ChunkStats,
+                        samplesPerSecond: Double) -> Result {
+        let kept = ledger.keptAfterFailure(currentVersion: store.version)
+        let parameters = kept.epoch == nil ? store.parameters : ledger.bestParameters!
+        var summary = ledger.failureSummary(partial: partial, keptEpoch: kept.epoch, samplesPerSecond: samplesPerSecond)
+        summary.computeSignatures = [ComputeEnvironment.signature.description]
+        let model = TrainedModel(spec: spec, preprocessing: data.preprocessing, parameters: parameters, summary: summary)
+        return Result(model: model, weightsSHA256: weightsSHA256(parameters), history: ledger.history, nonFinite: step,
+                      failedKeptEpoch: kept.epoch)
     }
 
     public static func seconds(_ d: Duration) -> Double {

@@ -20,6 +20,13 @@ public struct ParameterStore: Sendable {
     private var mean: [Float]
     /// Parameters updated so far by the parts of a step not yet ended (`applyPart`).
     private var partApplied = 0
+    /// The parameters a checked step overwrote (`undoRanges`: the parts applied so far this step), to
+    /// put back if it turns out non-finite. Kept between steps so a step costs a copy, not an allocation.
+    private var undoParameters: [Float] = []
+    private var undoRanges: [Range<Int>] = []
+    /// Set once a checked step was not finite: its optimizer state is not put back (training ends
+    /// there, under `on_non_finite` fail or stop, so nothing reads it), and no step may follow.
+    public private(set) var rejectedStep = false
 
     /// Threads that apply an update (the mean and each shard's optimizer, in blocks); any count gives
     /// bitwise the same parameters.
@@ -68,6 +75,62 @@ public struct ParameterStore: Sendable {
         version += 1
     }
 
+    /// `apply`, checked: when the new parameters are not all finite the step is not kept: the
+    /// parameters and version are put back, and the answer says why: `.gradient` when the gradient sum
+    /// held a NaN or ±inf, `.update` when a finite gradient's update overflowed. nil: applied, bitwise
+    /// as `apply`. A non-finite gradient always makes some parameter non-finite (NaN and ±inf survive
+    /// every rule and clipping), so the hot path reads the new parameters once and copies the old ones
+    /// once; the gradient is read only to name the cause.
+    public mutating func applyChecked(gradientSum: FloatData, batchCount: Int) -> NonFiniteStep.Value? {
+        let whole = 0..<parameters.count
+        saveUndo(whole)
+        let steps = shards.map(\.optimizer.stepCount)
+        apply(gradientSum: gradientSum, batchCount: batchCount)
+        if parametersFinite(whole) {
+            undoRanges = []
+            return nil
+        }
+        restoreUndo()
+        for s in shards.indices { shards[s].optimizer.stepCount = steps[s] }
+        version -= 1
+        rejectedStep = true
+        let finite = gradientSum.withUnsafeBytes { VectorMath.allFinite($0.baseAddress!, count: gradientSum.count) }
+        return finite ? .update : .gradient
+    }
+
+    /// `applyPart`, checked as `applyChecked` checks a whole step. On an answer (the part's new values
+    /// are not all finite) the caller calls `abandonStep()`, which puts back every part applied this step.
+    public mutating func applyPartChecked(_ range: Range<Int>, gradientSum: UnsafeRawPointer, batchCount: Int) -> NonFiniteStep.Value? {
+        saveUndo(range)
+        applyPart(range, gradientSum: gradientSum, batchCount: batchCount)
+        if parametersFinite(range) { return nil }
+        return VectorMath.allFinite(gradientSum, count: range.count) ? .update : .gradient
+    }
+
+    /// Puts back the parameters of the parts of the current step applied so far (by
+    /// `applyPartChecked`): they are the last step's again, and the step is not counted.
+    public mutating func abandonStep() {
+        restoreUndo()
+        partApplied = 0
+        rejectedStep = true
+    }
+
+    private func parametersFinite(_ range: Range<Int>) -> Bool {
+        parameters.withUnsafeBytes { VectorMath.allFinite($0.baseAddress! + range.lowerBound * 4, count: range.count) }
+    }
+
+    private mutating func saveUndo(_ range: Range<Int>) {
+        precondition(!rejectedStep, "a step after one that was not finite")
+        if undoParameters.count != parameters.count { undoParameters = [Float](repeating: 0, count: parameters.count) }
+        VectorMath.copy(range, from: parameters, to: &undoParameters)
+        undoRanges.append(range)
+    }
+
+    private mutating func restoreUndo() {
+        for range in undoRanges { VectorMath.copy(range, from: undoParameters, to: &parameters) }
+        undoRanges = []
+    }
+
     /// Each shard's optimizer over its key range of `gradient` (float32, any alignment) ÷ `divisor`.
     private mutating func step(gradient: UnsafeRawPointer, divisor: Float) {
         precondition(partApplied == 0, "a whole step while a step applied in parts is unfinished")
@@ -113,6 +176,7 @@ public struct ParameterStore: Sendable {
         precondition(partApplied == parameters.count, "parts covered \(partApplied) of \(parameters.count) parameters")
         for s in shards.indices { shards[s].optimizer.endStep() }
         partApplied = 0
+        undoRanges = []
         version += 1
     }
 

@@ -114,6 +114,13 @@ public struct PartCollector<Payload> {
         for l in p.parts where !applied[l] { parts[l].remove(node) }
     }
 
+    /// Whether every loss reported so far (by complete and partial nodes) is finite. Once any part is
+    /// complete every chunk has reported, so this is then whether the step's loss is finite (the sum of
+    /// finite float32 losses cannot overflow a double).
+    public var reportedLossesFinite: Bool {
+        received.nodes.values.allSatisfy { $0.stats.lossSum.isFinite } && partial.values.allSatisfy { $0.stats.lossSum.isFinite }
+    }
+
     /// The step's statistics, combined in tree order.
     public var stats: ChunkStats {
         received.combine { _, _ in () }.stats

@@ -38,9 +38,10 @@ public struct TrainingLedger: Sendable {
     }
 
     /// Records epoch `epoch` (1-based). `validation` is nil when the job has no validation data.
-    /// `parameters` and `version` are the weights at the end of the epoch.
+    /// `parameters` and `version` are the weights at the end of the epoch. `stop`: training stops after
+    /// this epoch whatever early stopping says (a step that was not finite ended it).
     public mutating func endEpoch(_ epoch: Int, train: ChunkStats, validation: ChunkStats?,
-                                  seconds: Double, parameters: [Float], version: Int) -> EpochReport {
+                                  seconds: Double, parameters: [Float], version: Int, stop: Bool = false) -> EpochReport {
         let classification = spec.loss.isClassification
         let n = Double(max(train.samples, 1))
         var report = EpochReport(epoch: epoch, trainLoss: train.lossSum / n,
@@ -68,8 +69,28 @@ public struct TrainingLedger: Sendable {
                 bestVersion = version
             }
         }
+        if stop { report.stopEarly = true }
         history.append(report)
         return report
+    }
+
+    /// The weights a job that failed on a non-finite step keeps (`NonFinitePolicy.fail`): the best
+    /// epoch's when early stopping restores them and an epoch was recorded, else the current (last
+    /// good) ones. `epoch` is the kept weights' epoch when they are an epoch's, nil for the current ones.
+    public func keptAfterFailure(currentVersion: Int) -> (version: Int, epoch: Int?) {
+        if bestParameters != nil, let last = history.last { return (bestVersion, last.bestEpoch) }
+        return (currentVersion, nil)
+    }
+
+    /// The summary of a job that failed on a non-finite step: the epochs recorded so far, the training
+    /// loss of the steps applied since (`partial`; the last epoch's when none was), and the validation
+    /// figures of the kept epoch, if the kept weights are an epoch's. No test figures: nothing is evaluated.
+    public func failureSummary(partial: ChunkStats, keptEpoch: Int?, samplesPerSecond: Double) -> TrainingSummary {
+        let trainLoss = partial.samples > 0 ? partial.lossSum / Double(partial.samples) : history.last?.trainLoss ?? 0
+        let kept = keptEpoch.map { history[$0 - 1] }
+        return TrainingSummary(epochsRun: history.count, bestEpoch: history.last?.bestEpoch ?? 0, stoppedEarly: false,
+                               trainLoss: trainLoss, validationLoss: kept?.validationLoss,
+                               validationAccuracy: kept?.validationAccuracy, samplesPerSecond: samplesPerSecond)
     }
 
     /// Whether training is over after the epochs recorded so far.

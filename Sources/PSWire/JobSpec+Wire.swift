@@ -306,6 +306,7 @@ extension TrainingSpec {
         m.pointee.consistency = consistencyTable.c(consistency)
         m.pointee.compute_signature = arena.string(computeSignature ?? "")
         m.pointee.allow_mixed_signatures = allowMixedSignatures ? 1 : 0
+        m.pointee.on_non_finite = nonFiniteTable.c(onNonFinite)
         return m
     }
 
@@ -315,7 +316,8 @@ extension TrainingSpec {
                   epochs: try int(c.epochs, "\(path).epochs", min: 1),
                   consistency: try consistencyTable.swift(c.consistency, "\(path).consistency"),
                   computeSignature: try Self.signature(string(c.compute_signature), "\(path).compute_signature"),
-                  allowMixedSignatures: c.allow_mixed_signatures != 0)
+                  allowMixedSignatures: c.allow_mixed_signatures != 0,
+                  onNonFinite: try nonFiniteTable.swift(c.on_non_finite, "\(path).on_non_finite"))
     }
 
     /// "" is none; anything else must read as a `ComputeSignature`.
@@ -360,6 +362,13 @@ let optimizerTable = EnumTable<OptimizerKind, Ps__V1__OptimizerKind>([
 
 let consistencyTable = EnumTable<ConsistencyMode, Ps__V1__Consistency>([
     (.sync, PS__V1__CONSISTENCY__CONSISTENCY_SYNC),
+])
+
+// FAIL is the wire's zero value: a spec sent before the field existed decodes to the default.
+let nonFiniteTable = EnumTable<NonFinitePolicy, Ps__V1__NonFinitePolicy>([
+    (.fail, PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_FAIL),
+    (.stop, PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_STOP),
+    (.continue, PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_CONTINUE),
 ])
 
 let monitorTable = EnumTable<MonitorMetric, Ps__V1__Monitor>([

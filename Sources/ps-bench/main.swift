@@ -200,6 +200,8 @@ struct Update: ParsableCommand {
         abstract: "ParameterStore.apply (batch mean + Adam) with 1 thread and with --threads threads.")
     @Option var parameters = 235_146
     @Option var threads = 2
+    @Flag(help: "Time applyChecked (training.on_non_finite fail/stop: keep the old parameters, check the new) instead.")
+    var checked = false
     @OptionGroup var common: Common
 
     func run() throws {
@@ -209,7 +211,11 @@ struct Update: ParsableCommand {
         func measure(_ threads: Int) -> (times: [Double], result: [Float]) {
             var store = ParameterStore(parameters: initial, optimizer: optimizer, updateThreads: threads)
             let times = timeIt(reps: common.reps, minSeconds: common.minSeconds) {
-                store.apply(gradientSum: gradient, batchCount: 128)
+                if checked {
+                    precondition(store.applyChecked(gradientSum: gradient, batchCount: 128) == nil, "a finite step was refused")
+                } else {
+                    store.apply(gradientSum: gradient, batchCount: 128)
+                }
             }
             // Same number of steps from the same start for the bit check.
             var check = ParameterStore(parameters: initial, optimizer: optimizer, updateThreads: threads)
@@ -221,7 +227,7 @@ struct Update: ParsableCommand {
             throw ValidationError("\(threads) threads changed the bits of the update")
         }
         printJSON([
-            "what": "update", "parameters": parameters, "threads": threads,
+            "what": checked ? "update_checked" : "update", "parameters": parameters, "threads": threads,
             "seconds_min_1": one.times.min()!, "seconds_min_n": many.times.min()!,
             "seconds_median_1": median(one.times), "seconds_median_n": median(many.times),
             "speedup_of_min_times": one.times.min()! / many.times.min()!,

@@ -357,9 +357,13 @@ func waitAndReport(client: PSClient, jobId: String, json: Bool, reconnectSeconds
             print(s.json(name: jobId, weightsSHA256: result.weightsSHA256) { o in
                 o.set("job_id", jobId)
                 o.set("state", result.state.rawValue)
+                if !result.message.isEmpty { o.set("message", result.message) }
             }.text)
         } else {
             print(s.line(title: "\(jobId) \(result.state.rawValue)"))
+            // A job that ended well may carry a note (it stopped on a non-finite step); a failure's
+            // message is the error below.
+            if !result.message.isEmpty, result.state == .completed || result.state == .stoppedEarly { print(result.message) }
             print("weights_sha256: \(result.weightsSHA256)")
         }
     } else if json {

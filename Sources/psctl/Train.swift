@@ -53,17 +53,29 @@ struct Train: ParsableCommand {
         } catch {
             throw OperatingError("cannot write model to '\(path)': \(error)")
         }
+        if let step = result.nonFinite, result.failed {
+            // The same words as a cluster job's failure; the model holds the weights before the step.
+            throw OperatingError("\(step); the \(Self.keptWords(result)) are in \(path) (weights_sha256 \(result.weightsSHA256))")
+        }
         let s = result.model.summary
         if json {
             let o = s.json(name: spec.name, weightsSHA256: result.weightsSHA256) { o in
                 o.set("parameters", result.model.parameters.count)
                 o.set("model", path)
+                if let step = result.nonFinite { o.set("stopped_on", "\(step)") }
             }
             print(o.text)
         } else {
             print(s.line(title: spec.name))
+            if let step = result.nonFinite { print("stopped on a \(step) (training.on_non_finite: stop)") }
             print("model: \(path)  weights_sha256: \(result.weightsSHA256)")
         }
+    }
+
+    /// Which weights a failed run wrote: the best epoch's (early stopping restores them) or the last good ones.
+    static func keptWords(_ result: LocalTrainer.Result) -> String {
+        if let epoch = result.failedKeptEpoch { return "best epoch's weights (epoch \(epoch))" }
+        return "last good weights (step \(result.nonFinite!.step - 1))"
     }
 }
 

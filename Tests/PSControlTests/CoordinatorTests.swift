@@ -388,6 +388,13 @@ final class CoordinatorExactnessTests: XCTestCase {
 
     /// Runs the job to the end; `chaos` kills and adds workers at random moments.
     func simulate(_ spec: JobSpec, workers: Int, seed: UInt64, chaos: Bool, shards: Int = 1) throws -> (String, TrainingSummary, Simulation) {
+        let (result, sim) = try simulateToEnd(spec, workers: workers, seed: seed, chaos: chaos, shards: shards)
+        XCTAssertTrue(result.state == .completed || result.state == .stoppedEarly, "\(result.state) \(result.message)")
+        return (result.weightsSHA256, try XCTUnwrap(result.summary), sim)
+    }
+
+    /// Runs the job until it ends, however it ends: its result and the simulation.
+    func simulateToEnd(_ spec: JobSpec, workers: Int, seed: UInt64, chaos: Bool, shards: Int = 1) throws -> (JobResult, Simulation) {
         var sim = try Simulation(spec: spec, seed: seed, shards: shards)
         let client = sim.connect(.client)
         sim.feed(.received(client, Envelope(requestId: 2, message: .submitJob(spec))))
@@ -410,8 +417,7 @@ final class CoordinatorExactnessTests: XCTestCase {
             XCTFail("job did not finish; state: \(sim.coordinator.registry.jobs["job-1"]?.state.rawValue ?? "?")")
             throw CocoaError(.featureUnsupported)
         }
-        XCTAssertTrue(result.state == .completed || result.state == .stoppedEarly, "\(result.state) \(result.message)")
-        return (result.weightsSHA256, try XCTUnwrap(result.summary), sim)
+        return (result, sim)
     }
 
     // 1, 2 and 3 workers, in-order-ish delivery: the same bits as the local trainer, and the same figures.
@@ -485,13 +491,76 @@ final class CoordinatorExactnessTests: XCTestCase {
         XCTAssertEqual(result.weightsSHA256, sha)
     }
 
-    // A diverged job (NaN losses) still ends: every push of a node reports the same NaN, which the
-    // server compares by its bits, and the weights are the local trainer's.
+    // A diverged job told to carry on (`on_non_finite: continue`, NaN losses) still ends: every push of
+    // a node reports the same NaN, which the server compares by its bits, and the weights are the local
+    // trainer's.
     func testDivergedJobEndsWithTheLocalBits() throws {
-        let spec = smallJob(chunks: 4, epochs: 1, optimizer: OptimizerSpec(kind: .sgd, learningRate: 1e30))
+        var spec = smallJob(chunks: 4, epochs: 1, optimizer: OptimizerSpec(kind: .sgd, learningRate: 1e30))
+        spec.training.onNonFinite = .continue
         let (sha, _) = try localSHA(spec)
         let (clusterSHA, _, _) = try simulate(spec, workers: 2, seed: 4, chaos: false)
         XCTAssertEqual(clusterSHA, sha)
+    }
+
+    /// Diverging jobs: SGD at 1e30 (a finite first update, then a non-finite loss) and at 3e38 with an L2
+    /// penalty (the update overflows from a finite gradient), each applied in parts and, clipped, whole.
+    func divergingSpecs(_ policy: NonFinitePolicy) -> [JobSpec] {
+        var specs: [JobSpec] = []
+        for (rate, decay): (Float, Float) in [(1e30, 0), (3e38, 100)] {
+            for clip: Float? in [nil, 1e30] {
+                var spec = smallJob(chunks: 4, epochs: 2, earlyStopping: EarlyStoppingSpec(monitor: .valLoss, patience: 5),
+                                    optimizer: OptimizerSpec(kind: .sgd, learningRate: rate, weightDecay: decay, clipNorm: clip))
+                spec.training.onNonFinite = policy
+                specs.append(spec)
+            }
+        }
+        return specs
+    }
+
+    // By default a diverging job fails at the step the local trainer fails at, naming it and what was
+    // not finite, and its model is the local trainer's last good weights (bitwise), with no NaN or inf:
+    // the non-finite step was not applied, in parts (undone by the shard) or whole.
+    func testDivergedJobFailsAtTheLocalStepWithTheLastGoodWeights() throws {
+        var named: Set<NonFiniteStep.Value> = []
+        for spec in divergingSpecs(.fail) {
+            let local = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run()
+            let step = try XCTUnwrap(local.nonFinite, "the local run did not diverge")
+            XCTAssertTrue(local.failed)
+            named.insert(step.value)
+            for (workers, seed, chaos) in [(2, UInt64(4), false), (3, UInt64(9), true)] {
+                let what = "lr \(spec.optimizer.learningRate) clip \(spec.optimizer.clipNorm ?? 0), \(workers) workers"
+                let (result, sim) = try simulateToEnd(spec, workers: workers, seed: seed, chaos: chaos, shards: 2)
+                XCTAssertEqual(result.state, .failed, what)
+                XCTAssertTrue(result.message.hasPrefix("\(step); the last good weights (step \(step.step - 1)) are the job's model (psctl model pull job-1)"),
+                              "\(what): \(result.message)")
+                XCTAssertEqual(result.weightsSHA256, local.weightsSHA256, what)
+                let model = try XCTUnwrap(sim.models["job-1"], what)
+                XCTAssertEqual(weightsSHA256(model.parameters), local.weightsSHA256, what)
+                XCTAssertTrue(model.parameters.allSatisfy(\.isFinite), what)
+                XCTAssertTrue(sim.coordinator.keepsCheckpoints(of: "job-1"), what)
+            }
+        }
+        XCTAssertEqual(named, [.loss, .update], "the specs should reach both the coordinator's and the shard's check")
+    }
+
+    // With `on_non_finite: stop` a diverging job completes, stopped early at the local trainer's step,
+    // with a note naming it, and with the local trainer's bits and figures (the epoch ends at the last
+    // good step; its validation runs on those weights).
+    func testDivergedJobStopsWithTheLocalBits() throws {
+        for spec in divergingSpecs(.stop) {
+            let local = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run()
+            let step = try XCTUnwrap(local.nonFinite)
+            XCTAssertFalse(local.failed)
+            XCTAssertTrue(local.model.parameters.allSatisfy(\.isFinite))
+            let what = "lr \(spec.optimizer.learningRate) clip \(spec.optimizer.clipNorm ?? 0)"
+            let (result, _) = try simulateToEnd(spec, workers: 3, seed: 11, chaos: true, shards: 2)
+            XCTAssertEqual(result.state, .stoppedEarly, what)
+            XCTAssertEqual(result.message, "stopped on a \(step) (training.on_non_finite: stop)", what)
+            XCTAssertEqual(result.weightsSHA256, local.weightsSHA256, what)
+            XCTAssertEqual(result.summary?.epochsRun, local.model.summary.epochsRun, what)
+            XCTAssertEqual(result.summary?.testAccuracy, local.model.summary.testAccuracy, what)
+            XCTAssertEqual(result.summary?.trainLoss, local.model.summary.trainLoss, what)
+        }
     }
 
     // A clipped step cannot be applied a layer at a time (the norm needs every layer): with clipping the

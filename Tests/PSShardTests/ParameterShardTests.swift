@@ -191,3 +191,96 @@ final class ParameterShardTests: XCTestCase {
         XCTAssertEqual(shard.job?.id, "job-2")
     }
 }
+
+/// Steps that are not finite (`training.on_non_finite`): the shard does not keep them.
+extension ParameterShardTests {
+    func openedShard(_ spec: JobSpec) -> ParameterShard {
+        var shard = ParameterShard(keyRanges: 2)
+        XCTAssertTrue(shard.receive(.open(jobId: "job-1", spec: spec)).isEmpty)
+        return shard
+    }
+
+    func stepApplied(_ actions: [ShardAction]) -> [(version: Int, problem: NonFiniteStep.Value?)] {
+        actions.compactMap { if case let .stepApplied(_, v, p) = $0 { return (v, p) }; return nil }
+    }
+
+    func bitwise(_ a: [Float], _ b: [Float]) -> Bool { a.elementsEqual(b) { $0.bitPattern == $1.bitPattern } }
+
+    // A step whose second part's gradient holds a NaN: the first part, applied early and sent, is
+    // undone (its parameters; the optimizer state is left, as training ends there), the bad part's
+    // values are not sent, the shard says so with the last good version, ignores the rest of the step,
+    // and still sends and hands over version 0.
+    func testNaNPartUndoesTheWholeStep() {
+        let spec = spec
+        var shard = openedShard(spec)
+        let initial = spec.network.initialParameters(seed: spec.seed)
+        let nodes = [0..<2, 2..<4]
+        _ = shard.receive(.beginStep(leaves: 4))
+        for n in nodes { _ = shard.receive(.push(node: n, part: 1, gradient: gradient(n, 1))) }
+        let early = shard.receive(.applyParts([1], batchSize: 8, keepPrevious: true, sendTo: [1]))
+        XCTAssertEqual(weights(early).count, 1)
+        XCTAssertTrue(stepApplied(early).isEmpty, "the step is not over")
+        for n in nodes {
+            var values = gradient(n, 0).array
+            if n == 2..<4 { values[17] = .nan }
+            _ = shard.receive(.push(node: n, part: 0, gradient: FloatData(values)))
+        }
+        let bad = shard.receive(.applyParts([0], batchSize: 8, keepPrevious: false, sendTo: [1]))
+        XCTAssertTrue(weights(bad).isEmpty, "no values of a step that was not applied go out")
+        XCTAssertEqual(stepApplied(bad).map(\.version), [0])
+        XCTAssertEqual(stepApplied(bad).map(\.problem), [.gradient])
+        XCTAssertEqual(shard.version, 0)
+        XCTAssertTrue(bitwise(shard.job!.store.parameters, initial))
+        XCTAssertEqual(shard.job!.store.optimizerState.steps, 0)
+        // The rest of the step is ignored; version 0 is still served, whole, and handed over.
+        XCTAssertTrue(shard.receive(.applyStep(batchSize: 8)).isEmpty)
+        XCTAssertEqual(shard.version, 0)
+        let sent = weights(shard.receive(.sendWeights(version: 0, parts: nil, to: 5)))
+        XCTAssertTrue(bitwise(sent.flatMap(\.1.tensor.values), initial))
+        guard case let .finished(_, parameters, _)? = shard.receive(.finish).first else { return XCTFail("no hand-over") }
+        XCTAssertTrue(bitwise(parameters, initial))
+    }
+
+    // A finite gradient whose update overflows (SGD at 3e38): whole (clipped) and in parts, the
+    // parameters are not changed and the shard names the update.
+    func testOverflowingUpdateIsNotApplied() {
+        for clip: Float? in [nil, 1e30] {
+            var spec = spec
+            spec.optimizer = OptimizerSpec(kind: .sgd, learningRate: 3e38, clipNorm: clip)
+            var shard = openedShard(spec)
+            let initial = spec.network.initialParameters(seed: spec.seed)
+            _ = shard.receive(.beginStep(leaves: 4))
+            for l in ranges.indices {
+                _ = shard.receive(.push(node: 0..<4, part: l, gradient: FloatData(ranges[l].map { _ in 10 })))
+            }
+            let answer = clip == nil
+                ? shard.receive(.applyParts(Array(ranges.indices.reversed()), batchSize: 1, keepPrevious: false, sendTo: [1]))
+                : shard.receive(.applyStep(batchSize: 1))
+            XCTAssertEqual(stepApplied(answer).map(\.problem), [.update], "clip \(clip ?? 0)")
+            XCTAssertEqual(shard.version, 0)
+            XCTAssertTrue(bitwise(shard.job!.store.parameters, initial), "clip \(clip ?? 0)")
+            XCTAssertEqual(shard.job!.store.optimizerState.steps, 0)
+        }
+    }
+
+    // A finite step is applied and said so with its new version; with `on_non_finite: continue` a NaN
+    // gradient is applied as it is (no checks: the one way a model can hold NaN).
+    func testFiniteStepsAreAppliedAndContinueAppliesAnything() {
+        for policy in [NonFinitePolicy.fail, .continue] {
+            var spec = spec
+            spec.training.onNonFinite = policy
+            var shard = openedShard(spec)
+            _ = shard.receive(.beginStep(leaves: 4))
+            for l in ranges.indices {
+                var values = gradient(0..<4, l).array
+                if policy == .continue { values[0] = .nan }
+                _ = shard.receive(.push(node: 0..<4, part: l, gradient: FloatData(values)))
+            }
+            let answer = shard.receive(.applyParts([1, 0], batchSize: 8, keepPrevious: false, sendTo: []))
+            XCTAssertEqual(stepApplied(answer).map(\.version), [1], "\(policy)")
+            XCTAssertEqual(stepApplied(answer).map(\.problem), [nil], "\(policy)")
+            XCTAssertEqual(shard.version, 1)
+            XCTAssertEqual(shard.job!.store.parameters.contains { !$0.isFinite }, policy == .continue, "\(policy)")
+        }
+    }
+}

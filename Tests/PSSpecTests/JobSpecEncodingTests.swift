@@ -25,11 +25,21 @@ final class JobSpecEncodingTests: XCTestCase {
         // Proves defaults are written out explicitly, so the text alone says exactly what runs.
         let yaml = try parse(exampleYAML).yamlText()
         for expected in ["seed: 42", "beta1: 0.9", "beta2: 0.999", "epsilon: 1e-08", "weight_decay: 0.0",
-                         "consistency: sync", "dropout: 0.0", "restore_best: true", "scale: 255.0"] {
+                         "consistency: sync", "on_non_finite: fail", "dropout: 0.0", "restore_best: true", "scale: 255.0"] {
             XCTAssertTrue(yaml.contains(expected), "missing '\(expected)' in\n\(yaml)")
         }
         XCTAssertTrue(yaml.contains("    - {units: 256, activation: relu, dropout: 0.2}"), yaml)
         XCTAssertFalse(yaml.contains("header"), "idx specs must not carry csv-only keys:\n\(yaml)")
+    }
+
+    func testOnNonFiniteRoundTrips() throws {
+        // Proves every non-finite policy survives encode → parse in YAML and JSON, and is written out.
+        for policy in NonFinitePolicy.allCases {
+            var spec = exampleSpec
+            spec.training.onNonFinite = policy
+            assertRoundTrip(spec)
+            XCTAssertTrue(spec.jsonText().contains("\"on_non_finite\": \"\(policy.rawValue)\""), spec.jsonText())
+        }
     }
 
     func testCSVSpecRoundTrips() {

@@ -525,6 +525,24 @@ final class JobSpecParsingTests: XCTestCase {
                     field: "training.compute_signature", "set one of them")
     }
 
+    func testOnNonFiniteDefaultsToFailAndNamesTheChoices() throws {
+        // Proves training.on_non_finite defaults to fail (a spec without it, as written before it
+        // existed), accepts fail, stop and continue, in YAML and by --set, and names the choices otherwise.
+        XCTAssertEqual(try parse(exampleYAML).training.onNonFinite, .fail)
+        for policy in NonFinitePolicy.allCases {
+            XCTAssertEqual(try parse(example(replacing: "epochs: 10}", with: "epochs: 10, on_non_finite: \(policy.rawValue)}"))
+                .training.onNonFinite, policy)
+            XCTAssertEqual(try JobSpec.parse(exampleYAML, format: .yaml, overrides: ["training.on_non_finite=\(policy.rawValue)"])
+                .training.onNonFinite, policy)
+        }
+        assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, on_non_finite: skip}")),
+                    field: "training.on_non_finite", "unknown non-finite policy 'skip'", "(expected fail, stop, continue)")
+        assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, on_non_finite: true}")),
+                    field: "training.on_non_finite", "(expected fail, stop, continue)")
+        assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, on_non_finite: [stop]}")),
+                    field: "training.on_non_finite", "expected a string")
+    }
+
     // MARK: early stopping
 
     func testEarlyStoppingDefaultsAndPatience() throws {

@@ -345,3 +345,138 @@ final class LayerPushTests: XCTestCase {
         XCTAssertEqual(step.combined(part: 1, reusing: &buffers).array, ranges[1].map { Float($0 * 100) + Float($0 * 100 + 1) + Float($0 * 100 + 2) })
     }
 }
+
+/// Non-finite steps (`training.on_non_finite`) in the store every trainer applies steps with, and in
+/// the local trainer.
+final class NonFiniteTrainingTests: XCTestCase {
+    func bitwise(_ a: [Float], _ b: [Float]) -> Bool { a.elementsEqual(b) { $0.bitPattern == $1.bitPattern } }
+
+    // A checked step with a finite result is bitwise the unchecked one. A NaN or ±inf gradient, whole
+    // or in a part (where the parts applied before it go too), is not kept: the parameters and version
+    // are those before it, the answer names the gradient, and the store takes no further step. An
+    // update that overflows from a finite gradient (SGD at 3e38 on a gradient of 10) is named as such.
+    func testCheckedStepsAreUndoneWhenNotFinite() {
+        let start = (0..<1000).map { Float($0 % 13) * 0.01 - 0.06 }
+        let good = (0..<1000).map { Float($0 % 7) * 0.3 - 0.9 }
+        for kind in [OptimizerKind.adam, .sgd, .momentum, .adadelta, .adagrad, .rmsprop] {
+            for clip: Float? in [nil, 0.5] {
+                let spec = OptimizerSpec(kind: kind, learningRate: 0.01, clipNorm: clip)
+                var plain = ParameterStore(parameters: start, optimizer: spec, shardCount: 3)
+                var checked = plain
+                plain.apply(gradientSum: good, batchCount: 4)
+                XCTAssertNil(checked.applyChecked(gradientSum: FloatData(good), batchCount: 4))
+                XCTAssertTrue(bitwise(plain.parameters, checked.parameters), "\(kind)")
+                XCTAssertEqual(checked.version, 1)
+                let before = checked.parameters
+                for bad: Float in [.nan, .infinity, -.infinity] {
+                    var g = good
+                    g[500] = bad
+                    var whole = checked
+                    XCTAssertEqual(whole.applyChecked(gradientSum: FloatData(g), batchCount: 4), .gradient, "\(kind) \(bad)")
+                    XCTAssertTrue(bitwise(whole.parameters, before), "\(kind) \(bad) clip \(clip ?? 0)")
+                    XCTAssertEqual(whole.version, 1)
+                    XCTAssertEqual(whole.optimizerState.steps, 1)
+                    XCTAssertTrue(whole.rejectedStep)
+                    guard clip == nil else { continue }
+                    // In parts: the first part is good and applied, the second is bad; both are undone.
+                    var parts = checked
+                    XCTAssertNil(g.withUnsafeBytes { parts.applyPartChecked(0..<400, gradientSum: $0.baseAddress!, batchCount: 4) })
+                    XCTAssertFalse(bitwise(parts.parameters, before))
+                    XCTAssertEqual(g.withUnsafeBytes { parts.applyPartChecked(400..<1000, gradientSum: $0.baseAddress! + 1600, batchCount: 4) },
+                                   .gradient, "\(kind) \(bad)")
+                    parts.abandonStep()
+                    XCTAssertTrue(bitwise(parts.parameters, before), "\(kind) \(bad)")
+                    XCTAssertEqual(parts.version, 1)
+                    XCTAssertTrue(parts.rejectedStep)
+                }
+            }
+        }
+        var huge = ParameterStore(parameters: start, optimizer: OptimizerSpec(kind: .sgd, learningRate: 3e38), shardCount: 2)
+        var hugeParts = huge
+        let ten = [Float](repeating: 10, count: 1000)
+        XCTAssertEqual(huge.applyChecked(gradientSum: FloatData(ten), batchCount: 1), .update)
+        XCTAssertTrue(bitwise(huge.parameters, start))
+        XCTAssertEqual(huge.version, 0)
+        XCTAssertEqual(huge.optimizerState.steps, 0)
+        XCTAssertEqual(ten.withUnsafeBytes { hugeParts.applyPartChecked(0..<1000, gradientSum: $0.baseAddress!, batchCount: 1) }, .update)
+        hugeParts.abandonStep()
+        XCTAssertTrue(bitwise(hugeParts.parameters, start))
+    }
+
+    // The local trainer on a diverging job: by default it fails at the first step whose loss is not
+    // finite, keeping the weights before it (finite); `stop` ends there, completed, with the same
+    // weights when nothing else is kept; `continue` trains on into NaN, as before the field existed.
+    func testLocalTrainerFailsStopsOrContinues() throws {
+        var spec = smallMNISTSpec(epochs: 2)
+        spec.optimizer.learningRate = 1e30
+        let data = try DataLoader.load(spec)
+        let fail = LocalTrainer(spec: spec, data: data).run()
+        let step = try XCTUnwrap(fail.nonFinite)
+        XCTAssertTrue(fail.failed)
+        XCTAssertEqual(step.value, .loss)
+        XCTAssertEqual(step.epoch, 1)
+        XCTAssertEqual("\(step)", "non-finite loss at step \(step.step) (epoch 1)")
+        XCTAssertTrue(fail.model.parameters.allSatisfy(\.isFinite))
+        XCTAssertTrue(fail.history.isEmpty, "no epoch ended")
+        XCTAssertNil(fail.model.summary.testAccuracy, "a failed run is not evaluated")
+
+        spec.training.onNonFinite = .stop
+        let stop = LocalTrainer(spec: spec, data: data).run()
+        XCTAssertEqual(stop.nonFinite, step)
+        XCTAssertFalse(stop.failed)
+        XCTAssertEqual(stop.weightsSHA256, fail.weightsSHA256, "the last good weights")
+        XCTAssertEqual(stop.history.count, 1)
+        XCTAssertTrue(stop.history[0].stopEarly)
+        XCTAssertTrue(stop.model.summary.stoppedEarly)
+        XCTAssertNotNil(stop.model.summary.testAccuracy)
+
+        spec.training.onNonFinite = .continue
+        let carryOn = LocalTrainer(spec: spec, data: data).run()
+        XCTAssertNil(carryOn.nonFinite)
+        XCTAssertEqual(carryOn.history.count, 2)
+        XCTAssertTrue(carryOn.model.parameters.contains { !$0.isFinite })
+    }
+
+    // After a failed step the ledger keeps the best epoch's weights when early stopping restores them
+    // and an epoch was recorded (the cluster then restores the shard's best), else the current (last
+    // good) ones; the failure summary has the epochs so far and the partial epoch's training loss.
+    func testWeightsKeptAfterAFailure() {
+        let best = EarlyStoppingSpec(monitor: .valLoss, patience: 3, restoreBest: true)
+        var ledger = TrainingLedger(spec: smallMNISTSpec(earlyStopping: best))
+        XCTAssertEqual(ledger.keptAfterFailure(currentVersion: 3).version, 3, "no epoch yet: the last good weights")
+        XCTAssertNil(ledger.keptAfterFailure(currentVersion: 3).epoch)
+        _ = ledger.endEpoch(1, train: ChunkStats(lossSum: 80, correct: 30, samples: 40),
+                            validation: ChunkStats(lossSum: 5, correct: 8, samples: 10), seconds: 1,
+                            parameters: [1, 2], version: 10)
+        let kept = ledger.keptAfterFailure(currentVersion: 15)
+        XCTAssertEqual(kept.version, 10)
+        XCTAssertEqual(kept.epoch, 1)
+        let summary = ledger.failureSummary(partial: ChunkStats(lossSum: 6, correct: 1, samples: 4), keptEpoch: kept.epoch,
+                                            samplesPerSecond: 1)
+        XCTAssertEqual(summary.epochsRun, 1)
+        XCTAssertEqual(summary.trainLoss, 1.5)
+        XCTAssertEqual(summary.validationLoss, 0.5)
+        XCTAssertFalse(summary.stoppedEarly)
+        XCTAssertNil(summary.testAccuracy)
+
+        var plain = TrainingLedger(spec: smallMNISTSpec())
+        _ = plain.endEpoch(1, train: ChunkStats(lossSum: 80, correct: 30, samples: 40),
+                           validation: ChunkStats(lossSum: 5, correct: 8, samples: 10), seconds: 1,
+                           parameters: [1, 2], version: 10)
+        XCTAssertEqual(plain.keptAfterFailure(currentVersion: 15).version, 15, "nothing restores the best: the last good weights")
+        XCTAssertNil(plain.keptAfterFailure(currentVersion: 15).epoch)
+        XCTAssertEqual(plain.failureSummary(partial: ChunkStats(), keptEpoch: nil, samplesPerSecond: 1).trainLoss, 2,
+                       "no step since the epoch: its training loss")
+    }
+
+    // A job that does not diverge trains to the same bits whatever the policy: the checks change nothing.
+    func testChecksDoNotChangeTheBits() throws {
+        var spec = smallMNISTSpec(optimizer: OptimizerSpec(kind: .adam, learningRate: 0.003), epochs: 1)
+        let data = try DataLoader.load(spec)
+        let checked = LocalTrainer(spec: spec, data: data).run()
+        spec.training.onNonFinite = .continue
+        let unchecked = LocalTrainer(spec: spec, data: data).run()
+        XCTAssertNil(checked.nonFinite)
+        XCTAssertEqual(checked.weightsSHA256, unchecked.weightsSHA256)
+    }
+}

@@ -39,7 +39,8 @@ enum Fixtures {
             loss: loss, optimizer: optimizerSpec,
             training: TrainingSpec(batchSize: 128, chunks: 8, epochs: 10,
                                    computeSignature: variant % 3 == 1 ? "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1" : nil,
-                                   allowMixedSignatures: variant % 3 == 2),
+                                   allowMixedSignatures: variant % 3 == 2,
+                                   onNonFinite: NonFinitePolicy.allCases[variant / 2 % 3]),
             earlyStopping: early)
     }
 

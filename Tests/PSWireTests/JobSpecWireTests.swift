@@ -30,6 +30,29 @@ final class JobSpecWireTests: XCTestCase {
         }
     }
 
+    func testOnNonFiniteRoundTripsAndAnOldSpecMeansFail() {
+        // Proves each non-finite policy has a wire value that maps back to itself; that the default is
+        // the wire's zero value, so a spec encoded before the field existed (the field absent) decodes
+        // to fail and the default spec's bytes are what they were (checkpoints name them by hash); and
+        // that an unknown value is refused naming the field.
+        for policy in NonFinitePolicy.allCases {
+            var spec = Fixtures.spec()
+            spec.training.onNonFinite = policy
+            XCTAssertEqual(try JobSpec(wireBytes: spec.wireBytes()), spec)
+        }
+        var old = Fixtures.spec()
+        old.training.onNonFinite = .stop
+        let withoutField = edited(old.wireBytes(), unpack: ps__v1__job_spec__unpack, free: ps__v1__job_spec__free_unpacked) { m in
+            m.pointee.training.pointee.on_non_finite = Ps__V1__NonFinitePolicy(rawValue: 0)
+        }
+        XCTAssertEqual(try JobSpec(wireBytes: withoutField).training.onNonFinite, .fail)
+        XCTAssertEqual(Fixtures.spec().wireBytes(), withoutField, "fail is not written: older specs' bytes are unchanged")
+        let unknown = edited(old.wireBytes(), unpack: ps__v1__job_spec__unpack, free: ps__v1__job_spec__free_unpacked) { m in
+            m.pointee.training.pointee.on_non_finite = Ps__V1__NonFinitePolicy(rawValue: 7)
+        }
+        assertWireError(try JobSpec(wireBytes: unknown), names: "JobSpec.training.on_non_finite: 7")
+    }
+
     func testSpecRoundTripsInsideSubmitJob() throws {
         // Proves a spec sent in a SubmitJob frame decodes to the same spec.
         let spec = Fixtures.spec(optimizer: .rmsprop, loss: .meanSquaredError, variant: 4)

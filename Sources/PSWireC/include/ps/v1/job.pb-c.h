@@ -95,6 +95,24 @@ typedef enum _Ps__V1__Monitor {
   PS__V1__MONITOR__MONITOR_VAL_ACCURACY = 2
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PS__V1__MONITOR)
 } Ps__V1__Monitor;
+/*
+ * What training does on a non-finite loss, gradient or update.
+ */
+typedef enum _Ps__V1__NonFinitePolicy {
+  /*
+   * The job fails at that step; the last good weights are kept. The default.
+   */
+  PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_FAIL = 0,
+  /*
+   * Training stops there and the job completes, stopped early.
+   */
+  PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_STOP = 1,
+  /*
+   * The step is applied anyway (no checks).
+   */
+  PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_CONTINUE = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PS__V1__NON_FINITE_POLICY)
+} Ps__V1__NonFinitePolicy;
 
 /* --- messages --- */
 
@@ -324,10 +342,15 @@ struct  Ps__V1__TrainingSpec
    * Compute on workers of any signature; the result is then marked as not bitwise-reproducible.
    */
   protobuf_c_boolean allow_mixed_signatures;
+  /*
+   * What a step whose loss, gradient or update is not finite does. Its zero value is the default
+   * (fail), which is also what a spec sent before this field existed means.
+   */
+  Ps__V1__NonFinitePolicy on_non_finite;
 };
 #define PS__V1__TRAINING_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__training_spec__descriptor) \
-    , 0, 0, 0, PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED, (char *)protobuf_c_empty_string, 0 }
+    , 0, 0, 0, PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_FAIL }
 
 
 /*
@@ -692,6 +715,7 @@ extern const ProtobufCEnumDescriptor    ps__v1__loss__descriptor;
 extern const ProtobufCEnumDescriptor    ps__v1__optimizer_kind__descriptor;
 extern const ProtobufCEnumDescriptor    ps__v1__consistency__descriptor;
 extern const ProtobufCEnumDescriptor    ps__v1__monitor__descriptor;
+extern const ProtobufCEnumDescriptor    ps__v1__non_finite_policy__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__idx_files__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__data_files__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__column_ref__descriptor;

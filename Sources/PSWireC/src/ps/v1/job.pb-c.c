@@ -1206,7 +1206,7 @@ const ProtobufCMessageDescriptor ps__v1__optimizer_spec__descriptor =
   (ProtobufCMessageInit) ps__v1__optimizer_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[6] =
+static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[7] =
 {
   {
     "batch_size",
@@ -1280,6 +1280,18 @@ static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[6
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "on_non_finite",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__TrainingSpec, on_non_finite),
+    &ps__v1__non_finite_policy__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__training_spec__field_indices_by_name[] = {
   5,   /* field[5] = allow_mixed_signatures */
@@ -1288,11 +1300,12 @@ static const unsigned ps__v1__training_spec__field_indices_by_name[] = {
   4,   /* field[4] = compute_signature */
   3,   /* field[3] = consistency */
   2,   /* field[2] = epochs */
+  6,   /* field[6] = on_non_finite */
 };
 static const ProtobufCIntRange ps__v1__training_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor =
 {
@@ -1302,7 +1315,7 @@ const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor =
   "Ps__V1__TrainingSpec",
   "ps.v1",
   sizeof(Ps__V1__TrainingSpec),
-  6,
+  7,
   ps__v1__training_spec__field_descriptors,
   ps__v1__training_spec__field_indices_by_name,
   1,  ps__v1__training_spec__number_ranges,
@@ -1801,5 +1814,35 @@ const ProtobufCEnumDescriptor ps__v1__monitor__descriptor =
   ps__v1__monitor__enum_values_by_name,
   1,
   ps__v1__monitor__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue ps__v1__non_finite_policy__enum_values_by_number[3] =
+{
+  { "NON_FINITE_POLICY_FAIL", "PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_FAIL", 0 },
+  { "NON_FINITE_POLICY_STOP", "PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_STOP", 1 },
+  { "NON_FINITE_POLICY_CONTINUE", "PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_CONTINUE", 2 },
+};
+static const ProtobufCIntRange ps__v1__non_finite_policy__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex ps__v1__non_finite_policy__enum_values_by_name[3] =
+{
+  { "NON_FINITE_POLICY_CONTINUE", 2 },
+  { "NON_FINITE_POLICY_FAIL", 0 },
+  { "NON_FINITE_POLICY_STOP", 1 },
+};
+const ProtobufCEnumDescriptor ps__v1__non_finite_policy__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "ps.v1.NonFinitePolicy",
+  "NonFinitePolicy",
+  "Ps__V1__NonFinitePolicy",
+  "ps.v1",
+  3,
+  ps__v1__non_finite_policy__enum_values_by_number,
+  3,
+  ps__v1__non_finite_policy__enum_values_by_name,
+  1,
+  ps__v1__non_finite_policy__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
