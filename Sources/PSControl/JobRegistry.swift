@@ -32,6 +32,10 @@ struct JobRegistry {
         var checkpointSteps: Int?
         var checkpointAt: Double?
         var checkpointError = ""
+        /// When its data began loading (the coordinator's clock), while it loads.
+        var preparingSince: Double?
+        /// Whether the log already said, this time, that its load is slow (said once per load).
+        var slowLoadLogged = false
     }
 
     var jobs: [String: Job] = [:]
