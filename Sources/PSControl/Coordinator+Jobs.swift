@@ -187,9 +187,10 @@ extension Coordinator {
     /// the run if it was this job (and tells the shard to let its values go).
     mutating func finish(_ jobId: String, _ event: JobEvent, message: String, summary: TrainingSummary? = nil,
                          sha: String = "", _ out: inout [CoordinatorAction]) {
-        let wasPreparing = registry.jobs[jobId]?.lifecycle.phase == .preparing
+        // Its data still loading (not a load that just failed): the load is cancelled.
+        let loading = registry.jobs[jobId]?.preparingSince != nil
         guard transition(jobId, event, &out) else { return }
-        if wasPreparing {
+        if loading {
             registry.jobs[jobId]!.preparingSince = nil
             out.append(.cancelPrepare(jobId: jobId, reason: message))
         }

@@ -129,8 +129,8 @@ final class RobustnessEndToEndTests: XCTestCase {
         XCTAssertLessThan(seconds ?? .infinity, Self.stopLimitSeconds)
     }
 
-    // ps-server with a load hanging at the moment of SIGTERM, ps-worker mid-job, and psctl wait each exit
-    // within the stop limit.
+    // ps-server with a load hanging at the moment of SIGTERM, ps-worker mid-job, psctl wait and psctl
+    // train --local (SIGINT, as a terminal's Ctrl-C) each exit within the stop limit.
     func testEveryProgramStopsWithinTheLimit() throws {
         let cluster = try LocalCluster(serverEnvironment: ["PS_TEST_LOAD_HANG_PATH": "hangs-here"])
         defer { cluster.stop() }
@@ -144,6 +144,14 @@ final class RobustnessEndToEndTests: XCTestCase {
         let waitSeconds = exitSeconds(waiter, timeout: 30)
         print("psctl wait exit after SIGTERM: \(waitSeconds.map { String(format: "%.2f s", $0) } ?? "still running")")
         XCTAssertLessThan(waitSeconds ?? .infinity, Self.stopLimitSeconds)
+
+        let local = try cluster.launch("psctl", ["train", "--local", Self.spec, "--set", "training.epochs=10000",
+                                                 "--output", cluster.directory + "/local.psm"], log: "local")
+        Thread.sleep(forTimeInterval: 1)
+        kill(local.processIdentifier, SIGINT)
+        let localSeconds = exitSeconds(local, timeout: 30)
+        print("psctl train --local exit after SIGINT: \(localSeconds.map { String(format: "%.2f s", $0) } ?? "still running")")
+        XCTAssertLessThan(localSeconds ?? .infinity, Self.stopLimitSeconds)
 
         let worker = try XCTUnwrap(cluster.workers["w1"])
         kill(worker.processIdentifier, SIGTERM)
