@@ -245,10 +245,13 @@ public final class ServerRuntime: @unchecked Sendable {
             case let .saveModel(jobId, model):
                 let path = store.location(of: .model(jobId))
                 // On disk before the job's end is recorded or anyone is told (the actions after this one).
-                io.sync(flags: .barrier) { [logger, store] in
+                io.sync(flags: .barrier) { [logger, store, clock] in
                     do {
+                        let started = clock.now
                         try store.putModel(model, jobId: jobId)
-                        logger.info("model written", metadata: ["job": "\(jobId)", "path": "\(path)"])
+                        // On the coordinator's queue (the job's end waits for it): its time is what status waits.
+                        logger.info("model written", metadata: ["job": "\(jobId)", "path": "\(path)",
+                                                                "seconds": "\(String(format: "%.3f", Self.seconds(clock.now - started)))"])
                     } catch {
                         logger.error("cannot write model", metadata: ["job": "\(jobId)", "path": "\(path)", "error": "\(error)"])
                     }
