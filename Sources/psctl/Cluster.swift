@@ -257,6 +257,7 @@ struct WatchView {
                 if let a = j.validationAccuracy { line += String(format: " val_acc %.4f", a) }
                 if j.samplesPerSecond > 0 { line += " \(compact(j.samplesPerSecond)) samples/s" }
                 if let eta = j.etaSeconds { line += " eta \(duration(eta))" }
+                if !j.stallReason.isEmpty { line += " stalled: \(j.stallReason)" }
                 return line + " workers \(status.cluster.workers.count)\n"
             }.joined()
         }
