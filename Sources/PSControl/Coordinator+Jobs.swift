@@ -51,12 +51,15 @@ extension Coordinator {
     mutating func startNextJob(now: Double, _ out: inout [CoordinatorAction]) {
         guard run == nil, !shuttingDown, let next = registry.nextToStart else { return }
         transition(next, .prepare, &out)
+        registry.jobs[next]!.preparingSince = now
+        registry.jobs[next]!.slowLoadLogged = false
         out.append(.prepare(jobId: next, spec: registry.jobs[next]!.spec))
     }
 
     mutating func prepared(_ jobId: String, _ result: Result<PreparedData, PreparationError>, checkpoint: Checkpoint?,
                            now: Double, _ out: inout [CoordinatorAction]) {
         guard let job = registry.jobs[jobId], job.lifecycle.phase == .preparing, !shuttingDown else { return }
+        registry.jobs[jobId]!.preparingSince = nil
         switch result {
         case let .failure(error):
             finish(jobId, .failed, message: error.message, &out)
@@ -186,7 +189,13 @@ extension Coordinator {
     /// the run if it was this job (and tells the shard to let its values go).
     mutating func finish(_ jobId: String, _ event: JobEvent, message: String, summary: TrainingSummary? = nil,
                          sha: String = "", _ out: inout [CoordinatorAction]) {
+        // Its data still loading (not a load that just failed): the load is cancelled.
+        let loading = registry.jobs[jobId]?.preparingSince != nil
         guard transition(jobId, event, &out) else { return }
+        if loading {
+            registry.jobs[jobId]!.preparingSince = nil
+            out.append(.cancelPrepare(jobId: jobId, reason: message))
+        }
         let state = registry.jobs[jobId]!.state
         let result = JobResult(jobId: jobId, state: state, summary: summary, weightsSHA256: sha, message: message)
         for (connection, rid) in registry.end(jobId, result: result, message: message) {
@@ -260,6 +269,7 @@ extension Coordinator {
                 status.message = "\(unable.count) worker\(unable.count == 1 ? "" : "s") cannot run this job: " + unable.joined(separator: "; ")
             }
         }
+        status.stallReason = stallReason(of: jobId, now: now) ?? ""
         guard let r = run, r.jobId == jobId, let signature = r.signature, !r.spec.training.allowMixedSignatures else { return status }
         status.computeSignature = signature.description
         let excluded = membership.workers.values.filter { $0.signature != signature }.count

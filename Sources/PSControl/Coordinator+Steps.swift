@@ -58,6 +58,11 @@ struct Run {
     var failure: String?
     /// Whether steps are checked for a non-finite loss here (and gradients and updates by the shard).
     var checksNonFinite: Bool { spec.training.onNonFinite != .continue }
+    /// When the job last moved (started, a step applied, an evaluation chunk received); the clock stands
+    /// still while no worker is connected (the job then says it waits for workers).
+    var lastProgressAt: Double
+    /// Whether this stall was already logged (once per stall; cleared when the job moves again).
+    var stallLogged = false
 
     init(jobId: String, spec: JobSpec, ranges: [Range<Int>], parameterCount: Int, appliesInParts: Bool,
          data: PreparedData, ledger: TrainingLedger, stepsPerEpoch: Int, epochStartedAt: Double) {
@@ -71,6 +76,7 @@ struct Run {
         self.stepsPerEpoch = stepsPerEpoch
         self.epochStartedAt = epochStartedAt
         lastCheckpointAt = epochStartedAt
+        lastProgressAt = epochStartedAt
         specSHA256 = Digest.sha256(spec.wireBytes())
         signature = spec.training.computeSignature.map { text in
             guard case let .success(s) = ComputeSignature.parse(text) else { preconditionFailure("the spec's signature was validated") }
@@ -98,6 +104,8 @@ struct Work {
     /// A training step whose every push is in: the shard applies it (or its last parts) and says when
     /// it has (`.shardStepApplied`), or that it did not because it was not finite.
     var applying = false
+    /// When each node in `assigned` was handed out (for a stalled job's reason).
+    var assignedAt: [Range<Int>: Double] = [:]
 
     var total: Int { leafSamples.count }
     var isComplete: Bool { kind == .train ? gradients.isComplete : evaluations.isComplete }
@@ -151,7 +159,10 @@ extension Coordinator {
         let free = (0..<work.total).filter { !taken[$0] }
         let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
         for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held) {
-            for n in nodes { work.assigned[n] = wid }
+            for n in nodes {
+                work.assigned[n] = wid
+                work.assignedAt[n] = now
+            }
             work.participants.insert(wid)
             sendAssignment(to: wid, run: r, work: work, nodes: nodes, &out)
         }
@@ -302,6 +313,7 @@ extension Coordinator {
         guard var r = run, let work = r.work else { return }
         r.version += 1
         r.work = nil
+        moved(&r, now: now, &out)
         let stats = work.gradients.stats
         r.epochStats = r.epochStats + stats
         r.stepInEpoch += 1
@@ -360,6 +372,7 @@ extension Coordinator {
         work.assigned[range] = nil
         work.evaluations.insert(range, payload: (), stats: ChunkStats(lossSum: e.lossSum, correct: e.correct, samples: e.samples))
         if let signature = membership.workers[wid]?.signature { r.signaturesUsed.insert(signature) }
+        moved(&r, now: now, &out)
         r.work = work
         run = r
         guard work.evaluations.isComplete else { return }

@@ -64,11 +64,17 @@ public struct Coordinator {
                 out.append(.observe(.heartbeatMissed(workerId: w.id)))
                 removeWorker(w.id, reason: "missed its heartbeat deadline", now: now, &out)
             }
+            checkLoadDeadline(now: now, &out)
             // Jobs recovered from the journal start here (nothing else starts the first of them).
             startNextJob(now: now, &out)
+            checkStall(now: now, &out)
             updateStatus(now: now)
         case .shutdown:
             shuttingDown = true
+            // A load in progress is abandoned: the job stays queued in the journal and loads again next start.
+            for jobId in registry.order where registry.jobs[jobId]!.lifecycle.phase == .preparing {
+                out.append(.cancelPrepare(jobId: jobId, reason: "the server is stopping"))
+            }
             if let r = run {
                 // Not ended: the journal still says it runs, so a restarted server resumes it from its
                 // newest checkpoint. Its waiters reconnect (`psctl wait` does) and wait on.

@@ -19,6 +19,14 @@ public enum CoordinatorLimits {
     /// chunk count. A push that matches no outstanding node is refused and its connection closed, which
     /// is what keeps a flooding peer from piling up megabyte tensors.
     public static let inFlightPushesMax = Limits.chunksMax
+    /// How long loading a job's data may take before the job fails ("loading data took longer than N s"):
+    /// the largest allowed data set loads in well under a minute here, so ten minutes means the files are
+    /// stuck (a hung network filesystem), not big. `ps-server --load-timeout` sets it.
+    public static let loadSecondsDefault = 600.0
+    /// How long a job's step may stay where it is, with workers connected, before status and the log say
+    /// why (waiting for which worker's chunks, no worker of its signature, still loading): a step of the
+    /// largest model takes a few seconds here. `ps-server --stall-seconds` sets it.
+    public static let stallSecondsDefault = 30.0
 }
 
 public struct CoordinatorConfig: Sendable {
@@ -32,11 +40,18 @@ public struct CoordinatorConfig: Sendable {
     public var updateThreads: Int
     /// The server's own compute signature, for status (it applies the updates).
     public var computeSignature: String
+    /// A job whose data has not loaded after this long fails, and its load is cancelled.
+    public var loadTimeoutSeconds: Double
+    /// A job whose step has not moved for this long (with workers connected) is reported as stalled, with why.
+    public var stallSeconds: Double
 
     public init(serverName: String = "ps-server", address: String, heartbeatIntervalSeconds: Double = 1,
                 heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1, updateThreads: Int = 1,
-                computeSignature: String = "") {
+                computeSignature: String = "", loadTimeoutSeconds: Double = CoordinatorLimits.loadSecondsDefault,
+                stallSeconds: Double = CoordinatorLimits.stallSecondsDefault) {
         self.computeSignature = computeSignature
+        self.loadTimeoutSeconds = loadTimeoutSeconds
+        self.stallSeconds = stallSeconds
         self.serverName = serverName
         self.address = address
         self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
@@ -149,8 +164,13 @@ public enum CoordinatorAction: Sendable {
     /// The same envelope to several connections (encode once).
     case broadcast([ConnectionID], Envelope)
     case close(ConnectionID, after: Envelope?)
-    /// Load the job's data off the coordinator's queue, then deliver `.prepared`.
+    /// Load the job's data off the coordinator's queue (on a bounded pool of its own, never a queue a
+    /// model or record write waits on), then deliver `.prepared`. The coordinator never waits for it: past
+    /// `loadTimeoutSeconds` it fails the job and cancels the load.
     case prepare(jobId: String, spec: JobSpec)
+    /// Stop a load begun by `.prepare` (the job was cancelled or took too long); a `.prepared` that still
+    /// comes for it is ignored.
+    case cancelPrepare(jobId: String, reason: String)
     /// Write the model to the data directory (atomically).
     case saveModel(jobId: String, model: TrainedModel)
     /// Record a submitted job in the journal (durably), then answer `requestId` on `connection` with

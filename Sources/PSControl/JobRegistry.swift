@@ -34,6 +34,10 @@ struct JobRegistry {
         var checkpointError = ""
         /// Its checkpoints stay once it ended (it failed on a non-finite step: they hold good weights).
         var keepsCheckpoints = false
+        /// When its data began loading (the coordinator's clock), while it loads.
+        var preparingSince: Double?
+        /// Whether the log already said, this time, that its load is slow (said once per load).
+        var slowLoadLogged = false
     }
 
     var jobs: [String: Job] = [:]

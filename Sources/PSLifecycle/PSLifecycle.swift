@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -10,14 +11,19 @@ import UnixSignals
 /// The group is built with `StopOnSignal` first and the parts after it. A SIGTERM or SIGINT ends
 /// `StopOnSignal`, which shuts the group down gracefully: the parts stop in reverse order (the
 /// runtime before the metrics endpoint), each finishing its own stop before the next begins, and
-/// `ServiceGroup.run()` returns.
+/// `ServiceGroup.run()` returns. Whatever the parts are doing, the process is gone within
+/// `exitAfterSeconds` of the signal (`StopWatchdog`).
 public struct StopOnSignal: Service {
     private let signals: [UnixSignal]
+    private let exitAfterSeconds: Double?
     private let onSignal: @Sendable (UnixSignal) -> Void
 
-    /// `onSignal` runs once, with the first of `signals` to arrive (it logs "stopping").
-    public init(_ signals: [UnixSignal] = [.sigterm, .sigint], onSignal: @escaping @Sendable (UnixSignal) -> Void) {
+    /// `onSignal` runs once, with the first of `signals` to arrive (it logs "stopping"); a watchdog then
+    /// ends the process `exitAfterSeconds` later if the orderly stop has not (nil: no watchdog).
+    public init(_ signals: [UnixSignal] = [.sigterm, .sigint], exitAfterSeconds: Double? = StopLimits.orderlyStopSeconds,
+                onSignal: @escaping @Sendable (UnixSignal) -> Void) {
         self.signals = signals
+        self.exitAfterSeconds = exitAfterSeconds
         self.onSignal = onSignal
     }
 
@@ -29,6 +35,7 @@ public struct StopOnSignal: Service {
     /// Returns at the first signal, or when the group shuts down for another reason.
     public func run() async throws {
         for await signal in await UnixSignalsSequence(trapping: signals).cancelOnGracefulShutdown() {
+            if let exitAfterSeconds { StopWatchdog.arm(seconds: exitAfterSeconds, after: "\(signal)") }
             onSignal(signal)
             return
         }
@@ -50,5 +57,37 @@ public func runUntilShutdown(start: @escaping @Sendable () throws -> Void,
 private func onDispatchThread(_ body: @escaping @Sendable () throws -> Void) async throws {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
         DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
+}
+
+public enum StopLimits {
+    /// How long an orderly stop may take after SIGTERM or SIGINT before the process exits anyway: the
+    /// server's last writes (a checkpoint of the largest model, its model file) take about a second here;
+    /// systemd's and Kubernetes' own stop timeouts (90 s, 30 s) are well above it.
+    public static let orderlyStopSeconds = 10.0
+}
+
+/// Ends the process a fixed time after a stop began if the orderly stop has not ended it by then (a part
+/// stuck in a read, a peer that never answers): it logs that it did, then `_exit(1)`s without running
+/// anything else. It runs on a thread of its own, so it needs no queue or cooperative thread to be free.
+public enum StopWatchdog {
+    private static let armed = NSLock()
+    nonisolated(unsafe) private static var isArmed = false
+
+    /// Starts the countdown (once per process; later calls do nothing). `after` names what began the stop.
+    public static func arm(seconds: Double, after: String) {
+        let first = armed.withLock {
+            defer { isArmed = true }
+            return !isArmed
+        }
+        guard first else { return }
+        let thread = Thread {
+            Thread.sleep(forTimeInterval: seconds)
+            Logger(label: "ps-lifecycle").critical("the orderly stop did not finish in time; exiting now",
+                                                   metadata: ["after": "\(after)", "seconds": "\(seconds)"])
+            _exit(1)
+        }
+        thread.name = "stop-watchdog"
+        thread.start()
     }
 }

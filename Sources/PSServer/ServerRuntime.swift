@@ -13,8 +13,9 @@ import PSWire
 
 /// Drives the coordinator: transport events and timer ticks go onto one serial queue, where the
 /// state machine runs; its actions are performed there too (sends are thread-safe and cheap to
-/// start). Loading a job's data and writing models and job records (through `store`) happen on a
-/// utility queue, never on an event loop.
+/// start). Models and job records are written (through `store`) on a utility queue, never on an event
+/// loop. A job's data is loaded on `loads`, a small pool of its own that nothing waits on: a load stuck
+/// in a read delays no other job, no write and no stop.
 public final class ServerRuntime: @unchecked Sendable {
     public struct Options: Sendable {
         public var host: String
@@ -28,10 +29,18 @@ public final class ServerRuntime: @unchecked Sendable {
         public var authToken: AuthToken?
         /// TLS on every connection (nil: plaintext).
         public var tls: ServerTLS?
+        /// A job whose data has not loaded after this long fails (`--load-timeout`).
+        public var loadTimeoutSeconds: Double
+        /// A job that has not moved for this long with workers connected is reported stalled (`--stall-seconds`).
+        public var stallSeconds: Double
 
         public init(host: String = "127.0.0.1", port: Int = 7070, dataDirectory: String,
                     heartbeatIntervalSeconds: Double = 1, heartbeatTimeoutSeconds: Double = 10, shardCount: Int = 1,
-                    updateThreads: Int = 1, authToken: AuthToken? = nil, tls: ServerTLS? = nil) {
+                    updateThreads: Int = 1, authToken: AuthToken? = nil, tls: ServerTLS? = nil,
+                    loadTimeoutSeconds: Double = CoordinatorLimits.loadSecondsDefault,
+                    stallSeconds: Double = CoordinatorLimits.stallSecondsDefault) {
+            self.loadTimeoutSeconds = loadTimeoutSeconds
+            self.stallSeconds = stallSeconds
             self.authToken = authToken
             self.host = host
             self.port = port
@@ -55,6 +64,8 @@ public final class ServerRuntime: @unchecked Sendable {
     let shardQueue = DispatchQueue(label: "ps-server.shard")
     var shard: ParameterShard!
     let io = DispatchQueue(label: "ps-server.io", attributes: .concurrent)
+    /// Job data loads: bounded, cancellable, each with the load deadline; never waited for.
+    let loads: LoadPool
     /// Checkpoints are encoded and written here, one at a time, off the coordinator's and shard's queues.
     let checkpointQueue = DispatchQueue(label: "ps-server.checkpoint")
     /// The journal entry of every job, as last written (used on the coordinator's queue only).
@@ -84,6 +95,7 @@ public final class ServerRuntime: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.store = store ?? FileRecordStore(directory: options.dataDirectory)
+        loads = LoadPool(deadlineSeconds: options.loadTimeoutSeconds)
     }
 
     /// "HOST:PORT" the server listens on (with the real port when 0 was asked).
@@ -113,7 +125,8 @@ public final class ServerRuntime: @unchecked Sendable {
                                        heartbeatIntervalSeconds: options.heartbeatIntervalSeconds,
                                        heartbeatTimeoutSeconds: options.heartbeatTimeoutSeconds,
                                        shardCount: options.shardCount, updateThreads: options.updateThreads,
-                                       computeSignature: ComputeEnvironment.signature.description)
+                                       computeSignature: ComputeEnvironment.signature.description,
+                                       loadTimeoutSeconds: options.loadTimeoutSeconds, stallSeconds: options.stallSeconds)
         // Safe without the queue: it is suspended, so nothing else touches the coordinator yet.
         coordinator = Coordinator(config: config, now: now, firstJobNumber: firstJobNumber, recovered: recovered)
         shard = ParameterShard(keyRanges: options.shardCount, updateThreads: options.updateThreads)
@@ -133,7 +146,8 @@ public final class ServerRuntime: @unchecked Sendable {
     /// Stops in order: no new connections; the coordinator leaves a running job unfinished (it resumes at
     /// the next start on this data directory) and closes every connection (its waiters reconnect;
     /// observers flush its event files); a checkpoint being written and the last models and job records
-    /// are written; then the transport shuts down. Blocks until done; a second call does nothing new.
+    /// are written; then the transport shuts down. A data load is told to stop and not waited for (the
+    /// job loads again at the next start). Blocks until done; a second call does nothing new.
     public func stop() {
         status.enter(.stopping)
         transport.stopAccepting()
@@ -141,6 +155,7 @@ public final class ServerRuntime: @unchecked Sendable {
             timer?.cancel()
             perform(coordinator.receive(.shutdown, now: now))
         }
+        loads.abandonAll(reason: "the server is stopping")
         // Let the last replies leave and the last records (and a checkpoint being written) reach the
         // store before the sockets close.
         shardQueue.sync {}
@@ -207,24 +222,9 @@ public final class ServerRuntime: @unchecked Sendable {
             case let .close(id, after):
                 if coordinator.isWorkerConnection(id) { ordered.append(action) } else { transport.close(id, after: after) }
             case let .prepare(jobId, spec):
-                io.async { [weak self] in
-                    let result: Result<PreparedData, PreparationError>
-                    var found: Checkpoint?
-                    do {
-                        let data = try DataLoader.load(spec)
-                        result = .success(PreparedData(trainCount: data.train.count, validationCount: data.validation?.count ?? 0,
-                                                       testCount: data.test?.count ?? 0, preprocessing: data.preprocessing))
-                        let steps = ChunkPlan.stepsPerEpoch(count: data.train.count, batchSize: spec.training.batchSize)
-                        found = self?.newestCheckpoint(of: jobId, spec: spec, stepsPerEpoch: steps)
-                    } catch {
-                        result = .failure(PreparationError("\(error)"))
-                    }
-                    guard let self else { return }
-                    let checkpoint = found
-                    self.queue.async {
-                        self.perform(self.coordinator.receive(.prepared(jobId: jobId, result, checkpoint: checkpoint), now: self.now))
-                    }
-                }
+                prepare(jobId, spec)
+            case let .cancelPrepare(jobId, reason):
+                loads.abandon(jobId, reason: reason)
             case let .recordSubmission(jobId, spec, connection, requestId):
                 recordSubmission(jobId, spec, connection, requestId)
             case let .sendStoredModel(jobId, connection, requestId):
@@ -245,10 +245,13 @@ public final class ServerRuntime: @unchecked Sendable {
             case let .saveModel(jobId, model):
                 let path = store.location(of: .model(jobId))
                 // On disk before the job's end is recorded or anyone is told (the actions after this one).
-                io.sync(flags: .barrier) { [logger, store] in
+                io.sync(flags: .barrier) { [logger, store, clock] in
                     do {
+                        let started = clock.now
                         try store.putModel(model, jobId: jobId)
-                        logger.info("model written", metadata: ["job": "\(jobId)", "path": "\(path)"])
+                        // On the coordinator's queue (the job's end waits for it): its time is what status waits.
+                        logger.info("model written", metadata: ["job": "\(jobId)", "path": "\(path)",
+                                                                "seconds": "\(String(format: "%.3f", Self.seconds(clock.now - started)))"])
                     } catch {
                         logger.error("cannot write model", metadata: ["job": "\(jobId)", "path": "\(path)", "error": "\(error)"])
                     }
@@ -267,6 +270,40 @@ public final class ServerRuntime: @unchecked Sendable {
             if let jobId = stepJob {
                 let seconds = Self.seconds(coordinatorTime + (self.clock.now - started))
                 for o in self.observers { o(.stepApplied(jobId: jobId, seconds: seconds)) }
+            }
+        }
+    }
+
+    /// Loads a job's data on the load pool, then finds its newest checkpoint, and delivers `.prepared`.
+    /// Only regular files are read (checked again here: a file may have been replaced since the submit).
+    private func prepare(_ jobId: String, _ spec: JobSpec) {
+        let refusal = loads.submit(jobId: jobId) { [weak self] cancellation in
+            let result: Result<PreparedData, PreparationError>
+            var found: Checkpoint?
+            do {
+                if let refusal = try! DataRoots([]).refusal(spec) { throw PreparationError(refusal) }  // no roots: any folder
+                LoadTestHook.hangIfAsked(jobId: jobId, spec: spec, logger: self?.logger)
+                let data = try DataLoader.load(spec, cancellation: cancellation)
+                result = .success(PreparedData(trainCount: data.train.count, validationCount: data.validation?.count ?? 0,
+                                               testCount: data.test?.count ?? 0, preprocessing: data.preprocessing))
+                if cancellation.stopReason == nil {
+                    let steps = ChunkPlan.stepsPerEpoch(count: data.train.count, batchSize: spec.training.batchSize)
+                    found = self?.newestCheckpoint(of: jobId, spec: spec, stepsPerEpoch: steps)
+                }
+            } catch let error as PreparationError {
+                result = .failure(error)
+            } catch {
+                result = .failure(PreparationError("\(error)"))
+            }
+            guard let self else { return }
+            let checkpoint = found
+            self.queue.async {
+                self.perform(self.coordinator.receive(.prepared(jobId: jobId, result, checkpoint: checkpoint), now: self.now))
+            }
+        }
+        if let refusal {
+            queue.async {
+                self.perform(self.coordinator.receive(.prepared(jobId: jobId, .failure(PreparationError(refusal))), now: self.now))
             }
         }
     }

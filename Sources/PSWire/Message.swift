@@ -458,6 +458,8 @@ public struct JobStatus: Equatable, Sendable {
     public var checkpointAgeSeconds: Double?
     /// Why the last checkpoint could not be written ("" when it was).
     public var checkpointError = ""
+    /// Why the job has not moved for the server's stall time ("" while it moves, or has ended).
+    public var stallReason = ""
 
     public init(jobId: String, name: String, state: JobState, epoch: Int, epochs: Int, step: Int,
                 stepsPerEpoch: Int, trainLoss: Double? = nil, validationLoss: Double? = nil,

@@ -100,6 +100,7 @@ extension JobStatus {
             m.pointee.checkpoint_age_seconds = checkpointAgeSeconds
         }
         m.pointee.checkpoint_error = arena.string(checkpointError)
+        m.pointee.stall_reason = arena.string(stallReason)
         return m
     }
 
@@ -139,6 +140,7 @@ extension JobStatus {
             checkpointAgeSeconds = try nonNegative(c.checkpoint_age_seconds, "\(path).checkpoint_age_seconds")
         }
         checkpointError = string(c.checkpoint_error)
+        stallReason = string(c.stall_reason)
     }
 }
 

@@ -37,6 +37,10 @@ public final class WorkerRuntime: @unchecked Sendable {
         }
     }
 
+    /// How long loading a job's data may take on a worker: as the server's default `--load-timeout` (the
+    /// largest allowed data set loads in well under a minute; ten means the files are stuck, not big).
+    public static let loadSecondsMax = 600.0
+
     let options: Options
     let logger: Logger
     /// Owns `machine`, the connection calls and the heartbeat timer.
@@ -62,7 +66,9 @@ public final class WorkerRuntime: @unchecked Sendable {
         // Checked before a byte of the data is read: a path outside the roots is never opened.
         computer = WorkerCompute(loadData: { [roots = options.dataRoots] spec in
             if let refusal = roots.refusal(spec) { throw DataRootsError(refusal) }
-            return try DataLoader.load(spec)
+            // A load too slow to finish fails (and is reported, as any load failure) instead of holding the
+            // worker's chunks; one stuck in a read shows as this worker's in the job's stall reason.
+            return try DataLoader.load(spec, cancellation: LoadCancellation(seconds: WorkerRuntime.loadSecondsMax))
         })
     }
 

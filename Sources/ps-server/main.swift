@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PSControl
 import PSCore
 import PSLifecycle
 import PSMath
@@ -30,6 +31,14 @@ struct PSServerCommand: AsyncParsableCommand {
 
     @Option(help: "Seconds without a heartbeat before a worker is removed and its chunks reassigned.")
     var heartbeatTimeout = 10.0
+
+    @Option(help: ArgumentHelp("Seconds a job's data may take to load before the job fails (a file stuck in a read, a hung network filesystem).",
+                               valueName: "seconds"))
+    var loadTimeout = CoordinatorLimits.loadSecondsDefault
+
+    @Option(help: ArgumentHelp("Seconds a job may go without a step (with workers connected) before status and the log say why it is stalled.",
+                               valueName: "seconds"))
+    var stallSeconds = CoordinatorLimits.stallSecondsDefault
 
     @Option(help: "Key ranges the parameters are split into, each with its own optimizer (results are identical for any count).")
     var shards = 1
@@ -74,6 +83,12 @@ struct PSServerCommand: AsyncParsableCommand {
         }
         guard heartbeatTimeout >= 0.5 && heartbeatTimeout <= 3600 else {
             throw ValidationError("--heartbeat-timeout must be between 0.5 and 3600 seconds")
+        }
+        guard loadTimeout >= 0.5 && loadTimeout <= 86_400 else {
+            throw ValidationError("--load-timeout must be between 0.5 and 86400 seconds")
+        }
+        guard stallSeconds >= 0.5 && stallSeconds <= 86_400 else {
+            throw ValidationError("--stall-seconds must be between 0.5 and 86400 seconds")
         }
         guard (1...1024).contains(shards) else { throw ValidationError("--shards must be between 1 and 1024") }
         guard (1...256).contains(updateThreads) else { throw ValidationError("--update-threads must be between 1 and 256") }
@@ -121,7 +136,8 @@ struct PSServerCommand: AsyncParsableCommand {
         let runtime = ServerRuntime(options: .init(host: host, port: port, dataDirectory: dataDir,
                                                    heartbeatIntervalSeconds: min(1, heartbeatTimeout / 4),
                                                    heartbeatTimeoutSeconds: heartbeatTimeout, shardCount: shards,
-                                                   updateThreads: updateThreads, authToken: token, tls: tls),
+                                                   updateThreads: updateThreads, authToken: token, tls: tls,
+                                                   loadTimeoutSeconds: loadTimeout, stallSeconds: stallSeconds),
                                     logger: logger)
         runtime.observe(EventFileObserver(dataDirectory: dataDir, logger: logger).observe)
         // Stopped in reverse order: the server first, then the metrics endpoint that reports on it, then

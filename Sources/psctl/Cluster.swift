@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import PSClient
 import PSCore
+import PSData
 import PSSpec
 import PSTrain
 import PSTransport
@@ -143,8 +144,11 @@ struct Submit: ParsableCommand {
     }
 
     func run() throws {
-        // Everything is checked before anything is sent: the spec, then that every data file can be read here.
+        // Everything is checked before anything is sent: the spec, then that every data file is a regular
+        // file (a FIFO or device would leave the job loading forever; `stat` tells without opening it) that
+        // can be read here.
         let job = try JobSpec.load(path: spec, overrides: overrides)
+        if let refusal = try! DataRoots([]).refusal(job) { throw OperatingError(refusal) }  // no roots: any folder
         for (field, path) in job.dataPaths where !FileManager.default.isReadableFile(atPath: path) {
             throw OperatingError("\(field): cannot read '\(path)'")
         }
@@ -253,6 +257,7 @@ struct WatchView {
                 if let a = j.validationAccuracy { line += String(format: " val_acc %.4f", a) }
                 if j.samplesPerSecond > 0 { line += " \(compact(j.samplesPerSecond)) samples/s" }
                 if let eta = j.etaSeconds { line += " eta \(duration(eta))" }
+                if !j.stallReason.isEmpty { line += " stalled: \(j.stallReason)" }
                 return line + " workers \(status.cluster.workers.count)\n"
             }.joined()
         }
@@ -491,6 +496,7 @@ extension JobStatus {
         o.set("checkpoint_step", checkpointStep)
         o.set("checkpoint_age_seconds", checkpointAgeSeconds)
         o.set("checkpoint_error", checkpointError)
+        o.set("stall_reason", stallReason)
         return o.text
     }
 
@@ -533,6 +539,7 @@ extension JobStatus {
         }
         var text = columns(rows)
         for j in jobs where !j.message.isEmpty { text += "\n\(j.jobId): \(j.message)" }
+        for j in jobs where !j.stallReason.isEmpty { text += "\n\(j.jobId): stalled: \(j.stallReason)" }
         for j in jobs where !j.state.isFinal {
             for note in j.checkpointNotes { text += "\n\(j.jobId): \(note)" }
             if j.allowMixedSignatures {

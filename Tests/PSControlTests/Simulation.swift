@@ -167,10 +167,15 @@ struct Simulation {
     /// Set: checkpoints the shard hands over are "being written" (kept here, not stored, no answer yet).
     var holdCheckpoints = false
     var checkpointsBeingWritten: [Checkpoint] = []
+    /// Set: the coordinator's `.prepare` is kept in `loading` (a load in progress) instead of done at once.
+    var holdPrepares = false
+    var loading: [(jobId: String, spec: JobSpec)] = []
+    /// Loads the coordinator cancelled, with the reason.
+    var cancelledLoads: [(jobId: String, reason: String)] = []
     let shards: Int
 
-    init(spec: JobSpec, seed: UInt64, shards: Int = 1) throws {
-        coordinator = Coordinator(config: CoordinatorConfig(address: "sim", shardCount: shards), now: 0)
+    init(spec: JobSpec, seed: UInt64, shards: Int = 1, config: CoordinatorConfig? = nil) throws {
+        coordinator = Coordinator(config: config ?? CoordinatorConfig(address: "sim", shardCount: shards), now: 0)
         shard = ParameterShard(keyRanges: shards)
         self.shards = shards
         data = try DataLoader.load(spec)
@@ -251,6 +256,11 @@ struct Simulation {
                     toCoordinatorLink.drop(connection: id)
                 }
                 feed(.disconnected(id))
+            case let .prepare(jobId, spec) where holdPrepares:
+                loading.append((jobId, spec))
+            case let .cancelPrepare(jobId, reason):
+                loading.removeAll { $0.jobId == jobId }
+                cancelledLoads.append((jobId, reason))
             case let .prepare(jobId, spec):
                 let d = try! DataLoader.load(spec)
                 let steps = ChunkPlan.stepsPerEpoch(count: d.train.count, batchSize: spec.training.batchSize)

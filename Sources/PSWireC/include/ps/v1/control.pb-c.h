@@ -511,6 +511,13 @@ struct  Ps__V1__JobStatus
    * Why the last checkpoint could not be written (training goes on); empty once one is written again.
    */
   char *checkpoint_error;
+  /*
+   * Why the job has not moved (no step applied, no evaluation chunk received) for the server's stall time
+   * (ps-server --stall-seconds) with workers connected, or why its data is still loading: which worker
+   * holds the chunks it waits for and since when, no worker of its compute signature, and so on. Empty
+   * while it moves.
+   */
+  char *stall_reason;
   Ps__V1__JobStatus__HasTrainLossCase has_train_loss_case;
   union {
     double train_loss;
@@ -538,7 +545,7 @@ struct  Ps__V1__JobStatus
 };
 #define PS__V1__JOB_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__job_status__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, PS__V1__JOB_STATUS__HAS_TRAIN_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_ETA_SECONDS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATUS__HAS_TRAIN_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_ETA_SECONDS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS__NOT_SET, {0} }
 
 
 /*

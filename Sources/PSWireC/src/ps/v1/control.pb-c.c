@@ -2168,7 +2168,7 @@ const ProtobufCMessageDescriptor ps__v1__cluster_status__descriptor =
   (ProtobufCMessageInit) ps__v1__cluster_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[21] =
+static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[22] =
 {
   {
     "job_id",
@@ -2422,6 +2422,18 @@ static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[21] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "stall_reason",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__JobStatus, stall_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__job_status__field_indices_by_name[] = {
   17,   /* field[17] = allow_mixed_signatures */
@@ -2438,6 +2450,7 @@ static const unsigned ps__v1__job_status__field_indices_by_name[] = {
   13,   /* field[13] = message */
   1,   /* field[1] = name */
   11,   /* field[11] = samples_per_second */
+  21,   /* field[21] = stall_reason */
   2,   /* field[2] = state */
   5,   /* field[5] = step */
   6,   /* field[6] = steps_per_epoch */
@@ -2449,7 +2462,7 @@ static const unsigned ps__v1__job_status__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__job_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 21 }
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor ps__v1__job_status__descriptor =
 {
@@ -2459,7 +2472,7 @@ const ProtobufCMessageDescriptor ps__v1__job_status__descriptor =
   "Ps__V1__JobStatus",
   "ps.v1",
   sizeof(Ps__V1__JobStatus),
-  21,
+  22,
   ps__v1__job_status__field_descriptors,
   ps__v1__job_status__field_indices_by_name,
   1,  ps__v1__job_status__number_ranges,
