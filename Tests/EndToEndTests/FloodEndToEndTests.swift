@@ -107,7 +107,7 @@ final class FloodEndToEndTests: XCTestCase {
     // 1,024 idle connections from another address (127.0.0.2): its connections past the per-address and
     // pending limits are closed, and a new worker and `psctl status` from 127.0.0.1 are served within a second.
     func testIdleFloodFromAnotherAddress() throws {
-        let cluster = try LocalCluster()
+        let cluster = try LocalCluster(extraServerArguments: ["--metrics-listen", "127.0.0.1:0"])
         defer { cluster.stop() }
         let idle = try openIdle(Self.idleConnections, to: cluster.address, from: "127.0.0.2")
         let join = try secondsToJoin(cluster, "during-flood")
@@ -119,6 +119,16 @@ final class FloodEndToEndTests: XCTestCase {
         var byte: UInt8 = 0
         XCTAssertEqual(idle[0].readError()?.code, .busy)
         XCTAssertEqual(recv(idle[0].fd, &byte, 1, 0), 0, "the evicted connection is closed")
+        // Counted: all but the pending limit's worth of the flood was evicted (the metric is refreshed each second).
+        let url = try XCTUnwrap(URL(string: try cluster.metricsURL()))
+        var evicted = 0
+        try cluster.waitUntil("the evictions are counted", timeout: 10) {
+            let metrics = try String(contentsOf: url, encoding: .utf8)
+            let line = metrics.split(separator: "\n").first { $0.hasPrefix("ps_connections_refused_total{reason=\"evicted\"}") }
+            evicted = Int(Double(line?.split(separator: " ").last ?? "0") ?? 0)
+            return evicted >= Self.idleConnections - 64
+        }
+        print("ps_connections_refused_total{reason=\"evicted\"} \(evicted)")
     }
 
     // A connection that never says hello is told so and closed after helloSeconds (10 s), with a log
