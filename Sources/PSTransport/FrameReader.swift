@@ -120,6 +120,8 @@ final class FrameReader: ChannelDuplexHandler {
     /// The budget said wait: `read` requests are held back until it says go.
     private var paused = false
     private var readHeld = false
+    /// What this connection last told the budget it holds.
+    private var charged = 0
     private var lastProgress = NIODeadline.now()
     private var stallTimer: Scheduled<Void>?
 
@@ -206,13 +208,20 @@ final class FrameReader: ChannelDuplexHandler {
     /// Tells the budget what this connection holds; pauses or resumes reading as it answers, and keeps
     /// the stall timer running while a frame is incomplete and being read.
     private func account(context: ChannelHandlerContext) {
-        let mayRead = budget.hold(id, bytes: chargedBytes, wake: waker(context: context))
+        let charge = chargedBytes
+        defer { charged = charge }
+        // Small frames, the common case, never touch the shared budget.
+        guard charge > 0 || charged > 0 || paused else {
+            if pending != nil { armStallTimer(context: context) }
+            return
+        }
+        let mayRead = budget.hold(id, bytes: charge, wake: waker(context: context))
         if mayRead {
             resumeReading(context: context)
         } else if !paused {
             paused = true
             logger.debug("waiting for room for an incomplete frame",
-                         metadata: ["held_bytes": "\(chargedBytes)", "incomplete_frame_bytes_total": "\(budget.totalBytes)"])
+                         metadata: ["held_bytes": "\(charge)", "incomplete_frame_bytes_total": "\(budget.totalBytes)"])
         }
         if pending != nil && !paused { armStallTimer(context: context) }
     }
@@ -232,7 +241,8 @@ final class FrameReader: ChannelDuplexHandler {
 
     private func budgetWoke() {
         guard paused, !failed, let context, context.channel.isActive else { return }
-        if budget.hold(id, bytes: chargedBytes, wake: waker(context: context)) {
+        charged = chargedBytes
+        if budget.hold(id, bytes: charged, wake: waker(context: context)) {
             resumeReading(context: context)
             if pending != nil { armStallTimer(context: context) }
         }
@@ -278,6 +288,7 @@ final class FrameReader: ChannelDuplexHandler {
     /// Frees what this connection holds: its bytes, its place in the budget, its timer.
     private func letGo() {
         pending = nil
+        charged = 0
         stallTimer?.cancel()
         stallTimer = nil
         budget.release(id)
