@@ -46,6 +46,8 @@ public final class ServerSeries {
         static var jobs: MetricNameDescriptor { .named("ps_jobs", help: "Jobs by state, since the server started.") }
         static var authFailures: MetricNameDescriptor { .named(
             "ps_auth_failures_total", help: "Connections that failed the authentication handshake, by reason: missing (no token), mismatch (another token), protocol (out of order), abandoned (closed after the challenge).") }
+        static var connectionsRefused: MetricNameDescriptor { .named(
+            "ps_connections_refused_total", help: "Connections the transport's limits refused or closed, by reason: connections_max, per_address_max (answered busy), evicted (closed before their hello to make room), hello_timeout, frame_stalled.") }
         static var checkpointSeconds: MetricNameDescriptor { .named(
             "ps_checkpoint_seconds", help: "Time to encode and durably write a checkpoint (off the coordinator's queue).") }
         static var checkpointBytes: MetricNameDescriptor { .named(
@@ -73,6 +75,7 @@ public final class ServerSeries {
     private let workersJoined: Counter
     private let workersLeft: [LeaveReason: Counter]
     private var authFailures: [String: Counter] = [:]
+    private let connectionsRefused: [ConnectionRefusal: Counter]
     private let checkpointSeconds: DurationHistogram
     private let checkpointBytes: Gauge
     private let checkpointFailures: Counter
@@ -93,6 +96,9 @@ public final class ServerSeries {
         workersLeft = Dictionary(uniqueKeysWithValues: LeaveReason.allCases.map { reason in
             (reason, registry.makeCounter(descriptor: Name.workersLeft, labels: [("reason", reason.rawValue)]))
         })
+        connectionsRefused = Dictionary(uniqueKeysWithValues: ConnectionRefusal.allCases.map { reason in
+            (reason, registry.makeCounter(descriptor: Name.connectionsRefused, labels: [("reason", reason.rawValue)]))
+        })
         checkpointSeconds = registry.makeDurationHistogram(descriptor: Name.checkpointSeconds, buckets: DurationBuckets.standard)
         checkpointBytes = registry.makeGauge(descriptor: Name.checkpointBytes)
         checkpointFailures = registry.makeCounter(descriptor: Name.checkpointFailures)
@@ -103,6 +109,11 @@ public final class ServerSeries {
 
     /// Reasons an authentication can fail, each a series from the start (zeros included).
     public static let authFailureReasons = ["missing", "mismatch", "protocol", "abandoned"]
+
+    /// `count` more connections were refused or closed by the transport's limits for `reason`.
+    public func connectionsRefused(_ reason: ConnectionRefusal, count: Int) {
+        connectionsRefused[reason]!.increment(by: Int64(count))
+    }
 
     /// A connection failed the authentication handshake for `reason`.
     public func authenticationFailed(reason: String) {

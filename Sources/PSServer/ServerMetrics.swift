@@ -1,6 +1,7 @@
 import Dispatch
 import PSControl
 import PSMetrics
+import PSTransport
 import PSWire
 
 /// Limits of the server's metrics, each with its reason.
@@ -14,8 +15,8 @@ public enum ServerMetricsLimits {
 }
 
 /// Feeds the server's Prometheus series from the runtime's observations (and, once a second, the
-/// workers' states from the coordinator's status). Everything runs on the coordinator's queue, which
-/// is why the mutable state here needs no lock.
+/// workers' states from the coordinator's status and the transport's refusal counts). Everything runs
+/// on the coordinator's queue, which is why the mutable state here needs no lock.
 public final class ServerMetrics: @unchecked Sendable {
     private let series: ServerSeries
     /// Jobs that have not reached a final state, and their state.
@@ -24,6 +25,8 @@ public final class ServerMetrics: @unchecked Sendable {
     /// Finished jobs whose series are still exported, oldest first.
     private var finishedJobs: [String] = []
     private var refresh: (any DispatchSourceTimer)?
+    /// The transport's refusal counts at the last refresh (they are counted there, not observed).
+    private var refusalsCounted: [ConnectionRefusal: Int] = [:]
 
     public init(series: ServerSeries) {
         self.series = series
@@ -45,6 +48,7 @@ public final class ServerMetrics: @unchecked Sendable {
         timer.setEventHandler { [weak self, weak runtime] in
             guard let self, let runtime, runtime.coordinator != nil else { return }
             self.refreshWorkers(runtime.coordinator.clusterStatus(now: runtime.now))
+            if let transport = runtime.transport { self.refreshRefusals(transport.refusals) }
         }
         timer.resume()
         refresh = timer
@@ -110,6 +114,13 @@ public final class ServerMetrics: @unchecked Sendable {
             liveJobs[jobId] = state
         }
         series.setJobs(JobState.allCases.map { ($0.rawValue, jobCounts[$0] ?? 0) })
+    }
+
+    func refreshRefusals(_ refusals: [ConnectionRefusal: Int]) {
+        for (reason, count) in refusals where count > refusalsCounted[reason, default: 0] {
+            series.connectionsRefused(reason, count: count - refusalsCounted[reason, default: 0])
+            refusalsCounted[reason] = count
+        }
     }
 
     private func refreshWorkers(_ status: ClusterStatus) {

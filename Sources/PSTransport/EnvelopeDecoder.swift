@@ -1,11 +1,12 @@
 import NIOCore
 import PSWire
 
-/// The first inbound handler of every connection: cuts the byte stream into frames (a 4-byte
-/// big-endian length, then an envelope) and decodes each into an `Envelope`.
+/// The first inbound handler of a client's connection: cuts the byte stream into frames (a 4-byte
+/// big-endian length, then an envelope) and decodes each into an `Envelope`. A server's connections use
+/// `FrameReader`, which frames the same way and adds the limits a server needs against its peers.
 ///
-/// A length above `WireLimits.frameBytesMax` is refused as soon as its 4 bytes are in, before any room
-/// is made for the body; an envelope that does not decode is refused too. Either way the error
+/// A length above `WireLimits.frameBytesMax` is refused as soon as its 4 bytes are in; no room is made
+/// for a body before its bytes arrive; an envelope that does not decode is refused too. Either way the error
 /// (a `WireError`) goes down the pipeline and the handler stops decoding: the stream position is lost,
 /// so the connection must be closed.
 struct EnvelopeDecoder: ByteToMessageDecoder {
@@ -25,25 +26,28 @@ struct EnvelopeDecoder: ByteToMessageDecoder {
     }
 
     /// The next whole frame in `buffer`, decoded and consumed, or nil (nothing consumed) until more
-    /// bytes arrive. Pure, so the framing can be tested without a channel.
-    static func nextEnvelope(from buffer: inout ByteBuffer) throws(WireError) -> Envelope? {
+    /// bytes arrive. A length over `frameBytesMax` (the server passes a smaller one before a connection's
+    /// hello) is refused from its 4 bytes. No room is made for the rest of a frame before its bytes
+    /// arrive: the buffer grows with what arrived (ByteBuffer doubles), so a peer that sends a length
+    /// and stops costs nothing. Pure, so the framing can be tested without a channel.
+    static func nextEnvelope(from buffer: inout ByteBuffer,
+                             frameBytesMax: Int = WireLimits.frameBytesMax) throws(WireError) -> Envelope? {
         let header = WireLimits.frameHeaderBytes
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
-        guard Int(length) <= WireLimits.frameBytesMax else {
+        guard Int(length) <= frameBytesMax else {
             if isTLSRecord(buffer) {
                 throw WireError(.malformed, field: "frame",
                                 "a TLS record, not a frame: the peer uses TLS and this end does not (see --tls-cert, --tls-ca)")
+            }
+            if frameBytesMax < WireLimits.frameBytesMax && Int(length) <= WireLimits.frameBytesMax {
+                throw WireError(.tooLarge, field: "frame",
+                                "length \(length) exceeds the \(frameBytesMax) bytes a connection may send before its hello")
             }
             throw WireError(.tooLarge, field: "frame",
                             "length \(length) exceeds frameBytesMax (\(WireLimits.frameBytesMax))")
         }
         let frameBytes = header + Int(length)
-        guard buffer.readableBytes >= frameBytes else {
-            // The length is acceptable: make room for the whole frame once rather than doubling
-            // the buffer as a large frame trickles in.
-            buffer.reserveCapacity(minimumWritableBytes: frameBytes - buffer.readableBytes)
-            return nil
-        }
+        guard buffer.readableBytes >= frameBytes else { return nil }
         // Decoded in place: protobuf-c reads the small fields straight from the receive buffer, and a
         // weights or gradient tensor stays there, the message holding the buffer's storage alive.
         // ByteBuffer is copy-on-write, so the decoder's later reads into this buffer go to a new
@@ -55,6 +59,11 @@ struct EnvelopeDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(forwardBy: frameBytes)
         return envelope
     }
+}
+
+/// The payload length of the frame `buffer` starts with, once its 4-byte prefix is in.
+func frameLength(_ buffer: ByteBuffer) -> Int? {
+    buffer.getInteger(at: buffer.readerIndex, as: UInt32.self).map(Int.init)
 }
 
 /// Whether `buffer` starts like a TLS record (a content type 20-23, then version 3.x): a TLS peer's

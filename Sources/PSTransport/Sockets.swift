@@ -2,6 +2,9 @@
 // short reasons, and closing after a last message.
 import NIOCore
 import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A `HOST:PORT` text that is not one.
 public struct AddressError: Error, Equatable, CustomStringConvertible {
@@ -76,4 +79,23 @@ func closeAfter(_ last: ByteBuffer?, on channel: Channel) {
             channel.close(promise: nil)
         }
     }
+}
+
+/// Descriptors a server needs beyond one per connection: its listener, data files, the metrics endpoint.
+public let serverFileDescriptorsSpare = 64
+
+/// Raises this process's open-file limit (RLIMIT_NOFILE) to its hard limit and returns the limit now in
+/// force. A server holds a descriptor per connection (up to `TransportLimits.connectionsMax`), and at the
+/// usual soft limit of 1024 it would stop accepting (every client and worker locked out) before its own
+/// connection limits, which close idle connections to make room, could act.
+@discardableResult
+public func raiseOpenFileLimit() -> Int {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return -1 }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+    }
+    return Int(clamping: limit.rlim_cur)  // RLIM_INFINITY (all ones) clamps to Int.max
 }

@@ -39,6 +39,7 @@ public final class TransportServer: @unchecked Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let listener: Channel
     private let registry: ConnectionRegistry
+    private let budget: IncompleteFrameBudget
     private let logger: Logger
     private let isShutDown = NIOLockedValueBox(false)
 
@@ -53,18 +54,18 @@ public final class TransportServer: @unchecked Sendable {
     public static func start(host: String, port: Int, eventLoopThreads: Int = 1, tls: ServerTLS? = nil,
                              authToken: AuthToken? = nil, logger: Logger,
                              onEvent: @escaping @Sendable (ServerEvent) -> Void) throws -> TransportServer {
-        try TransportServer(host: host, port: port, eventLoopThreads: eventLoopThreads,
-                            connectionsMax: TransportLimits.connectionsMax, tls: tls, authToken: authToken, logger: logger,
-                            onEvent: onEvent)
+        try TransportServer(host: host, port: port, eventLoopThreads: eventLoopThreads, limits: ConnectionLimits(),
+                            tls: tls, authToken: authToken, logger: logger, onEvent: onEvent)
     }
 
-    /// `connectionsMax` is a parameter so that a test can reach the limit with a few connections.
-    init(host: String, port: Int, eventLoopThreads: Int, connectionsMax: Int, tls: ServerTLS? = nil,
+    /// `limits` is a parameter so that a test can reach them with a few connections.
+    init(host: String, port: Int, eventLoopThreads: Int, limits: ConnectionLimits, tls: ServerTLS? = nil,
          authToken: AuthToken? = nil, logger: Logger,
          onEvent: @escaping @Sendable (ServerEvent) -> Void) throws {
         precondition(eventLoopThreads >= 1, "a server needs at least one event-loop thread")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopThreads)
-        let registry = ConnectionRegistry(connectionsMax: connectionsMax)
+        let registry = ConnectionRegistry(limits: limits, logger: logger)
+        let budget = IncompleteFrameBudget(bytesMax: limits.incompleteFrameBytesMax)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             // A restarted server must get its port back while old connections sit in TIME_WAIT.
@@ -82,24 +83,24 @@ public final class TransportServer: @unchecked Sendable {
                         return channel.eventLoop.makeFailedFuture(error)
                     }
                 }
-                guard let id = registry.add(channel) else {
-                    logger.warning("refusing connection: connectionsMax reached",
-                                   metadata: ["peer": "\(peer)", "connectionsMax": "\(connectionsMax)"])
-                    let refusal = ErrorReply(code: .busy,
-                                             message: "server has reached connectionsMax (\(connectionsMax)) connections")
+                guard let id = registry.admit(channel, peer: peer) else {
                     return channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(RefusingHandler(reply: refusal))
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler(reply: ErrorReply(
+                            code: .busy, message: "server has reached its connection limits (connectionsMax \(limits.connectionsMax), "
+                                + "connectionsPerAddressMax \(limits.connectionsPerAddressMax))")))
                     }
                 }
                 channel.closeFuture.whenComplete { _ in registry.remove(id) }
                 var connectionLogger = logger
                 connectionLogger[metadataKey: "connection"] = "\(id)"
                 connectionLogger[metadataKey: "peer"] = "\(peer)"
+                let frames = FrameReader(id: id, budget: budget, limits: limits, logger: connectionLogger,
+                                         onStall: { registry.count(.frameStalled) })
                 let handler = ServerConnectionHandler(id: id, peer: peer, logger: connectionLogger,
-                                                      handshake: ServerHandshake(token: authToken), onEvent: onEvent)
+                                                      handshake: ServerHandshake(token: authToken), frames: frames,
+                                                      registry: registry, helloSeconds: limits.helloSeconds, onEvent: onEvent)
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(EnvelopeDecoder()),
-                                                                    handler)
+                    try channel.pipeline.syncOperations.addHandlers(frames, handler)
                 }
             }
         do {
@@ -110,10 +111,18 @@ public final class TransportServer: @unchecked Sendable {
         }
         self.group = group
         self.registry = registry
+        self.budget = budget
         self.logger = logger
         localAddress = addressText(listener.localAddress)
         logger.info("listening", metadata: ["address": "\(localAddress)"])
     }
+
+    /// Thread-safe. How many connections the transport's limits refused or closed, by reason, since start.
+    public var refusals: [ConnectionRefusal: Int] { registry.refusals }
+
+    /// Thread-safe. Bytes held in incomplete large frames across all connections (see
+    /// `TransportLimits.incompleteFrameBytesMax`).
+    public var incompleteFrameBytes: Int { budget.totalBytes }
 
     /// Thread-safe. Encodes and writes one frame; silently dropped if the connection is gone.
     public func send(_ envelope: Envelope, to connection: ConnectionID) {
@@ -184,41 +193,108 @@ public final class TransportServer: @unchecked Sendable {
     }
 }
 
-/// The live connections of one server, by id; shared by its event loops and its callers.
+/// The live connections of one server, by id (a `ConnectionTable` behind a lock); shared by its event
+/// loops and its callers. Closes what the table evicts, logs refusals and evictions (rate-limited) and
+/// counts them.
 final class ConnectionRegistry: Sendable {
-    private struct State {
-        var nextID: ConnectionID = 1
-        var channels: [ConnectionID: Channel] = [:]
+    private struct State: Sendable {
+        var table: ConnectionTable<Channel>
+        var log: RefusalLogLimiter
+        var refusals: [ConnectionRefusal: Int] = [:]
     }
 
-    private let state = NIOLockedValueBox(State())
-    private let connectionsMax: Int
+    private let state: NIOLockedValueBox<State>
+    private let limits: ConnectionLimits
+    private let logger: Logger
+    private let started = NIODeadline.now()
 
-    init(connectionsMax: Int) {
-        self.connectionsMax = connectionsMax
+    init(limits: ConnectionLimits, logger: Logger) {
+        self.limits = limits
+        self.logger = logger
+        state = NIOLockedValueBox(State(table: ConnectionTable(limits: limits),
+                                        log: RefusalLogLimiter(intervalSeconds: TransportLimits.refusalLogSeconds)))
     }
 
-    /// A fresh id for `channel`, or nil when `connectionsMax` connections are open.
-    func add(_ channel: Channel) -> ConnectionID? {
-        state.withLockedValue { state in
-            guard state.channels.count < connectionsMax else { return nil }
-            let id = state.nextID
-            state.nextID += 1
-            state.channels[id] = channel
-            return id
+    /// A fresh id for `channel` (from `peer`, "IP:PORT"), or nil when it is refused. Connections evicted to
+    /// make room are sent `.busy` and closed.
+    func admit(_ channel: Channel, peer: String) -> ConnectionID? {
+        let address = channel.remoteAddress?.ipAddress ?? peer
+        let (admission, logLines) = state.withLockedValue { state in
+            let admission = state.table.admit(channel, address: address)
+            var lines: [(ConnectionRefusal, Int)] = []
+            func counted(_ refusal: ConnectionRefusal, _ times: Int) {
+                guard times > 0 else { return }
+                state.refusals[refusal, default: 0] += times
+                for _ in 0..<times {
+                    if let count = state.log.record(refusal, now: seconds()) { lines.append((refusal, count)) }
+                }
+            }
+            switch admission {
+            case let .admitted(_, evicted): counted(.evicted, evicted.count)
+            case let .refused(refusal, evicted):
+                counted(.evicted, evicted.count)
+                counted(refusal, 1)
+            }
+            return (admission, lines)
         }
+        for (refusal, count) in logLines {
+            switch refusal {
+            case .evicted:
+                logger.warning("closing the oldest connections that have not said hello, to make room for new ones",
+                               metadata: ["peer": "\(peer)", "closed": "\(count)", "pendingConnectionsMax": "\(limits.pendingConnectionsMax)",
+                                          "pendingConnectionsPerAddressMax": "\(limits.pendingConnectionsPerAddressMax)"])
+            default:
+                logger.warning("refusing connections: limit reached",
+                               metadata: ["peer": "\(peer)", "reason": "\(refusal.rawValue)", "refused": "\(count)",
+                                          "connectionsMax": "\(limits.connectionsMax)",
+                                          "connectionsPerAddressMax": "\(limits.connectionsPerAddressMax)"])
+            }
+        }
+        let evicted: [(ConnectionID, Channel)]
+        let id: ConnectionID?
+        switch admission {
+        case let .admitted(admitted, list): (id, evicted) = (admitted, list)
+        case let .refused(_, list): (id, evicted) = (nil, list)
+        }
+        for (_, channel) in evicted {
+            let reply = Envelope(requestId: 0, message: .error(ErrorReply(
+                code: .busy, message: "closed to make room for newer connections: this connection did not say hello")))
+            channel.triggerUserOutboundEvent(CloseAfter(last: try? frameBuffer(reply, allocator: channel.allocator)), promise: nil)
+        }
+        return id
     }
+
+    /// `id`'s hello is through: it is no longer pending.
+    func establish(_ id: ConnectionID) {
+        state.withLockedValue { $0.table.establish(id) }
+    }
+
+    /// A connection closed by a limit its handler enforces (hello deadline, stalled frame).
+    func count(_ refusal: ConnectionRefusal) {
+        state.withLockedValue { $0.refusals[refusal, default: 0] += 1 }
+    }
+
+    /// Whether a handler should log this refusal now (rate-limited), and for how many.
+    func shouldLog(_ refusal: ConnectionRefusal) -> Int? {
+        state.withLockedValue { $0.log.record(refusal, now: seconds()) }
+    }
+
+    var refusals: [ConnectionRefusal: Int] { state.withLockedValue { $0.refusals } }
 
     func remove(_ id: ConnectionID) {
-        _ = state.withLockedValue { $0.channels.removeValue(forKey: id) }
+        _ = state.withLockedValue { $0.table.remove(id) }
     }
 
     func channel(_ id: ConnectionID) -> Channel? {
-        state.withLockedValue { $0.channels[id] }
+        state.withLockedValue { $0.table.entries[id]?.value }
     }
 
     func all() -> [Channel] {
-        state.withLockedValue { Array($0.channels.values) }
+        state.withLockedValue { $0.table.entries.values.map(\.value) }
+    }
+
+    private func seconds() -> Double {
+        Double((NIODeadline.now() - started).nanoseconds) / 1e9
     }
 }
 
@@ -227,8 +303,10 @@ struct CloseAfter: Sendable {
     var last: ByteBuffer?
 }
 
-/// The last handler of a server connection: reports its events, answers refused frames, and closes
-/// on request.
+/// The last handler of a server connection: runs the authentication handshake, reports its events,
+/// answers refused frames, closes on request, and closes a connection whose hello is not through within
+/// `helloSeconds`. When it is, the connection is established: its `FrameReader` takes full-size frames and
+/// the registry stops counting it as pending.
 final class ServerConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = Envelope
     typealias OutboundIn = ByteBuffer
@@ -242,19 +320,32 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var closing = false
     /// The authentication handshake (everything passes when the server has no token).
     private var handshake: ServerHandshake
+    private let frames: FrameReader
+    private let registry: ConnectionRegistry
+    private let helloSeconds: Double
+    private var established = false
+    private var helloDeadline: Scheduled<Void>?
 
-    init(id: ConnectionID, peer: String, logger: Logger, handshake: ServerHandshake,
-         onEvent: @escaping @Sendable (ServerEvent) -> Void) {
+    init(id: ConnectionID, peer: String, logger: Logger, handshake: ServerHandshake, frames: FrameReader,
+         registry: ConnectionRegistry, helloSeconds: Double, onEvent: @escaping @Sendable (ServerEvent) -> Void) {
         self.id = id
         self.peer = peer
         self.logger = logger
         self.handshake = handshake
+        self.frames = frames
+        self.registry = registry
+        self.helloSeconds = helloSeconds
         self.onEvent = onEvent
     }
 
     func channelActive(context: ChannelHandlerContext) {
         logger.debug("connected")
         onEvent(.connected(id, peer: peer))
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let channel = context.channel
+        helloDeadline = context.eventLoop.scheduleTask(in: TimeAmount(seconds: helloSeconds)) {
+            handler.value.helloDeadlinePassed(channel: channel)
+        }
         context.fireChannelActive()
     }
 
@@ -262,7 +353,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard !closing else { return }
         switch handshake.receive(unwrapInboundIn(data)) {
         case let .forward(envelopes):
-            for envelope in envelopes { onEvent(.received(id, envelope)) }
+            for envelope in envelopes {
+                if !established, case .hello = envelope.message { establish() }
+                onEvent(.received(id, envelope))
+            }
         case let .reply(envelope):
             if let frame = try? frameBuffer(envelope, allocator: context.channel.allocator) {
                 context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
@@ -277,8 +371,31 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// The hello is through (with a token: its proof checked out).
+    private func establish() {
+        established = true
+        helloDeadline?.cancel()
+        helloDeadline = nil
+        frames.establish()
+        registry.establish(id)
+    }
+
+    private func helloDeadlinePassed(channel: Channel) {
+        helloDeadline = nil
+        guard !established, !closing, channel.isActive else { return }
+        closing = true
+        registry.count(.helloTimeout)
+        if let count = registry.shouldLog(.helloTimeout) {
+            logger.warning("closing connection: no hello within \(helloSeconds) s (helloSeconds)",
+                           metadata: ["closed_like_this": "\(count)"])
+        }
+        let reply = ErrorReply(code: .badRequest, message: "no hello within \(helloSeconds) s of connecting")
+        closeAfter(try? frameBuffer(Envelope(requestId: 0, message: .error(reply)), allocator: channel.allocator), on: channel)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         logger.debug("disconnected")
+        helloDeadline?.cancel()
         if let (failure, message) = handshake.closed() {
             logger.warning("authentication failed", metadata: ["reason": "\(failure.rawValue)", "problem": "\(message)"])
             onEvent(.unauthenticated(id, peer: peer, failure: failure, message: message))

@@ -113,6 +113,14 @@ struct PSServerCommand: AsyncParsableCommand {
         let kernel = ComputeEnvironment.chooseKernel(program: "ps-server")
         BLAS.setThreads(1)  // the server runs no BLAS; one thread, as its signature shows
         logger.log(level: kernel.warning ? .warning : .info, "\(kernel.line)")
+        let openFilesMax = raiseOpenFileLimit()
+        if openFilesMax < TransportLimits.connectionsMax + serverFileDescriptorsSpare {
+            logger.warning("""
+                the open-file limit is below what the connection limits need: at \(openFilesMax) descriptors \
+                new connections wait until others close (raise LimitNOFILE or ulimit -n)
+                """,
+                metadata: ["open_files_max": "\(openFilesMax)", "connectionsMax": "\(TransportLimits.connectionsMax)"])
+        }
         let (host, port) = try parseAddress(listen)
         let token: AuthToken?
         let tls: ServerTLS?

@@ -9,9 +9,21 @@ import Glibc
 final class RawPeer {
     let fd: Int32
 
-    init(address: String) throws {
+    /// `source`: the local IPv4 address to connect from (any 127.x.y.z on loopback), so that a test's
+    /// peers can come from another address than its workers.
+    init(address: String, source: String? = nil) throws {
         let parts = address.split(separator: ":")
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EMFILE) }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, source, &local.sin_addr)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { throw POSIXError(.EADDRNOTAVAIL) }  // deinit closes fd
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(parts[1])!).bigEndian

@@ -68,6 +68,28 @@ final class FramingTests: XCTestCase {
         XCTAssertNil(try EnvelopeDecoder.nextEnvelope(from: &buffer))
     }
 
+    // Proves a length prefix makes no room for its body: a peer that sends the largest length and a few
+    // bytes costs a few bytes of buffer, not a 64 MiB frame (it did reserve the whole frame).
+    func testLengthPrefixReservesNothing() throws {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(lengthPrefix(WireLimits.frameBytesMax) + [1, 2, 3])
+        XCTAssertNil(try EnvelopeDecoder.nextEnvelope(from: &buffer))
+        XCTAssertLessThan(buffer.capacity, 1 << 16, "room made for a body that has not arrived")
+    }
+
+    // Proves the smaller limit a server applies before a connection's hello refuses a frame from its
+    // length prefix, saying why, while the same length passes the ordinary limit.
+    func testLimitBeforeHello() throws {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(lengthPrefix(TransportLimits.helloFrameBytesMax + 1))
+        XCTAssertThrowsError(try EnvelopeDecoder.nextEnvelope(from: &buffer, frameBytesMax: TransportLimits.helloFrameBytesMax)) {
+            XCTAssertEqual(($0 as? WireError)?.kind, .tooLarge)
+            XCTAssertEqual(($0 as? WireError)?.message,
+                           "length 65537 exceeds the 65536 bytes a connection may send before its hello")
+        }
+        XCTAssertNil(try EnvelopeDecoder.nextEnvelope(from: &buffer))
+    }
+
     // Proves a well-framed payload that is not an envelope is refused as malformed, not skipped.
     func testGarbagePayloadRejected() {
         var buffer = ByteBuffer()

@@ -155,7 +155,7 @@ final class LoopbackTests: XCTestCase {
 
     // Proves connections beyond the limit are answered busy and closed, and do not count as events.
     func testConnectionLimit() throws {
-        let small = try EchoServer(connectionsMax: 1)
+        let small = try EchoServer(limits: ConnectionLimits(connectionsMax: 1))
         defer { small.server.shutdown() }
         let first = try BlockingClient(address: small.address, name: "first")
         defer { first.close() }

@@ -36,12 +36,12 @@ final class EchoServer: Sendable {
     let server: TransportServer
     let events = Recorder<ServerEvent>()
 
-    init(port: Int = 0, connectionsMax: Int = TransportLimits.connectionsMax, tls: ServerTLS? = nil,
+    init(port: Int = 0, limits: ConnectionLimits = ConnectionLimits(), tls: ServerTLS? = nil,
          authToken: AuthToken? = nil) throws {
         let events = events
         let serverBox = NIOLockedValueBox<TransportServer?>(nil)
         server = try TransportServer(
-            host: "127.0.0.1", port: port, eventLoopThreads: 1, connectionsMax: connectionsMax, tls: tls, authToken: authToken,
+            host: "127.0.0.1", port: port, eventLoopThreads: 1, limits: limits, tls: tls, authToken: authToken,
             logger: testLogger
         ) { event in
             events.append(event)
@@ -96,10 +96,14 @@ final class RawPeer {
     let channel: Channel
     let received = Recorder<Envelope>()
 
-    init(address: String) throws {
+    /// `source`: the local IP to connect from (any 127.x.y.z works on loopback), so that a test can be
+    /// another peer address than its server's other clients.
+    init(address: String, source: String? = nil) throws {
         let (host, port) = try parseAddress(address)
         let received = received
-        channel = try ClientBootstrap(group: group)
+        var bootstrap = ClientBootstrap(group: group)
+        if let source { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) }
+        channel = try bootstrap
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -117,6 +121,24 @@ final class RawPeer {
 
     func write(_ bytes: [UInt8]) throws {
         try channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).wait()
+    }
+
+    /// Writes without waiting for the bytes to leave (a server that stopped reading leaves them queued).
+    func send(_ bytes: [UInt8]) {
+        channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
+    }
+
+    /// Says hello and waits for helloOk: the connection is established.
+    func hello(name: String = "raw", within seconds: Double = 5) throws {
+        try write(frame(.hello(Hello(role: .client, name: name)), requestId: 1))
+        guard eventually(within: seconds, { received.items.contains { if case .helloOk = $0.message { true } else { false } } }) else {
+            throw ClientError.timeout(address: "\(channel.remoteAddress!)", waitingFor: "helloOk")
+        }
+    }
+
+    /// The error replies received so far.
+    var errors: [ErrorReply] {
+        received.items.compactMap { if case let .error(reply) = $0.message { reply } else { nil } }
     }
 
     /// Whether the server closed the connection within `seconds`.
