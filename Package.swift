@@ -169,7 +169,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         // Frames come apart through the transport's own decoder (EnvelopeDecoder), the one frame codec.
         .testTarget(name: "PSWireTests", dependencies: [
-            "PSWire", "PSWireC", "PSTransport", .product(name: "NIOCore", package: "swift-nio"),
+            "PSWire", "PSWireC", "PSTransport", "PSTestSupport", .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "PSTrainTests", dependencies: ["PSTrain", "PSTestSupport"]),
         // Also TLS between a real server and real clients, with certificates made by deploy/tls/make-certs.sh.

@@ -1,4 +1,5 @@
 import Foundation
+import PSTestSupport
 import PSWire
 import XCTest
 #if canImport(Glibc)
@@ -28,7 +29,7 @@ final class SoakTests: XCTestCase {
         let jobCount = Int(env["PS_SOAK_JOBS"] ?? "") ?? 8
         print("soak: seed \(seed), \(seconds) s of faults at most, \(jobCount) jobs")
         raiseOpenFileLimit()
-        var random = SoakRandom(state: seed)
+        var random = SeededGenerator(state: seed)
 
         // Jobs differ in chunk count, batch size and seed: the faults must never change the math. Each
         // runs a few seconds, so faults land in every phase (loading, training, validation, test).
@@ -42,6 +43,8 @@ final class SoakTests: XCTestCase {
         let cluster = try LocalCluster(heartbeatTimeout: 2)
         defer { cluster.stop() }
         var soak = SoakDriver(cluster: cluster)
+        // Declared after the cluster's, so it runs first: the driver's workers are not the cluster's.
+        defer { soak.stopWorkers() }
         for _ in 0..<3 { try soak.startWorker() }
         let serverPid = cluster.server.processIdentifier
         let rssBefore = residentMB(serverPid)
@@ -127,7 +130,7 @@ struct SoakDriver {
         all.append((name, process))
     }
 
-    mutating func injectFault(_ random: inout SoakRandom) throws {
+    mutating func injectFault(_ random: inout SeededGenerator) throws {
         let fault = ["kill", "stop", "restart", "garbage", "half-frame", "idle-burst", "none"].randomElement(using: &random)!
         faults[fault, default: 0] += 1
         switch fault {
@@ -218,6 +221,18 @@ struct SoakDriver {
         while workers.count < 2 { try startWorker() }
     }
 
+    /// Stops every worker this driver started (the end of the test; failed or not).
+    mutating func stopWorkers() {
+        closeIdle()
+        for (name, process) in all where process.isRunning {
+            killed.insert(name)
+            kill(process.processIdentifier, SIGCONT)
+            process.terminate()
+            process.waitUntilExit()
+        }
+        workers = []
+    }
+
     /// Workers that ended without the driver ending them, with how.
     func crashes() -> [(String, String)] {
         all.compactMap { name, process in
@@ -267,18 +282,6 @@ final class StatusPoller: @unchecked Sendable {
         lock.withLock { running = false }
         done.wait()
         return lock.withLock { (seconds, rssMaxMB, failures) }
-    }
-}
-
-/// SplitMix64: the soak's faults in the same order for the same seed.
-struct SoakRandom: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -1,4 +1,5 @@
 import XCTest
+import PSTestSupport
 import PSWireC
 @testable import PSWire
 
@@ -145,16 +146,4 @@ func edited<T>(_ bytes: [UInt8],
 /// Frame payload (envelope bytes) of a message.
 func payload(_ message: Message, requestId: UInt64 = 1) throws -> [UInt8] {
     Array(try encodeFrame(requestId: requestId, message: message).dropFirst(WireLimits.frameHeaderBytes))
-}
-
-/// SplitMix64: a tiny seeded generator so every random test replays exactly.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }

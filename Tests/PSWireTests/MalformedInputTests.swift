@@ -1,3 +1,4 @@
+import PSTestSupport
 import XCTest
 @testable import PSWire
 

@@ -1,3 +1,4 @@
+import PSTestSupport
 import XCTest
 import PSCore
 import PSWireC
