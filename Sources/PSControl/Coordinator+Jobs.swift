@@ -227,10 +227,19 @@ extension Coordinator {
         guard let r = run, r.jobId == jobId, let summary = r.finishing else { return }  // cancelled meanwhile
         let model = TrainedModel(spec: r.spec, preprocessing: r.data.preprocessing, parameters: parameters, summary: summary)
         registry.jobs[jobId]!.model = model
-        out.append(.saveModel(jobId: jobId, model: model))
         if let failure = r.failure {
-            finish(jobId, .failed, message: failure, summary: summary, sha: sha, &out)
+            // Its end is recorded before its model is written (and both before anyone is told): a restart
+            // takes a model without a recorded end for a job that completed, which this one did not.
+            var ending: [CoordinatorAction] = []
+            finish(jobId, .failed, message: failure, summary: summary, sha: sha, &ending)
+            let recorded = ending.firstIndex {
+                if case let .observe(.jobState(id, _, state)) = $0 { return id == jobId && state.isFinal }
+                return false
+            }
+            ending.insert(.saveModel(jobId: jobId, model: model), at: recorded.map { $0 + 1 } ?? 0)
+            out += ending
         } else {
+            out.append(.saveModel(jobId: jobId, model: model))
             let note = r.stopping.map { "stopped on a \($0) (training.on_non_finite: stop)" } ?? ""
             finish(jobId, .finished(stoppedEarly: summary.stoppedEarly), message: note, summary: summary, sha: sha, &out)
         }

@@ -538,6 +538,8 @@ final class CoordinatorExactnessTests: XCTestCase {
                 XCTAssertEqual(weightsSHA256(model.parameters), local.weightsSHA256, what)
                 XCTAssertTrue(model.parameters.allSatisfy(\.isFinite), what)
                 XCTAssertTrue(sim.coordinator.keepsCheckpoints(of: "job-1"), what)
+                // Its end is on disk before its model: a restart after the model alone would list it as completed.
+                XCTAssertEqual(sim.writes, ["ended job-1", "model job-1"], what)
             }
         }
         XCTAssertEqual(named, [.loss, .update], "the specs should reach both the coordinator's and the shard's check")
@@ -553,8 +555,10 @@ final class CoordinatorExactnessTests: XCTestCase {
             XCTAssertFalse(local.failed)
             XCTAssertTrue(local.model.parameters.allSatisfy(\.isFinite))
             let what = "lr \(spec.optimizer.learningRate) clip \(spec.optimizer.clipNorm ?? 0)"
-            let (result, _) = try simulateToEnd(spec, workers: 3, seed: 11, chaos: true, shards: 2)
+            let (result, sim) = try simulateToEnd(spec, workers: 3, seed: 11, chaos: true, shards: 2)
             XCTAssertEqual(result.state, .stoppedEarly, what)
+            // A job that ends well: its model first, so a restart in between finishes it from the model.
+            XCTAssertEqual(sim.writes, ["model job-1", "ended job-1"], what)
             XCTAssertEqual(result.message, "stopped on a \(step) (training.on_non_finite: stop)", what)
             XCTAssertEqual(result.weightsSHA256, local.weightsSHA256, what)
             XCTAssertEqual(result.summary?.epochsRun, local.model.summary.epochsRun, what)

@@ -157,6 +157,9 @@ struct Simulation {
     var closed: Set<ConnectionID> = []
     var logs: [(LogLevel, String, [String: String])] = []
     var models: [String: TrainedModel] = [:]
+    /// What the runtime writes, in order: `model JOB` (its model file) and `ended JOB` (its result and
+    /// journal entry, written when the job's final state is observed).
+    var writes: [String] = []
     var observations: [Observation] = []
     let data: LoadedData
     var rng: SeededRandom
@@ -282,10 +285,12 @@ struct Simulation {
                     ?? .error(ErrorReply(code: .internal, message: "no stored model"))), to: connection)
             case let .saveModel(jobId, model):
                 models[jobId] = model
+                writes.append("model \(jobId)")
             case let .log(level, message, fields):
                 logs.append((level, message, fields))
             case let .observe(o):
                 observations.append(o)
+                if case let .jobState(jobId, _, state) = o, state.isFinal { writes.append("ended \(jobId)") }
             }
         }
         for event in later {
