@@ -51,8 +51,8 @@ public final class PSClient {
     private static func connect(_ server: String, name: String, authToken: AuthToken?,
                                 timeoutSeconds: Double, tls: ClientTLS?) throws(PSClientError) -> BlockingClient {
         do throws(ClientError) {
-            return try BlockingClient(address: server, name: name, role: .client, authToken: authToken,
-                                      timeoutSeconds: timeoutSeconds, tls: tls)
+            return try BlockingClient.connecting(address: server, name: name, role: .client, authToken: authToken,
+                                                 timeoutSeconds: timeoutSeconds, tls: tls)
         } catch {
             throw PSClientError(server: server, request: .connect, error)
         }

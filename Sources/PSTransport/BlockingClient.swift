@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -121,6 +124,28 @@ public final class BlockingClient {
 
     deinit {
         close()
+    }
+
+    /// Connects as `init` does, trying again while the server answers `busy` before the hello is through, for up to `busyRetrySeconds`: a server under a flood of connections
+    /// closes the oldest ones that have not said hello to make room for new ones, and a real client's
+    /// connection can be among them in the milliseconds before its hello arrives. Other failures are
+    /// thrown at once; the last `busy` answer is thrown when the time is spent.
+    public static func connecting(address: String, name: String, role: PeerRole = .client, authToken: AuthToken? = nil,
+                                  timeoutSeconds: Double = 5, tls: ClientTLS? = nil,
+                                  busyRetrySeconds: Double = TransportLimits.busyRetrySeconds) throws(ClientError) -> BlockingClient {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(busyRetrySeconds * 1000))
+        var failures = 0
+        while true {
+            do throws(ClientError) {
+                return try BlockingClient(address: address, name: name, role: role, authToken: authToken,
+                                          timeoutSeconds: timeoutSeconds, tls: tls)
+            } catch {
+                guard case let .remote(reply) = error, reply.code == .busy, ContinuousClock.now < deadline else { throw error }
+                failures += 1
+                let pause = TransportLimits.busyRetryBackoff.delaySeconds(failures: failures - 1, unitRandom: Double.random(in: 0...1))
+                usleep(useconds_t(pause * 1_000_000))
+            }
+        }
     }
 
     /// Sends `message` with a fresh request id and waits for the envelope carrying that id.

@@ -54,6 +54,14 @@ public enum TransportLimits {
     /// count since the last line), so that a flood of connections does not flood the log.
     public static let refusalLogSeconds = 10.0
 
+    /// How long a client (`psctl`, `PSClient`) keeps trying a server that answers `busy` before its hello
+    /// is through: under a flood the server closes the oldest connections without a hello, which can be a
+    /// real client's in the milliseconds before its hello arrives; a few tries later it gets in.
+    public static let busyRetrySeconds = 3.0
+
+    /// The pauses between those tries: from 50 ms, doubling to at most 0.5 s, jittered.
+    public static let busyRetryBackoff = Backoff(initialSeconds: 0.05, maxSeconds: 0.5)
+
     /// How long one TCP connect may take before it counts as failed. On a LAN a connect that has not
     /// finished in this time will not; `ReconnectingConnection` then backs off and tries again.
     public static let connectSeconds = 5.0

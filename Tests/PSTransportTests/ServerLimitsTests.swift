@@ -1,3 +1,4 @@
+import Foundation
 @testable import PSTransport
 import PSWire
 import XCTest
@@ -138,5 +139,36 @@ final class ServerLimitsTests: XCTestCase {
         XCTAssertTrue(stalled.closedByServer(within: 5))
         XCTAssertTrue(eventually { server.server.incompleteFrameBytes == 0 })
         XCTAssertEqual(server.server.refusals[.frameStalled], 1)
+    }
+}
+
+/// A client that a full server answers `busy` tries again for `busyRetrySeconds` and gets in once a
+/// connection frees (psctl during a flood whose newer connections evicted its own before its hello).
+final class BusyRetryTests: XCTestCase {
+    // Proves `BlockingClient.connecting` tries again after `busy` and connects once a slot frees, while
+    // a plain connect is refused at once; and that with no room at all it gives up with the server's answer.
+    func testConnectingRetriesBusyUntilASlotFrees() throws {
+        var limits = ConnectionLimits()
+        limits.connectionsMax = 1
+        let server = try EchoServer(limits: limits)
+        defer { server.server.shutdown() }
+        let holder = try BlockingClient(address: server.address, name: "holder")
+
+        XCTAssertThrowsError(try BlockingClient(address: server.address, name: "plain")) { error in
+            guard case let .remote(reply)? = error as? ClientError else { return XCTFail("\(error)") }
+            XCTAssertEqual(reply.code, .busy)
+        }
+        let started = Date()
+        XCTAssertThrowsError(try BlockingClient.connecting(address: server.address, name: "patient", busyRetrySeconds: 0.5)) { error in
+            guard case let .remote(reply)? = error as? ClientError else { return XCTFail("\(error)") }
+            XCTAssertEqual(reply.code, .busy)
+        }
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(started), 0.5, "it gave up before its time")
+
+        nonisolated(unsafe) let held = holder  // closed once, from the other thread only
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.4) { held.close() }
+        let client = try BlockingClient.connecting(address: server.address, name: "patient", busyRetrySeconds: 10)
+        defer { client.close() }
+        XCTAssertEqual(client.serverHello.serverName, "echo")
     }
 }
