@@ -13,6 +13,16 @@ final class RobustnessEndToEndTests: XCTestCase {
     static let stopLimitSeconds = 15.0
 
     /// Seconds until `process` exits, or nil if it still runs after `timeout` (it is then killed).
+    /// Sends `signal` to `process` and checks that it is gone within the stop limit, printing how long it
+    /// took as "`what` exit after SIGNAL…" (a process still running after 30 s is killed and fails the test).
+    func assertStops(_ process: Process, on signal: Int32, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        kill(process.processIdentifier, signal)
+        let seconds = exitSeconds(process, timeout: 30)
+        let name = signal == SIGINT ? "SIGINT" : "SIGTERM"
+        print("\(what) exit after \(name): \(seconds.map { String(format: "%.2f s", $0) } ?? "still running after 30 s")")
+        XCTAssertLessThan(seconds ?? .infinity, Self.stopLimitSeconds, what, file: file, line: line)
+    }
+
     func exitSeconds(_ process: Process, timeout: Double) -> Double? {
         let started = Date()
         while process.isRunning {
@@ -81,11 +91,7 @@ final class RobustnessEndToEndTests: XCTestCase {
         XCTAssertEqual(waited.status, 0, waited.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: cluster.dataDirectory + "/jobs/\(next)/model.psm"))
 
-        kill(cluster.server.processIdentifier, SIGTERM)
-        let seconds = exitSeconds(cluster.server, timeout: 30)
-        print("ps-server exit after SIGTERM: \(seconds.map { String(format: "%.2f s", $0) } ?? "still running after 30 s")")
-        XCTAssertNotNil(seconds, "ps-server still ran 30 s after SIGTERM")
-        XCTAssertLessThan(seconds ?? .infinity, Self.stopLimitSeconds)
+        assertStops(cluster.server, on: SIGTERM, "ps-server")
     }
 
     // Loads stuck in a read (the labelled test hook makes them hang, deaf to their cancellation, as a hung
@@ -123,10 +129,7 @@ final class RobustnessEndToEndTests: XCTestCase {
             .split(separator: "\n").first { $0.hasPrefix("Threads:") } ?? ""
         print("ps-server with \(stuckCount) hung loads: \(threads)")
 
-        kill(cluster.server.processIdentifier, SIGTERM)
-        let seconds = exitSeconds(cluster.server, timeout: 30)
-        print("ps-server exit after SIGTERM with hung loads: \(seconds.map { String(format: "%.2f s", $0) } ?? "still running")")
-        XCTAssertLessThan(seconds ?? .infinity, Self.stopLimitSeconds)
+        assertStops(cluster.server, on: SIGTERM, "ps-server with hung loads")
     }
 
     // ps-server with a load hanging at the moment of SIGTERM, ps-worker mid-job, psctl wait and psctl
@@ -140,24 +143,15 @@ final class RobustnessEndToEndTests: XCTestCase {
 
         let waiter = try cluster.launch("psctl", ["wait", job, "--server", cluster.address], log: "wait")
         Thread.sleep(forTimeInterval: 1)
-        kill(waiter.processIdentifier, SIGTERM)
-        let waitSeconds = exitSeconds(waiter, timeout: 30)
-        print("psctl wait exit after SIGTERM: \(waitSeconds.map { String(format: "%.2f s", $0) } ?? "still running")")
-        XCTAssertLessThan(waitSeconds ?? .infinity, Self.stopLimitSeconds)
+        assertStops(waiter, on: SIGTERM, "psctl wait")
 
         let local = try cluster.launch("psctl", ["train", "--local", Self.spec, "--set", "training.epochs=10000",
                                                  "--output", cluster.directory + "/local.psm"], log: "local")
         Thread.sleep(forTimeInterval: 1)
-        kill(local.processIdentifier, SIGINT)
-        let localSeconds = exitSeconds(local, timeout: 30)
-        print("psctl train --local exit after SIGINT: \(localSeconds.map { String(format: "%.2f s", $0) } ?? "still running")")
-        XCTAssertLessThan(localSeconds ?? .infinity, Self.stopLimitSeconds)
+        assertStops(local, on: SIGINT, "psctl train --local")
 
         let worker = try XCTUnwrap(cluster.workers["w1"])
-        kill(worker.processIdentifier, SIGTERM)
-        let workerSeconds = exitSeconds(worker, timeout: 30)
-        print("ps-worker exit after SIGTERM mid-job: \(workerSeconds.map { String(format: "%.2f s", $0) } ?? "still running")")
-        XCTAssertLessThan(workerSeconds ?? .infinity, Self.stopLimitSeconds)
+        assertStops(worker, on: SIGTERM, "ps-worker mid-job")
 
         // The server, while the job behind the cancelled one hangs in its load.
         let stuckPath = cluster.directory + "/hangs-here-train-images"
@@ -167,10 +161,7 @@ final class RobustnessEndToEndTests: XCTestCase {
         XCTAssertEqual(cancelled.status, 0, cancelled.stderr)
         try cluster.waitForServerLog("test hook PS_TEST_LOAD_HANG_PATH")
         XCTAssertEqual(try state(cluster, stuck), "submitted")
-        kill(cluster.server.processIdentifier, SIGTERM)
-        let serverSeconds = exitSeconds(cluster.server, timeout: 30)
-        print("ps-server exit after SIGTERM during a hung load: \(serverSeconds.map { String(format: "%.2f s", $0) } ?? "still running")")
-        XCTAssertLessThan(serverSeconds ?? .infinity, Self.stopLimitSeconds)
+        assertStops(cluster.server, on: SIGTERM, "ps-server during a hung load")
     }
 
     // When the orderly stop itself hangs (here: a checkpoint write the labelled test hook pauses for a
@@ -182,10 +173,7 @@ final class RobustnessEndToEndTests: XCTestCase {
         try cluster.startWorker("w1")
         _ = try submit(cluster, ["training.epochs=10000"])
         try cluster.waitForServerLog("test hook PS_TEST_CHECKPOINT_WRITE_PAUSE_SECONDS")
-        kill(cluster.server.processIdentifier, SIGTERM)
-        let seconds = exitSeconds(cluster.server, timeout: 30)
-        print("ps-server exit after SIGTERM with a hung checkpoint write: \(seconds.map { String(format: "%.2f s", $0) } ?? "still running after 30 s")")
-        XCTAssertLessThan(seconds ?? .infinity, Self.stopLimitSeconds)
+        assertStops(cluster.server, on: SIGTERM, "ps-server with a hung checkpoint write")
         XCTAssertEqual(cluster.server.terminationStatus, 1)
         XCTAssertTrue(cluster.log("server").contains("the orderly stop did not finish in time; exiting now"),
                       String(cluster.log("server").suffix(2000)))
