@@ -275,4 +275,20 @@ final class RobustnessEndToEndTests: XCTestCase {
         let written = cluster.log("server").split(separator: "\n").first { $0.contains("model written") } ?? ""
         print("ps-server: \(written)")
     }
+
+    // --load-timeout and --stall-seconds out of range, not a number or NaN: ps-server refuses to start
+    // (usage error, exit 64), naming the flag and the range, and creates no data directory.
+    func testOutOfRangeTimeFlagsAreRefused() throws {
+        let data = NSTemporaryDirectory() + "ps-flags-\(UUID().uuidString)"
+        for flag in ["--load-timeout", "--stall-seconds"] {
+            for value in ["0", "-1", "100000", "nan", "soon"] {
+                let out = try Binaries.run("ps-server", ["--listen", "127.0.0.1:0", "--data-dir", data, "\(flag)=\(value)"])
+                XCTAssertEqual(out.status, 64, "\(flag) \(value): \(out.stderr)")
+                let named = out.stderr.contains("\(flag) must be between 0.5 and 86400 seconds")
+                    || out.stderr.contains("The value '\(value)' is invalid for '\(flag) <seconds>'")  // not a number
+                XCTAssertTrue(named, "\(flag) \(value): \(out.stderr)")
+            }
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: data))
+    }
 }
