@@ -192,6 +192,79 @@ public struct OptimizerSpec: Equatable, Sendable {
 public enum ConsistencyMode: String, Sendable, CaseIterable {
     /// Bulk-synchronous: every step waits for the whole batch; results are bitwise reproducible.
     case sync
+    /// Fixed delay d (`staleness`): step t's gradient is computed on version max(0, t − d) and applied
+    /// to version t, so workers compute ahead while the server applies; bitwise reproducible, and
+    /// `train --local` computes the same.
+    case delayed
+    /// Bounded staleness s: each batch goes whole to one worker and is applied on arrival; no push is
+    /// applied to weights more than s versions newer than those it was computed on. Not reproducible.
+    case ssp
+    /// As ssp, with `ConsistencyLimits.asyncStalenessMax` as the only bound. Not reproducible.
+    case async
+}
+
+/// Limits of the consistency modes, each with its reason.
+public enum ConsistencyLimits {
+    /// The largest delay (`delayed`) and bound (`ssp`): the server and every worker keep this many
+    /// older versions of the weights, and a gradient older than this hurts more than it helps.
+    public static let stalenessMax = 8
+    /// `async`'s safety limit: a push is never applied to weights more than this many versions newer
+    /// than those it was computed on (a worker waits instead), so a stopped worker cannot flood the
+    /// server with ever older gradients when it wakes.
+    public static let asyncStalenessMax = 32
+    /// Batches one worker may hold at once in `ssp` and `async`: the next is there when one is pushed.
+    public static let batchesPerWorkerMax = 2
+}
+
+/// How steps relate to one another (`training.consistency`).
+public struct Consistency: Equatable, Hashable, Sendable {
+    public var mode: ConsistencyMode
+    /// `delayed`: the delay d (1...stalenessMax); `ssp`: the bound s (1...stalenessMax); else 0.
+    public var staleness: Int
+
+    public init(mode: ConsistencyMode, staleness: Int = 0) {
+        self.mode = mode
+        self.staleness = staleness
+    }
+
+    public static let sync = Consistency(mode: .sync)
+    public static func delayed(_ d: Int) -> Consistency { Consistency(mode: .delayed, staleness: d) }
+    public static func ssp(_ s: Int) -> Consistency { Consistency(mode: .ssp, staleness: s) }
+    public static let async = Consistency(mode: .async)
+
+    /// Steps whose gradient is computed on older weights than the step's own version: d in `delayed`, else 0.
+    public var delay: Int { mode == .delayed ? staleness : 0 }
+    /// Whether the weights are bitwise reproducible (`train --local` is the oracle).
+    public var isExact: Bool { mode == .sync || mode == .delayed }
+    /// Whether pushes are applied on arrival (each batch whole on one worker).
+    public var appliesOnArrival: Bool { mode == .ssp || mode == .async }
+    /// The bound on a push's staleness where pushes are applied on arrival.
+    public var stalenessBound: Int {
+        switch mode {
+        case .sync: return 0
+        case .delayed, .ssp: return staleness
+        case .async: return ConsistencyLimits.asyncStalenessMax
+        }
+    }
+    /// The staleness a mode takes when the spec gives none: delayed 1, ssp 2, else 0.
+    public static func defaultStaleness(_ mode: ConsistencyMode) -> Int {
+        switch mode {
+        case .delayed: return 1
+        case .ssp: return 2
+        case .sync, .async: return 0
+        }
+    }
+}
+
+extension Consistency: CustomStringConvertible {
+    /// As status shows it: `sync`, `delayed (d=1)`, `ssp (s=2)`, `async`.
+    public var description: String {
+        switch mode {
+        case .sync, .async: return mode.rawValue
+        case .delayed: return "delayed (d=\(staleness))"
+        case .ssp: return "ssp (s=\(staleness))"
+        }
+    }
 }
 
 public struct TrainingSpec: Equatable, Sendable {
@@ -199,7 +272,7 @@ public struct TrainingSpec: Equatable, Sendable {
     /// Fixed chunks per batch; the unit of work and of the reduction tree. Independent of workers.
     public var chunks: Int
     public var epochs: Int
-    public var consistency: ConsistencyMode
+    public var consistency: Consistency
     /// Compute only on workers with this signature (`ComputeSignature`'s text); nil: the first worker's.
     public var computeSignature: String?
     /// Compute on workers of any signature; the result is then not bitwise-reproducible.
@@ -207,7 +280,7 @@ public struct TrainingSpec: Equatable, Sendable {
     /// What a step with a non-finite loss, gradient or update does (default: the job fails).
     public var onNonFinite: NonFinitePolicy
 
-    public init(batchSize: Int, chunks: Int, epochs: Int, consistency: ConsistencyMode = .sync,
+    public init(batchSize: Int, chunks: Int, epochs: Int, consistency: Consistency = .sync,
                 computeSignature: String? = nil, allowMixedSignatures: Bool = false,
                 onNonFinite: NonFinitePolicy = .fail) {
         self.batchSize = batchSize

@@ -66,7 +66,7 @@ extension JobSpec {
         var trainingEntries: [(String, SpecNode)] = [("batch_size", W.integer(training.batchSize)),
                                                      ("chunks", W.integer(training.chunks)),
                                                      ("epochs", W.integer(training.epochs)),
-                                                     ("consistency", W.string(training.consistency.rawValue))]
+                                                     ("consistency", W.string(training.consistency.mode.rawValue))]
         if let signature = training.computeSignature { trainingEntries.append(("compute_signature", W.string(signature))) }
         if training.allowMixedSignatures { trainingEntries.append(("allow_mixed_signatures", W.bool(true))) }
         trainingEntries.append(("on_non_finite", W.string(training.onNonFinite.rawValue)))

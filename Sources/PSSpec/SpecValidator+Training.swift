@@ -75,7 +75,8 @@ extension SpecValidator {
             }
         }
         let epochs = try fields.required("epochs").int(in: 1...Limits.epochsMax, limit: "Limits.epochsMax")
-        let consistency = try fields.optional("consistency")?.choice("consistency mode", ConsistencyMode.self) ?? .sync
+        let mode = try fields.optional("consistency")?.choice("consistency mode", ConsistencyMode.self) ?? .sync
+        let consistency = Consistency(mode: mode, staleness: Consistency.defaultStaleness(mode))
         var signature: String?
         if let signatureField = fields.optional("compute_signature") {
             let text = try signatureField.string()

@@ -303,7 +303,8 @@ extension TrainingSpec {
         m.pointee.batch_size = uint64(batchSize, "training.batchSize")
         m.pointee.chunks = uint64(chunks, "training.chunks")
         m.pointee.epochs = uint64(epochs, "training.epochs")
-        m.pointee.consistency = consistencyTable.c(consistency)
+        m.pointee.consistency = consistencyTable.c(consistency.mode)
+        m.pointee.staleness = UInt32(consistency.staleness)
         m.pointee.compute_signature = arena.string(computeSignature ?? "")
         m.pointee.allow_mixed_signatures = allowMixedSignatures ? 1 : 0
         m.pointee.on_non_finite = nonFiniteTable.c(onNonFinite)
@@ -314,13 +315,30 @@ extension TrainingSpec {
         self.init(batchSize: try int(c.batch_size, "\(path).batch_size", min: 1),
                   chunks: try int(c.chunks, "\(path).chunks", min: 1),
                   epochs: try int(c.epochs, "\(path).epochs", min: 1),
-                  consistency: try consistencyTable.swift(c.consistency, "\(path).consistency"),
+                  consistency: try Self.consistency(c, path),
                   computeSignature: try Self.signature(string(c.compute_signature), "\(path).compute_signature"),
                   allowMixedSignatures: c.allow_mixed_signatures != 0,
                   onNonFinite: try nonFiniteTable.swift(c.on_non_finite, "\(path).on_non_finite"))
     }
 
     /// "" is none; anything else must read as a `ComputeSignature`.
+    /// The mode and its staleness, checked as the spec validator checks them (a peer may skip psctl).
+    private static func consistency(_ c: Ps__V1__TrainingSpec, _ path: String) throws(WireError) -> Consistency {
+        let mode = try consistencyTable.swift(c.consistency, "\(path).consistency")
+        let staleness = try int(c.staleness, "\(path).staleness")
+        switch mode {
+        case .sync, .async:
+            guard staleness == 0 else {
+                throw WireError(field: "\(path).staleness", "is \(staleness), but mode \(mode.rawValue) takes none (0)")
+            }
+        case .delayed, .ssp:
+            guard (1...ConsistencyLimits.stalenessMax).contains(staleness) else {
+                throw WireError(field: "\(path).staleness", "must be between 1 and \(ConsistencyLimits.stalenessMax) (ConsistencyLimits.stalenessMax) for mode \(mode.rawValue), got \(staleness)")
+            }
+        }
+        return Consistency(mode: mode, staleness: staleness)
+    }
+
     private static func signature(_ text: String, _ path: String) throws(WireError) -> String? {
         guard !text.isEmpty else { return nil }
         if case let .failure(error) = ComputeSignature.parse(text) { throw WireError(field: path, error.message) }
@@ -362,6 +380,9 @@ let optimizerTable = EnumTable<OptimizerKind, Ps__V1__OptimizerKind>([
 
 let consistencyTable = EnumTable<ConsistencyMode, Ps__V1__Consistency>([
     (.sync, PS__V1__CONSISTENCY__CONSISTENCY_SYNC),
+    (.delayed, PS__V1__CONSISTENCY__CONSISTENCY_DELAYED),
+    (.ssp, PS__V1__CONSISTENCY__CONSISTENCY_SSP),
+    (.async, PS__V1__CONSISTENCY__CONSISTENCY_ASYNC),
 ])
 
 // FAIL is the wire's zero value: a spec sent before the field existed decodes to the default.

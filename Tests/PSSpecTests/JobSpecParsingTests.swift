@@ -497,11 +497,12 @@ final class JobSpecParsingTests: XCTestCase {
                     "Limits.epochsMax")
     }
 
-    func testConsistencyIsSyncOnly() throws {
-        // Proves consistency accepts sync only and names the accepted modes otherwise.
+    func testConsistencyModeNamesTheAcceptedModes() throws {
+        // Proves consistency accepts the four modes and names them for an unknown one.
         XCTAssertEqual(try parse(example(replacing: "epochs: 10}", with: "epochs: 10, consistency: sync}")).training.consistency, .sync)
-        assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, consistency: async}")),
-                    field: "training.consistency", "'async'", "(expected sync)")
+        XCTAssertEqual(try parse(example(replacing: "epochs: 10}", with: "epochs: 10, consistency: async}")).training.consistency, .async)
+        assertError(failure(example(replacing: "epochs: 10}", with: "epochs: 10, consistency: eventual}")),
+                    field: "training.consistency", "'eventual'", "(expected sync, delayed, ssp, async)")
     }
 
     func testComputeSignatureFields() throws {

@@ -83,7 +83,19 @@ typedef enum _Ps__V1__OptimizerKind {
  */
 typedef enum _Ps__V1__Consistency {
   PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED = 0,
-  PS__V1__CONSISTENCY__CONSISTENCY_SYNC = 1
+  PS__V1__CONSISTENCY__CONSISTENCY_SYNC = 1,
+  /*
+   * Step t's gradient computed on version max(0, t - staleness), applied to version t: exact.
+   */
+  PS__V1__CONSISTENCY__CONSISTENCY_DELAYED = 2,
+  /*
+   * Bounded staleness: each batch whole on one worker, applied on arrival, at most staleness versions stale.
+   */
+  PS__V1__CONSISTENCY__CONSISTENCY_SSP = 3,
+  /*
+   * As SSP, bounded only by the server's safety limit.
+   */
+  PS__V1__CONSISTENCY__CONSISTENCY_ASYNC = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PS__V1__CONSISTENCY)
 } Ps__V1__Consistency;
 /*
@@ -347,10 +359,15 @@ struct  Ps__V1__TrainingSpec
    * (fail), which is also what a spec sent before this field existed means.
    */
   Ps__V1__NonFinitePolicy on_non_finite;
+  /*
+   * DELAYED: the delay d; SSP: the bound s; 0 (not sent) for SYNC and ASYNC, so a sync spec's bytes
+   * are what they were before the field existed.
+   */
+  uint32_t staleness;
 };
 #define PS__V1__TRAINING_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__training_spec__descriptor) \
-    , 0, 0, 0, PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_FAIL }
+    , 0, 0, 0, PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_FAIL, 0 }
 
 
 /*

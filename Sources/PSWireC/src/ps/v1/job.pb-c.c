@@ -1206,7 +1206,7 @@ const ProtobufCMessageDescriptor ps__v1__optimizer_spec__descriptor =
   (ProtobufCMessageInit) ps__v1__optimizer_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[7] =
+static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[8] =
 {
   {
     "batch_size",
@@ -1292,6 +1292,18 @@ static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[7
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "staleness",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__TrainingSpec, staleness),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__training_spec__field_indices_by_name[] = {
   5,   /* field[5] = allow_mixed_signatures */
@@ -1301,11 +1313,12 @@ static const unsigned ps__v1__training_spec__field_indices_by_name[] = {
   3,   /* field[3] = consistency */
   2,   /* field[2] = epochs */
   6,   /* field[6] = on_non_finite */
+  7,   /* field[7] = staleness */
 };
 static const ProtobufCIntRange ps__v1__training_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor =
 {
@@ -1315,7 +1328,7 @@ const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor =
   "Ps__V1__TrainingSpec",
   "ps.v1",
   sizeof(Ps__V1__TrainingSpec),
-  7,
+  8,
   ps__v1__training_spec__field_descriptors,
   ps__v1__training_spec__field_indices_by_name,
   1,  ps__v1__training_spec__number_ranges,
@@ -1758,16 +1771,22 @@ const ProtobufCEnumDescriptor ps__v1__optimizer_kind__descriptor =
   ps__v1__optimizer_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue ps__v1__consistency__enum_values_by_number[2] =
+static const ProtobufCEnumValue ps__v1__consistency__enum_values_by_number[5] =
 {
   { "CONSISTENCY_UNSPECIFIED", "PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED", 0 },
   { "CONSISTENCY_SYNC", "PS__V1__CONSISTENCY__CONSISTENCY_SYNC", 1 },
+  { "CONSISTENCY_DELAYED", "PS__V1__CONSISTENCY__CONSISTENCY_DELAYED", 2 },
+  { "CONSISTENCY_SSP", "PS__V1__CONSISTENCY__CONSISTENCY_SSP", 3 },
+  { "CONSISTENCY_ASYNC", "PS__V1__CONSISTENCY__CONSISTENCY_ASYNC", 4 },
 };
 static const ProtobufCIntRange ps__v1__consistency__value_ranges[] = {
-{0, 0},{0, 2}
+{0, 0},{0, 5}
 };
-static const ProtobufCEnumValueIndex ps__v1__consistency__enum_values_by_name[2] =
+static const ProtobufCEnumValueIndex ps__v1__consistency__enum_values_by_name[5] =
 {
+  { "CONSISTENCY_ASYNC", 4 },
+  { "CONSISTENCY_DELAYED", 2 },
+  { "CONSISTENCY_SSP", 3 },
   { "CONSISTENCY_SYNC", 1 },
   { "CONSISTENCY_UNSPECIFIED", 0 },
 };
@@ -1778,9 +1797,9 @@ const ProtobufCEnumDescriptor ps__v1__consistency__descriptor =
   "Consistency",
   "Ps__V1__Consistency",
   "ps.v1",
-  2,
+  5,
   ps__v1__consistency__enum_values_by_number,
-  2,
+  5,
   ps__v1__consistency__enum_values_by_name,
   1,
   ps__v1__consistency__value_ranges,
