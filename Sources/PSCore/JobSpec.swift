@@ -279,10 +279,14 @@ public struct TrainingSpec: Equatable, Sendable {
     public var allowMixedSignatures: Bool
     /// What a step with a non-finite loss, gradient or update does (default: the job fails).
     public var onNonFinite: NonFinitePolicy
+    /// `sync`: an idle worker also computes a copy of a straggler's outstanding chunks; the first push
+    /// wins and the bits never change (`training.backup_chunks`, default true; sync only).
+    public var backupChunks: Bool
 
     public init(batchSize: Int, chunks: Int, epochs: Int, consistency: Consistency = .sync,
                 computeSignature: String? = nil, allowMixedSignatures: Bool = false,
-                onNonFinite: NonFinitePolicy = .fail) {
+                onNonFinite: NonFinitePolicy = .fail, backupChunks: Bool = true) {
+        self.backupChunks = backupChunks
         self.batchSize = batchSize
         self.chunks = chunks
         self.epochs = epochs

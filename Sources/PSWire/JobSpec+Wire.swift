@@ -305,6 +305,7 @@ extension TrainingSpec {
         m.pointee.epochs = uint64(epochs, "training.epochs")
         m.pointee.consistency = consistencyTable.c(consistency.mode)
         m.pointee.staleness = UInt32(consistency.staleness)
+        m.pointee.without_backup_chunks = backupChunks ? 0 : 1
         m.pointee.compute_signature = arena.string(computeSignature ?? "")
         m.pointee.allow_mixed_signatures = allowMixedSignatures ? 1 : 0
         m.pointee.on_non_finite = nonFiniteTable.c(onNonFinite)
@@ -318,7 +319,8 @@ extension TrainingSpec {
                   consistency: try Self.consistency(c, path),
                   computeSignature: try Self.signature(string(c.compute_signature), "\(path).compute_signature"),
                   allowMixedSignatures: c.allow_mixed_signatures != 0,
-                  onNonFinite: try nonFiniteTable.swift(c.on_non_finite, "\(path).on_non_finite"))
+                  onNonFinite: try nonFiniteTable.swift(c.on_non_finite, "\(path).on_non_finite"),
+                  backupChunks: c.without_backup_chunks == 0)
     }
 
     /// "" is none; anything else must read as a `ComputeSignature`.

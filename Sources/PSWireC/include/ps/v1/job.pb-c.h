@@ -364,10 +364,15 @@ struct  Ps__V1__TrainingSpec
    * are what they were before the field existed.
    */
   uint32_t staleness;
+  /*
+   * SYNC: no backup copies of a straggler's chunks on idle workers (they are on by default, and
+   * never change the bits). Zero, the default, is what a spec sent before this field existed means.
+   */
+  protobuf_c_boolean without_backup_chunks;
 };
 #define PS__V1__TRAINING_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__training_spec__descriptor) \
-    , 0, 0, 0, PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_FAIL, 0 }
+    , 0, 0, 0, PS__V1__CONSISTENCY__CONSISTENCY_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, PS__V1__NON_FINITE_POLICY__NON_FINITE_POLICY_FAIL, 0, 0 }
 
 
 /*

@@ -1206,7 +1206,7 @@ const ProtobufCMessageDescriptor ps__v1__optimizer_spec__descriptor =
   (ProtobufCMessageInit) ps__v1__optimizer_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[8] =
+static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[9] =
 {
   {
     "batch_size",
@@ -1304,6 +1304,18 @@ static const ProtobufCFieldDescriptor ps__v1__training_spec__field_descriptors[8
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "without_backup_chunks",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__TrainingSpec, without_backup_chunks),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__training_spec__field_indices_by_name[] = {
   5,   /* field[5] = allow_mixed_signatures */
@@ -1314,11 +1326,12 @@ static const unsigned ps__v1__training_spec__field_indices_by_name[] = {
   2,   /* field[2] = epochs */
   6,   /* field[6] = on_non_finite */
   7,   /* field[7] = staleness */
+  8,   /* field[8] = without_backup_chunks */
 };
 static const ProtobufCIntRange ps__v1__training_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor =
 {
@@ -1328,7 +1341,7 @@ const ProtobufCMessageDescriptor ps__v1__training_spec__descriptor =
   "Ps__V1__TrainingSpec",
   "ps.v1",
   sizeof(Ps__V1__TrainingSpec),
-  8,
+  9,
   ps__v1__training_spec__field_descriptors,
   ps__v1__training_spec__field_indices_by_name,
   1,  ps__v1__training_spec__number_ranges,
