@@ -93,7 +93,7 @@ extension Coordinator {
                              "validation": "\(data.validationCount)", "test": "\(data.testCount)",
                              "steps_per_epoch": "\(steps)", "parameters": "\(network.parameterCount)"]))
             switch checkpoint?.phase ?? .train {
-            case .train: startTrainStep(now: now, &out)
+            case .train: openSteps(now: now, &out)
             case .validate: startEvaluation(.validate, count: data.validationCount, &out)
             case .test: startEvaluation(.test, count: data.testCount, &out)
             }
@@ -108,6 +108,7 @@ extension Coordinator {
         r.version = c.version
         r.epoch = c.epoch
         r.stepInEpoch = c.stepInEpoch
+        r.openedInEpoch = c.stepInEpoch
         r.epochStats = ChunkStats(lossSum: c.epochLossSum, correct: c.epochCorrect, samples: c.epochSamples)
         r.trainingSeconds = c.trainingSeconds
         r.trainedSamples = c.trainedSamples
@@ -142,6 +143,14 @@ extension Coordinator {
         out.append(.observe(.jobResumed(jobId: r.jobId, step: steps)))
     }
 
+    /// Whether a checkpoint of `r` is due (and none is being written).
+    func isCheckpointDue(_ r: Run, epochEnd: Bool, now: Double) -> Bool {
+        guard !r.checkpointInFlight, r.stopping == nil else { return false }
+        let c = r.spec.checkpoint
+        return (epochEnd && c.atEpochEnd) || (c.everySteps > 0 && r.stepsSinceCheckpoint >= c.everySteps)
+            || (c.everySeconds > 0 && now - r.lastCheckpointAt >= c.everySeconds)
+    }
+
     /// Takes a checkpoint of the running job if one is due: at an epoch's end (`epochEnd`) when the spec
     /// asks for that, or once `every_steps` steps or `every_seconds` seconds have passed since the last.
     /// Only between pieces of work (`phase` says which comes next), and one at a time: while one is being
@@ -149,11 +158,10 @@ extension Coordinator {
     mutating func checkpointIfDue(_ phase: Checkpoint.Phase, epochEnd: Bool, now: Double, _ out: inout [CoordinatorAction]) {
         // Not after a step that was not finite: the shard's optimizer state is not kept then (a restart
         // redoes the steps from the last checkpoint and stops at the same step).
-        guard var r = run, !r.checkpointInFlight, r.stopping == nil else { return }
+        guard var r = run, isCheckpointDue(r, epochEnd: epochEnd, now: now) else { return }
+        // ssp/async take one only with no batch in flight (their steps are applied out of order).
+        guard !r.spec.training.consistency.appliesOnArrival || r.works.allSatisfy({ $0.kind != .train }) else { return }
         let c = r.spec.checkpoint
-        let due = (epochEnd && c.atEpochEnd) || (c.everySteps > 0 && r.stepsSinceCheckpoint >= c.everySteps)
-            || (c.everySeconds > 0 && now - r.lastCheckpointAt >= c.everySeconds)
-        guard due else { return }
         let saved = r.ledger.saved
         let checkpoint = Checkpoint(
             jobId: r.jobId, specSHA256: r.specSHA256, version: r.version, phase: phase, epoch: r.epoch,
@@ -291,7 +299,7 @@ extension Coordinator {
     }
 
     public func clusterStatus(now: Double) -> ClusterStatus {
-        let held = run?.work.map { w in Dictionary(grouping: w.assigned, by: { $0.value }).mapValues { $0.map(\.key.count).reduce(0, +) } } ?? [:]
+        let held = (run?.works ?? []).flatMap(\.assigned).reduce(into: [UInt64: Int]()) { $0[$1.value, default: 0] += $1.key.count }
         let excluded: (Membership.Worker) -> String = { [run] w in
             if let r = run, let reason = r.unable[w.id] { return "cannot run \(r.jobId): \(reason)" }
             guard let r = run, let signature = r.signature, !r.spec.training.allowMixedSignatures,

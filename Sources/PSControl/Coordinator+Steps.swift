@@ -28,7 +28,21 @@ struct Run {
     /// The last epoch's training time (for the ledger's rate).
     var epochSeconds = 0.0
     var kept: (epoch: Int, version: Int)?
-    var work: Work?
+    /// The open pieces of work: one evaluation pass, or the training steps in flight in step order
+    /// (sync: one; delayed d: up to d + 1, the oldest applied first; ssp/async: the batches handed out,
+    /// each applied when complete).
+    var works: [Work] = []
+    /// The evaluation, or the oldest open training step.
+    var work: Work? { works.first }
+    /// Training steps of this epoch handed to the schedule so far (applied or open); `stepInEpoch`
+    /// counts the applied ones.
+    var openedInEpoch = 0
+    /// ssp/async: no new batch is handed out until those in flight are applied (a checkpoint is due:
+    /// it is taken with none in flight).
+    var draining = false
+    /// ssp/async: applied pushes by staleness (index: versions applied between the weights a batch was
+    /// computed on and those it was applied to).
+    var stalenessCounts: [Int] = []
     /// Set once training and evaluation are over: the summary, while the shard hands over the weights.
     var finishing: TrainingSummary?
     /// The signature every worker computing this job must have: the spec's, else the first worker's
@@ -90,7 +104,10 @@ struct Work {
     let kind: WorkKind
     let step: Int
     let epoch: Int
-    let version: Int
+    /// The weights it is computed on (ssp/async: set again when a lost worker's batch is handed out anew).
+    var version: Int
+    /// Which batch of the epoch (training).
+    var stepInEpoch = 0
     let batchStart: Int
     let batchSize: Int
     /// Samples per chunk.
@@ -115,19 +132,39 @@ struct Work {
 }
 
 extension Coordinator {
-    mutating func startTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
-        guard var r = run else { return }
+    /// Opens the training steps the mode allows now (ssp/async: none here; `dispatch` hands out batches
+    /// per worker). sync: the next step once the last is applied. delayed d: steps up to d ahead of the
+    /// oldest unapplied one, each computed on version max(0, t − d), which the shard holds already.
+    /// Steps never run past the epoch's end: the pipeline drains before validation.
+    mutating func openSteps(now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, r.works.allSatisfy({ $0.kind == .train }), r.finishing == nil, r.stopping == nil else { return }
+        let consistency = r.spec.training.consistency
+        guard !consistency.appliesOnArrival else { return }
+        let delay = consistency.delay
+        while r.openedInEpoch < r.stepsPerEpoch, r.works.count <= delay {
+            let step = r.epoch * r.stepsPerEpoch + r.openedInEpoch
+            let version = max(0, step - delay)
+            guard version <= r.version else { break }
+            openStep(&r, version: version, now: now, &out)
+        }
+        run = r
+    }
+
+    /// Adds the epoch's next batch as a training step computed on `version`, and tells the shard.
+    func openStep(_ r: inout Run, version: Int, now: Double, _ out: inout [CoordinatorAction]) {
         let batchSize = r.spec.training.batchSize
-        let batchStart = r.stepInEpoch * batchSize
+        let batchStart = r.openedInEpoch * batchSize
         let batchCount = min(batchSize, r.data.trainCount - batchStart)
         let leaves = ChunkPlan.ranges(batchSize: batchCount, chunks: r.spec.training.chunks).map(\.count)
-        if r.stepInEpoch == 0 { r.epochStartedAt = now }
-        r.work = Work(kind: .train, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
-                      version: r.version, batchStart: batchStart, batchSize: batchCount, leafSamples: leaves,
-                      gradients: StepProgress(leaves: leaves.count, ranges: r.ranges),
-                      evaluations: NodeCollector(total: 1))
-        run = r
-        out.append(.shard(.beginStep(leaves: leaves.count)))
+        if r.openedInEpoch == 0 { r.epochStartedAt = now }
+        let step = r.epoch * r.stepsPerEpoch + r.openedInEpoch
+        var work = Work(kind: .train, step: step, epoch: r.epoch, version: version, batchStart: batchStart,
+                        batchSize: batchCount, leafSamples: leaves,
+                        gradients: StepProgress(leaves: leaves.count, ranges: r.ranges), evaluations: NodeCollector(total: 1))
+        work.stepInEpoch = r.openedInEpoch
+        r.works.append(work)
+        r.openedInEpoch += 1
+        out.append(.shard(.beginStep(step: step, leaves: leaves.count)))
     }
 
     mutating func startEvaluation(_ kind: WorkKind, count: Int, _ out: inout [CoordinatorAction]) {
@@ -135,18 +172,22 @@ extension Coordinator {
         out.append(.log(.info, kind == .validate ? "validation started" : "test evaluation started",
                         ["job": r.jobId, "epoch": "\(r.epoch + 1)", "samples": "\(count)"]))
         let leaves = ChunkPlan.evaluationRanges(count: count).map(\.count)
-        r.work = Work(kind: kind, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
-                      version: r.version, batchStart: 0, batchSize: count, leafSamples: leaves,
-                      gradients: StepProgress(leaves: 1, ranges: r.ranges),
-                      evaluations: NodeCollector(total: leaves.count))
+        r.works = [Work(kind: kind, step: r.epoch * r.stepsPerEpoch + r.stepInEpoch, epoch: r.epoch,
+                        version: r.version, batchStart: 0, batchSize: count, leafSamples: leaves,
+                        gradients: StepProgress(leaves: 1, ranges: r.ranges),
+                        evaluations: NodeCollector(total: leaves.count))]
         run = r
     }
 
-    /// Hands out every chunk of the current work that is neither received nor held by a live worker.
+    /// Hands out every chunk of the open work that is neither received nor held by a live worker.
     /// Fresh work is split evenly over the workers in id order; chunks freed by a lost worker are
     /// split the same way over the workers holding the least. Assignment never changes results.
+    /// ssp/async training: each worker gets whole batches instead (`dispatchBatches`).
     mutating func dispatch(now: Double, _ out: inout [CoordinatorAction]) {
-        guard var r = run, var work = r.work else { return }
+        guard var r = run, r.finishing == nil else { return }
+        let batches = r.spec.training.consistency.appliesOnArrival && r.works.allSatisfy { $0.kind == .train }
+            && r.stopping == nil && r.failure == nil
+        guard !r.works.isEmpty || (batches && r.openedInEpoch < r.stepsPerEpoch) else { return }
         let eligible = eligibleWorkers(&r, &out)
         run = r
         if eligible.isEmpty {
@@ -154,19 +195,59 @@ extension Coordinator {
             return
         }
         transition(r.jobId, .workersAvailable, &out)
-        var taken = [Bool](repeating: false, count: work.total)
-        for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
-        let free = (0..<work.total).filter { !taken[$0] }
-        let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
-        for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held) {
-            for n in nodes {
-                work.assigned[n] = wid
-                work.assignedAt[n] = now
+        if batches { return dispatchBatches(to: eligible, now: now, &out) }
+        for i in r.works.indices {
+            var work = run!.works[i]
+            var taken = [Bool](repeating: false, count: work.total)
+            for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
+            let free = (0..<work.total).filter { !taken[$0] }
+            let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
+            for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held) {
+                for n in nodes {
+                    work.assigned[n] = wid
+                    work.assignedAt[n] = now
+                }
+                work.participants.insert(wid)
+                sendAssignment(to: wid, run: run!, work: work, nodes: nodes, &out)
             }
-            work.participants.insert(wid)
-            sendAssignment(to: wid, run: r, work: work, nodes: nodes, &out)
+            run!.works[i] = work
         }
-        r.work = work
+    }
+
+    /// ssp/async: every worker holds up to `ConsistencyLimits.batchesPerWorkerMax` whole batches, each
+    /// computed on the newest weights when handed out: first a batch a lost worker left, then the
+    /// epoch's next one, as long as no batch in flight could be applied more than the bound's versions
+    /// after the weights it was computed on (each batch in flight adds at most one version before it).
+    mutating func dispatchBatches(to eligible: [UInt64], now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run else { return }
+        let bound = r.spec.training.consistency.stalenessBound
+        for _ in 0..<ConsistencyLimits.batchesPerWorkerMax {
+            // One batch per worker per round, so each starts computing before any takes a second.
+            for wid in eligible {
+                let holding = r.works.filter { $0.assigned.values.contains(wid) }.count
+                guard holding < ConsistencyLimits.batchesPerWorkerMax else { continue }
+                let index: Int
+                if let i = r.works.firstIndex(where: { $0.assigned.isEmpty && !$0.isComplete && !$0.applying }) {
+                    r.works[i].version = r.version
+                    index = i
+                } else {
+                    guard !r.draining, r.openedInEpoch < r.stepsPerEpoch else { break }
+                    let oldest = r.works.map(\.version).min() ?? r.version
+                    guard r.version + r.works.count - oldest <= bound else { break }
+                    openStep(&r, version: r.version, now: now, &out)
+                    index = r.works.count - 1
+                }
+                let nodes = ReductionTree.cover(first: 0, count: r.works[index].total, total: r.works[index].total)
+                for n in nodes {
+                    r.works[index].assigned[n] = wid
+                    r.works[index].assignedAt[n] = now
+                }
+                r.works[index].participants.insert(wid)
+                run = r
+                sendAssignment(to: wid, run: r, work: r.works[index], nodes: nodes, &out)
+                r = run!
+            }
+        }
         run = r
     }
 
@@ -241,43 +322,72 @@ extension Coordinator {
         out.append(.send(w.connection, Envelope(requestId: 0, message: .assignment(assignment))))
     }
 
-    /// Every push of the training step is in: the shard applies what is left of it (a clipped step
-    /// whole; a step applied in parts has had its last part sent already) and answers `stepApplied`.
+    /// The oldest open training step (sync, delayed) moves as far as its pushes allow: a non-finite loss
+    /// stops it before any of it is applied; complete parts are applied (without clipping); once every
+    /// push is in, the shard finishes it. Later steps wait: the shard applies steps in order.
+    mutating func advanceOldestStep(now: Double, _ out: inout [CoordinatorAction]) {
+        guard let r = run, let work = r.works.first, work.kind == .train, !work.applying,
+              !r.spec.training.consistency.appliesOnArrival else { return }
+        let ready = work.gradients.ranges.indices.filter { !work.gradients.applied[$0] && work.gradients.parts[$0].isComplete }
+        // Once a part is complete (or the whole step) every chunk has reported its loss.
+        if r.checksNonFinite, !ready.isEmpty || work.gradients.isComplete, !work.gradients.reportedLossesFinite {
+            return nonFinite(.loss, step: work.step, now: now, &out)
+        }
+        if r.appliesInParts, !ready.isEmpty { applyParts(ready, &out) }
+        if run?.works.first?.gradients.isComplete == true { stepPushed(&out) }
+    }
+
+    /// ssp/async: the shard applies one complete batch at a time, whichever completed first.
+    mutating func applyNextBatch(now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, r.spec.training.consistency.appliesOnArrival, !r.works.contains(where: \.applying),
+              let i = r.works.firstIndex(where: { $0.kind == .train && $0.gradients.isComplete }) else { return }
+        if r.checksNonFinite, !r.works[i].gradients.reportedLossesFinite {
+            return nonFinite(.loss, step: r.works[i].step, now: now, &out)
+        }
+        r.works[i].applying = true
+        out.append(.shard(.applyStep(step: r.works[i].step, batchSize: r.works[i].batchSize)))
+        run = r
+    }
+
+    /// Every push of the oldest training step is in: the shard applies what is left of it (a clipped
+    /// step whole; a step applied in parts has had its last part sent already) and answers `stepApplied`.
     mutating func stepPushed(_ out: inout [CoordinatorAction]) {
-        guard var r = run, var work = r.work, work.kind == .train, !work.applying else { return }
+        guard var r = run, var work = r.works.first, work.kind == .train, !work.applying else { return }
         work.applying = true
         if r.appliesInParts {
             // The shard ends the step when its last part is applied.
             precondition(work.gradients.applied.allSatisfy { $0 }, "step complete with a part not applied")
         } else {
             // Clipping needs the whole gradient's norm: the shard puts the parts' sums together, then applies.
-            out.append(.shard(.applyStep(batchSize: work.batchSize)))
+            out.append(.shard(.applyStep(step: work.step, batchSize: work.batchSize)))
         }
-        r.work = work
+        r.works[0] = work
         run = r
     }
 
-    /// The shard's answer to the step's last part or whole step: applied (the job goes on), or not,
+    /// The shard's answer to a step's last part or whole step: applied (the job goes on), or not,
     /// because its gradient or update was not finite (`version` is then the last good one).
-    mutating func stepApplied(_ jobId: String, version: Int, problem: NonFiniteStep.Value?, now: Double,
+    mutating func stepApplied(_ jobId: String, step: Int, version: Int, problem: NonFiniteStep.Value?, now: Double,
                               _ out: inout [CoordinatorAction]) {
-        guard let r = run, r.jobId == jobId, let work = r.work, work.kind == .train else { return }
+        guard let r = run, r.jobId == jobId, let work = r.works.first(where: { $0.kind == .train && $0.step == step }) else { return }
         if let problem {
-            guard version == work.version else { return }
-            return nonFinite(problem, now: now, &out)
+            guard version == r.version else { return }
+            return nonFinite(problem, step: step, now: now, &out)
         }
-        guard work.applying, version == work.version + 1 else { return }
-        completeTrainStep(now: now, &out)
+        guard work.applying, version == r.version + 1 else { return }
+        completeTrainStep(step, now: now, &out)
     }
 
     /// A step that was not applied because its loss (checked here before any part is applied) or its
     /// gradient or update (checked by the shard, which undid it) was not finite: the weights are the
-    /// last good version. `fail`: the job fails, its model is the weights the ledger keeps and its
-    /// checkpoints stay. `stop`: the epoch ends here and training stops, as early stopping would.
-    mutating func nonFinite(_ value: NonFiniteStep.Value, now: Double, _ out: inout [CoordinatorAction]) {
-        guard var r = run, let work = r.work, work.kind == .train, r.failure == nil else { return }
+    /// last good version, and the steps after it are dropped. `fail`: the job fails, its model is the
+    /// weights the ledger keeps and its checkpoints stay. `stop`: the epoch ends here and training
+    /// stops, as early stopping would.
+    mutating func nonFinite(_ value: NonFiniteStep.Value, step failed: Int, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, r.works.contains(where: { $0.kind == .train && $0.step == failed }), r.failure == nil else { return }
+        let work = r.works.first { $0.step == failed }!
         let step = NonFiniteStep(value, step: work.step + 1, epoch: work.epoch + 1)
-        r.work = nil
+        r.works = []
         let elapsed = max(now - r.epochStartedAt, 1e-9)
         out.append(.log(.warning, "step not applied: \(step)", ["job": r.jobId, "step": "\(step.step)", "epoch": "\(step.epoch)",
                                                               "on_non_finite": r.spec.training.onNonFinite.rawValue]))
@@ -308,11 +418,19 @@ extension Coordinator {
         out.append(.shard(.finish))
     }
 
-    /// The shard applied the step: the schedule moves on.
-    mutating func completeTrainStep(now: Double, _ out: inout [CoordinatorAction]) {
-        guard var r = run, let work = r.work else { return }
+    /// The shard applied training step `step`: the schedule moves on.
+    mutating func completeTrainStep(_ step: Int, now: Double, _ out: inout [CoordinatorAction]) {
+        guard var r = run, let index = r.works.firstIndex(where: { $0.kind == .train && $0.step == step }) else { return }
+        let work = r.works.remove(at: index)
+        if r.spec.training.consistency.appliesOnArrival {
+            // Versions applied between the weights it was computed on and those it was applied to.
+            let staleness = r.version - work.version
+            if r.stalenessCounts.count <= staleness { r.stalenessCounts += [Int](repeating: 0, count: staleness + 1 - r.stalenessCounts.count) }
+            r.stalenessCounts[staleness] += 1
+            registry.jobs[r.jobId]!.stalenessCounts = r.stalenessCounts
+            out.append(.observe(.pushStaleness(jobId: r.jobId, staleness: staleness)))
+        }
         r.version += 1
-        r.work = nil
         moved(&r, now: now, &out)
         let stats = work.gradients.stats
         r.epochStats = r.epochStats + stats
@@ -335,9 +453,28 @@ extension Coordinator {
                                            samplesPerSecond: registry.jobs[r.jobId]!.samplesPerSecond)))
         run = r
         if r.stepInEpoch < r.stepsPerEpoch {
-            checkpointIfDue(.train, epochEnd: false, now: now, &out)
-            startTrainStep(now: now, &out)
+            if r.spec.training.consistency.appliesOnArrival {
+                // A checkpoint is taken with no batch in flight: when one is due, the batches drain first.
+                if isCheckpointDue(r, epochEnd: false, now: now) {
+                    if r.works.isEmpty {
+                        run!.draining = false
+                        checkpointIfDue(.train, epochEnd: false, now: now, &out)
+                    } else {
+                        run!.draining = true
+                    }
+                }
+                applyNextBatch(now: now, &out)
+            } else {
+                checkpointIfDue(.train, epochEnd: false, now: now, &out)
+                openSteps(now: now, &out)
+                // Assignments first: a new step names the version whose parts just went out as they were
+                // applied, and only then do the next step's parts (the version after) start to stream.
+                dispatch(now: now, &out)
+                advanceOldestStep(now: now, &out)
+                return
+            }
         } else {
+            run!.draining = false
             run!.trainingSeconds += elapsed
             run!.epochSeconds = elapsed
             run!.trainedSamples += r.epochStats.samples
@@ -373,11 +510,11 @@ extension Coordinator {
         work.evaluations.insert(range, payload: (), stats: ChunkStats(lossSum: e.lossSum, correct: e.correct, samples: e.samples))
         if let signature = membership.workers[wid]?.signature { r.signaturesUsed.insert(signature) }
         moved(&r, now: now, &out)
-        r.work = work
+        r.works[0] = work
         run = r
         guard work.evaluations.isComplete else { return }
         let stats = work.evaluations.combine { _, _ in () }.stats
-        run!.work = nil
+        run!.works = []
         if work.kind == .validate {
             endEpoch(validation: stats, now: now, &out)
         } else {
@@ -422,12 +559,13 @@ extension Coordinator {
         }
         r.epoch += 1
         r.stepInEpoch = 0
+        r.openedInEpoch = 0
         r.epochStats = ChunkStats()
         run = r
         registry.jobs[r.jobId]!.epoch = r.epoch + 1
         registry.jobs[r.jobId]!.step = 0
         checkpointIfDue(.train, epochEnd: true, now: now, &out)
-        startTrainStep(now: now, &out)
+        openSteps(now: now, &out)
         dispatch(now: now, &out)
     }
 
@@ -442,21 +580,22 @@ extension Coordinator {
         dispatch(now: now, &out)
     }
 
-    /// Takes back the chunks `wid` holds of the current work (to be handed to others); returns how many.
+    /// Takes back the chunks `wid` holds of the open work (to be handed to others); returns how many.
     mutating func releaseChunks(of wid: UInt64, _ out: inout [CoordinatorAction]) -> Int {
-        guard var r = run, var work = r.work else { return 0 }
+        guard var r = run else { return 0 }
         var freed = 0
-        for (range, owner) in work.assigned where owner == wid {
-            work.assigned[range] = nil
-            // Parts it pushed of a node it did not finish go too: its chunks may be reassigned as
-            // other nodes, which would overlap them. (Parts already applied stay applied.)
-            if work.gradients.partialStats(of: range) != nil {
-                work.gradients.dropPartial(range)
-                out.append(.shard(.drop(node: range)))
+        for i in r.works.indices {
+            for (range, owner) in r.works[i].assigned where owner == wid {
+                r.works[i].assigned[range] = nil
+                // Parts it pushed of a node it did not finish go too: its chunks may be reassigned as
+                // other nodes, which would overlap them. (Parts already applied stay applied.)
+                if r.works[i].gradients.partialStats(of: range) != nil {
+                    r.works[i].gradients.dropPartial(range)
+                    out.append(.shard(.drop(step: r.works[i].step, node: range)))
+                }
+                freed += range.count
             }
-            freed += range.count
         }
-        r.work = work
         run = r
         return freed
     }

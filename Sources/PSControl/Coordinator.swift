@@ -88,8 +88,8 @@ public struct Coordinator {
             for id in membership.connections.keys.sorted() { out.append(.close(id, after: nil)) }
         case let .shardFinished(jobId, parameters, sha256):
             trained(jobId, parameters: parameters, sha: sha256, now: now, &out)
-        case let .shardStepApplied(jobId, version, problem):
-            stepApplied(jobId, version: version, problem: problem, now: now, &out)
+        case let .shardStepApplied(jobId, step, version, problem):
+            stepApplied(jobId, step: step, version: version, problem: problem, now: now, &out)
         }
         return out
     }

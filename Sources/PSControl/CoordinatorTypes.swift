@@ -100,7 +100,7 @@ public enum CoordinatorEvent: Sendable {
     case shardFinished(jobId: String, parameters: [Float], sha256: String)
     /// The parameter shard's answer to a training step's last part or whole step: applied (`version`
     /// the new one), or not applied because its gradient or update was not finite (`version` the last good).
-    case shardStepApplied(jobId: String, version: Int, problem: NonFiniteStep.Value?)
+    case shardStepApplied(jobId: String, step: Int, version: Int, problem: NonFiniteStep.Value?)
 }
 
 public struct PreparationError: Error, Equatable, Sendable {
@@ -120,6 +120,8 @@ public enum Observation: Sendable {
     case workerJoined(workerId: UInt64)
     case workerLeft(workerId: UInt64, reason: String)
     case heartbeatMissed(workerId: UInt64)
+    /// ssp/async: a batch was applied `staleness` versions after the weights it was computed on.
+    case pushStaleness(jobId: String, staleness: Int)
     /// A gradient push was accepted (`duplicate`: acknowledged and dropped).
     case pushAccepted(bytes: Int, duplicate: Bool)
     case frameRejected(reason: String)

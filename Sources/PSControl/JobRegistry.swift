@@ -24,6 +24,8 @@ struct JobRegistry {
         var validationAccuracy: Double?
         var bestEpoch = 0
         var samplesPerSecond = 0.0
+        /// ssp/async: applied batches by staleness (index: versions between computed-on and applied-to).
+        var stalenessCounts: [Int] = []
         var etaSeconds: Double?
         /// Read back from the journal after a restart and not ended: it resumes (observers are told).
         var recovered = false

@@ -72,6 +72,9 @@ public struct Checkpoint: Equatable, Sendable {
     public var parameters: [Float]
     public var optimizerSteps: Int
     public var optimizerSlots: [[Float]]
+    /// Delayed mode (d): the earlier versions the next steps still compute on, versions
+    /// `version − d ..< version` (fewer at the start), oldest first; empty in the other modes.
+    public var olderVersions: [WeightsVersion] = []
 
     public init(jobId: String, specSHA256: [UInt8], version: Int, phase: Phase, epoch: Int, stepInEpoch: Int,
                 epochLossSum: Double = 0, epochCorrect: Int = 0, epochSamples: Int = 0, trainingSeconds: Double = 0,
@@ -132,6 +135,12 @@ public struct Checkpoint: Equatable, Sendable {
             return "its best weights do not match the model"
         }
         if (stopper == nil) != (spec.earlyStopping == nil) { return "its early-stopping state does not match the spec" }
+        let delay = spec.training.consistency.delay
+        let expectedOlder = phase == .train ? Array(max(0, version - delay)..<version) : olderVersions.map(\.version)
+        if olderVersions.map(\.version) != expectedOlder || olderVersions.contains(where: { $0.parameters.count != parameterCount })
+            || (delay == 0 && !olderVersions.isEmpty) {
+            return "its earlier weight versions (\(olderVersions.map { "\($0.version)" }.joined(separator: ", "))) are not the \(min(delay, version)) before version \(version) that delayed mode (d=\(delay)) computes on"
+        }
         // One optimizer step per training step; restoring the best weights sets the version back, never forward.
         if optimizerSteps != epoch * stepsPerEpoch + stepInEpoch || version < 0 || version > optimizerSteps {
             return "version \(version) and optimizer step \(optimizerSteps) do not match epoch \(epoch + 1) step \(stepInEpoch)"
@@ -157,5 +166,16 @@ public struct Checkpoint: Equatable, Sendable {
             return "its sample counts are inconsistent"
         }
         return nil
+    }
+}
+
+/// One version of the whole parameter vector (delayed mode keeps the ones still computed on).
+public struct WeightsVersion: Equatable, Sendable {
+    public var version: Int
+    public var parameters: [Float]
+
+    public init(version: Int, parameters: [Float]) {
+        self.version = version
+        self.parameters = parameters
     }
 }

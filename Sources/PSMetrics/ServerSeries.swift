@@ -28,6 +28,9 @@ public final class ServerSeries {
         static var stepApply: MetricNameDescriptor { .named(
             "ps_step_apply_seconds",
             help: "Time the server took over the push that completed a step: the coordinator, then the shard's aggregation, optimizer and the next assignments.") }
+        static var pushStaleness: MetricNameDescriptor { .named(
+            "ps_push_staleness",
+            help: "ssp/async: versions applied between the weights a batch was computed on and those it was applied to.") }
         static var pushBytes: MetricNameDescriptor { .named(
             "ps_push_bytes_total", help: "Gradient bytes received in accepted pushes (float32 payload, without framing).") }
         static var pushes: MetricNameDescriptor { .named(
@@ -69,6 +72,7 @@ public final class ServerSeries {
     private let pushBytes: Counter
     private let pushes: (fresh: Counter, duplicate: Counter)
     private let stepApply: DurationHistogram
+    private let pushStaleness: ValueHistogram
     private let heartbeatMisses: Counter
     private let rejectedFrames: Counter
     private let tlsHandshakeFailures: [TLSHandshakeFailure.Reason: Counter]
@@ -88,6 +92,8 @@ public final class ServerSeries {
                   registry.makeCounter(descriptor: Name.pushes, labels: [("duplicate", "true")]))
         stepApply = registry.makeDurationHistogram(descriptor: Name.stepApply, buckets: DurationBuckets.standard)
         heartbeatMisses = registry.makeCounter(descriptor: Name.heartbeatMisses)
+        // Integers: each bucket is "at most n versions stale", up to the async safety limit.
+        pushStaleness = registry.makeValueHistogram(descriptor: Name.pushStaleness, buckets: [0, 1, 2, 3, 4, 6, 8, 16, 32])
         rejectedFrames = registry.makeCounter(descriptor: Name.rejectedFrames)
         tlsHandshakeFailures = Dictionary(uniqueKeysWithValues: TLSHandshakeFailure.Reason.allCases.map { reason in
             (reason, registry.makeCounter(descriptor: Name.tlsHandshakeFailures, labels: [("reason", reason.rawValue)]))
@@ -139,6 +145,7 @@ public final class ServerSeries {
         (duplicate ? pushes.duplicate : pushes.fresh).increment()
     }
 
+    public func pushStaleness(_ staleness: Int) { pushStaleness.record(Double(staleness)) }
     public func heartbeatMissed() { heartbeatMisses.increment() }
     public func frameRejected() { rejectedFrames.increment() }
     public func tlsHandshakeFailed(_ reason: TLSHandshakeFailure.Reason) { tlsHandshakeFailures[reason]!.increment() }

@@ -71,6 +71,8 @@ public final class ServerMetrics: @unchecked Sendable {
             series.workerLeft(Self.leaveReason(reason))
         case .heartbeatMissed:
             series.heartbeatMissed()
+        case let .pushStaleness(_, staleness):
+            series.pushStaleness(staleness)
         case let .pushAccepted(bytes, duplicate):
             series.pushAccepted(bytes: bytes, duplicate: duplicate)
         case .frameRejected:

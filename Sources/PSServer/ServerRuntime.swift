@@ -328,9 +328,9 @@ public final class ServerRuntime: @unchecked Sendable {
                         queue.async {
                             self.perform(self.coordinator.receive(.shardFinished(jobId: jobId, parameters: parameters, sha256: sha256), now: self.now))
                         }
-                    case let .stepApplied(jobId, version, problem):
+                    case let .stepApplied(jobId, step, version, problem):
                         queue.async {
-                            self.perform(self.coordinator.receive(.shardStepApplied(jobId: jobId, version: version, problem: problem), now: self.now))
+                            self.perform(self.coordinator.receive(.shardStepApplied(jobId: jobId, step: step, version: version, problem: problem), now: self.now))
                         }
                     case let .log(level, message, fields):
                         logger.log(level, message, fields)

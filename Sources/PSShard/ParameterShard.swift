@@ -19,20 +19,24 @@ public enum ShardCommand: Sendable {
     /// (parameters, optimizer state, best weights) and hand it over to be written.
     /// `keep`: how many checkpoints of the job stay on disk.
     case snapshot(Checkpoint, keep: Int)
-    /// A training step starts over `leaves` chunks: pushes from now on belong to it.
-    case beginStep(leaves: Int)
-    /// One part of a node's gradient sum (the coordinator has checked it is new and assigned).
-    case push(node: Range<Int>, part: Int, gradient: FloatData)
-    /// Parts received of a node that will not be completed (its worker is gone).
-    case drop(node: Range<Int>)
-    /// Sum these complete parts in tree order and apply them (a step applied in parts, no clipping),
-    /// then send their new values to `sendTo`. `keepPrevious`: a worker may still join this step, so
-    /// keep these parts' current values for it. Once every part is applied the step ends.
-    case applyParts([Int], batchSize: Int, keepPrevious: Bool, sendTo: [Recipient])
-    /// Sum every part and apply the whole step (clipping needs the whole gradient's norm).
-    case applyStep(batchSize: Int)
+    /// Training step `step` starts over `leaves` chunks: its pushes are collected apart from other open
+    /// steps' (in delayed mode the next steps' pushes arrive while this one is applied; in ssp/async
+    /// several batches are in flight and each is applied when complete).
+    case beginStep(step: Int = 0, leaves: Int)
+    /// One part of a node's gradient sum for `step` (the coordinator has checked it is new and assigned).
+    case push(step: Int = 0, node: Range<Int>, part: Int, gradient: FloatData)
+    /// Parts received of a node of `step` that will not be completed (its worker is gone).
+    case drop(step: Int = 0, node: Range<Int>)
+    /// Sum these complete parts of `step` in tree order and apply them (a step applied in parts, no
+    /// clipping), then send their new values to `sendTo`. `keepPrevious`: a worker may still join this
+    /// step, so keep these parts' current values for it. Once every part is applied the step ends.
+    case applyParts(step: Int = 0, [Int], batchSize: Int, keepPrevious: Bool, sendTo: [Recipient])
+    /// Sum every part of `step` and apply it whole (clipping needs the whole gradient's norm; ssp and
+    /// async apply each batch whole on arrival).
+    case applyStep(step: Int = 0, batchSize: Int)
     /// Send the weights of `version` to `to`: every part (`parts` nil, as one message when none is
-    /// applied yet), or only `parts`. Parts already applied this step go as their kept values.
+    /// applied yet), or only `parts`. Parts already applied this step go as their kept values; an
+    /// older version (delayed mode) comes from the versions the shard keeps.
     case sendWeights(version: Int, parts: [Int]?, to: Recipient)
     /// Keep the current parameters as the best epoch's (early stopping restores them).
     case keepBest
@@ -67,7 +71,7 @@ public enum ShardAction: Sendable {
     /// gradient or update was not finite (`version` is still the last good one, every part of the step
     /// applied so far is undone, and the shard ignores the job's steps from now on). For the
     /// coordinator's `.shardStepApplied` event: it goes on with the job only once it has this.
-    case stepApplied(jobId: String, version: Int, problem: NonFiniteStep.Value?)
+    case stepApplied(jobId: String, step: Int, version: Int, problem: NonFiniteStep.Value?)
     case log(LogLevel, String, [String: String])
 }
 
@@ -85,9 +89,14 @@ public struct ParameterShard {
         var store: ParameterStore
         /// The push ranges (groups of layers) the parameters are sent and summed in.
         let ranges: [Range<Int>]
-        /// Per part, the nodes pushed this step (emptied once the part is applied).
-        var sums: [NodeCollector<FloatData>]
-        var applied: [Bool]
+        /// Open steps' pushes by step: per part, the nodes pushed (emptied once the part is applied).
+        var steps: [Int: StepSums] = [:]
+        /// Copies of earlier versions still to be computed on (delayed mode: the `keptVersions` newest,
+        /// taken before each step's first update), oldest first.
+        var older: [WeightsVersion] = []
+        /// How many earlier versions delayed mode needs: d + 1 (the open steps name versions t − d …
+        /// t while step t is applied), else 0.
+        let keptVersions: Int
         /// Reused step after step: one set of tree-sum buffers per part, the whole gradient for clipping.
         var sumBuffers: [[[Float]]]
         var clipBuffer: [Float] = []
@@ -117,6 +126,7 @@ public struct ParameterShard {
             job!.store.restore(parameters: checkpoint.parameters, version: checkpoint.version,
                                optimizerSteps: checkpoint.optimizerSteps, slots: checkpoint.optimizerSlots)
             if checkpoint.hasBest { job!.best = (checkpoint.bestParameters, checkpoint.bestVersion) }
+            job!.older = checkpoint.olderVersions
             return []
         }
         // Taken out while it changes, so the parameters, optimizer state and buffers are referenced
@@ -136,7 +146,7 @@ public struct ParameterShard {
         case .open, .restore:
             preconditionFailure("handled above")
         case .snapshot(var checkpoint, let keep):
-            precondition(!j.applied.contains(true) || j.applied.allSatisfy { $0 }, "a checkpoint in the middle of a step")
+            precondition(!j.steps.values.contains { $0.isPartlyApplied }, "a checkpoint in the middle of a step")
             checkpoint.parameters = j.store.parameters
             checkpoint.version = j.store.version
             (checkpoint.optimizerSteps, checkpoint.optimizerSlots) = j.store.optimizerState
@@ -144,29 +154,38 @@ public struct ParameterShard {
                 checkpoint.bestParameters = best.parameters
                 checkpoint.bestVersion = best.version
             }
+            // Delayed mode: the earlier versions the next steps compute on (those older are not named again).
+            let delay = max(j.keptVersions - 1, 0)
+            checkpoint.olderVersions = j.older.filter { $0.version >= j.store.version - delay && $0.version < j.store.version }
             out.append(.checkpoint(checkpoint, keep: keep))
-        case let .beginStep(leaves):
-            j.sums = j.ranges.map { _ in NodeCollector(total: leaves) }
-            j.applied = j.ranges.map { _ in false }
-        case let .push(node, part, gradient):
-            j.sums[part].insert(node, payload: gradient, stats: ChunkStats())
-        case let .drop(node):
-            for l in j.ranges.indices where !j.applied[l] && j.sums[l].contains(node) { j.sums[l].remove(node) }
-        case let .applyParts(parts, batchSize, keepPrevious, sendTo):
-            if let problem = Self.applyParts(parts, batchSize: batchSize, keepPrevious: keepPrevious, &j) {
-                out += Self.halt(problem, &j)
+        case let .beginStep(step, leaves):
+            j.steps[step] = StepSums(parts: j.ranges.count, leaves: leaves)
+        case let .push(step, node, part, gradient):
+            j.steps[step]?.sums[part].insert(node, payload: gradient, stats: ChunkStats())
+        case let .drop(step, node):
+            if var sums = j.steps[step] {
+                for l in j.ranges.indices where !sums.applied[l] && sums.sums[l].contains(node) { sums.sums[l].remove(node) }
+                j.steps[step] = sums
+            }
+        case let .applyParts(step, parts, batchSize, keepPrevious, sendTo):
+            Self.keepVersion(&j, step: step)
+            if let problem = Self.applyParts(step, parts, batchSize: batchSize, keepPrevious: keepPrevious, &j) {
+                out += Self.halt(problem, step: step, &j)
             } else {
                 out += Self.newValues(of: parts, in: j, to: sendTo)
-                if j.applied.allSatisfy({ $0 }) {
+                if j.steps[step]!.applied.allSatisfy({ $0 }) {
                     j.store.endStep()
-                    out.append(.stepApplied(jobId: j.id, version: j.store.version, problem: nil))
+                    j.steps[step] = nil
+                    out.append(.stepApplied(jobId: j.id, step: step, version: j.store.version, problem: nil))
                 }
             }
-        case let .applyStep(batchSize):
-            if let problem = Self.applyStep(batchSize: batchSize, &j) {
-                out += Self.halt(problem, &j)
+        case let .applyStep(step, batchSize):
+            Self.keepVersion(&j, step: step)
+            if let problem = Self.applyStep(step, batchSize: batchSize, &j) {
+                out += Self.halt(problem, step: step, &j)
             } else {
-                out.append(.stepApplied(jobId: j.id, version: j.store.version, problem: nil))
+                j.steps[step] = nil
+                out.append(.stepApplied(jobId: j.id, step: step, version: j.store.version, problem: nil))
             }
         case let .sendWeights(version, parts, recipient):
             out += Self.weights(of: version, parts: parts, in: j, to: recipient)
@@ -189,30 +208,50 @@ public struct ParameterShard {
         let store = ParameterStore(parameters: network.initialParameters(seed: spec.seed), optimizer: spec.optimizer,
                                    shardCount: min(keyRanges, network.parameterCount), updateThreads: updateThreads)
         let ranges = network.layout.pushRanges
-        job = Job(id: jobId, store: store, ranges: ranges, sums: ranges.map { _ in NodeCollector(total: 1) },
-                  applied: ranges.map { _ in false }, sumBuffers: ranges.map { _ in [] }, previous: ranges.map { _ in [] },
+        let delay = spec.training.consistency.delay
+        job = Job(id: jobId, store: store, ranges: ranges, keptVersions: delay > 0 ? delay + 1 : 0,
+                  sumBuffers: ranges.map { _ in [] }, previous: ranges.map { _ in [] },
                   checks: spec.training.onNonFinite != .continue)
         return []
     }
 
     /// A step that was not finite: every part of it applied so far is undone, so the parameters are
-    /// the last good version, and the job's steps stop here.
-    private static func halt(_ problem: NonFiniteStep.Value, _ j: inout Job) -> [ShardAction] {
+    /// the last good version, and the job's steps stop here (every open step's pushes go).
+    private static func halt(_ problem: NonFiniteStep.Value, step: Int, _ j: inout Job) -> [ShardAction] {
         j.store.abandonStep()
-        j.applied = j.ranges.map { _ in false }
-        j.sums = j.ranges.map { _ in NodeCollector(total: 1) }
+        j.steps = [:]
         j.halted = true
-        return [.stepApplied(jobId: j.id, version: j.store.version, problem: problem),
+        return [.stepApplied(jobId: j.id, step: step, version: j.store.version, problem: problem),
                 .log(.warning, "step not applied: non-finite \(problem.rawValue)",
                      ["job": j.id, "version": "\(j.store.version)"])]
     }
 
-    /// Sums and applies `parts` (each complete). Part by part is bitwise the whole update
+    /// Delayed mode, before a step's first update: a copy of the version it replaces, which open steps
+    /// (or their chunks reassigned after a worker is lost) still compute on.
+    private static func keepVersion(_ j: inout Job, step: Int) {
+        guard j.keptVersions > 0, j.steps[step]?.applied.contains(true) == false,
+              j.older.last?.version != j.store.version else { return }
+        if j.older.count >= j.keptVersions {
+            // Reuse the oldest copy's storage.
+            var reused = j.older.removeFirst()
+            reused.version = j.store.version
+            reused.parameters.withUnsafeMutableBufferPointer { kept in
+                j.store.parameters.withUnsafeBufferPointer { kept.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }
+            }
+            j.older.append(reused)
+        } else {
+            j.older.append(WeightsVersion(version: j.store.version, parameters: j.store.parameters))
+        }
+    }
+
+    /// Sums and applies `parts` of `step` (each complete). Part by part is bitwise the whole update
     /// (`ParameterStore.applyPart`). With checks, stops at the first part whose gradient or update is
     /// not finite and says which (the caller undoes the step).
-    private static func applyParts(_ parts: [Int], batchSize: Int, keepPrevious: Bool, _ j: inout Job) -> NonFiniteStep.Value? {
+    private static func applyParts(_ step: Int, _ parts: [Int], batchSize: Int, keepPrevious: Bool, _ j: inout Job) -> NonFiniteStep.Value? {
+        guard var sums = j.steps[step] else { preconditionFailure("parts applied of step \(step), which is not open") }
+        defer { j.steps[step] = sums }
         for l in parts {
-            precondition(!j.applied[l] && j.sums[l].isComplete, "part \(l) applied twice or before it was complete")
+            precondition(!sums.applied[l] && sums.sums[l].isComplete, "part \(l) applied twice or before it was complete")
             let range = j.ranges[l]
             if keepPrevious {
                 if j.previous[l].count != range.count { j.previous[l] = [Float](repeating: 0, count: range.count) }
@@ -226,7 +265,7 @@ public struct ParameterShard {
             swap(&buffers, &j.sumBuffers[l])
             var problem: NonFiniteStep.Value?
             do {
-                let sum = j.sums[l].combinedGradient(reusing: &buffers).payload
+                let sum = sums.sums[l].combinedGradient(reusing: &buffers).payload
                 sum.withUnsafeBytes { g in
                     if j.checks {
                         problem = j.store.applyPartChecked(range, gradientSum: g.baseAddress!, batchCount: batchSize)
@@ -237,15 +276,16 @@ public struct ParameterShard {
             }
             j.sumBuffers[l] = buffers
             if let problem { return problem }
-            j.sums[l] = NodeCollector(total: j.sums[l].total)
-            j.applied[l] = true
+            sums.sums[l] = NodeCollector(total: sums.sums[l].total)
+            sums.applied[l] = true
         }
         return nil
     }
 
     /// The whole step at once: one part is the whole gradient already; several are put together.
     /// With checks, a non-finite gradient or update is not applied and is named.
-    private static func applyStep(batchSize: Int, _ j: inout Job) -> NonFiniteStep.Value? {
+    private static func applyStep(_ step: Int, batchSize: Int, _ j: inout Job) -> NonFiniteStep.Value? {
+        guard let sums = j.steps[step] else { preconditionFailure("step \(step) applied, which is not open") }
         var problem: NonFiniteStep.Value?
         func apply(_ sum: FloatData) {
             if j.checks {
@@ -258,7 +298,7 @@ public struct ParameterShard {
             var buffers: [[Float]] = []
             swap(&buffers, &j.sumBuffers[0])
             do {
-                let sum = j.sums[0].combinedGradient(reusing: &buffers).payload
+                let sum = sums.sums[0].combinedGradient(reusing: &buffers).payload
                 apply(sum)
             }
             j.sumBuffers[0] = buffers
@@ -269,7 +309,7 @@ public struct ParameterShard {
                 var buffers: [[Float]] = []
                 swap(&buffers, &j.sumBuffers[l])
                 do {
-                    let sum = j.sums[l].combinedGradient(reusing: &buffers).payload
+                    let sum = sums.sums[l].combinedGradient(reusing: &buffers).payload
                     j.clipBuffer.withUnsafeMutableBytes { whole in
                         sum.withUnsafeBytes { whole.baseAddress!.advanced(by: range.lowerBound * 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                     }
@@ -278,7 +318,6 @@ public struct ParameterShard {
             }
             apply(FloatData(j.clipBuffer))
         }
-        for l in j.ranges.indices { j.sums[l] = NodeCollector(total: j.sums[l].total) }
         return problem
     }
 
@@ -295,24 +334,46 @@ public struct ParameterShard {
     }
 
     /// The weights of `version` for one worker. Mid-step, parts applied early hold the next version,
-    /// so their values of this version are the kept ones.
+    /// so their values of this version are the kept ones; an earlier version is a kept copy.
     private static func weights(of version: Int, parts: [Int]?, in j: Job, to recipient: Recipient) -> [ShardAction] {
-        let appliedThisStep = j.applied.contains(true) && !j.applied.allSatisfy { $0 }
-        guard version == j.store.version else {
-            return [.log(.error, "weights asked for a version the shard does not hold",
-                         ["job": j.id, "version": "\(version)", "shard_version": "\(j.store.version)"])]
-        }
+        let midStep = j.steps.values.contains { $0.isPartlyApplied }
         func message(_ offset: Int, _ data: FloatData) -> ShardAction {
             .send(recipient, Envelope(requestId: 0, message: .weights(Weights(
                 jobId: j.id, version: version, tensor: TensorSlice(offset: offset, data: data)))))
         }
-        if parts == nil && !appliedThisStep {
+        if let kept = j.older.last(where: { $0.version == version }), version < j.store.version || midStep {
+            let values = FloatData(kept.parameters)
+            guard let parts else { return [message(0, values)] }
+            return parts.map { l in message(j.ranges[l].lowerBound, values.slice(j.ranges[l])) }
+        }
+        guard version == j.store.version else {
+            return [.log(.error, "weights asked for a version the shard does not hold",
+                         ["job": j.id, "version": "\(version)", "shard_version": "\(j.store.version)",
+                          "kept": j.older.map { "\($0.version)" }.joined(separator: ",")])]
+        }
+        let applied = j.steps.values.first { $0.isPartlyApplied }?.applied
+        if parts == nil && applied == nil {
             return [message(0, FloatData(j.store.parameters))]
         }
         return (parts ?? Array(j.ranges.indices)).map { l in
             let range = j.ranges[l]
-            let values = appliedThisStep && j.applied[l] ? FloatData(j.previous[l]) : FloatData(j.store.parameters[range])
+            let values = applied?[l] == true ? FloatData(j.previous[l]) : FloatData(j.store.parameters[range])
             return message(range.lowerBound, values)
         }
     }
 }
+
+/// One open step's pushes on the shard: per part, the nodes in, and which parts are applied.
+struct StepSums {
+    var sums: [NodeCollector<FloatData>]
+    var applied: [Bool]
+
+    init(parts: Int, leaves: Int) {
+        sums = (0..<parts).map { _ in NodeCollector(total: leaves) }
+        applied = [Bool](repeating: false, count: parts)
+    }
+
+    /// Some parts applied, not all: the parameters are between two versions.
+    var isPartlyApplied: Bool { applied.contains(true) && !applied.allSatisfy { $0 } }
+}
+

@@ -78,6 +78,13 @@ extension Checkpoint {
         m.pointee.optimizer_steps = uint64(optimizerSteps, "checkpoint.optimizerSteps")
         m.pointee.n_optimizer_slots = optimizerSlots.count
         m.pointee.optimizer_slots = arena.array(optimizerSlots.map { arena.floatBinary($0) })
+        m.pointee.n_older_versions = olderVersions.count
+        m.pointee.older_versions = repeatedMessages(arena, olderVersions.map { older in
+            let o: UnsafeMutablePointer<Ps__V1__WeightsVersion> = arena.message(ps__v1__weights_version__init)
+            o.pointee.version = uint64(older.version, "checkpoint.olderVersions.version")
+            o.pointee.parameters = arena.floatBinary(older.parameters)
+            return o
+        })
         return m
     }
 
@@ -112,6 +119,9 @@ extension Checkpoint {
             parameters: try floats(c.parameters, "\(path).parameters"),
             optimizerSteps: try int(c.optimizer_steps, "\(path).optimizer_steps"),
             optimizerSlots: slots)
+        olderVersions = try repeated(c.older_versions, c.n_older_versions, "\(path).older_versions") { (o, p) throws(WireError) in
+            WeightsVersion(version: try int(o.version, "\(p).version"), parameters: try floats(o.parameters, "\(p).parameters"))
+        }
     }
 }
 

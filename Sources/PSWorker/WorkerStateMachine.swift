@@ -63,9 +63,11 @@ public struct WorkerStateMachine: Sendable {
     public private(set) var generation = 0
     /// The job this worker was last started on, and its model's parameter count.
     public private(set) var job: (jobId: String, spec: JobSpec, parameterCount: Int)?
-    /// Weights held, whole or as the push ranges the server sent as it applied each one: the two
-    /// versions received last, newest last. Two, because the next version's ranges start arriving
-    /// while the current one may still be needed (chunks of a lost worker reassigned within the step).
+    /// Weights held, whole or as the push ranges the server sent as it applied each one: the versions
+    /// received last, newest last (`versionsHeld`; a version sent again for chunks reassigned counts as new). In sync two, because the next version's ranges start
+    /// arriving while the current one may still be needed (chunks of a lost worker reassigned within
+    /// the step); delayed mode d computes on versions t − d … t while t + 1 arrives; ssp/async hold a
+    /// version per batch held.
     public private(set) var weights: [(jobId: String, version: Int, parts: [TensorSlice])] = []
     public private(set) var stepsDone = 0
     private var recentSamples = 0
@@ -150,7 +152,17 @@ public struct WorkerStateMachine: Sendable {
             weights[i].parts.append(w.tensor)
         } else {
             weights.append((w.jobId, w.version, [w.tensor]))
-            if weights.count > 2 { weights.removeFirst() }
+            if weights.count > versionsHeld { weights.removeFirst(weights.count - versionsHeld) }
+        }
+    }
+
+    /// How many versions of the job's weights to hold (see `weights`).
+    var versionsHeld: Int {
+        guard let consistency = job?.spec.training.consistency else { return 2 }
+        switch consistency.mode {
+        case .sync: return 2
+        case .delayed: return consistency.staleness + 2
+        case .ssp, .async: return ConsistencyLimits.batchesPerWorkerMax + 1
         }
     }
 

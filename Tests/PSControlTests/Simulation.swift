@@ -233,8 +233,8 @@ struct Simulation {
                         for id in ids { route(envelope, to: id) }
                     case let .finished(jobId, parameters, sha256):
                         later.append(.shardFinished(jobId: jobId, parameters: parameters, sha256: sha256))
-                    case let .stepApplied(jobId, version, problem):
-                        later.append(.shardStepApplied(jobId: jobId, version: version, problem: problem))
+                    case let .stepApplied(jobId, step, version, problem):
+                        later.append(.shardStepApplied(jobId: jobId, step: step, version: version, problem: problem))
                     case let .checkpoint(checkpoint, keep):
                         if holdCheckpoints {
                             checkpointsBeingWritten.append(checkpoint)

@@ -201,7 +201,7 @@ extension ParameterShardTests {
     }
 
     func stepApplied(_ actions: [ShardAction]) -> [(version: Int, problem: NonFiniteStep.Value?)] {
-        actions.compactMap { if case let .stepApplied(_, v, p) = $0 { return (v, p) }; return nil }
+        actions.compactMap { if case let .stepApplied(_, _, v, p) = $0 { return (v, p) }; return nil }
     }
 
     func bitwise(_ a: [Float], _ b: [Float]) -> Bool { a.elementsEqual(b) { $0.bitPattern == $1.bitPattern } }

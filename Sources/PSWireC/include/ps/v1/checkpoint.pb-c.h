@@ -19,6 +19,7 @@ typedef struct Ps__V1__CheckpointFile Ps__V1__CheckpointFile;
 typedef struct Ps__V1__EpochRecord Ps__V1__EpochRecord;
 typedef struct Ps__V1__StopperState Ps__V1__StopperState;
 typedef struct Ps__V1__Checkpoint Ps__V1__Checkpoint;
+typedef struct Ps__V1__WeightsVersion Ps__V1__WeightsVersion;
 
 
 /* --- enums --- */
@@ -186,10 +187,30 @@ struct  Ps__V1__Checkpoint
    * Training time of the running epoch before the checkpoint (its rate goes on from there).
    */
   double epoch_elapsed_seconds;
+  /*
+   * Delayed mode: the earlier versions the next steps compute on (versions version-d .. version-1,
+   * fewer at the start), oldest first; empty in the other modes.
+   */
+  size_t n_older_versions;
+  Ps__V1__WeightsVersion **older_versions;
 };
 #define PS__V1__CHECKPOINT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__checkpoint__descriptor) \
-    , (char *)protobuf_c_empty_string, {0,NULL}, 0, PS__V1__CHECKPOINT_PHASE__CHECKPOINT_PHASE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, NULL, 0, 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, 0, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, {0,NULL}, 0, PS__V1__CHECKPOINT_PHASE__CHECKPOINT_PHASE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, NULL, 0, 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, 0, 0,NULL, 0, 0,NULL }
+
+
+/*
+ * One version of the whole parameter vector (little-endian float32).
+ */
+struct  Ps__V1__WeightsVersion
+{
+  ProtobufCMessage base;
+  uint64_t version;
+  ProtobufCBinaryData parameters;
+};
+#define PS__V1__WEIGHTS_VERSION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&ps__v1__weights_version__descriptor) \
+    , 0, {0,NULL} }
 
 
 /* Ps__V1__CheckpointFile methods */
@@ -268,6 +289,25 @@ Ps__V1__Checkpoint *
 void   ps__v1__checkpoint__free_unpacked
                      (Ps__V1__Checkpoint *message,
                       ProtobufCAllocator *allocator);
+/* Ps__V1__WeightsVersion methods */
+void   ps__v1__weights_version__init
+                     (Ps__V1__WeightsVersion         *message);
+size_t ps__v1__weights_version__get_packed_size
+                     (const Ps__V1__WeightsVersion   *message);
+size_t ps__v1__weights_version__pack
+                     (const Ps__V1__WeightsVersion   *message,
+                      uint8_t             *out);
+size_t ps__v1__weights_version__pack_to_buffer
+                     (const Ps__V1__WeightsVersion   *message,
+                      ProtobufCBuffer     *buffer);
+Ps__V1__WeightsVersion *
+       ps__v1__weights_version__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   ps__v1__weights_version__free_unpacked
+                     (Ps__V1__WeightsVersion *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Ps__V1__CheckpointFile_Closure)
@@ -282,6 +322,9 @@ typedef void (*Ps__V1__StopperState_Closure)
 typedef void (*Ps__V1__Checkpoint_Closure)
                  (const Ps__V1__Checkpoint *message,
                   void *closure_data);
+typedef void (*Ps__V1__WeightsVersion_Closure)
+                 (const Ps__V1__WeightsVersion *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -293,6 +336,7 @@ extern const ProtobufCMessageDescriptor ps__v1__checkpoint_file__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__epoch_record__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__stopper_state__descriptor;
 extern const ProtobufCMessageDescriptor ps__v1__checkpoint__descriptor;
+extern const ProtobufCMessageDescriptor ps__v1__weights_version__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -187,6 +187,51 @@ void   ps__v1__checkpoint__free_unpacked
   assert(message->base.descriptor == &ps__v1__checkpoint__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   ps__v1__weights_version__init
+                     (Ps__V1__WeightsVersion         *message)
+{
+  static const Ps__V1__WeightsVersion init_value = PS__V1__WEIGHTS_VERSION__INIT;
+  *message = init_value;
+}
+size_t ps__v1__weights_version__get_packed_size
+                     (const Ps__V1__WeightsVersion *message)
+{
+  assert(message->base.descriptor == &ps__v1__weights_version__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t ps__v1__weights_version__pack
+                     (const Ps__V1__WeightsVersion *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &ps__v1__weights_version__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t ps__v1__weights_version__pack_to_buffer
+                     (const Ps__V1__WeightsVersion *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &ps__v1__weights_version__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Ps__V1__WeightsVersion *
+       ps__v1__weights_version__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Ps__V1__WeightsVersion *)
+     protobuf_c_message_unpack (&ps__v1__weights_version__descriptor,
+                                allocator, len, data);
+}
+void   ps__v1__weights_version__free_unpacked
+                     (Ps__V1__WeightsVersion *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &ps__v1__weights_version__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor ps__v1__checkpoint_file__field_descriptors[3] =
 {
   {
@@ -470,7 +515,7 @@ const ProtobufCMessageDescriptor ps__v1__stopper_state__descriptor =
   (ProtobufCMessageInit) ps__v1__stopper_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__checkpoint__field_descriptors[26] =
+static const ProtobufCFieldDescriptor ps__v1__checkpoint__field_descriptors[27] =
 {
   {
     "job_id",
@@ -784,6 +829,18 @@ static const ProtobufCFieldDescriptor ps__v1__checkpoint__field_descriptors[26] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "older_versions",
+    27,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Ps__V1__Checkpoint, n_older_versions),
+    offsetof(Ps__V1__Checkpoint, older_versions),
+    &ps__v1__weights_version__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__checkpoint__field_indices_by_name[] = {
   17,   /* field[17] = best_parameters */
@@ -799,6 +856,7 @@ static const unsigned ps__v1__checkpoint__field_indices_by_name[] = {
   0,   /* field[0] = job_id */
   18,   /* field[18] = kept_epoch */
   19,   /* field[19] = kept_version */
+  26,   /* field[26] = older_versions */
   24,   /* field[24] = optimizer_slots */
   23,   /* field[23] = optimizer_steps */
   22,   /* field[22] = parameters */
@@ -816,7 +874,7 @@ static const unsigned ps__v1__checkpoint__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__checkpoint__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 26 }
+  { 0, 27 }
 };
 const ProtobufCMessageDescriptor ps__v1__checkpoint__descriptor =
 {
@@ -826,11 +884,62 @@ const ProtobufCMessageDescriptor ps__v1__checkpoint__descriptor =
   "Ps__V1__Checkpoint",
   "ps.v1",
   sizeof(Ps__V1__Checkpoint),
-  26,
+  27,
   ps__v1__checkpoint__field_descriptors,
   ps__v1__checkpoint__field_indices_by_name,
   1,  ps__v1__checkpoint__number_ranges,
   (ProtobufCMessageInit) ps__v1__checkpoint__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor ps__v1__weights_version__field_descriptors[2] =
+{
+  {
+    "version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__WeightsVersion, version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "parameters",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__WeightsVersion, parameters),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned ps__v1__weights_version__field_indices_by_name[] = {
+  1,   /* field[1] = parameters */
+  0,   /* field[0] = version */
+};
+static const ProtobufCIntRange ps__v1__weights_version__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor ps__v1__weights_version__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "ps.v1.WeightsVersion",
+  "WeightsVersion",
+  "Ps__V1__WeightsVersion",
+  "ps.v1",
+  sizeof(Ps__V1__WeightsVersion),
+  2,
+  ps__v1__weights_version__field_descriptors,
+  ps__v1__weights_version__field_indices_by_name,
+  1,  ps__v1__weights_version__number_ranges,
+  (ProtobufCMessageInit) ps__v1__weights_version__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue ps__v1__checkpoint_phase__enum_values_by_number[4] =
