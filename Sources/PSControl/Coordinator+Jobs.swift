@@ -226,6 +226,7 @@ extension Coordinator {
         r.finishing = r.ledger.summary(keptEpoch: kept.epoch, test: test,
                                        samplesPerSecond: Double(r.trainedSamples) / max(r.trainingSeconds, 1e-9))
         r.finishing!.computeSignatures = r.signaturesUsed.map(\.description).sorted()
+        r.finishing!.timingDependent = r.spec.training.consistency.appliesOnArrival
         run = r
         out.append(.shard(.finish))
     }

@@ -221,6 +221,8 @@ extension Coordinator {
     mutating func dispatchBatches(to eligible: [UInt64], now: Double, _ out: inout [CoordinatorAction]) {
         guard var r = run else { return }
         let bound = r.spec.training.consistency.stalenessBound
+        // The shard carries out commands in order: after a batch it is applying, it holds the next version.
+        let newest = r.version + (r.works.contains(where: \.applying) ? 1 : 0)
         for _ in 0..<ConsistencyLimits.batchesPerWorkerMax {
             // One batch per worker per round, so each starts computing before any takes a second.
             for wid in eligible {
@@ -228,13 +230,13 @@ extension Coordinator {
                 guard holding < ConsistencyLimits.batchesPerWorkerMax else { continue }
                 let index: Int
                 if let i = r.works.firstIndex(where: { $0.assigned.isEmpty && !$0.isComplete && !$0.applying }) {
-                    r.works[i].version = r.version
+                    r.works[i].version = newest
                     index = i
                 } else {
                     guard !r.draining, r.openedInEpoch < r.stepsPerEpoch else { break }
-                    let oldest = r.works.map(\.version).min() ?? r.version
+                    let oldest = r.works.map(\.version).min() ?? newest
                     guard r.version + r.works.count - oldest <= bound else { break }
-                    openStep(&r, version: r.version, now: now, &out)
+                    openStep(&r, version: newest, now: now, &out)
                     index = r.works.count - 1
                 }
                 let nodes = ReductionTree.cover(first: 0, count: r.works[index].total, total: r.works[index].total)
@@ -410,6 +412,7 @@ extension Coordinator {
         r.finishing = r.ledger.failureSummary(partial: r.epochStats, keptEpoch: kept.epoch,
                                               samplesPerSecond: Double(r.trainedSamples + r.epochStats.samples) / (r.trainingSeconds + elapsed))
         r.finishing!.computeSignatures = r.signaturesUsed.map(\.description).sorted()
+        r.finishing!.timingDependent = r.spec.training.consistency.appliesOnArrival
         let weights = kept.epoch.map { "best epoch's weights (epoch \($0))" } ?? "last good weights (step \(step.step - 1))"
         let checkpoint = registry.jobs[r.jobId]!.checkpointSteps.map { "; its checkpoint at step \($0) is kept" } ?? ""
         r.failure = "\(step); the \(weights) are the job's model (psctl model pull \(r.jobId))\(checkpoint)"

@@ -35,8 +35,11 @@ public struct TrainingSummary: Equatable, Sendable {
     /// is bitwise-reproducible on hosts with that signature; more than one: it is not.
     public var computeSignatures: [String] = []
 
+    /// Trained in ssp or async mode: the weights depend on the order pushes arrived in.
+    public var timingDependent = false
+
     /// Whether the same job on hosts of this result's one signature gives these bits again.
-    public var bitwiseReproducible: Bool { computeSignatures.count == 1 }
+    public var bitwiseReproducible: Bool { computeSignatures.count == 1 && !timingDependent }
 
     public init(epochsRun: Int, bestEpoch: Int, stoppedEarly: Bool, trainLoss: Double,
                 validationLoss: Double? = nil, validationAccuracy: Double? = nil, testLoss: Double? = nil,

@@ -165,6 +165,7 @@ extension TrainingSummary {
         }
         m.pointee.n_compute_signatures = computeSignatures.count
         m.pointee.compute_signatures = repeatedMessages(arena, computeSignatures.map { arena.string($0) })
+        m.pointee.timing_dependent = timingDependent ? 1 : 0
         return m
     }
 
@@ -184,6 +185,7 @@ extension TrainingSummary {
             testMSE: c.has_test_mse_case == PS__V1__TRAINING_SUMMARY__HAS_TEST_MSE_TEST_MSE ? c.test_mse : nil,
             samplesPerSecond: c.samples_per_second)
         computeSignatures = (0..<c.n_compute_signatures).map { string(c.compute_signatures[$0]) }
+        timingDependent = c.timing_dependent != 0
     }
 }
 

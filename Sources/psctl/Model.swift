@@ -100,6 +100,7 @@ struct Model: ParsableCommand {
             switch s.computeSignatures.count {
             case 0 where s.epochsRun == 0: print("untrained: the spec's initial weights (psctl model init)")
             case 0: print("compute signature: not recorded (a model file from before signatures)")
+            case 1 where s.timingDependent: print("compute signature \(s.computeSignatures[0]) (trained in ssp or async mode: not bitwise-reproducible)")
             case 1: print("compute signature \(s.computeSignatures[0]) (bitwise-reproducible on hosts with it)")
             default: print("compute signatures \(s.computeSignatures.joined(separator: ", ")) (mixed: not bitwise-reproducible)")
             }

@@ -80,6 +80,9 @@ extension TrainingSummary {
         if let m = testMSE { line += String(format: ", test MSE %.6g", m) }
         if let l = testLoss { line += String(format: ", test loss %.4f", l) }
         line += ", \(compact(samplesPerSecond)) samples/s"
+        if timingDependent {
+            line += "\n  not bitwise-reproducible: trained in ssp or async mode (pushes applied as they arrived)"
+        }
         if computeSignatures.count > 1 {
             line += "\n  not bitwise-reproducible: computed on \(computeSignatures.count) compute signatures (\(computeSignatures.joined(separator: ", ")))"
         }

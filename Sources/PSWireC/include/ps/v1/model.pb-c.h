@@ -122,6 +122,11 @@ struct  Ps__V1__TrainingSummary
    */
   size_t n_compute_signatures;
   char **compute_signatures;
+  /*
+   * Trained in ssp or async mode: the result depends on timing and is not reproducible, whatever the
+   * signatures. False (not sent) for sync and delayed.
+   */
+  protobuf_c_boolean timing_dependent;
   Ps__V1__TrainingSummary__HasValidationLossCase has_validation_loss_case;
   union {
     double validation_loss;
@@ -145,7 +150,7 @@ struct  Ps__V1__TrainingSummary
 };
 #define PS__V1__TRAINING_SUMMARY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__training_summary__descriptor) \
-    , 0, 0, 0, 0, 0, 0,NULL, PS__V1__TRAINING_SUMMARY__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_LOSS__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_ACCURACY__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_MSE__NOT_SET, {0} }
+    , 0, 0, 0, 0, 0, 0,NULL, 0, PS__V1__TRAINING_SUMMARY__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_LOSS__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_ACCURACY__NOT_SET, {0}, PS__V1__TRAINING_SUMMARY__HAS_TEST_MSE__NOT_SET, {0} }
 
 
 /*

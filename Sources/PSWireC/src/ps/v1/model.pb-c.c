@@ -302,7 +302,7 @@ const ProtobufCMessageDescriptor ps__v1__fitted_preprocessing__descriptor =
   (ProtobufCMessageInit) ps__v1__fitted_preprocessing__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__training_summary__field_descriptors[11] =
+static const ProtobufCFieldDescriptor ps__v1__training_summary__field_descriptors[12] =
 {
   {
     "epochs_run",
@@ -436,6 +436,18 @@ static const ProtobufCFieldDescriptor ps__v1__training_summary__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "timing_dependent",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__TrainingSummary, timing_dependent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__training_summary__field_indices_by_name[] = {
   1,   /* field[1] = best_epoch */
@@ -446,6 +458,7 @@ static const unsigned ps__v1__training_summary__field_indices_by_name[] = {
   7,   /* field[7] = test_accuracy */
   6,   /* field[6] = test_loss */
   8,   /* field[8] = test_mse */
+  11,   /* field[11] = timing_dependent */
   3,   /* field[3] = train_loss */
   5,   /* field[5] = validation_accuracy */
   4,   /* field[4] = validation_loss */
@@ -453,7 +466,7 @@ static const unsigned ps__v1__training_summary__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__training_summary__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor ps__v1__training_summary__descriptor =
 {
@@ -463,7 +476,7 @@ const ProtobufCMessageDescriptor ps__v1__training_summary__descriptor =
   "Ps__V1__TrainingSummary",
   "ps.v1",
   sizeof(Ps__V1__TrainingSummary),
-  11,
+  12,
   ps__v1__training_summary__field_descriptors,
   ps__v1__training_summary__field_indices_by_name,
   1,  ps__v1__training_summary__number_ranges,
