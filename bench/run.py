@@ -38,6 +38,13 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
            sync's bits held (target: sync with backup chunks >= 0.8 of its rate without the straggler).
            A mode this build refuses, or runs as sync (weights equal sync's), shows "n/a: why".
            --straggler-runs (default 1), --straggler-epochs, --straggler-period-ms
+  P2/P3 delayed  P2.b512.delayed, P3.b512.delayed, P3.steady.b512.delayed: the same 2-worker jobs at batch
+           512 with training.consistency {mode: delayed, staleness: 1} (targets P2 >= 1.3, P3 <= 1.4); n/a
+           where this build refuses the spec or runs it as sync
+  P2/P3 ddp  only with --torch: PyTorch DistributedDataParallel (bench/torch_ddp.py: gloo, 2 processes of 1
+           thread, global batch 512, the same model, Adam 1e-3, the same 54,000 images) / the same in one
+           process of 1 thread: P2.b512.ddp (samples/s), P3.b512.ddp (CPU of the training steps),
+           P3.b512.ddp.whole (whole processes). --torch installs torch into .venv-bench with pip once
   compare  only with --baseline DIR (another build's psctl, ps-server, ps-worker = "old"; "new" is
            .build/release, or --candidate DIR): P1's and P2's measurements (train --local at batch 128
            and 512, 2-worker cluster at 128 and 512) with both builds back to back, old first in even
@@ -57,6 +64,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import statistics
 import struct
 import subprocess
@@ -523,6 +531,79 @@ def restarts(kills=5, seed=12, workers=2, bin=BIN):
     return {"kills": out, "weights_sha256": result.get("weights_sha256"), "local_weights_sha256": local.get("weights_sha256")}
 
 
+VENV = os.path.join(ROOT, ".venv-bench")
+TORCH_OPT_IN = "opt-in: bench/run.sh --torch or make bench ARGS=--torch, which installs PyTorch into .venv-bench"
+# One thread per PyTorch process, whichever library it would start threads in; gloo on the loopback.
+TORCH_ENV = dict(ENV, MKL_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+
+
+def torch_requirement():
+    """What pip installs for --torch: $PS_BENCH_TORCH if set; else a CPU-only wheel (~200 MB) that pip's
+    find-links ($PIP_FIND_LINKS) offers for this Python, pinned by its version; else torch from PyPI
+    (with its CUDA libraries, ~3 GB)."""
+    if os.environ.get("PS_BENCH_TORCH"):
+        return os.environ["PS_BENCH_TORCH"]
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for folder in os.environ.get("PIP_FIND_LINKS", "").split():
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder), reverse=True):
+                m = re.match(rf"torch-([^-]+\+cpu)-{tag}-{tag}-.*linux.*x86_64\.whl$", name)
+                if m:
+                    return f"torch=={m.group(1)}"
+    return "torch"
+
+
+def ensure_torch():
+    """(python of .venv-bench with torch, None), or (None, why not): creates the venv and installs torch and
+    numpy with pip the first time (--torch only; never in make test)."""
+    py = os.path.join(VENV, "bin/python")
+    probe = lambda: os.access(py, os.X_OK) and subprocess.run(
+        [py, "-c", "import torch, numpy"], capture_output=True).returncode == 0
+    if probe():
+        return py, None
+    req = torch_requirement()
+    log(f"bench: --torch: installing {req} and numpy into {os.path.relpath(VENV, ROOT)} with pip (once)")
+    steps = (("python3 -m venv", [sys.executable, "-m", "venv", VENV]),
+             (f"pip install {req} numpy", [py, "-m", "pip", "install", "-q", req, "numpy"]))
+    for what, cmd in steps:
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+            return None, f"not measured: {what} failed: {last}"
+    return (py, None) if probe() else (None, f"not measured: torch does not import in {VENV}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torch_single(py, batch=512):
+    """bench/torch_ddp.py in one process, 1 thread: its training-step rate and CPU, and the whole
+    process's CPU (interpreter, import torch, loading)."""
+    return measured([py, "bench/torch_ddp.py", "--world", "1", "--batch", str(batch)], env=TORCH_ENV)
+
+
+def torch_ddp(py, batch=512, world=2):
+    """PyTorch DistributedDataParallel, gloo, `world` processes of 1 thread, global batch `batch`:
+    samples/s = the global samples ÷ the slower rank's training seconds; train_cpu_seconds = the ranks'
+    CPU over their training steps, added; _cpu_seconds = the whole processes' CPU (rusage)."""
+    port = free_port()
+    before, start = children_cpu(), time.perf_counter()
+    procs = [subprocess.Popen([py, "bench/torch_ddp.py", "--world", str(world), "--rank", str(r), "--port", str(port),
+                               "--batch", str(batch)], cwd=ROOT, env=TORCH_ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in range(world)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode != 0:
+            sys.exit(f"bench: torch_ddp.py rank {procs.index(p)} failed ({p.returncode}):\n{err[-3000:]}")
+    ranks = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    return {"samples_per_second": ranks[0]["samples"] / max(r["train_seconds"] for r in ranks),
+            "train_cpu_seconds": sum(r["train_cpu_seconds"] for r in ranks), "ranks": ranks,
+            "_cpu_seconds": children_cpu() - before, "_wall_seconds": time.perf_counter() - start}
+
+
 def stats(xs):
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -606,6 +687,9 @@ def main():
     ap.add_argument("--skip", default="",
                     help="comma-separated sections to skip: local,cluster,wide,target,kernels,durability,tls,"
                          "straggler,compare")
+    ap.add_argument("--torch", action="store_true",
+                    help="also measure PyTorch DistributedDataParallel in the cluster section (P2.b512.ddp, "
+                         "P3.b512.ddp); installs torch into .venv-bench with pip the first time")
     ap.add_argument("--straggler-runs", type=int, default=1,
                     help="repetitions of the straggler section (default 1: it runs up to 20 jobs of 4 epochs)")
     ap.add_argument("--straggler-epochs", type=int, default=4,
@@ -662,8 +746,15 @@ def main():
                 f"{rep['gemm_c4']['samples_per_second_max']:,.0f} samples/s; sgemm "
                 f"{rep['sgemm']['gflops_best']:.0f} GFLOP/s; wire {rep['wire']['ratio_of_min_times']:.2f}")
 
-    # P2, P3, worker scaling: clusters against train --local at the same batch size.
+    # P2, P3, worker scaling: clusters against train --local at the same batch size; at batch 512 also
+    # delayed d=1 (n/a where this build refuses it or runs it as sync) and, with --torch, PyTorch DDP
+    # against PyTorch in one process, in the same repetitions.
+    notes = raw.setdefault("notes", {})
+    torch_py = None
     if "cluster" not in skip:
+        torch_py, notes["torch"] = ensure_torch() if args.torch else (None, f"not measured ({TORCH_OPT_IN})")
+        if notes["torch"]:
+            log(f"bench: PyTorch DDP: {notes['torch']}")
         for r in range(args.runs):
             rep = {}
             for batch in (128, 512):
@@ -674,6 +765,22 @@ def main():
                 rep[f"local_b{batch}_e3"] = measured(local + ["--set", f"training.batch_size={batch}",
                                                               "--set", "training.epochs=3"])
                 rep[f"cluster2_b{batch}_e3"] = cluster_epoch(2, batch, epochs=3)
+            if not notes.get("delayed"):
+                try:
+                    d1 = cluster_epoch(2, 512, overrides=[DELAYED1])
+                    if d1.get("weights_sha256") == rep["cluster2_b512"].get("weights_sha256"):
+                        notes["delayed"] = ("n/a: ran as sync: its weights equal sync's bit for bit (this server "
+                                            "does not run delayed yet)")
+                    else:
+                        rep["cluster2_b512_delayed"] = d1
+                        rep["cluster2_b512_delayed_e3"] = cluster_epoch(2, 512, epochs=3, overrides=[DELAYED1])
+                except PsctlFailed as e:
+                    notes["delayed"] = f"n/a: {e.message}"
+                if notes.get("delayed"):
+                    log(f"bench: delayed d=1: {notes['delayed']}")
+            if torch_py:
+                rep["torch1_b512"] = torch_single(torch_py)
+                rep["ddp2_b512"] = torch_ddp(torch_py)
             rep["cluster1_b512"] = cluster_epoch(1, 512)
             rep["cluster4_b512"] = cluster_epoch(4, 512)
             raw.setdefault("cluster", []).append(rep)
@@ -879,6 +986,33 @@ def table(raw):
                 stats([rep[f"local_b{batch}"]["_cpu_seconds"] / 54000 * 1e6 for rep in C]), "us")
             row(f"cpu.cluster2_b{batch}", f"cluster 2 workers CPU per sample, batch {batch}",
                 stats([rep[f"cluster2_b{batch}"]["_cpu_seconds"] / 54000 * 1e6 for rep in C]), "us")
+        # delayed d=1 and PyTorch DDP at batch 512 (n/a or not measured: the note says why).
+        of = lambda name, field: (lambda rep: rep[name][field] if name in rep else None)
+        notes = raw.get("notes", {})
+        row("P2.b512.delayed", "cluster 2 workers, delayed d=1 / train --local, batch 512",
+            ratio(C, of("cluster2_b512_delayed", "samples_per_second"), sps("local_b512")), "x", 1.3,
+            note=notes.get("delayed"))
+        row("P3.b512.delayed", "CPU s/sample, cluster 2 workers delayed d=1 / train --local, batch 512",
+            ratio(C, of("cluster2_b512_delayed", "_cpu_seconds"), cpu("local_b512")), "x", 1.4, "lower",
+            note=notes.get("delayed"))
+        steady_of = lambda name: (lambda rep: rep[f"{name}_e3"]["_cpu_seconds"] - rep[name]["_cpu_seconds"]
+                                                   if name in rep else None)
+        row("P3.steady.b512.delayed", "same, epochs 2-3 only, delayed d=1",
+            ratio(C, steady_of("cluster2_b512_delayed"), steady("local_b512")), "x", note=notes.get("delayed"))
+        row("P2.b512.ddp", "PyTorch DDP 2 processes (gloo) / PyTorch 1 process, batch 512",
+            ratio(C, of("ddp2_b512", "samples_per_second"), of("torch1_b512", "samples_per_second")), "x",
+            note=notes.get("torch"))
+        row("P3.b512.ddp", "CPU s/sample of the training steps, DDP 2 processes / 1 process",
+            ratio(C, of("ddp2_b512", "train_cpu_seconds"), of("torch1_b512", "train_cpu_seconds")), "x", None,
+            "lower", note=notes.get("torch"))
+        row("P3.b512.ddp.whole", "same, whole processes (start, import torch, loading, training)",
+            ratio(C, of("ddp2_b512", "_cpu_seconds"), of("torch1_b512", "_cpu_seconds")), "x", None, "lower",
+            note=notes.get("torch"))
+        for name, label in (("cluster2_b512_delayed", "cluster 2 workers, delayed d=1, batch 512"),
+                            ("torch1_b512", "PyTorch 1 process, 1 thread, batch 512"),
+                            ("ddp2_b512", "PyTorch DDP 2 processes, 1 thread each, batch 512")):
+            row(f"rate.{name}", label, stats([of(name, "samples_per_second")(rep) for rep in C]), "samples/s",
+                note=notes.get("delayed" if "delayed" in name else "torch"))
         for w in (1, 2, 4):
             row(f"scale.w{w}", f"cluster {w} worker(s) / train --local, batch 512",
                 ratio(C, sps(f"cluster{w}_b512"), sps("local_b512")), "x")
