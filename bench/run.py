@@ -346,7 +346,8 @@ def read_scalars(folder, tag):
     out = []
     names = sorted(n for n in os.listdir(folder) if "tfevents" in n) if os.path.isdir(folder) else []
     for name in names:
-        data = open(os.path.join(folder, name), "rb").read()
+        with open(os.path.join(folder, name), "rb") as f:
+            data = f.read()
         i = 0
         while i + 12 <= len(data):
             (length,) = struct.unpack_from("<Q", data, i)
@@ -1214,7 +1215,9 @@ def print_table(rows, env):
         status = "" if r["pass"] is None else ("met" if r["pass"] else "NOT MET")
         unit = "" if r["unit"] == "x" else f" ({r['unit']})"
         if r.get("note"):
-            print(f"{r['key']:{width}} {(r['what'] + unit)[:66]:66} {r['note']}" + (f"  [target {target}]" if target else ""))
+            # Long refusals are cut here; results.json and the straggler table keep them whole.
+            note = r["note"] if len(r["note"]) <= 100 else r["note"][:99] + "…"
+            print(f"{r['key']:{width}} {(r['what'] + unit)[:66]:66} {note}" + (f"  [target {target}]" if target else ""))
             continue
         print(f"{r['key']:{width}} {(r['what'] + unit)[:66]:66} {fmt(r['min'], r['unit']):>9} "
               f"{fmt(r['median'], r['unit']):>9}  {target:>7}  {status}")
