@@ -32,7 +32,8 @@ proto: deps
 	scripts/gen-proto.sh
 
 # Performance figures (P1-P5, docs/PERFORMANCE.md): ratios within one run, table + runs/bench/results.json.
-# ARGS go to bench/run.py, e.g. make bench ARGS="--baseline /tmp/old/.build/release --skip local,cluster,wide,target,kernels"
+# ARGS go to bench/run.py, e.g. make bench ARGS="--baseline /tmp/old/.build/release --skip local,cluster,wide,target,kernels";
+# ARGS=--torch adds PyTorch DDP (installs torch into .venv-bench with pip the first time), --skip straggler leaves out the straggler.
 bench: build
 	bench/run.sh $(ARGS)
 

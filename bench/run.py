@@ -30,6 +30,21 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
            $PS_AUTH_TOKEN_FILE) / without (target >= 0.98); T1: the same with mutual TLS (deploy/local/cluster.sh --tls, certificates
            from deploy/tls/make-certs.sh) / without, 1 epoch, alternating which goes first; T1.cpu: the cluster's
            CPU seconds, TLS / plaintext, with each process's share in the raw results
+  straggler  one worker slowed to a third of its speed by the bench (SIGSTOP/SIGCONT: it runs the first
+           20 ms of every 60 ms), on the P5 job (bench/mnist-target.yaml, 4 epochs) with 2 and 3 workers,
+           for sync without backup chunks, sync with them (the default), delayed d=1, ssp s=2 and async,
+           each next to the same job without the straggler: samples/s, seconds from submit to the first
+           epoch whose test accuracy >= 97.5% (the server's TensorBoard event file), the ratios, whether
+           sync's bits held (target: sync with backup chunks >= 0.8 of its rate without the straggler).
+           A mode this build refuses, or runs as sync (weights equal sync's), shows "n/a: why".
+           --straggler-runs (default 1), --straggler-epochs, --straggler-period-ms
+  P2/P3 delayed  P2.b512.delayed, P3.b512.delayed, P3.steady.b512.delayed: the same 2-worker jobs at batch
+           512 with training.consistency {mode: delayed, staleness: 1} (targets P2 >= 1.3, P3 <= 1.4); n/a
+           where this build refuses the spec or runs it as sync
+  P2/P3 ddp  only with --torch: PyTorch DistributedDataParallel (bench/torch_ddp.py: gloo, 2 processes of 1
+           thread, global batch 512, the same model, Adam 1e-3, the same 54,000 images) / the same in one
+           process of 1 thread: P2.b512.ddp (samples/s), P3.b512.ddp (CPU of the training steps),
+           P3.b512.ddp.whole (whole processes). --torch installs torch into .venv-bench with pip once
   compare  only with --baseline DIR (another build's psctl, ps-server, ps-worker = "old"; "new" is
            .build/release, or --candidate DIR): P1's and P2's measurements (train --local at batch 128
            and 512, 2-worker cluster at 128 and 512) with both builds back to back, old first in even
@@ -47,10 +62,14 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,12 +135,23 @@ def tls_args(certs, role):
     return ["--tls-cert", f"{certs}/{role}.pem", "--tls-key", f"{certs}/{role}-key.pem", "--tls-ca", f"{certs}/ca.pem"]
 
 
+class PsctlFailed(RuntimeError):
+    """A psctl command that exited non-zero; message is psctl's own last line on stderr (a refused
+    spec names the field, a failed job its reason), which the sections that try modes this build may
+    not run yet print as "n/a: <message>"."""
+
+    def __init__(self, cmd, returncode, stderr):
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        self.message = re.sub(r"^psctl: (error: )?", "", lines[-1]) if lines else f"exit status {returncode}"
+        super().__init__(f"{' '.join(cmd)} failed ({returncode}): {stderr.strip()}")
+
+
 def psctl(*args, server=None, check=True, bin=BIN, tls=None, token=None):
     cmd = [os.path.join(bin, "psctl"), *args] + (["--server", server] if server else []) + tls_args(tls, "psctl")
     env = dict(ENV, PS_AUTH_TOKEN_FILE=token) if token else ENV
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if check and out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
+        raise PsctlFailed(cmd, out.returncode, out.stderr)
     return out.stdout
 
 
@@ -223,6 +253,213 @@ def cluster_to_target(workers, target, poll_log=0.02, poll_status=0.5, limit=300
 
 NO_CHECKPOINTS = ("checkpoint.every_seconds=0", "checkpoint.at_epoch_end=false")
 
+# The consistency modes the straggler section and the delayed P2/P3 rows ask for, as a user writes them
+# (training.consistency's map form, or the shorthand where the default staleness is the one wanted).
+DELAYED1 = "training.consistency={mode: delayed, staleness: 1}"
+STRAGGLER_MODES = (
+    ("sync_nobackup", "sync, no backup chunks", ("training.backup_chunks=false",)),
+    ("sync", "sync, backup chunks (default)", ()),
+    ("delayed", "delayed d=1", (DELAYED1,)),
+    ("ssp", "ssp s=2", ("training.consistency={mode: ssp, staleness: 2}",)),
+    ("async", "async", ("training.consistency=async",)),
+)
+SYNC_MODES = ("sync_nobackup", "sync")
+
+
+class DutyCycle(threading.Thread):
+    """The straggler: the harness (never the product) lets process pid run run_ms of every period_ms
+    and holds it with SIGSTOP for the rest, SIGCONT at the start of each period. A stopped process
+    gets no CPU at all, so it advances at run_ms / period_ms of whatever speed it would have had at
+    that moment (a CPU quota would cap it at a fraction of one core instead, which on 2 busy cores is a
+    milder and load-dependent slowdown). Every thread of the worker stops, its network included, as on a
+    slow machine. `running_fraction` is what it achieved: the wall time between each SIGCONT and the
+    following SIGSTOP over the whole time the cycle ran (the harness's own wake-ups decide it)."""
+
+    def __init__(self, pid, run_ms, period_ms):
+        super().__init__(daemon=True)
+        self.pid, self.run_s, self.period_s = pid, run_ms / 1000, period_ms / 1000
+        self.done = threading.Event()
+        self.running = 0.0
+        self.total = 0.0
+
+    def run(self):
+        begin = time.perf_counter()
+        next_period = begin
+        try:
+            while True:
+                os.kill(self.pid, signal.SIGCONT)
+                resumed = time.perf_counter()
+                ending = self.done.wait(max(0.0, next_period + self.run_s - resumed))
+                if not ending:
+                    os.kill(self.pid, signal.SIGSTOP)
+                self.running += time.perf_counter() - resumed
+                if ending:
+                    break
+                next_period += self.period_s
+                if self.done.wait(max(0.0, next_period - time.perf_counter())):
+                    break
+        except ProcessLookupError:
+            return  # the worker is gone: the job will say so
+        self.total = time.perf_counter() - begin
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return self.running / self.total if self.total else None
+
+
+def read_scalars(folder, tag):
+    """(wall_time, step, value) of every `tag` scalar in the TensorBoard event files of folder, in file
+    order. The files are TFRecords (u64 length, u32 crc, an Event, u32 crc); an Event is
+    wall_time = 1 (double), step = 2 (varint), summary = 5 { value = 1 { tag = 1, simple_value = 2 } }
+    (see Sources/PSEventFile/Event.swift)."""
+
+    def fields(buf):
+        i = 0
+        while i < len(buf):
+            key, i = varint(buf, i)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, i = varint(buf, i)
+            elif wire == 1:
+                value, i = buf[i:i + 8], i + 8
+            elif wire == 2:
+                n, i = varint(buf, i)
+                value, i = buf[i:i + n], i + n
+            elif wire == 5:
+                value, i = buf[i:i + 4], i + 4
+            else:
+                raise ValueError(f"bench: {folder}: wire type {wire} in an event")
+            yield number, value
+
+    def varint(buf, i):
+        out = shift = 0
+        while True:
+            b = buf[i]
+            i += 1
+            out |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return out, i
+
+    out = []
+    names = sorted(n for n in os.listdir(folder) if "tfevents" in n) if os.path.isdir(folder) else []
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as f:
+            data = f.read()
+        i = 0
+        while i + 12 <= len(data):
+            (length,) = struct.unpack_from("<Q", data, i)
+            event = data[i + 12:i + 12 + length]
+            i += 12 + length + 4
+            wall, step, summary = None, 0, None
+            for number, value in fields(event):
+                if number == 1:
+                    (wall,) = struct.unpack("<d", value)
+                elif number == 2:
+                    step = value
+                elif number == 5:
+                    summary = value
+            for number, value in fields(summary or b""):
+                if number != 1:
+                    continue
+                item = dict(fields(value))
+                if item.get(1, b"").decode() == tag and 2 in item:
+                    out.append((wall, step, struct.unpack("<f", item[2])[0]))
+    return out
+
+
+def straggler_job(workers, overrides, slow, epochs, run_ms, period_ms, target=0.975):
+    """The P5 job (bench/mnist-target.yaml: all 60,000 training images, validated on the MNIST test set
+    after every epoch) for `epochs` epochs on a fresh cluster of `workers`, worker-1 slowed by a
+    DutyCycle when slow. Returns psctl wait's result (samples/s over the job's training steps,
+    weights_sha256) with seconds_to_target: wall seconds from just before `psctl submit` until the
+    wall time the server stamped on the first `validation/accuracy` point >= target in the job's
+    TensorBoard event file (its epoch's validation done), None if no epoch reached it. Raises
+    PsctlFailed when the spec is refused or the job fails."""
+    shutil.rmtree(os.path.join(ROOT, "runs/bench/cluster/data"), ignore_errors=True)
+    with Cluster(workers) as c:
+        cycle = DutyCycle(c.pids["worker-1"], run_ms, period_ms) if slow else None
+        before = c.cpu()
+        if cycle:
+            cycle.start()
+        try:
+            submitted = time.time()
+            start = time.perf_counter()
+            extra = [a for o in overrides for a in ("--set", o)]
+            job = psctl("submit", TARGET_SPEC, "--set", f"training.epochs={epochs}", *extra, server=c.server).strip()
+            result = json.loads(psctl("wait", job, "--json", server=c.server).strip().splitlines()[-1])
+            result["_wall_seconds"] = time.perf_counter() - start
+        finally:
+            result_duty = cycle.stop() if cycle else None
+        after = c.cpu()
+        with open(os.path.join(c.dir, "logs/server.log")) as f:
+            backup_lines = sum(1 for line in f if "backup" in line.lower())
+    points = [p for p in read_scalars(os.path.join(c.dir, "data/jobs", job, "tensorboard"), "validation/accuracy")
+              if p[0] >= submitted - 1]
+    reached = next(((wall, step) for wall, step, value in points if value >= target), None)
+    result["seconds_to_target"] = reached[0] - submitted if reached else None
+    result["epoch_at_target"] = 1 + [p[1] for p in points].index(reached[1]) if reached else None
+    result["val_accuracy_by_epoch"] = [round(p[2], 4) for p in points]
+    result["_cpu_seconds"] = sum(after[k] - before[k] for k in after)
+    result["straggler_running_fraction"] = result_duty
+    result["server_log_lines_with_backup"] = backup_lines
+    return result
+
+
+def straggler(runs, epochs, run_ms, period_ms, worker_counts=(2, 3), t_start=None):
+    """The straggler section: for each worker count and mode of STRAGGLER_MODES, the P5 job without and
+    with worker-1 slowed to run_ms/period_ms, back to back (which goes first alternates between
+    repetitions). A mode whose spec this build refuses, or whose job fails, is n/a with psctl's
+    message; a delayed/ssp/async job whose weights equal sync's bit for bit ran as sync (a server that
+    does not run the mode yet), also n/a. Sync's bits: `train --local` on the same spec."""
+    local = measured([PSCTL, "train", "--local", TARGET_SPEC, "--json", "--output", "/dev/null",
+                      "--set", f"training.epochs={epochs}"])
+    sync_sha = local["weights_sha256"]
+    na, checked, reps = {}, set(), []
+    jobs = len(worker_counts) * len(STRAGGLER_MODES) * 2 * runs
+    log(f"bench: straggler: worker-1 runs {run_ms} ms of every {period_ms} ms (SIGSTOP/SIGCONT); the P5 job, "
+        f"{epochs} epochs; up to {jobs} jobs ({len(worker_counts)} worker counts x {len(STRAGGLER_MODES)} modes x "
+        f"with/without straggler x {runs} run(s)), about {jobs * 14 // 60 + 1} min on 2 cores when every mode runs, "
+        f"less for modes this build refuses")
+    for r in range(runs):
+        rep = {}
+        for w in worker_counts:
+            for i, (key, label, overrides) in enumerate(STRAGGLER_MODES):
+                if key in na:
+                    continue
+                # A mode not yet seen to run goes without the straggler first: a refusal, or a job that
+                # ran as sync, then costs no slowed job.
+                order = [False, True] if key not in checked or (r + i) % 2 == 0 else [True, False]
+                pair = {}
+                for slow in order:
+                    try:
+                        res = straggler_job(w, overrides, slow, epochs, run_ms, period_ms)
+                    except PsctlFailed as e:
+                        na[key] = e.message
+                        break
+                    if key not in SYNC_MODES and res.get("weights_sha256") == sync_sha:
+                        na[key] = ("ran as sync: its weights equal sync's bit for bit (this server does not run "
+                                   "the mode yet)")
+                        break
+                    checked.add(key)
+                    pair["straggler" if slow else "none"] = res
+                if key in na:
+                    log(f"bench: straggler: {label}: n/a: {na[key]}")
+                    continue
+                rep[f"w{w}.{key}"] = pair
+                fmt_t = lambda v: "-" if v["seconds_to_target"] is None else f"{v['seconds_to_target']:.1f} s"
+                took = (time.perf_counter() - t_start) if t_start else 0
+                log(f"[{took:5.0f}s] run {r + 1}/{runs} straggler: {w} workers, {label}: "
+                    f"{pair['straggler']['samples_per_second']:,.0f} samples/s with the straggler "
+                    f"(running {pair['straggler']['straggler_running_fraction']:.3f} of the time), "
+                    f"{pair['none']['samples_per_second']:,.0f} without; 97.5% after {fmt_t(pair['straggler'])} / "
+                    f"{fmt_t(pair['none'])}")
+        reps.append(rep)
+    return {"reps": reps, "na": na, "local_weights_sha256": sync_sha, "epochs": epochs, "run_ms": run_ms,
+            "period_ms": period_ms, "worker_counts": list(worker_counts)}
+
 
 def restarts(kills=5, seed=12, workers=2, bin=BIN):
     """The MNIST bench job (10 epochs, default checkpointing) on a server that is killed with SIGKILL
@@ -293,6 +530,79 @@ def restarts(kills=5, seed=12, workers=2, bin=BIN):
     local = measured([os.path.join(bin, "psctl"), "train", "--local", SPEC, "--json", "--output", "/dev/null",
                       "--set", "training.epochs=10"])
     return {"kills": out, "weights_sha256": result.get("weights_sha256"), "local_weights_sha256": local.get("weights_sha256")}
+
+
+VENV = os.path.join(ROOT, ".venv-bench")
+TORCH_OPT_IN = "opt-in: bench/run.sh --torch or make bench ARGS=--torch, which installs PyTorch into .venv-bench"
+# One thread per PyTorch process, whichever library it would start threads in; gloo on the loopback.
+TORCH_ENV = dict(ENV, MKL_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+
+
+def torch_requirement():
+    """What pip installs for --torch: $PS_BENCH_TORCH if set; else a CPU-only wheel (~200 MB) that pip's
+    find-links ($PIP_FIND_LINKS) offers for this Python, pinned by its version; else torch from PyPI
+    (with its CUDA libraries, ~3 GB)."""
+    if os.environ.get("PS_BENCH_TORCH"):
+        return os.environ["PS_BENCH_TORCH"]
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for folder in os.environ.get("PIP_FIND_LINKS", "").split():
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder), reverse=True):
+                m = re.match(rf"torch-([^-]+\+cpu)-{tag}-{tag}-.*linux.*x86_64\.whl$", name)
+                if m:
+                    return f"torch=={m.group(1)}"
+    return "torch"
+
+
+def ensure_torch():
+    """(python of .venv-bench with torch, None), or (None, why not): creates the venv and installs torch and
+    numpy with pip the first time (--torch only; never in make test)."""
+    py = os.path.join(VENV, "bin/python")
+    probe = lambda: os.access(py, os.X_OK) and subprocess.run(
+        [py, "-c", "import torch, numpy"], capture_output=True).returncode == 0
+    if probe():
+        return py, None
+    req = torch_requirement()
+    log(f"bench: --torch: installing {req} and numpy into {os.path.relpath(VENV, ROOT)} with pip (once)")
+    steps = (("python3 -m venv", [sys.executable, "-m", "venv", VENV]),
+             (f"pip install {req} numpy", [py, "-m", "pip", "install", "-q", req, "numpy"]))
+    for what, cmd in steps:
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+            return None, f"not measured: {what} failed: {last}"
+    return (py, None) if probe() else (None, f"not measured: torch does not import in {VENV}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torch_single(py, batch=512):
+    """bench/torch_ddp.py in one process, 1 thread: its training-step rate and CPU, and the whole
+    process's CPU (interpreter, import torch, loading)."""
+    return measured([py, "bench/torch_ddp.py", "--world", "1", "--batch", str(batch)], env=TORCH_ENV)
+
+
+def torch_ddp(py, batch=512, world=2):
+    """PyTorch DistributedDataParallel, gloo, `world` processes of 1 thread, global batch `batch`:
+    samples/s = the global samples ÷ the slower rank's training seconds; train_cpu_seconds = the ranks'
+    CPU over their training steps, added; _cpu_seconds = the whole processes' CPU (rusage)."""
+    port = free_port()
+    before, start = children_cpu(), time.perf_counter()
+    procs = [subprocess.Popen([py, "bench/torch_ddp.py", "--world", str(world), "--rank", str(r), "--port", str(port),
+                               "--batch", str(batch)], cwd=ROOT, env=TORCH_ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in range(world)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode != 0:
+            sys.exit(f"bench: torch_ddp.py rank {procs.index(p)} failed ({p.returncode}):\n{err[-3000:]}")
+    ranks = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    return {"samples_per_second": ranks[0]["samples"] / max(r["train_seconds"] for r in ranks),
+            "train_cpu_seconds": sum(r["train_cpu_seconds"] for r in ranks), "ranks": ranks,
+            "_cpu_seconds": children_cpu() - before, "_wall_seconds": time.perf_counter() - start}
 
 
 def stats(xs):
@@ -376,7 +686,17 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "runs/bench/results.json"))
     ap.add_argument("--skip", default="",
-                    help="comma-separated sections to skip: local,cluster,wide,target,kernels,durability,tls,compare")
+                    help="comma-separated sections to skip: local,cluster,wide,target,kernels,durability,tls,"
+                         "straggler,compare")
+    ap.add_argument("--torch", action="store_true",
+                    help="also measure PyTorch DistributedDataParallel in the cluster section (P2.b512.ddp, "
+                         "P3.b512.ddp); installs torch into .venv-bench with pip the first time")
+    ap.add_argument("--straggler-runs", type=int, default=1,
+                    help="repetitions of the straggler section (default 1: it runs up to 20 jobs of 4 epochs)")
+    ap.add_argument("--straggler-epochs", type=int, default=4,
+                    help="epochs of each straggler job (sync reaches 97.5%% in epoch 3; default 4)")
+    ap.add_argument("--straggler-period-ms", type=int, default=60,
+                    help="the straggler's duty cycle: it runs the first third of every period (default 60 ms)")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another build's binary directory (psctl, ps-server, ps-worker): adds the section "
                          "'compare', P1 and P2 of that build ('old') against --candidate ('new'), alternating")
@@ -385,7 +705,8 @@ def main():
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     compare = args.baseline is not None and "compare" not in skip
-    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target", "kernels", "durability", "tls"} - skip else []
+    needed = [PSCTL, PSBENCH] if {"local", "cluster", "wide", "target", "kernels", "durability", "tls",
+                                  "straggler"} - skip else []
     if compare:
         builds = {"old": os.path.abspath(args.baseline), "new": os.path.abspath(args.candidate)}
         needed += [os.path.join(d, b) for d in builds.values() for b in ("psctl", "ps-server", "ps-worker")]
@@ -426,8 +747,15 @@ def main():
                 f"{rep['gemm_c4']['samples_per_second_max']:,.0f} samples/s; sgemm "
                 f"{rep['sgemm']['gflops_best']:.0f} GFLOP/s; wire {rep['wire']['ratio_of_min_times']:.2f}")
 
-    # P2, P3, worker scaling: clusters against train --local at the same batch size.
+    # P2, P3, worker scaling: clusters against train --local at the same batch size; at batch 512 also
+    # delayed d=1 (n/a where this build refuses it or runs it as sync) and, with --torch, PyTorch DDP
+    # against PyTorch in one process, in the same repetitions.
+    notes = raw.setdefault("notes", {})
+    torch_py = None
     if "cluster" not in skip:
+        torch_py, notes["torch"] = ensure_torch() if args.torch else (None, f"not measured ({TORCH_OPT_IN})")
+        if notes["torch"]:
+            log(f"bench: PyTorch DDP: {notes['torch']}")
         for r in range(args.runs):
             rep = {}
             for batch in (128, 512):
@@ -438,6 +766,22 @@ def main():
                 rep[f"local_b{batch}_e3"] = measured(local + ["--set", f"training.batch_size={batch}",
                                                               "--set", "training.epochs=3"])
                 rep[f"cluster2_b{batch}_e3"] = cluster_epoch(2, batch, epochs=3)
+            if not notes.get("delayed"):
+                try:
+                    d1 = cluster_epoch(2, 512, overrides=[DELAYED1])
+                    if d1.get("weights_sha256") == rep["cluster2_b512"].get("weights_sha256"):
+                        notes["delayed"] = ("n/a: ran as sync: its weights equal sync's bit for bit (this server "
+                                            "does not run delayed yet)")
+                    else:
+                        rep["cluster2_b512_delayed"] = d1
+                        rep["cluster2_b512_delayed_e3"] = cluster_epoch(2, 512, epochs=3, overrides=[DELAYED1])
+                except PsctlFailed as e:
+                    notes["delayed"] = f"n/a: {e.message}"
+                if notes.get("delayed"):
+                    log(f"bench: delayed d=1: {notes['delayed']}")
+            if torch_py:
+                rep["torch1_b512"] = torch_single(torch_py)
+                rep["ddp2_b512"] = torch_ddp(torch_py)
             rep["cluster1_b512"] = cluster_epoch(1, 512)
             rep["cluster4_b512"] = cluster_epoch(4, 512)
             raw.setdefault("cluster", []).append(rep)
@@ -518,6 +862,12 @@ def main():
                 f"plaintext {rep['plain']['samples_per_second']:,.0f} samples/s; "
                 f"CPU s {rep['tls']['_cpu_seconds']:.2f} / {rep['plain']['_cpu_seconds']:.2f}")
 
+    # straggler: one worker slowed to a third of its speed, every consistency mode against the same job
+    # without it (samples/s, time to 97.5%, bits).
+    if "straggler" not in skip:
+        period = args.straggler_period_ms
+        raw["straggler"] = straggler(args.straggler_runs, args.straggler_epochs, period // 3, period, t_start=t_start)
+
     # P5: time to 97.5% test accuracy, 2-worker cluster against numpy on one core.
     if "target" not in skip:
         for r in range(args.runs):
@@ -564,10 +914,13 @@ def main():
         env["openblas_config"] = raw["local"][0]["sgemm"].get("openblas_config")
     rows = table(raw)
     print_table(rows, env)
+    if "straggler" in raw:
+        print_straggler(raw["straggler"])
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"environment": env, "seconds": time.perf_counter() - t_start, "table": rows, "raw": raw},
-                  f, indent=1)
+        json.dump({"environment": env, "seconds": time.perf_counter() - t_start, "table": rows,
+                   "straggler_table": straggler_summary(raw["straggler"]) if "straggler" in raw else None,
+                   "raw": raw}, f, indent=1)
     log(f"bench: wrote {os.path.relpath(args.out, ROOT)} ({time.perf_counter() - t_start:.0f} s)")
 
 
@@ -582,12 +935,15 @@ def ratio(reps, num, den):
 def table(raw):
     rows = []
 
-    def row(key, what, s, unit="", target=None, better="higher"):
+    def row(key, what, s, unit="", target=None, better="higher", note=None):
+        """note: shown instead of the figures when there are none (a mode this build does not run, an
+        opt-in measurement not asked for)."""
         passed = None
         if target is not None and s["median"] is not None:
             passed = s["median"] >= target if better == "higher" else s["median"] <= target
         rows.append({"key": key, "what": what, "unit": unit, "min": s["min"], "median": s["median"],
-                     "max": s["max"], "runs": s["runs"], "target": target, "better": better, "pass": passed})
+                     "max": s["max"], "runs": s["runs"], "target": target, "better": better, "pass": passed,
+                     "note": note if s["median"] is None else None})
 
     sps = lambda name: (lambda rep: rep[name]["samples_per_second"])
     if "local" in raw:
@@ -631,6 +987,33 @@ def table(raw):
                 stats([rep[f"local_b{batch}"]["_cpu_seconds"] / 54000 * 1e6 for rep in C]), "us")
             row(f"cpu.cluster2_b{batch}", f"cluster 2 workers CPU per sample, batch {batch}",
                 stats([rep[f"cluster2_b{batch}"]["_cpu_seconds"] / 54000 * 1e6 for rep in C]), "us")
+        # delayed d=1 and PyTorch DDP at batch 512 (n/a or not measured: the note says why).
+        of = lambda name, field: (lambda rep: rep[name][field] if name in rep else None)
+        notes = raw.get("notes", {})
+        row("P2.b512.delayed", "cluster 2 workers, delayed d=1 / train --local, batch 512",
+            ratio(C, of("cluster2_b512_delayed", "samples_per_second"), sps("local_b512")), "x", 1.3,
+            note=notes.get("delayed"))
+        row("P3.b512.delayed", "CPU s/sample, cluster 2 workers delayed d=1 / train --local, batch 512",
+            ratio(C, of("cluster2_b512_delayed", "_cpu_seconds"), cpu("local_b512")), "x", 1.4, "lower",
+            note=notes.get("delayed"))
+        steady_of = lambda name: (lambda rep: rep[f"{name}_e3"]["_cpu_seconds"] - rep[name]["_cpu_seconds"]
+                                                   if name in rep else None)
+        row("P3.steady.b512.delayed", "same, epochs 2-3 only, delayed d=1",
+            ratio(C, steady_of("cluster2_b512_delayed"), steady("local_b512")), "x", note=notes.get("delayed"))
+        row("P2.b512.ddp", "PyTorch DDP 2 processes (gloo) / PyTorch 1 process, batch 512",
+            ratio(C, of("ddp2_b512", "samples_per_second"), of("torch1_b512", "samples_per_second")), "x",
+            note=notes.get("torch"))
+        row("P3.b512.ddp", "CPU s/sample of the training steps, DDP 2 processes / 1 process",
+            ratio(C, of("ddp2_b512", "train_cpu_seconds"), of("torch1_b512", "train_cpu_seconds")), "x", None,
+            "lower", note=notes.get("torch"))
+        row("P3.b512.ddp.whole", "same, whole processes (start, import torch, loading, training)",
+            ratio(C, of("ddp2_b512", "_cpu_seconds"), of("torch1_b512", "_cpu_seconds")), "x", None, "lower",
+            note=notes.get("torch"))
+        for name, label in (("cluster2_b512_delayed", "cluster 2 workers, delayed d=1, batch 512"),
+                            ("torch1_b512", "PyTorch 1 process, 1 thread, batch 512"),
+                            ("ddp2_b512", "PyTorch DDP 2 processes, 1 thread each, batch 512")):
+            row(f"rate.{name}", label, stats([of(name, "samples_per_second")(rep) for rep in C]), "samples/s",
+                note=notes.get("delayed" if "delayed" in name else "torch"))
         for w in (1, 2, 4):
             row(f"scale.w{w}", f"cluster {w} worker(s) / train --local, batch 512",
                 ratio(C, sps(f"cluster{w}_b512"), sps("local_b512")), "x")
@@ -654,6 +1037,14 @@ def table(raw):
             ratio(W, sps("cluster2_b512"), sps("local_b512")), "x")
         row("cpu.wide.P3", "784-1024-1024-10: CPU per sample, cluster 2 workers / train --local, batch 512",
             ratio(W, lambda r: r["cluster2_b512"]["_cpu_seconds"], lambda r: r["local_b512"]["_cpu_seconds"]), "x")
+    if "straggler" in raw:
+        for e in straggler_summary(raw["straggler"]):
+            key = f"S.w{e['workers']}.{e['mode']}"
+            row(key, f"{e['workers']} workers, {e['label']}: straggler / none (samples/s)", e.get("rate_ratio", stats([])),
+                "x", e["target"], note=e.get("note"))
+            if e["mode"] in SYNC_MODES and "bits_kept" in e:
+                row(f"{key}.bits", f"{e['workers']} workers, {e['label']}: straggler's weights = sync's (1 = yes)",
+                    stats([1.0 if e["bits_kept"] else 0.0]), "", 1.0)
     if "target" in raw:
         T = raw["target"]
         row("P5", "s to 97.5% test acc, cluster 2w / numpy (wall incl. load + eval)",
@@ -730,6 +1121,68 @@ def table(raw):
     return rows
 
 
+def straggler_summary(S):
+    """One entry per worker count and mode: the medians of samples/s and seconds to 97.5% with the
+    straggler and without, the ratios (min and median over the repetitions), whether the weights kept
+    their bits, or the mode's note (n/a: why)."""
+    out = []
+    backup_note = None
+    if "backup_chunks" in S["na"].get("sync_nobackup", ""):
+        backup_note = "this build has no training.backup_chunks: sync without backup copies"
+    for w in S["worker_counts"]:
+        for key, label, _ in STRAGGLER_MODES:
+            entry = {"workers": w, "mode": key, "label": label, "target": 0.8 if key == "sync" else None}
+            if key in S["na"]:
+                out.append(dict(entry, note=f"n/a: {S['na'][key]}"))
+                continue
+            pairs = [(rep[f"w{w}.{key}"], rep.get(f"w{w}.sync", {}).get("none")) for rep in S["reps"]
+                     if f"w{w}.{key}" in rep]
+            if not pairs:
+                continue
+            field = lambda which, name: stats([p[which][name] for p, _ in pairs])
+            both = lambda name: [(p["straggler"][name], p["none"][name]) for p, _ in pairs]
+            entry.update({
+                "rate": field("straggler", "samples_per_second"), "rate_none": field("none", "samples_per_second"),
+                "rate_ratio": stats([a / b for a, b in both("samples_per_second")]),
+                "t975": field("straggler", "seconds_to_target"), "t975_none": field("none", "seconds_to_target"),
+                "t975_ratio": stats([a / b if a is not None and b else None for a, b in both("seconds_to_target")]),
+                "epoch_at_target": [(p["straggler"]["epoch_at_target"], p["none"]["epoch_at_target"]) for p, _ in pairs],
+                "running_fraction": field("straggler", "straggler_running_fraction"),
+                "server_log_lines_with_backup": [p["straggler"]["server_log_lines_with_backup"] for p, _ in pairs],
+                "note": backup_note if key == "sync" else None,
+            })
+            if key in SYNC_MODES:
+                # The no-straggler sync run of the same repetition, or train --local's (the same bits).
+                entry["bits_kept"] = all(
+                    p["straggler"]["weights_sha256"] == (ref or {}).get("weights_sha256", S["local_weights_sha256"])
+                    for p, ref in pairs)
+            out.append(entry)
+    return out
+
+
+def print_straggler(S):
+    print(f"\nstraggler: worker-1 runs {S['run_ms']} ms of every {S['period_ms']} ms (SIGSTOP/SIGCONT from the "
+          f"bench); bench/mnist-target.yaml, batch 128, {S['epochs']} epochs; medians of {len(S['reps'])} run(s); "
+          f"97.5% = first epoch whose validation (test set) accuracy >= 0.975, wall seconds from submit "
+          f"(TensorBoard event file)")
+    print(f"{'w':>2} {'mode':30} {'samples/s':>9} {'none':>9} {'ratio':>6} {'target':>7} {'status':7} "
+          f"{'s to 97.5%':>10} {'none':>6} {'ratio':>6} {'bits':>5} {'running':>7}")
+    for e in straggler_summary(S):
+        if "rate" not in e:
+            print(f"{e['workers']:>2} {e['label']:30} {e.get('note') or ''}")
+            continue
+        med = lambda k: e[k]["median"]
+        passed = "" if e["target"] is None or med("rate_ratio") is None else (
+            "met" if med("rate_ratio") >= e["target"] else "NOT MET")
+        target = "" if e["target"] is None else f"≥ {e['target']:g}"
+        bits = "" if "bits_kept" not in e else ("same" if e["bits_kept"] else "DIFF")
+        f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
+        print(f"{e['workers']:>2} {e['label']:30} {fmt(med('rate'), 'samples/s'):>9} {fmt(med('rate_none'), 'samples/s'):>9} "
+              f"{f(med('rate_ratio'), 2):>6} {target:>7} {passed:7} {f(med('t975')):>10} {f(med('t975_none')):>6} "
+              f"{f(med('t975_ratio'), 2):>6} {bits:>5} {f(med('running_fraction'), 3):>7}"
+              + (f"  ({e['note']})" if e.get("note") else ""))
+
+
 def fmt(x, unit):
     if x is None:
         return "-"
@@ -761,6 +1214,11 @@ def print_table(rows, env):
         target = "" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + f"{r['target']:g}"
         status = "" if r["pass"] is None else ("met" if r["pass"] else "NOT MET")
         unit = "" if r["unit"] == "x" else f" ({r['unit']})"
+        if r.get("note"):
+            # Long refusals are cut here; results.json and the straggler table keep them whole.
+            note = r["note"] if len(r["note"]) <= 100 else r["note"][:99] + "…"
+            print(f"{r['key']:{width}} {(r['what'] + unit)[:66]:66} {note}" + (f"  [target {target}]" if target else ""))
+            continue
         print(f"{r['key']:{width}} {(r['what'] + unit)[:66]:66} {fmt(r['min'], r['unit']):>9} "
               f"{fmt(r['median'], r['unit']):>9}  {target:>7}  {status}")
 
