@@ -105,6 +105,21 @@ final class RecoveryTests: XCTestCase {
         }
     }
 
+    // delayed d = 2: killed mid-epoch (twice), during validation and while a checkpoint is written; the
+    // checkpoints carry the earlier versions the open steps compute on, so the job ends with the local
+    // trainer's delayed bits.
+    func testDelayedModeResumesWithTheLocalBits() throws {
+        var spec = Self.spec
+        spec.training.consistency = .delayed(2)
+        let local = LocalTrainer(spec: spec, data: try DataLoader.load(spec)).run().weightsSHA256
+        XCTAssertNotEqual(local, Self.local)
+        let (result, sim) = try run(spec, killing: [.version(6), .version(13), .evaluating(.validate), .writingCheckpoint], seed: 52)
+        XCTAssertEqual(result.weightsSHA256, local)
+        let resumed = sim.observations.compactMap { o -> Int? in if case let .jobResumed(_, step) = o { return step }; return nil }
+        XCTAssertEqual(resumed.count, 4)
+        XCTAssertFalse(sim.logs.contains { $0.0 == .error }, "\(sim.logs.filter { $0.0 == .error })")
+    }
+
     // Killed three times in one run, the last before any newer checkpoint: still the same bits.
     func testRepeatedKillsKeepTheBits() throws {
         let (result, _) = try run(Self.spec, killing: [.version(3), .version(9), .version(10), .evaluating(.validate)], seed: 41)
