@@ -543,9 +543,9 @@ extension JobStatus {
         var text = columns(rows)
         for j in jobs where !j.message.isEmpty { text += "\n\(j.jobId): \(j.message)" }
         for j in jobs where !j.stallReason.isEmpty { text += "\n\(j.jobId): stalled: \(j.stallReason)" }
+        for j in jobs { if let note = j.consistencyNote { text += "\n\(j.jobId): \(note)" } }
         for j in jobs where !j.state.isFinal {
             for note in j.checkpointNotes { text += "\n\(j.jobId): \(note)" }
-            if let note = j.consistencyNote { text += "\n\(j.jobId): \(note)" }
             if j.allowMixedSignatures {
                 text += "\n\(j.jobId): accepts workers of any compute signature; its result is not bitwise-reproducible"
             } else if !j.computeSignature.isEmpty {
