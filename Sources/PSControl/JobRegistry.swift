@@ -24,8 +24,6 @@ struct JobRegistry {
         var validationAccuracy: Double?
         var bestEpoch = 0
         var samplesPerSecond = 0.0
-        /// ssp/async: applied batches by staleness (index: versions between computed-on and applied-to).
-        var stalenessCounts: [Int] = []
         var etaSeconds: Double?
         /// Read back from the journal after a restart and not ended: it resumes (observers are told).
         var recovered = false
@@ -40,6 +38,9 @@ struct JobRegistry {
         var preparingSince: Double?
         /// Whether the log already said, this time, that its load is slow (said once per load).
         var slowLoadLogged = false
+        /// `ssp` and `async`: pushes applied at each staleness (index = staleness) in this run; the
+        /// coordinator's step code counts them, status shows them.
+        var stalenessCounts: [Int] = []
     }
 
     var jobs: [String: Job] = [:]
@@ -120,6 +121,8 @@ struct JobRegistry {
                          message: job.lifecycle.phase == .preparing ? Self.preparingMessage : job.message,
                          workers: workers)
         status.allowMixedSignatures = job.spec.training.allowMixedSignatures
+        status.consistency = job.spec.training.consistency.description
+        status.stalenessCounts = job.stalenessCounts
         if !job.state.isFinal {
             status.checkpointStep = job.checkpointSteps
             status.checkpointAgeSeconds = job.checkpointAt.map { max(now - $0, 0) }

@@ -285,8 +285,9 @@ public struct TrainingSpec: Equatable, Sendable {
 
     public init(batchSize: Int, chunks: Int, epochs: Int, consistency: Consistency = .sync,
                 computeSignature: String? = nil, allowMixedSignatures: Bool = false,
-                onNonFinite: NonFinitePolicy = .fail, backupChunks: Bool = true) {
-        self.backupChunks = backupChunks
+                onNonFinite: NonFinitePolicy = .fail, backupChunks: Bool? = nil) {
+        // On by default in sync, the only mode that has them; a parsed spec has the same default.
+        self.backupChunks = backupChunks ?? (consistency.mode == .sync)
         self.batchSize = batchSize
         self.chunks = chunks
         self.epochs = epochs

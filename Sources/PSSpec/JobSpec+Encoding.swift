@@ -66,10 +66,15 @@ extension JobSpec {
         var trainingEntries: [(String, SpecNode)] = [("batch_size", W.integer(training.batchSize)),
                                                      ("chunks", W.integer(training.chunks)),
                                                      ("epochs", W.integer(training.epochs)),
-                                                     ("consistency", W.string(training.consistency.mode.rawValue))]
+                                                     ("consistency", W.consistency(training.consistency))]
         if let signature = training.computeSignature { trainingEntries.append(("compute_signature", W.string(signature))) }
         if training.allowMixedSignatures { trainingEntries.append(("allow_mixed_signatures", W.bool(true))) }
         trainingEntries.append(("on_non_finite", W.string(training.onNonFinite.rawValue)))
+        // Written only when turned off in sync: on is sync's default (so a default spec's text is what it
+        // was), and the other modes read it as off.
+        if training.consistency.mode == .sync && !training.backupChunks {
+            trainingEntries.append(("backup_chunks", W.bool(false)))
+        }
         var entries: [(String, SpecNode)] = [
             ("name", W.string(name)),
             ("seed", SpecNode(.integer(negative: false, magnitude: seed), text: String(seed))),
@@ -112,6 +117,13 @@ enum SpecWriter {
     static func number(_ d: Double) -> SpecNode { SpecNode(.number(d), text: d.description) }
     static func mapping(_ entries: [(String, SpecNode)]) -> SpecNode {
         SpecNode(.mapping(entries.map { SpecNode.Entry(key: $0.0, keyLocation: nil, value: $0.1) }))
+    }
+    /// `sync` and `async` as the plain mode; `delayed` and `ssp` as `{mode, staleness}`.
+    static func consistency(_ c: Consistency) -> SpecNode {
+        switch c.mode {
+        case .sync, .async: return string(c.mode.rawValue)
+        case .delayed, .ssp: return mapping([("mode", string(c.mode.rawValue)), ("staleness", integer(c.staleness))])
+        }
     }
     static func files(_ files: DataFiles) -> SpecNode {
         switch files {

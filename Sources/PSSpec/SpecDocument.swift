@@ -57,6 +57,14 @@ struct SpecNode {
         if case .null = value { return true }
         return false
     }
+
+    /// Not a mapping, list or null.
+    var isScalar: Bool {
+        switch value {
+        case .null, .mapping, .sequence: return false
+        default: return true
+        }
+    }
 }
 
 // MARK: - YAML

@@ -80,6 +80,11 @@ enum SpecOverride {
         }
     }
 
+    /// `model.layers[2].units` → `model.layers[].units`, as `SpecSchema` names paths.
+    private static func template(_ path: String) -> String {
+        path.replacingOccurrences(of: #"\[[0-9]+\]"#, with: "[]", options: .regularExpression)
+    }
+
     private static func set(_ value: SpecNode, at segments: ArraySlice<Segment>, in node: inout SpecNode,
                             walked: String, location: String) throws(SpecError) {
         guard let segment = segments.first else {
@@ -90,6 +95,10 @@ enum SpecOverride {
         switch segment {
         case let .key(key):
             if node.isNull { node = SpecNode(.mapping([]), location: location) }
+            if let shorthand = SpecSchema.shorthands[template(walked)], node.isScalar {
+                node = SpecNode(.mapping([SpecNode.Entry(key: shorthand, keyLocation: node.location, value: node)]),
+                                location: node.location)
+            }
             guard case var .mapping(entries) = node.value else {
                 throw SpecError(field: walked, message: "cannot set '\(key)': \(walked) is \(node.described), not a mapping",
                                 location: location)

@@ -11,7 +11,9 @@ enum SpecSchema {
     static let model = ["inputs", "layers"]
     static let layer = ["units", "activation", "dropout"]
     static let training = ["batch_size", "chunks", "epochs", "consistency", "compute_signature", "allow_mixed_signatures",
-                           "on_non_finite"]
+                           "on_non_finite", "backup_chunks"]
+    /// `training.consistency` as a mapping; a plain string there is the shorthand for `mode`.
+    static let consistency = ["mode", "staleness"]
     static let earlyStopping = ["monitor", "patience", "min_delta", "restore_best"]
     static let checkpoint = ["every_steps", "every_seconds", "at_epoch_end", "keep"]
     /// Every optimizer key; which of them a given optimizer accepts is `optimizerFields(_:)`.
@@ -41,11 +43,16 @@ enum SpecSchema {
         case "model.layers[]": return layer
         case "optimizer": return optimizer
         case "training": return training
+        case "training.consistency": return consistency
         case "early_stopping": return earlyStopping
         case "checkpoint": return checkpoint
         default: return nil
         }
     }
+
+    /// Path templates where a scalar is shorthand for a mapping with this one key
+    /// (`consistency: ssp` is `consistency: {mode: ssp}`), so an override can set a key inside it.
+    static let shorthands: [String: String] = ["training.consistency": "mode"]
 
     /// Path templates that hold lists.
     static let lists: Set<String> = ["model.layers"]

@@ -75,8 +75,8 @@ extension SpecValidator {
             }
         }
         let epochs = try fields.required("epochs").int(in: 1...Limits.epochsMax, limit: "Limits.epochsMax")
-        let mode = try fields.optional("consistency")?.choice("consistency mode", ConsistencyMode.self) ?? .sync
-        let consistency = Consistency(mode: mode, staleness: Consistency.defaultStaleness(mode))
+        let consistency = try fields.optional("consistency").map { f throws(SpecError) in try consistencySpec(f) } ?? .sync
+        let backupChunks = try backupChunksSpec(fields.optional("backup_chunks"), mode: consistency.mode)
         var signature: String?
         if let signatureField = fields.optional("compute_signature") {
             let text = try signatureField.string()
@@ -89,7 +89,44 @@ extension SpecValidator {
         }
         let onNonFinite = try fields.optional("on_non_finite")?.choice("non-finite policy", NonFinitePolicy.self) ?? .fail
         return TrainingSpec(batchSize: batchSize, chunks: chunks, epochs: epochs, consistency: consistency,
-                            computeSignature: signature, allowMixedSignatures: allowMixed, onNonFinite: onNonFinite)
+                            computeSignature: signature, allowMixedSignatures: allowMixed, onNonFinite: onNonFinite,
+                            backupChunks: backupChunks)
+    }
+
+    /// `consistency: ssp` (the mode's default staleness) or `consistency: {mode: ssp, staleness: 3}`.
+    func consistencySpec(_ field: SpecField) throws(SpecError) -> Consistency {
+        guard case .mapping = field.node.value else {
+            let mode = try field.choice("consistency mode", ConsistencyMode.self)
+            return Consistency(mode: mode, staleness: Consistency.defaultStaleness(mode))
+        }
+        let fields = try SpecFields(field, allowed: SpecSchema.consistency)
+        let mode = try fields.required("mode").choice("consistency mode", ConsistencyMode.self)
+        guard let stalenessField = fields.optional("staleness") else {
+            return Consistency(mode: mode, staleness: Consistency.defaultStaleness(mode))
+        }
+        switch mode {
+        case .sync:
+            throw stalenessField.error("sync takes no staleness: every step computes on the weights it is applied to")
+        case .async:
+            throw stalenessField.error("async takes no staleness: its only bound is "
+                + "\(ConsistencyLimits.asyncStalenessMax) (ConsistencyLimits.asyncStalenessMax); use ssp for a bound of your own")
+        case .delayed, .ssp:
+            let staleness = try stalenessField.int(in: 1...ConsistencyLimits.stalenessMax,
+                                                   limit: "ConsistencyLimits.stalenessMax")
+            return Consistency(mode: mode, staleness: staleness)
+        }
+    }
+
+    /// On by default in sync, where a step waits for its slowest chunk; in the other modes it is off and
+    /// `true` is refused rather than silently ignored.
+    func backupChunksSpec(_ field: SpecField?, mode: ConsistencyMode) throws(SpecError) -> Bool {
+        guard let field else { return mode == .sync }
+        let on = try field.bool()
+        if on && mode != .sync {
+            throw field.error("backup chunks apply to sync only; training.consistency is \(mode.rawValue) "
+                + "(remove backup_chunks or set it to false)")
+        }
+        return on
     }
 
     func earlyStoppingSpec(_ field: SpecField, loss: LossKind) throws(SpecError) -> EarlyStoppingSpec {

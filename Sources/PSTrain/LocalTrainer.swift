@@ -23,6 +23,11 @@ public struct TrainingPlan: Equatable, Sendable {
 
 /// The single-process trainer, `psctl train --local`: the same chunks, the same reduction tree and
 /// the same update as the cluster, in one process. It is the oracle the cluster is compared with.
+///
+/// With `delayed` (d), global step t (counted from 0 across epochs, and equal to the weights' version
+/// before it) computes its gradient on the weights of version max(0, t − d) and applies it to version t,
+/// as the cluster does with d steps in flight. `ssp` and `async` train as `sync`: a staleness of 0
+/// meets any bound, and their cluster results depend on timing anyway.
 public struct LocalTrainer {
     public let spec: JobSpec
     public let data: LoadedData
@@ -62,6 +67,10 @@ public struct LocalTrainer {
         var gradient = [Float](repeating: 0, count: network.parameterCount)
         // Chunk layout of a full batch; the last batch of an epoch gets its own.
         let fullBatchChunks = ChunkPlan.ranges(batchSize: batchSize, chunks: chunks)
+        let delay = spec.training.consistency.delay
+        // `delayed`: copies of versions max(0, t − d) ..< t before step t, oldest first (at most d; the
+        // optimizer state is only ever the newest's). Empty in the other modes and before step 0.
+        var older: [[Float]] = []
 
         var ledger = TrainingLedger(spec: spec)
         var trainingSeconds = 0.0
@@ -81,7 +90,7 @@ public struct LocalTrainer {
                     let ranges = batchCount == batchSize
                         ? fullBatchChunks : ChunkPlan.ranges(batchSize: batchCount, chunks: chunks)
                     let globalStep = epoch * stepsPerEpoch + step
-                    let stats = store.parameters.withUnsafeBufferPointer { p in
+                    let stats = (older.first ?? store.parameters).withUnsafeBufferPointer { p in
                         gradient.withUnsafeMutableBufferPointer { g in
                             engine.reduceNode(first: 0, count: chunks, totalChunks: chunks, parameters: p.baseAddress!,
                                               dataset: train, step: globalStep, dropoutSeed: spec.seed,
@@ -90,6 +99,11 @@ public struct LocalTrainer {
                                               },
                                               into: g.baseAddress!)
                         }
+                    }
+                    if delay > 0 {
+                        // Version t, kept for step t + d, before the update makes version t + 1.
+                        if older.count == delay { older.removeFirst() }
+                        older.append(store.parameters)
                     }
                     if let problem = Self.apply(gradient, stats: stats, batchCount: batchCount, checks: checks, to: &store) {
                         nonFinite = NonFiniteStep(problem, step: globalStep + 1, epoch: epoch + 1)

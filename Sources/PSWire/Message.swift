@@ -460,6 +460,11 @@ public struct JobStatus: Equatable, Sendable {
     public var checkpointError = ""
     /// Why the job has not moved for the server's stall time ("" while it moves, or has ended).
     public var stallReason = ""
+    /// `training.consistency` as `Consistency.description` gives it: `sync`, `delayed (d=1)`, `ssp (s=2)`, `async`.
+    public var consistency = ""
+    /// `ssp` and `async`: pushes applied at each staleness (index = staleness, at most
+    /// `ConsistencyLimits.asyncStalenessMax`) in this run so far; empty in the other modes.
+    public var stalenessCounts: [Int] = []
 
     public init(jobId: String, name: String, state: JobState, epoch: Int, epochs: Int, step: Int,
                 stepsPerEpoch: Int, trainLoss: Double? = nil, validationLoss: Double? = nil,

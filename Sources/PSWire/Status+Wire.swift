@@ -101,6 +101,9 @@ extension JobStatus {
         }
         m.pointee.checkpoint_error = arena.string(checkpointError)
         m.pointee.stall_reason = arena.string(stallReason)
+        m.pointee.consistency = arena.string(consistency)
+        m.pointee.n_staleness_counts = stalenessCounts.count
+        m.pointee.staleness_counts = arena.array(stalenessCounts.map { uint64($0, "JobStatus.stalenessCounts") })
         return m
     }
 
@@ -141,6 +144,20 @@ extension JobStatus {
         }
         checkpointError = string(c.checkpoint_error)
         stallReason = string(c.stall_reason)
+        consistency = string(c.consistency)
+        stalenessCounts = try Self.stalenessCounts(c, "\(path).staleness_counts")
+    }
+
+    /// One count per staleness 0...ConsistencyLimits.asyncStalenessMax, the largest any mode allows.
+    private static func stalenessCounts(_ c: Ps__V1__JobStatus, _ path: String) throws(WireError) -> [Int] {
+        let most = ConsistencyLimits.asyncStalenessMax + 1
+        guard c.n_staleness_counts <= most else {
+            throw WireError(field: path, "\(c.n_staleness_counts) counts, more than \(most) "
+                + "(stalenesses 0...ConsistencyLimits.asyncStalenessMax)")
+        }
+        var counts: [Int] = []
+        for i in 0..<c.n_staleness_counts { counts.append(try int(c.staleness_counts[i], "\(path)[\(i)]")) }
+        return counts
     }
 }
 

@@ -258,6 +258,7 @@ struct WatchView {
                 if j.samplesPerSecond > 0 { line += " \(compact(j.samplesPerSecond)) samples/s" }
                 if let eta = j.etaSeconds { line += " eta \(duration(eta))" }
                 if !j.stallReason.isEmpty { line += " stalled: \(j.stallReason)" }
+                if let note = j.consistencyNote { line += " \(note)" }
                 return line + " workers \(status.cluster.workers.count)\n"
             }.joined()
         }
@@ -497,6 +498,8 @@ extension JobStatus {
         o.set("checkpoint_age_seconds", checkpointAgeSeconds)
         o.set("checkpoint_error", checkpointError)
         o.set("stall_reason", stallReason)
+        o.set("consistency", consistency)
+        o.set("staleness_counts", raw: "[" + stalenessCounts.map(String.init).joined(separator: ", ") + "]")
         return o.text
     }
 
@@ -540,6 +543,7 @@ extension JobStatus {
         var text = columns(rows)
         for j in jobs where !j.message.isEmpty { text += "\n\(j.jobId): \(j.message)" }
         for j in jobs where !j.stallReason.isEmpty { text += "\n\(j.jobId): stalled: \(j.stallReason)" }
+        for j in jobs { if let note = j.consistencyNote { text += "\n\(j.jobId): \(note)" } }
         for j in jobs where !j.state.isFinal {
             for note in j.checkpointNotes { text += "\n\(j.jobId): \(note)" }
             if j.allowMixedSignatures {

@@ -77,6 +77,7 @@ struct Model: ParsableCommand {
                     o.set("inputs", layout.inputs)
                     o.set("loss", m.spec.loss.rawValue)
                     o.set("optimizer", m.spec.optimizer.kind.rawValue)
+                    o.set("consistency", m.spec.training.consistency.description)
                     o.set("layers", raw: "[" + layers.joined(separator: ", ") + "]")
                 }
                 print(o.text)
@@ -97,6 +98,8 @@ struct Model: ParsableCommand {
             if let a = s.testAccuracy { line += String(format: ", test accuracy %.4f", a) }
             if let e = s.testMSE { line += String(format: ", test MSE %.6g", e) }
             print(line)
+            print("consistency \(m.spec.training.consistency)"
+                  + (m.spec.training.consistency.isExact ? "" : " (not bitwise-reproducible: pushes applied on arrival)"))
             switch s.computeSignatures.count {
             case 0 where s.epochsRun == 0: print("untrained: the spec's initial weights (psctl model init)")
             case 0: print("compute signature: not recorded (a model file from before signatures)")

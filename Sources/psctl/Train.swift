@@ -44,6 +44,7 @@ struct Train: ParsableCommand {
         BLAS.setThreads(threads)
         printKernelLine(kernel)
         warnIfSignatureDiffers(from: spec)
+        if let note = Self.consistencyNote(spec.training.consistency) { printError(note) }
         let data = try DataLoader.load(spec)
         let progress = ProgressView(name: spec.name)
         let result = LocalTrainer(spec: spec, data: data).run(progress: progress.handle)
@@ -70,6 +71,13 @@ struct Train: ParsableCommand {
             if let step = result.nonFinite { print("stopped on a \(step) (training.on_non_finite: stop)") }
             print("model: \(path)  weights_sha256: \(result.weightsSHA256)")
         }
+    }
+
+    /// What train --local says of a mode it does not run as written: ssp and async train as sync.
+    static func consistencyNote(_ consistency: Consistency) -> String? {
+        guard consistency.appliesOnArrival else { return nil }
+        return "psctl: training.consistency is \(consistency); train --local trains it as sync (a staleness of 0 "
+            + "meets any bound): ssp and async results depend on timing, so use delayed for a reproducible pipelined run"
     }
 
     /// Which weights a failed run wrote: the best epoch's (early stopping restores them) or the last good ones.

@@ -42,6 +42,57 @@ final class JobSpecEncodingTests: XCTestCase {
         }
     }
 
+    func testConsistencyAndBackupChunksRoundTrip() throws {
+        // Proves every mode (with stalenesses at both ends) and backup_chunks survive encode → parse in YAML
+        // and JSON, written as the reference says: sync/async as the plain mode, delayed/ssp as {mode, staleness},
+        // backup_chunks only when turned off in sync.
+        let cases: [(Consistency, Bool, String)] = [
+            (.sync, true, "consistency: sync"),
+            (.sync, false, "consistency: sync"),
+            (.delayed(1), false, "consistency: {mode: delayed, staleness: 1}"),
+            (.delayed(ConsistencyLimits.stalenessMax), false, "consistency: {mode: delayed, staleness: 8}"),
+            (.ssp(2), false, "consistency: {mode: ssp, staleness: 2}"),
+            (.async, false, "consistency: async"),
+        ]
+        for (consistency, backupChunks, written) in cases {
+            var spec = exampleSpec
+            spec.training.consistency = consistency
+            spec.training.backupChunks = backupChunks
+            assertRoundTrip(spec)
+            let yaml = spec.yamlText()
+            XCTAssertTrue(yaml.contains(written), "missing '\(written)' in\n\(yaml)")
+            XCTAssertEqual(yaml.contains("backup_chunks: false"), consistency == .sync && !backupChunks, yaml)
+            XCTAssertFalse(yaml.contains("backup_chunks: true"), yaml)
+        }
+        var delayed = exampleSpec
+        delayed.training.consistency = .delayed(2)
+        delayed.training.backupChunks = false
+        XCTAssertTrue(delayed.jsonText().contains("""
+            "consistency": {
+                  "mode": "delayed",
+                  "staleness": 2
+                }
+            """), delayed.jsonText())
+    }
+
+    func testDefaultSpecTextIsUnchanged() throws {
+        // Proves a spec without consistency or backup_chunks encodes as it did before they existed
+        // (the text is stored in model files and journals): the training line is exactly the old one.
+        let yaml = try parse(exampleYAML).yamlText()
+        XCTAssertTrue(yaml.contains("\ntraining: {batch_size: 128, chunks: 4, epochs: 10, consistency: sync, on_non_finite: fail}\n"),
+                      yaml)
+        let json = try parse(exampleYAML).jsonText()
+        XCTAssertTrue(json.contains("""
+              "training": {
+                "batch_size": 128,
+                "chunks": 4,
+                "epochs": 10,
+                "consistency": "sync",
+                "on_non_finite": "fail"
+              },
+            """), json)
+    }
+
     func testCSVSpecRoundTrips() {
         // Proves csv-only fields (header, named label column), standardize and validation files round-trip.
         let spec = JobSpec(

@@ -36,6 +36,31 @@ final class JobSpecOverrideTests: XCTestCase {
         XCTAssertEqual(spec.data.test, .idx(images: "/jobs/a.gz", labels: "/jobs/b.gz"))
     }
 
+    func testOverridesSetConsistencyAsAWholeOrByKey() throws {
+        // Proves --set reaches into training.consistency whether the document leaves it out, gives the
+        // shorthand string (which becomes {mode: …}) or the mapping, and that the result is validated as written.
+        XCTAssertEqual(try parse(exampleYAML, overrides: ["training.consistency=ssp"]).training.consistency, .ssp(2))
+        XCTAssertEqual(try parse(exampleYAML, overrides: ["training.consistency.mode=delayed"]).training.consistency, .delayed(1))
+        XCTAssertEqual(try parse(exampleYAML, overrides: ["training.consistency.mode=delayed",
+                                                          "training.consistency.staleness=2"]).training.consistency, .delayed(2))
+        let shorthand = example(replacing: "epochs: 10}", with: "epochs: 10, consistency: ssp}")
+        XCTAssertEqual(try parse(shorthand, overrides: ["training.consistency.staleness=4"]).training.consistency, .ssp(4))
+        XCTAssertEqual(try parse(shorthand, overrides: ["training.consistency.mode=delayed"]).training.consistency, .delayed(1))
+        let mapped = example(replacing: "epochs: 10}", with: "epochs: 10, consistency: {mode: delayed, staleness: 3}}")
+        XCTAssertEqual(try parse(mapped, overrides: ["training.consistency.staleness=2"]).training.consistency, .delayed(2))
+        XCTAssertEqual(try parse(mapped, overrides: ["training.consistency=async"]).training.consistency, .async)
+        XCTAssertFalse(try parse(exampleYAML, overrides: ["training.backup_chunks=false"]).training.backupChunks)
+        assertError(failure(exampleYAML, overrides: ["training.consistency.staleness=2"]),
+                    field: "training.consistency.mode", "required field missing")
+        assertError(failure(shorthand, overrides: ["training.consistency.staleness=20"]),
+                    field: "training.consistency.staleness", "ConsistencyLimits.stalenessMax",
+                    location: "override 'training.consistency.staleness=20'")
+        assertError(failure(exampleYAML, overrides: ["training.consistency.bound=2"]), field: "training.consistency.bound",
+                    "unknown field 'bound' under training.consistency", "(expected mode, staleness)")
+        assertError(failure(exampleYAML, overrides: ["training.consistency=ssp", "training.backup_chunks=true"]),
+                    field: "training.backup_chunks", "backup chunks apply to sync only")
+    }
+
     func testUnknownOverridePathIsNamed() {
         // Proves an override naming a field the schema lacks is rejected, naming the path and the known keys.
         let error = failure(exampleYAML, overrides: ["training.epochz=3"])

@@ -505,6 +505,71 @@ final class JobSpecParsingTests: XCTestCase {
                     field: "training.consistency", "'eventual'", "(expected sync, delayed, ssp, async)")
     }
 
+    /// The example with `training` given `extra` after its epochs.
+    private func training(_ extra: String) -> String {
+        example(replacing: "epochs: 10}", with: "epochs: 10, \(extra)}")
+    }
+
+    func testConsistencyShorthandTakesTheModesDefaultStaleness() throws {
+        // Proves the plain string names the mode and takes Consistency.defaultStaleness: delayed 1, ssp 2.
+        XCTAssertEqual(try parse(training("consistency: delayed")).training.consistency, .delayed(1))
+        XCTAssertEqual(try parse(training("consistency: ssp")).training.consistency, .ssp(2))
+        XCTAssertEqual(try parse(exampleYAML).training.consistency, .sync)
+    }
+
+    func testConsistencyMappingReadsModeAndStaleness() throws {
+        // Proves the map form reads mode and staleness (optional: the mode's default), in YAML and JSON,
+        // and stalenesses at both ends of 1...ConsistencyLimits.stalenessMax.
+        XCTAssertEqual(try parse(training("consistency: {mode: delayed, staleness: 2}")).training.consistency, .delayed(2))
+        XCTAssertEqual(try parse(training("consistency: {mode: ssp, staleness: 1}")).training.consistency, .ssp(1))
+        XCTAssertEqual(try parse(training("consistency: {mode: ssp, staleness: \(ConsistencyLimits.stalenessMax)}"))
+            .training.consistency, .ssp(ConsistencyLimits.stalenessMax))
+        XCTAssertEqual(try parse(training("consistency: {mode: delayed}")).training.consistency, .delayed(1))
+        XCTAssertEqual(try parse(training("consistency: {mode: async}")).training.consistency, .async)
+        XCTAssertEqual(try parse(training("consistency: {mode: sync}")).training.consistency, .sync)
+        let json = exampleJSON.replacingOccurrences(of: "\"epochs\": 10}",
+                                                    with: "\"epochs\": 10, \"consistency\": {\"mode\": \"ssp\", \"staleness\": 3}}")
+        XCTAssertNotEqual(json, exampleJSON)
+        XCTAssertEqual(try parse(json, format: .json).training.consistency, .ssp(3))
+    }
+
+    func testConsistencyStalenessIsCheckedPerMode() {
+        // Proves sync and async refuse a staleness (saying why), delayed and ssp need one in
+        // 1...ConsistencyLimits.stalenessMax (naming the limit), and a bad mode or key in the map is named.
+        assertError(failure(training("consistency: {mode: sync, staleness: 1}")),
+                    field: "training.consistency.staleness", "sync takes no staleness")
+        assertError(failure(training("consistency: {mode: async, staleness: 4}")),
+                    field: "training.consistency.staleness", "async takes no staleness", "ConsistencyLimits.asyncStalenessMax")
+        assertError(failure(training("consistency: {mode: delayed, staleness: 0}")),
+                    field: "training.consistency.staleness", "between 1 and 8", "ConsistencyLimits.stalenessMax", "got 0")
+        assertError(failure(training("consistency: {mode: ssp, staleness: 9}")),
+                    field: "training.consistency.staleness", "between 1 and 8", "ConsistencyLimits.stalenessMax", "got 9")
+        assertError(failure(training("consistency: {mode: ssp, staleness: two}")),
+                    field: "training.consistency.staleness", "expected an integer")
+        assertError(failure(training("consistency: {mode: eventual}")),
+                    field: "training.consistency.mode", "'eventual'", "(expected sync, delayed, ssp, async)")
+        assertError(failure(training("consistency: {staleness: 2}")), field: "training.consistency.mode",
+                    "required field missing")
+        assertError(failure(training("consistency: {mode: ssp, stalenes: 2}")), field: "training.consistency.stalenes",
+                    "unknown key 'stalenes'", "(expected mode, staleness)")
+        assertError(failure(training("consistency: [ssp]")), field: "training.consistency", "expected a string, got a list")
+    }
+
+    func testBackupChunksIsSyncOnly() throws {
+        // Proves backup_chunks defaults to true in sync and false elsewhere, may be turned off in any mode,
+        // and an explicit true with another mode is refused naming the field and the mode.
+        XCTAssertTrue(try parse(exampleYAML).training.backupChunks)
+        XCTAssertFalse(try parse(training("backup_chunks: false")).training.backupChunks)
+        XCTAssertTrue(try parse(training("consistency: sync, backup_chunks: true")).training.backupChunks)
+        for mode in ["delayed", "ssp", "async"] {
+            XCTAssertFalse(try parse(training("consistency: \(mode)")).training.backupChunks, mode)
+            XCTAssertFalse(try parse(training("consistency: \(mode), backup_chunks: false")).training.backupChunks, mode)
+            assertError(failure(training("consistency: \(mode), backup_chunks: true")), field: "training.backup_chunks",
+                        "backup chunks apply to sync only", "training.consistency is \(mode)")
+        }
+        assertError(failure(training("backup_chunks: yes please")), field: "training.backup_chunks", "expected true or false")
+    }
+
     func testComputeSignatureFields() throws {
         // Proves compute_signature is checked as a signature, allow_mixed_signatures is a bool
         // (default false), and the two together are refused as contradictory.

@@ -100,6 +100,8 @@ enum Fixtures {
         status.computeSignature = full ? "openblas-0.3.21/Haswell/avx2/glibc-2.36/threads-1" : ""
         status.excludedWorkers = i % 3
         status.allowMixedSignatures = !full
+        status.consistency = [Consistency.sync, .delayed(2), .ssp(3), .async][i % 4].description
+        status.stalenessCounts = i % 4 >= 2 ? [i, 0, 7 * i + 1] : []
         return status
     }
 

@@ -53,6 +53,24 @@ final class JobSpecWireTests: XCTestCase {
         assertWireError(try JobSpec(wireBytes: unknown), names: "JobSpec.training.on_non_finite: 7")
     }
 
+    func testADefaultSpecCarriesNeitherStalenessNorBackupChunks() {
+        // Proves sync with backup chunks on (the default) writes no staleness and no without_backup_chunks:
+        // a delayed spec with backup chunks off, edited back to sync with zero staleness and zero
+        // without_backup_chunks, has exactly the default spec's bytes, so the bytes of specs written
+        // before these fields existed (and checkpoints' spec hashes) are unchanged.
+        var other = Fixtures.spec()
+        other.training.consistency = .delayed(2)
+        other.training.backupChunks = false
+        XCTAssertNotEqual(other.wireBytes(), Fixtures.spec().wireBytes())
+        let zeroed = edited(other.wireBytes(), unpack: ps__v1__job_spec__unpack, free: ps__v1__job_spec__free_unpacked) { m in
+            m.pointee.training.pointee.consistency = PS__V1__CONSISTENCY__CONSISTENCY_SYNC
+            m.pointee.training.pointee.staleness = 0
+            m.pointee.training.pointee.without_backup_chunks = 0
+        }
+        XCTAssertEqual(zeroed, Fixtures.spec().wireBytes())
+        XCTAssertEqual(try JobSpec(wireBytes: zeroed).training, Fixtures.spec().training)
+    }
+
     func testSpecRoundTripsInsideSubmitJob() throws {
         // Proves a spec sent in a SubmitJob frame decodes to the same spec.
         let spec = Fixtures.spec(optimizer: .rmsprop, loss: .meanSquaredError, variant: 4)

@@ -46,6 +46,25 @@ final class StatusAndWorkWireTests: XCTestCase {
         }
     }
 
+    func testConsistencyAndStalenessCountsRoundTripAndAreBounded() throws {
+        // Proves a job's consistency text and staleness histogram survive a frame (absent, every mode, the
+        // most counts any mode allows), and that more counts than stalenesses 0...asyncStalenessMax, or a
+        // count beyond Int, are refused naming the field.
+        var job = Fixtures.job(2)
+        XCTAssertEqual(job.consistency, "ssp (s=3)")
+        XCTAssertEqual(job.stalenessCounts, [2, 0, 15])
+        try assertRoundTrip(.jobList([job, Fixtures.job(0), Fixtures.job(1), Fixtures.job(3)]))
+        job.stalenessCounts = Array(1...(ConsistencyLimits.asyncStalenessMax + 1))
+        try assertRoundTrip(.jobList([job]))
+        job.stalenessCounts.append(1)
+        let tooMany = try payload(.jobList([job]))
+        let error = assertWireError(try Envelope(payload: tooMany), names: "JobList.jobs[0].staleness_counts")
+        XCTAssertTrue(error?.message.contains("34 counts, more than 33") ?? false, "\(String(describing: error))")
+        let huge = edited(try payload(.jobList([Fixtures.job(2)])), unpack: ps__v1__envelope__unpack,
+                          free: ps__v1__envelope__free_unpacked) { $0.pointee.job_list.pointee.jobs[0]!.pointee.staleness_counts[1] = .max }
+        assertWireError(try Envelope(payload: huge), names: "JobList.jobs[0].staleness_counts[1]")
+    }
+
     func testJobListsRoundTrip() throws {
         // Proves an empty job list and a long one survive a frame.
         try assertRoundTrip(.jobList([]))

@@ -518,6 +518,16 @@ struct  Ps__V1__JobStatus
    * while it moves.
    */
   char *stall_reason;
+  /*
+   * training.consistency as the spec gives it: "sync", "delayed (d=1)", "ssp (s=2)", "async".
+   */
+  char *consistency;
+  /*
+   * ssp and async: how many pushes were applied at each staleness (index = versions between the weights
+   * a push was computed on and those it was applied to), so far in this run; empty in sync and delayed.
+   */
+  size_t n_staleness_counts;
+  uint64_t *staleness_counts;
   Ps__V1__JobStatus__HasTrainLossCase has_train_loss_case;
   union {
     double train_loss;
@@ -545,7 +555,7 @@ struct  Ps__V1__JobStatus
 };
 #define PS__V1__JOB_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__v1__job_status__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATUS__HAS_TRAIN_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_ETA_SECONDS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PS__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, PS__V1__JOB_STATUS__HAS_TRAIN_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_LOSS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_VALIDATION_ACCURACY__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_ETA_SECONDS__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_STEP__NOT_SET, {0}, PS__V1__JOB_STATUS__HAS_CHECKPOINT_AGE_SECONDS__NOT_SET, {0} }
 
 
 /*

@@ -2168,7 +2168,7 @@ const ProtobufCMessageDescriptor ps__v1__cluster_status__descriptor =
   (ProtobufCMessageInit) ps__v1__cluster_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[22] =
+static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[24] =
 {
   {
     "job_id",
@@ -2434,6 +2434,30 @@ static const ProtobufCFieldDescriptor ps__v1__job_status__field_descriptors[22] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "consistency",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Ps__V1__JobStatus, consistency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "staleness_counts",
+    24,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Ps__V1__JobStatus, n_staleness_counts),
+    offsetof(Ps__V1__JobStatus, staleness_counts),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__v1__job_status__field_indices_by_name[] = {
   17,   /* field[17] = allow_mixed_signatures */
@@ -2442,6 +2466,7 @@ static const unsigned ps__v1__job_status__field_indices_by_name[] = {
   20,   /* field[20] = checkpoint_error */
   18,   /* field[18] = checkpoint_step */
   15,   /* field[15] = compute_signature */
+  22,   /* field[22] = consistency */
   3,   /* field[3] = epoch */
   4,   /* field[4] = epochs */
   12,   /* field[12] = eta_seconds */
@@ -2450,6 +2475,7 @@ static const unsigned ps__v1__job_status__field_indices_by_name[] = {
   13,   /* field[13] = message */
   1,   /* field[1] = name */
   11,   /* field[11] = samples_per_second */
+  23,   /* field[23] = staleness_counts */
   21,   /* field[21] = stall_reason */
   2,   /* field[2] = state */
   5,   /* field[5] = step */
@@ -2462,7 +2488,7 @@ static const unsigned ps__v1__job_status__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__v1__job_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 22 }
+  { 0, 24 }
 };
 const ProtobufCMessageDescriptor ps__v1__job_status__descriptor =
 {
@@ -2472,7 +2498,7 @@ const ProtobufCMessageDescriptor ps__v1__job_status__descriptor =
   "Ps__V1__JobStatus",
   "ps.v1",
   sizeof(Ps__V1__JobStatus),
-  22,
+  24,
   ps__v1__job_status__field_descriptors,
   ps__v1__job_status__field_indices_by_name,
   1,  ps__v1__job_status__number_ranges,
