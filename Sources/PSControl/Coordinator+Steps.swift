@@ -41,6 +41,8 @@ struct Run {
     var toldMismatch: Set<UInt64> = []
     /// Workers that reported they cannot run this job, with their reasons: idle for it.
     var unable: [UInt64: String] = [:]
+    /// Backup chunks (Coordinator+Backups.swift): the measured time per chunk, and who needed copies.
+    var backupTiming = BackupTiming()
     /// SHA-256 of the spec's wire bytes: checkpoints name the spec they were taken of.
     let specSHA256: [UInt8]
     /// Checkpoint triggers: when the last one was taken (the run's start counts), steps since, and
@@ -106,6 +108,8 @@ struct Work {
     var applying = false
     /// When each node in `assigned` was handed out (for a stalled job's reason).
     var assignedAt: [Range<Int>: Double] = [:]
+    /// Backup chunks (Coordinator+Backups.swift): copies of outstanding nodes given to idle workers.
+    var backups = Backups()
 
     var total: Int { leafSamples.count }
     var isComplete: Bool { kind == .train ? gradients.isComplete : evaluations.isComplete }
@@ -168,6 +172,7 @@ extension Coordinator {
         }
         r.work = work
         run = r
+        issueBackups(now: now, &out)  // Backup chunks (Coordinator+Backups.swift)
     }
 
     /// The workers that may compute the running job: all of them when the spec accepts mixed
@@ -445,6 +450,7 @@ extension Coordinator {
     /// Takes back the chunks `wid` holds of the current work (to be handed to others); returns how many.
     mutating func releaseChunks(of wid: UInt64, _ out: inout [CoordinatorAction]) -> Int {
         guard var r = run, var work = r.work else { return 0 }
+        releaseBackups(of: wid, jobId: r.jobId, &work, &out)  // Backup chunks (Coordinator+Backups.swift)
         var freed = 0
         for (range, owner) in work.assigned where owner == wid {
             work.assigned[range] = nil

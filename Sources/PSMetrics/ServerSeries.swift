@@ -32,6 +32,8 @@ public final class ServerSeries {
             "ps_push_bytes_total", help: "Gradient bytes received in accepted pushes (float32 payload, without framing).") }
         static var pushes: MetricNameDescriptor { .named(
             "ps_pushes_total", help: "Gradient pushes accepted; duplicate=\"true\": received before, acknowledged and dropped.") }
+        static var backupChunks: MetricNameDescriptor { .named(
+            "ps_backup_chunks_total", help: "Backup copies of a straggler's chunks settled in sync steps; outcome=\"won\": the copy came first (or its original holder left), \"lost\": the original came first and the copy was dropped.") }
         static var heartbeatMisses: MetricNameDescriptor { .named(
             "ps_heartbeat_misses_total", help: "Workers removed for missing their heartbeat deadline.") }
         static var rejectedFrames: MetricNameDescriptor { .named(
@@ -68,6 +70,7 @@ public final class ServerSeries {
     private let registry: PrometheusCollectorRegistry
     private let pushBytes: Counter
     private let pushes: (fresh: Counter, duplicate: Counter)
+    private let backups: (won: Counter, lost: Counter)
     private let stepApply: DurationHistogram
     private let heartbeatMisses: Counter
     private let rejectedFrames: Counter
@@ -86,6 +89,8 @@ public final class ServerSeries {
         pushBytes = registry.makeCounter(descriptor: Name.pushBytes)
         pushes = (registry.makeCounter(descriptor: Name.pushes, labels: [("duplicate", "false")]),
                   registry.makeCounter(descriptor: Name.pushes, labels: [("duplicate", "true")]))
+        backups = (registry.makeCounter(descriptor: Name.backupChunks, labels: [("outcome", "won")]),
+                   registry.makeCounter(descriptor: Name.backupChunks, labels: [("outcome", "lost")]))
         stepApply = registry.makeDurationHistogram(descriptor: Name.stepApply, buckets: DurationBuckets.standard)
         heartbeatMisses = registry.makeCounter(descriptor: Name.heartbeatMisses)
         rejectedFrames = registry.makeCounter(descriptor: Name.rejectedFrames)
@@ -138,6 +143,9 @@ public final class ServerSeries {
         pushBytes.increment(by: Int64(bytes))
         (duplicate ? pushes.duplicate : pushes.fresh).increment()
     }
+
+    /// A backup copy was settled: `won`, its push came first.
+    public func backupChunks(won: Bool) { (won ? backups.won : backups.lost).increment() }
 
     public func heartbeatMissed() { heartbeatMisses.increment() }
     public func frameRejected() { rejectedFrames.increment() }
