@@ -21,13 +21,32 @@ public enum BackupLimits {
     /// Weight of a new measurement in the seconds-per-chunk average: a quarter follows a change of load
     /// within a few steps, without one odd step moving it far.
     public static let smoothing = 0.25
+    /// A worker overtaken step after step keeps at least an eighth of an even share (and one chunk while
+    /// a step has as many chunks as workers): enough to notice, by its nodes coming back on time, that
+    /// it is fast again, little enough that a stopped worker costs a step no more than a copy of a small node.
+    public static let laggingMax = 3
 }
 
 /// The measured time per chunk of the running job: an exponentially weighted average of, per step, the
 /// first node to come back (from its assignment to its last part: the pace of a healthy worker, since
 /// the slow ones come back last), divided by its chunk count. Pure.
+///
+/// Also who lags: a worker whose node a copy overtook gets half the share of chunks next step (a
+/// quarter after two such steps, an eighth after three, at most), and a step it keeps up with (its node
+/// back without a copy, or ahead of one) gives back one halving. Assignment never changes results.
 struct BackupTiming {
     private(set) var secondsPerChunk: Double?
+    /// Per worker, how many halvings of its share it carries (0...`BackupLimits.laggingMax`).
+    private(set) var lagging: [UInt64: Int] = [:]
+
+    mutating func overtaken(_ wid: UInt64) { lagging[wid] = min(BackupLimits.laggingMax, (lagging[wid] ?? 0) + 1) }
+    mutating func keptUp(_ wid: UInt64) {
+        guard let k = lagging[wid] else { return }
+        lagging[wid] = k > 1 ? k - 1 : nil
+    }
+    mutating func forget(_ wid: UInt64) { lagging[wid] = nil }
+    /// The shares for `Scheduler.assign`: 1/2^k for a worker lagging k steps.
+    var shares: [UInt64: Double] { lagging.mapValues { 1 / Double(1 << $0) } }
 
     mutating func record(seconds: Double, chunks: Int) {
         let sample = max(seconds, 0) / Double(max(chunks, 1))
@@ -49,6 +68,10 @@ struct Backups {
     var losers: [Range<Int>: UInt64] = [:]
     /// Whether the step's first returned node was measured.
     var timed = false
+    /// Holders whose node a copy overtook (true), or who kept up (false), not yet told to the run's timing.
+    var outcomes: [(worker: UInt64, overtaken: Bool)] = []
+    /// Nodes back without a copy involved, their holders counted as keeping up.
+    var keptUp: Set<Range<Int>> = []
     /// The one-shot tick asked of the runtime (asked once per time).
     var wakeAt: Double?
 
@@ -119,6 +142,7 @@ extension Coordinator {
         work.backups.copies[node] = nil
         work.backups.losers[node] = wid == copy ? holder : copy
         if wid == copy { work.assigned[node] = copy }
+        work.backups.outcomes.append((holder, wid == copy))
         out.append(.observe(.backupChunks(jobId: p.jobId, chunks: node.count, won: wid == copy)))
         out.append(.log(.debug, wid == copy ? "backup chunks won" : "backup chunks lost", [
             "job": p.jobId, "step": "\(p.step + 1)", "chunks": "\(node.lowerBound)..<\(node.upperBound)",
@@ -144,15 +168,23 @@ extension Coordinator {
 
     /// After each push: the step's first node back is measured, and a worker that just finished its
     /// part may take a copy of a straggler's node.
-    mutating func backupsAfterPush(_ p: PushGradient, now: Double, _ out: inout [CoordinatorAction]) {
+    mutating func backupsAfterPush(_ p: PushGradient, from wid: UInt64, now: Double, _ out: inout [CoordinatorAction]) {
         guard var r = run, r.jobId == p.jobId, var work = r.work, work.kind == .train, work.step == p.step else { return }
         let node = p.subtree.firstChunk..<(p.subtree.firstChunk + p.subtree.chunkCount)
         if !work.backups.timed, work.gradients.hasNode(node), work.backups.losers[node] == nil, let since = work.assignedAt[node] {
             work.backups.timed = true
             r.backupTiming.record(seconds: now - since, chunks: node.count)
-            r.work = work
-            run = r
         }
+        for (wid, overtaken) in work.backups.outcomes {
+            if overtaken { r.backupTiming.overtaken(wid) } else { r.backupTiming.keptUp(wid) }
+        }
+        work.backups.outcomes = []
+        // A node back from its holder with no copy involved: it kept up.
+        if work.gradients.hasNode(node), work.backups.losers[node] == nil, work.backups.keptUp.insert(node).inserted {
+            r.backupTiming.keptUp(wid)
+        }
+        r.work = work
+        run = r
         issueBackups(now: now, &out)
     }
 }

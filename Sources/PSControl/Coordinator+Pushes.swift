@@ -10,7 +10,7 @@ import PSWire
 extension Coordinator {
     mutating func push(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
                        now: Double, _ out: inout [CoordinatorAction]) {
-        defer { backupsAfterPush(p, now: now, &out) }  // Backup chunks (Coordinator+Backups.swift)
+        defer { backupsAfterPush(p, from: wid, now: now, &out) }  // Backup chunks (Coordinator+Backups.swift)
         let completed = accept(p, from: wid, requestId: rid, connection: id, &out)
         guard let r = run, let work = r.work, work.kind == .train, !work.applying else { return }
         // Once a part is complete (or the whole step, when it is applied at once) every chunk has

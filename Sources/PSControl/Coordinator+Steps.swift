@@ -162,7 +162,8 @@ extension Coordinator {
         for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
         let free = (0..<work.total).filter { !taken[$0] }
         let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
-        for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held) {
+        // Backup chunks (Coordinator+Backups.swift): a worker copies overtook gets a smaller share.
+        for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held, shares: r.backupTiming.shares) {
             for n in nodes {
                 work.assigned[n] = wid
                 work.assignedAt[n] = now

@@ -247,3 +247,50 @@ final class BackupTests: XCTestCase {
         }
     }
 }
+
+/// The pure rules: the threshold from measured times, which copies go out, and the shares of workers
+/// that lag.
+final class BackupRuleTests: XCTestCase {
+    func testThresholdIsTheLargerOfTheMinimumAndTheFactorTimesExpected() {
+        var t = BackupTiming()
+        XCTAssertNil(t.threshold(chunks: 2), "nothing measured, no copies")
+        t.record(seconds: 0.02, chunks: 2)
+        XCTAssertEqual(t.threshold(chunks: 2)!, 1.5 * 0.02, accuracy: 1e-12)
+        XCTAssertEqual(t.threshold(chunks: 4)!, 1.5 * 0.04, accuracy: 1e-12)
+        t.record(seconds: 0.06, chunks: 2)  // one slow sample moves the average a quarter of the way
+        XCTAssertEqual(t.secondsPerChunk!, 0.01 + 0.25 * 0.02, accuracy: 1e-12)
+        var fast = BackupTiming()
+        fast.record(seconds: 0.0001, chunks: 1)
+        XCTAssertEqual(fast.threshold(chunks: 1), BackupLimits.minimumSeconds, "never below the minimum")
+    }
+
+    func testChooseGivesEachIdleWorkerTheMostOverdueNode() {
+        let outstanding: [(node: Range<Int>, since: Double)] = [(0..<2, 0.0), (2..<3, 0.0), (3..<4, 0.09)]
+        let threshold = { (chunks: Int) in 0.05 * Double(chunks) }
+        // At 0.12: 0..<2 is 1.2x its threshold, 2..<3 2.4x, 3..<4 not due (0.03 of 0.05).
+        let (copies, next) = Backups.choose(idle: [7, 9], outstanding: outstanding, now: 0.12, threshold: threshold)
+        XCTAssertEqual(copies.map(\.worker), [7, 9])
+        XCTAssertEqual(copies.map(\.node), [2..<3, 0..<2], "slowest first")
+        XCTAssertNil(next, "no idle worker left for the node not yet due")
+        let (one, due) = Backups.choose(idle: [7, 9], outstanding: [(3..<4, 0.09)], now: 0.12, threshold: threshold)
+        XCTAssertTrue(one.isEmpty)
+        XCTAssertEqual(due!, 0.14, accuracy: 1e-12, "the wake-up")
+        XCTAssertTrue(Backups.choose(idle: [], outstanding: outstanding, now: 9, threshold: threshold).copies.isEmpty)
+    }
+
+    func testLaggingWorkersGetSmallerSharesButOneChunk() {
+        var t = BackupTiming()
+        XCTAssertTrue(t.shares.isEmpty)
+        let even = Scheduler.assign(free: Array(0..<4), total: 4, workers: [1, 2], held: [:], shares: t.shares)
+        XCTAssertEqual(even.map { $0.nodes.map(\.count).reduce(0, +) }, [2, 2])
+        for _ in 0..<5 { t.overtaken(2) }
+        XCTAssertEqual(t.shares[2], 1.0 / 8, "at most three halvings")
+        let split = Scheduler.assign(free: Array(0..<4), total: 4, workers: [1, 2], held: [:], shares: t.shares)
+        XCTAssertEqual(split.map(\.worker), [1, 2])
+        XCTAssertEqual(split.map { $0.nodes.map(\.count).reduce(0, +) }, [3, 1], "one chunk kept")
+        let wide = Scheduler.assign(free: Array(0..<16), total: 16, workers: [1, 2], held: [:], shares: t.shares)
+        XCTAssertEqual(wide.map { $0.nodes.map(\.count).reduce(0, +) }, [13, 3], "1 each, then 14 in proportion 1 : 1/8")
+        for _ in 0..<3 { t.keptUp(2) }
+        XCTAssertTrue(t.shares.isEmpty, "keeping up gives the share back")
+    }
+}
