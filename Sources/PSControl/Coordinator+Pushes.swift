@@ -10,6 +10,7 @@ import PSWire
 extension Coordinator {
     mutating func push(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
                        now: Double, _ out: inout [CoordinatorAction]) {
+        defer { backupsAfterPush(p, from: wid, now: now, &out) }  // Backup chunks (Coordinator+Backups.swift)
         guard accept(p, from: wid, requestId: rid, connection: id, &out), let r = run else { return }
         if r.spec.training.consistency.appliesOnArrival {
             applyNextBatch(now: now, &out)
@@ -58,6 +59,8 @@ extension Coordinator {
             out.append(.send(id, Envelope(requestId: rid, message: .pushAck(PushAck(jobId: p.jobId, step: p.step, subtree: p.subtree, duplicate: true, offset: p.gradient.offset)))))
             return false
         }
+        // Backup chunks (Coordinator+Backups.swift): of a node's two holders the first to push wins.
+        guard settleBackup(of: range, p, from: wid, requestId: rid, connection: id, &work, &out) else { return false }
         guard work.assigned[range] == wid else {
             reject(request, .notAssigned, "push for chunks \(range.lowerBound)..<\(range.upperBound) of step \(p.step), which worker \(wid) was not assigned", "first_chunk", true, &out)
             return false

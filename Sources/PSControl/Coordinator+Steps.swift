@@ -55,6 +55,8 @@ struct Run {
     var toldMismatch: Set<UInt64> = []
     /// Workers that reported they cannot run this job, with their reasons: idle for it.
     var unable: [UInt64: String] = [:]
+    /// Backup chunks (Coordinator+Backups.swift): the measured time per chunk, and who needed copies.
+    var backupTiming = BackupTiming()
     /// SHA-256 of the spec's wire bytes: checkpoints name the spec they were taken of.
     let specSHA256: [UInt8]
     /// Checkpoint triggers: when the last one was taken (the run's start counts), steps since, and
@@ -123,6 +125,8 @@ struct Work {
     var applying = false
     /// When each node in `assigned` was handed out (for a stalled job's reason).
     var assignedAt: [Range<Int>: Double] = [:]
+    /// Backup chunks (Coordinator+Backups.swift): copies of outstanding nodes given to idle workers.
+    var backups = Backups()
 
     var total: Int { leafSamples.count }
     var isComplete: Bool { kind == .train ? gradients.isComplete : evaluations.isComplete }
@@ -202,7 +206,9 @@ extension Coordinator {
             for range in Array(work.assigned.keys) + work.receivedRanges { for c in range { taken[c] = true } }
             let free = (0..<work.total).filter { !taken[$0] }
             let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
-            for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held) {
+            // Backup chunks (Coordinator+Backups.swift): a worker copies overtook gets a smaller share.
+            for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held,
+                                                 shares: run!.backupTiming.shares) {
                 for n in nodes {
                     work.assigned[n] = wid
                     work.assignedAt[n] = now
@@ -212,6 +218,7 @@ extension Coordinator {
             }
             run!.works[i] = work
         }
+        issueBackups(now: now, &out)  // Backup chunks (Coordinator+Backups.swift)
     }
 
     /// ssp/async: every worker holds up to `ConsistencyLimits.batchesPerWorkerMax` whole batches, each
@@ -586,6 +593,9 @@ extension Coordinator {
     /// Takes back the chunks `wid` holds of the open work (to be handed to others); returns how many.
     mutating func releaseChunks(of wid: UInt64, _ out: inout [CoordinatorAction]) -> Int {
         guard var r = run else { return 0 }
+        // Backup chunks (Coordinator+Backups.swift): copies of its nodes go, and a node it holds with a copy out
+        // goes to the copy's holder.
+        if let first = r.works.first, first.kind == .train { releaseBackups(of: wid, jobId: r.jobId, &r.works[0], &out) }
         var freed = 0
         for i in r.works.indices {
             for (range, owner) in r.works[i].assigned where owner == wid {

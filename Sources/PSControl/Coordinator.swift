@@ -68,6 +68,7 @@ public struct Coordinator {
             // Jobs recovered from the journal start here (nothing else starts the first of them).
             startNextJob(now: now, &out)
             checkStall(now: now, &out)
+            issueBackups(now: now, &out)  // Backup chunks (Coordinator+Backups.swift)
             updateStatus(now: now)
         case .shutdown:
             shuttingDown = true

@@ -143,6 +143,9 @@ public enum Observation: Sendable {
     case checkpointFailed(jobId: String, reason: String)
     /// The runtime, not the coordinator: a peer failed the TLS handshake and its connection was closed.
     case tlsHandshakeFailed(TLSHandshakeFailure)
+    /// A backup copy of a straggler's node was settled (Coordinator+Backups.swift): `won`, the copy's
+    /// push came first (or its original holder left); otherwise the original's did and the copy was dropped.
+    case backupChunks(jobId: String, chunks: Int, won: Bool)
 }
 
 /// A job the data directory's journal holds, as a restarted server finds it: ended (with its result) or
@@ -184,4 +187,7 @@ public enum CoordinatorAction: Sendable {
     /// A command for the parameter shard. Shard commands and sends to worker connections are carried
     /// out in the order given (the weights a worker needs go out before its assignment).
     case shard(ShardCommand)
+    /// Deliver a `.tick` at `at` (the coordinator's seconds), once: a backup chunk falls due between the
+    /// runtime's regular ticks (Coordinator+Backups.swift).
+    case wake(at: Double)
 }

@@ -35,6 +35,8 @@ public final class ServerSeries {
             "ps_push_bytes_total", help: "Gradient bytes received in accepted pushes (float32 payload, without framing).") }
         static var pushes: MetricNameDescriptor { .named(
             "ps_pushes_total", help: "Gradient pushes accepted; duplicate=\"true\": received before, acknowledged and dropped.") }
+        static var backupChunks: MetricNameDescriptor { .named(
+            "ps_backup_chunks_total", help: "Backup copies of a straggler's chunks settled in sync steps; outcome=\"won\": the copy came first (or its original holder left), \"lost\": the original came first and the copy was dropped.") }
         static var heartbeatMisses: MetricNameDescriptor { .named(
             "ps_heartbeat_misses_total", help: "Workers removed for missing their heartbeat deadline.") }
         static var rejectedFrames: MetricNameDescriptor { .named(
@@ -71,6 +73,7 @@ public final class ServerSeries {
     private let registry: PrometheusCollectorRegistry
     private let pushBytes: Counter
     private let pushes: (fresh: Counter, duplicate: Counter)
+    private let backups: (won: Counter, lost: Counter)
     private let stepApply: DurationHistogram
     private let pushStaleness: ValueHistogram
     private let heartbeatMisses: Counter
@@ -90,6 +93,8 @@ public final class ServerSeries {
         pushBytes = registry.makeCounter(descriptor: Name.pushBytes)
         pushes = (registry.makeCounter(descriptor: Name.pushes, labels: [("duplicate", "false")]),
                   registry.makeCounter(descriptor: Name.pushes, labels: [("duplicate", "true")]))
+        backups = (registry.makeCounter(descriptor: Name.backupChunks, labels: [("outcome", "won")]),
+                   registry.makeCounter(descriptor: Name.backupChunks, labels: [("outcome", "lost")]))
         stepApply = registry.makeDurationHistogram(descriptor: Name.stepApply, buckets: DurationBuckets.standard)
         heartbeatMisses = registry.makeCounter(descriptor: Name.heartbeatMisses)
         // Integers: each bucket is "at most n versions stale", up to the async safety limit.
@@ -146,6 +151,9 @@ public final class ServerSeries {
     }
 
     public func pushStaleness(_ staleness: Int) { pushStaleness.record(Double(staleness)) }
+    /// A backup copy was settled: `won`, its push came first.
+    public func backupChunks(won: Bool) { (won ? backups.won : backups.lost).increment() }
+
     public func heartbeatMissed() { heartbeatMisses.increment() }
     public func frameRejected() { rejectedFrames.increment() }
     public func tlsHandshakeFailed(_ reason: TLSHandshakeFailure.Reason) { tlsHandshakeFailures[reason]!.increment() }

@@ -85,6 +85,8 @@ public final class ServerMetrics: @unchecked Sendable {
             series.checkpointFailed()
         case let .authenticationFailed(reason):
             series.authenticationFailed(reason: reason)
+        case let .backupChunks(_, _, won):
+            series.backupChunks(won: won)
         case .jobResumed, .jobSuspended:
             break
         }

@@ -225,6 +225,12 @@ public final class ServerRuntime: @unchecked Sendable {
                 prepare(jobId, spec)
             case let .cancelPrepare(jobId, reason):
                 loads.abandon(jobId, reason: reason)
+            case let .wake(at):
+                // A one-shot tick between the regular ones (a backup chunk falls due; see Coordinator+Backups).
+                queue.asyncAfter(deadline: .now() + max(0, at - now)) { [weak self] in
+                    guard let self else { return }
+                    self.perform(self.coordinator.receive(.tick, now: self.now))
+                }
             case let .recordSubmission(jobId, spec, connection, requestId):
                 recordSubmission(jobId, spec, connection, requestId)
             case let .sendStoredModel(jobId, connection, requestId):

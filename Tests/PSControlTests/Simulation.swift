@@ -175,6 +175,8 @@ struct Simulation {
     var loading: [(jobId: String, spec: JobSpec)] = []
     /// Loads the coordinator cancelled, with the reason.
     var cancelledLoads: [(jobId: String, reason: String)] = []
+    /// One-shot ticks the coordinator asked for (`.wake`), in order; tests deliver them as they like.
+    var wakes: [Double] = []
     let shards: Int
 
     init(spec: JobSpec, seed: UInt64, shards: Int = 1, config: CoordinatorConfig? = nil) throws {
@@ -264,6 +266,8 @@ struct Simulation {
             case let .cancelPrepare(jobId, reason):
                 loading.removeAll { $0.jobId == jobId }
                 cancelledLoads.append((jobId, reason))
+            case let .wake(at):
+                wakes.append(at)
             case let .prepare(jobId, spec):
                 let d = try! DataLoader.load(spec)
                 let steps = ChunkPlan.stepsPerEpoch(count: d.train.count, batchSize: spec.training.batchSize)
