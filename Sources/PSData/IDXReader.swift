@@ -78,6 +78,15 @@ public enum IDXReader {
         return ImageFile(count: header.count, width: header.width, pixels: pixels)
     }
 
+    /// What `readImageFile` checks (the whole file is read and judged, with the same errors), without
+    /// converting the pixels: the count and width of the images.
+    static func readImageShape(path: String, cancellation: LoadCancellation = .never) throws -> (count: Int, width: Int) {
+        let (_, header) = try read(path: path, cancellation: cancellation, noun: "images") { head in
+            try imageHeader(head, path: path)
+        }
+        return (header.count, header.width)
+    }
+
     static func readLabelFile(path: String, cancellation: LoadCancellation = .never) throws -> LabelFile {
         let (file, header) = try read(path: path, cancellation: cancellation, noun: "labels") { head in
             _ = try readMagic(head, path: path, expected: [labelsMagic], what: "0x00000801 (IDX1 labels)")
