@@ -27,6 +27,23 @@ public struct Dataset: Sendable {
         for i in indices { out.append(contentsOf: features[(i * width)..<((i + 1) * width)]) }
         return Dataset(count: indices.count, width: width, features: out, targets: targets.gathered(indices))
     }
+
+    /// `self = gathered(indices)` for ascending `indices`, made in place: each kept row moves down over the
+    /// ones dropped before it, and the features shrink without a second copy of the split (for MNIST's
+    /// training split 170 MB less to allocate, fault in and copy).
+    public mutating func keep(ascending indices: [Int]) {
+        var features: [Float] = []
+        precondition(indices.last.map { $0 < count } ?? true, "index \(indices.last!) of \(count) samples")
+        swap(&features, &self.features)  // the only reference, so the rows move in place
+        features.withUnsafeMutableBufferPointer { f in
+            for (row, i) in indices.enumerated() where row != i {
+                precondition(row < i, "indices must ascend")
+                (f.baseAddress! + row * width).update(from: f.baseAddress! + i * width, count: width)
+            }
+        }
+        features.removeLast(features.count - indices.count * width)
+        self = Dataset(count: indices.count, width: width, features: features, targets: targets.gathered(indices))
+    }
 }
 
 /// Every split a job names, preprocessed, with the transform that was fitted on the training split.
@@ -65,7 +82,7 @@ public enum DataLoader {
         } else if let fraction = data.validationSplit {
             let split = try validationSplit(seed: spec.seed, count: train.count, fraction: fraction)
             validation = train.gathered(split.validation)
-            train = train.gathered(split.train)
+            train.keep(ascending: split.train)
         }
         try cancellation.check(file: nil)
         var test = try data.test.map { try readSplit($0, field: "data.test", spec: spec, cancellation: cancellation) }

@@ -79,4 +79,20 @@ final class DataShapeTests: TemporaryDirectoryTestCase {
         assertSameError(makeSpec(DataSpec(format: .idx, train: smallIDX, preprocessing: .scale(0))),
                         contains: "data.preprocessing: scale divisor 0.0 must be finite and non-zero")
     }
+
+    // Keeping ascending rows in place gives gathered's dataset: none, all, the first or last dropped,
+    // MNIST's validation split of the small slice.
+    func testKeepIsGathered() throws {
+        let loaded = try DataLoader.load(makeSpec(DataSpec(format: .idx, train: smallIDX)))
+        let split = try validationSplit(seed: 42, count: 1000, fraction: 0.25)
+        for indices in [[], Array(0..<1000), Array(1..<1000), Array(0..<999), [3, 500, 999], split.train] {
+            var kept = loaded.train
+            kept.keep(ascending: indices)
+            let gathered = loaded.train.gathered(indices)
+            XCTAssertEqual(kept.count, indices.count)
+            XCTAssertEqual(kept.features, gathered.features)
+            XCTAssertEqual(kept.targets, gathered.targets)
+        }
+        XCTAssertEqual(loaded.train.count, 1000, "the copy kept rows, not the original")
+    }
 }
