@@ -27,6 +27,23 @@ public struct Dataset: Sendable {
         for i in indices { out.append(contentsOf: features[(i * width)..<((i + 1) * width)]) }
         return Dataset(count: indices.count, width: width, features: out, targets: targets.gathered(indices))
     }
+
+    /// `self = gathered(indices)` for ascending `indices`, made in place: each kept row moves down over the
+    /// ones dropped before it, and the features shrink without a second copy of the split (for MNIST's
+    /// training split 170 MB less to allocate, fault in and copy).
+    public mutating func keep(ascending indices: [Int]) {
+        var features: [Float] = []
+        precondition(indices.last.map { $0 < count } ?? true, "index \(indices.last!) of \(count) samples")
+        swap(&features, &self.features)  // the only reference, so the rows move in place
+        features.withUnsafeMutableBufferPointer { f in
+            for (row, i) in indices.enumerated() where row != i {
+                precondition(row < i, "indices must ascend")
+                (f.baseAddress! + row * width).update(from: f.baseAddress! + i * width, count: width)
+            }
+        }
+        features.removeLast(features.count - indices.count * width)
+        self = Dataset(count: indices.count, width: width, features: features, targets: targets.gathered(indices))
+    }
 }
 
 /// Every split a job names, preprocessed, with the transform that was fitted on the training split.
@@ -65,7 +82,7 @@ public enum DataLoader {
         } else if let fraction = data.validationSplit {
             let split = try validationSplit(seed: spec.seed, count: train.count, fraction: fraction)
             validation = train.gathered(split.validation)
-            train = train.gathered(split.train)
+            train.keep(ascending: split.train)
         }
         try cancellation.check(file: nil)
         var test = try data.test.map { try readSplit($0, field: "data.test", spec: spec, cancellation: cancellation) }
@@ -84,21 +101,11 @@ public enum DataLoader {
                           cancellation: LoadCancellation = .never) throws -> Dataset {
         switch files {
         case let .idx(imagesPath, labelsPath):
-            let images = try attributing(to: "\(field).images") {
-                try IDXReader.readImageFile(path: imagesPath, cancellation: cancellation)
+            let (images, targets) = try readIDXPair(imagesPath, labelsPath, field: field, spec: spec, cancellation: cancellation) {
+                let file = try IDXReader.readImageFile(path: imagesPath, cancellation: cancellation)
+                return (file.count, file.width, file.pixels)
             }
-            let labelFile = try attributing(to: "\(field).labels") {
-                try IDXReader.readLabelFile(path: labelsPath, cancellation: cancellation)
-            }
-            if images.count != labelFile.labels.count {
-                throw DataError(field: field, message: "'\(imagesPath)' holds \(images.count) images but '\(labelsPath)' holds \(labelFile.labels.count) labels; they must pair one to one")
-            }
-            try checkSamples(images.count, width: images.width, path: imagesPath, field: "\(field).images", spec: spec)
-            let targets = try makeTargets(labelFile.labels.map(Float.init), spec: spec) { i in
-                DataError(field: "\(field).labels", file: labelsPath,
-                          location: labelFile.file.location(byte: labelFile.headerBytes + i), message: "")
-            }
-            return Dataset(count: images.count, width: images.width, features: images.pixels, targets: targets)
+            return Dataset(count: images.count, width: images.width, features: images.value, targets: targets)
 
         case let .csv(path):
             let table = try attributing(to: field) {
@@ -111,6 +118,28 @@ public enum DataLoader {
             }
             return Dataset(count: table.count, width: table.width, features: table.features, targets: targets)
         }
+    }
+
+    /// Reads and checks an IDX pair of `field`: the images with `readImages` (count, width and what it
+    /// makes of the pixels), then the labels, which must pair with the images one to one.
+    static func readIDXPair<Pixels>(_ imagesPath: String, _ labelsPath: String, field: String, spec: JobSpec,
+                                    cancellation: LoadCancellation,
+                                    readImages: () throws -> (count: Int, width: Int, value: Pixels)) throws
+        -> (images: (count: Int, width: Int, value: Pixels), targets: Targets)
+    {
+        let images = try attributing(to: "\(field).images", readImages)
+        let labelFile = try attributing(to: "\(field).labels") {
+            try IDXReader.readLabelFile(path: labelsPath, cancellation: cancellation)
+        }
+        if images.count != labelFile.labels.count {
+            throw DataError(field: field, message: "'\(imagesPath)' holds \(images.count) images but '\(labelsPath)' holds \(labelFile.labels.count) labels; they must pair one to one")
+        }
+        try checkSamples(images.count, width: images.width, path: imagesPath, field: "\(field).images", spec: spec)
+        let targets = try makeTargets(labelFile.labels.map(Float.init), spec: spec) { i in
+            DataError(field: "\(field).labels", file: labelsPath,
+                      location: labelFile.file.location(byte: labelFile.headerBytes + i), message: "")
+        }
+        return (images, targets)
     }
 
     private static func checkSamples(_ count: Int, width: Int, path: String, field: String, spec: JobSpec) throws {
@@ -178,6 +207,12 @@ public enum DataLoader {
 
     /// The transform for `preprocessing`, with standardisation's statistics taken from `train`.
     static func fit(_ preprocessing: Preprocessing, to train: Dataset) throws -> FittedPreprocessing {
+        try fit(preprocessing) { featureStatistics(train) }
+    }
+
+    /// The transform for `preprocessing`; `statistics` is called for standardisation only.
+    static func fit(_ preprocessing: Preprocessing,
+                    statistics: () -> (mean: [Float], std: [Float])) throws -> FittedPreprocessing {
         switch preprocessing {
         case .none:
             return .none
@@ -187,7 +222,7 @@ public enum DataLoader {
             }
             return .scale(divisor: divisor)
         case .standardize:
-            let (mean, std) = featureStatistics(train)
+            let (mean, std) = statistics()
             return .standardize(mean: mean, std: std)
         }
     }

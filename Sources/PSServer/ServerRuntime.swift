@@ -280,7 +280,8 @@ public final class ServerRuntime: @unchecked Sendable {
         }
     }
 
-    /// Loads a job's data on the load pool, then finds its newest checkpoint, and delivers `.prepared`.
+    /// Reads and checks a job's data (`DataLoader.shape`) on the load pool, then finds its newest
+    /// checkpoint, and delivers `.prepared`.
     /// Only regular files are read (checked again here: a file may have been replaced since the submit).
     private func prepare(_ jobId: String, _ spec: JobSpec) {
         let refusal = loads.submit(jobId: jobId) { [weak self] cancellation in
@@ -289,11 +290,12 @@ public final class ServerRuntime: @unchecked Sendable {
             do {
                 if let refusal = try! DataRoots([]).refusal(spec) { throw PreparationError(refusal) }  // no roots: any folder
                 LoadTestHook.hangIfAsked(jobId: jobId, spec: spec, logger: self?.logger)
-                let data = try DataLoader.load(spec, cancellation: cancellation)
-                result = .success(PreparedData(trainCount: data.train.count, validationCount: data.validation?.count ?? 0,
-                                               testCount: data.test?.count ?? 0, preprocessing: data.preprocessing))
+                // Counts and the transform only, with every check of a load: the workers compute on the samples.
+                let data = try DataLoader.shape(spec, cancellation: cancellation)
+                result = .success(PreparedData(trainCount: data.trainCount, validationCount: data.validationCount,
+                                               testCount: data.testCount, preprocessing: data.preprocessing))
                 if cancellation.stopReason == nil {
-                    let steps = ChunkPlan.stepsPerEpoch(count: data.train.count, batchSize: spec.training.batchSize)
+                    let steps = ChunkPlan.stepsPerEpoch(count: data.trainCount, batchSize: spec.training.batchSize)
                     found = self?.newestCheckpoint(of: jobId, spec: spec, stepsPerEpoch: steps)
                 }
             } catch let error as PreparationError {
