@@ -93,7 +93,9 @@ extension Coordinator {
                              "validation": "\(data.validationCount)", "test": "\(data.testCount)",
                              "steps_per_epoch": "\(steps)", "parameters": "\(network.parameterCount)"]))
             switch checkpoint?.phase ?? .train {
-            case .train: openSteps(now: now, &out)
+            case .train:
+                run!.clockWaitsForData = checkpoint?.epochElapsedSeconds ?? 0
+                openSteps(now: now, &out)
             case .validate: startEvaluation(.validate, count: data.validationCount, &out)
             case .test: startEvaluation(.test, count: data.testCount, &out)
             }

@@ -11,7 +11,12 @@ extension Coordinator {
     mutating func push(_ p: PushGradient, from wid: UInt64, requestId rid: UInt64, connection id: ConnectionID,
                        now: Double, _ out: inout [CoordinatorAction]) {
         defer { backupsAfterPush(p, from: wid, now: now, &out) }  // Backup chunks (Coordinator+Backups.swift)
-        guard accept(p, from: wid, requestId: rid, connection: id, &out), let r = run else { return }
+        guard accept(p, from: wid, requestId: rid, connection: id, &out), var r = run else { return }
+        if let before = r.clockWaitsForData {
+            r.epochStartedAt = now - before
+            r.clockWaitsForData = nil
+            run = r
+        }
         if r.spec.training.consistency.appliesOnArrival {
             applyNextBatch(now: now, &out)
             // The worker that pushed may take another batch now.

@@ -23,6 +23,10 @@ struct Run {
     var stepInEpoch = 0
     var epochStats = ChunkStats()
     var epochStartedAt: Double
+    /// The run's first epoch (fresh or resumed mid-epoch): its clock starts when the first gradient
+    /// arrives, since the workers load the job's data first and `train --local`'s rate leaves its load
+    /// out too. The value: the epoch's training time before (a resumed checkpoint's), 0 when fresh.
+    var clockWaitsForData: Double?
     var trainingSeconds = 0.0
     var trainedSamples = 0
     /// The last epoch's training time (for the ledger's rate).
