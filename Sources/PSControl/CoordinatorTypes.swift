@@ -61,20 +61,9 @@ public struct CoordinatorConfig: Sendable {
     }
 }
 
-/// What the coordinator learns about a job's data before it can plan steps (the driver loads it).
-public struct PreparedData: Equatable, Sendable {
-    public var trainCount: Int
-    public var validationCount: Int
-    public var testCount: Int
-    public var preprocessing: FittedPreprocessing
-
-    public init(trainCount: Int, validationCount: Int, testCount: Int, preprocessing: FittedPreprocessing) {
-        self.trainCount = trainCount
-        self.validationCount = validationCount
-        self.testCount = testCount
-        self.preprocessing = preprocessing
-    }
-}
+/// What the coordinator learns about a job's data before it can plan steps (the driver reads it with
+/// `DataLoader.shape`).
+public typealias PreparedData = DataShape
 
 public enum CoordinatorEvent: Sendable {
     case connected(ConnectionID, peer: String)

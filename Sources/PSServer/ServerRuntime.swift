@@ -292,8 +292,7 @@ public final class ServerRuntime: @unchecked Sendable {
                 LoadTestHook.hangIfAsked(jobId: jobId, spec: spec, logger: self?.logger)
                 // Counts and the transform only, with every check of a load: the workers compute on the samples.
                 let data = try DataLoader.shape(spec, cancellation: cancellation)
-                result = .success(PreparedData(trainCount: data.trainCount, validationCount: data.validationCount,
-                                               testCount: data.testCount, preprocessing: data.preprocessing))
+                result = .success(data)
                 if cancellation.stopReason == nil {
                     let steps = ChunkPlan.stepsPerEpoch(count: data.trainCount, batchSize: spec.training.batchSize)
                     found = self?.newestCheckpoint(of: jobId, spec: spec, stepsPerEpoch: steps)

@@ -25,6 +25,21 @@ final class ConsistencyEndToEndTests: XCTestCase {
         return try Binaries.json(out)
     }
 
+    /// A cluster of two workers running the example with `overrides`, once its second epoch reached `step`.
+    func runIntoEpochTwo(_ overrides: [String], step: Int) throws -> (LocalCluster, String) {
+        let cluster = try LocalCluster()
+        try cluster.startWorker("a")
+        try cluster.startWorker("b")
+        let submit = try cluster.psctl(["submit", Self.spec] + overrides.flatMap { ["--set", $0] })
+        XCTAssertEqual(submit.status, 0, submit.stderr)
+        let job = submit.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try cluster.waitUntil("epoch 2 is under way") {
+            let s = try cluster.jobStatus(job)
+            return (s["epoch"] as? Int ?? 0) >= 2 && (s["step"] as? Int ?? 0) >= step
+        }
+        return (cluster, job)
+    }
+
     // delayed d = 1 and 2: the MNIST example (10 epochs) on 3 workers reaches 97.5% with the local
     // trainer's bits; 2 epochs of it on 1 and 2 workers have the local bits too.
     func testDelayedMatchesLocalOnOneTwoThreeWorkers() throws {
@@ -52,17 +67,8 @@ final class ConsistencyEndToEndTests: XCTestCase {
         for d in [1, 2] {
             let overrides = Self.delayed(d) + ["training.epochs=3"]
             let local = try Reference.localSHA(Self.spec, overrides)
-            let cluster = try LocalCluster()
+            let (cluster, job) = try runIntoEpochTwo(overrides, step: 50)
             defer { cluster.stop() }
-            try cluster.startWorker("a")
-            try cluster.startWorker("b")
-            let submit = try cluster.psctl(["submit", Self.spec] + overrides.flatMap { ["--set", $0] })
-            XCTAssertEqual(submit.status, 0, submit.stderr)
-            let job = submit.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            try cluster.waitUntil("epoch 2 is under way") {
-                let s = try cluster.jobStatus(job)
-                return (s["epoch"] as? Int ?? 0) >= 2 && (s["step"] as? Int ?? 0) >= 50
-            }
             cluster.kill("a", signal: SIGKILL)
             try cluster.waitUntil("the server notices") { try cluster.workerCount() == 1 }
             try cluster.startWorker("c")
@@ -81,17 +87,8 @@ final class ConsistencyEndToEndTests: XCTestCase {
     func testDelayedServerKilledResumesWithTheLocalBits() throws {
         let overrides = Self.delayed(2) + ["training.epochs=3", "checkpoint.every_steps=40"]
         let local = try Reference.localSHA(Self.spec, overrides)
-        let cluster = try LocalCluster()
+        let (cluster, job) = try runIntoEpochTwo(overrides, step: 130)
         defer { cluster.stop() }
-        try cluster.startWorker("w1")
-        try cluster.startWorker("w2")
-        let submit = try cluster.psctl(["submit", Self.spec] + overrides.flatMap { ["--set", $0] })
-        XCTAssertEqual(submit.status, 0, submit.stderr)
-        let job = submit.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        try cluster.waitUntil("epoch 2 is under way") {
-            let s = try cluster.jobStatus(job)
-            return (s["epoch"] as? Int ?? 0) >= 2 && (s["step"] as? Int ?? 0) >= 130
-        }
         try cluster.restartServer(signal: SIGKILL)
         try cluster.waitForServerLog("] job resumes from its checkpoint")
         let wait = try cluster.psctl(["wait", job, "--json"])
