@@ -25,6 +25,12 @@ public enum BackupLimits {
     /// a step has as many chunks as workers): enough to notice, by its nodes coming back on time, that
     /// it is fast again, little enough that a stopped worker costs a step no more than a copy of a small node.
     public static let laggingMax = 3
+    /// A worker overtaken `laggingMax` steps running sits steps out (no chunks, and no copies: it would
+    /// only hold a step up again), except one step in this many, when it gets its smallest share: if it
+    /// keeps up then, it earns its share back step by step. Eight steps of a few milliseconds each: a
+    /// worker that is fast again is back within a fraction of a second, and a stopped one costs at most
+    /// one copy in eight steps.
+    public static let probeSteps = 8
 }
 
 /// The measured time per chunk of the running job: an exponentially weighted average of, per step, the
@@ -47,6 +53,16 @@ struct BackupTiming {
     mutating func forget(_ wid: UInt64) { lagging[wid] = nil }
     /// The shares for `Scheduler.assign`: 1/2^k for a worker lagging k steps.
     var shares: [UInt64: Double] { lagging.mapValues { 1 / Double(1 << $0) } }
+
+    /// The shares for training step `step`: as `shares`, except that a worker lagging `laggingMax` steps
+    /// gets none unless `step` is a probe step (one in `BackupLimits.probeSteps`).
+    func shares(step: Int) -> [UInt64: Double] {
+        let probe = step % BackupLimits.probeSteps == 0
+        return lagging.mapValues { $0 >= BackupLimits.laggingMax && !probe ? 0 : 1 / Double(1 << $0) }
+    }
+
+    /// Whether `wid` sits out training step `step` (see `shares(step:)`).
+    func sitsOut(_ wid: UInt64, step: Int) -> Bool { shares(step: step)[wid] == 0 }
 
     mutating func record(seconds: Double, chunks: Int) {
         let sample = max(seconds, 0) / Double(max(chunks, 1))
@@ -102,7 +118,7 @@ extension Coordinator {
               r.backupTiming.secondsPerChunk != nil else { return }
         let busy = Set(work.assigned.values).union(work.backups.copies.values)
         let idle = membership.workers.values.filter { w in
-            !busy.contains(w.id) && r.unable[w.id] == nil
+            !busy.contains(w.id) && r.unable[w.id] == nil && !r.backupTiming.sitsOut(w.id, step: work.step)
                 && (r.spec.training.allowMixedSignatures || r.signature == nil || w.signature == r.signature)
         }.map(\.id).sorted()
         let outstanding = work.assigned.keys.filter {

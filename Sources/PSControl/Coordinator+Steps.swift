@@ -212,7 +212,7 @@ extension Coordinator {
             let held = Dictionary(grouping: work.assigned.values, by: { $0 }).mapValues { $0.count }
             // Backup chunks (Coordinator+Backups.swift): a worker copies overtook gets a smaller share.
             for (wid, nodes) in Scheduler.assign(free: free, total: work.total, workers: eligible, held: held,
-                                                 shares: run!.backupTiming.shares) {
+                                                 shares: run!.backupTiming.shares(step: work.step)) {
                 for n in nodes {
                     work.assigned[n] = wid
                     work.assignedAt[n] = now

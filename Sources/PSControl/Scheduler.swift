@@ -11,11 +11,13 @@ enum Scheduler {
     static func assign(free: [Int], total: Int, workers: [UInt64], held: [UInt64: Int],
                        shares: [UInt64: Double] = [:]) -> [(worker: UInt64, nodes: [Range<Int>])] {
         guard !free.isEmpty, !workers.isEmpty else { return [] }
-        let order = workers.sorted { (held[$0] ?? 0, $0) < (held[$1] ?? 0, $1) }
-        if order.contains(where: { (shares[$0] ?? 1) != 1 }) {
+        var order = workers.sorted { (held[$0] ?? 0, $0) < (held[$1] ?? 0, $1) }
+        // Workers with no share sit the work out, unless nobody else is left to compute it.
+        if order.contains(where: { (shares[$0] ?? 1) > 0 }) { order.removeAll { (shares[$0] ?? 1) <= 0 } }
+        if order.contains(where: { (shares[$0] ?? 1) != 1 && (shares[$0] ?? 1) > 0 }) {
             // One chunk each while there are enough (a worker that gets none cannot show it is fast
             // again), the rest in proportion to the shares, rounded at the running sum.
-            let weights = order.map { shares[$0] ?? 1 }
+            let weights = order.map { max(shares[$0] ?? 1, 0) }
             let sum = weights.reduce(0, +)
             let base = free.count >= order.count ? 1 : 0
             let rest = Double(free.count - base * order.count)
