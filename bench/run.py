@@ -31,7 +31,7 @@ median over --runs repetitions (>= 3). Rates are measured on 1 epoch.
            from deploy/tls/make-certs.sh) / without, 1 epoch, alternating which goes first; T1.cpu: the cluster's
            CPU seconds, TLS / plaintext, with each process's share in the raw results
   straggler  one worker slowed to a third of its speed by the bench (SIGSTOP/SIGCONT: it runs the first
-           20 ms of every 60 ms), on the P5 job (bench/mnist-target.yaml, 4 epochs) with 2 and 3 workers,
+           20 ms of every 60 ms), on the P5 job (bench/mnist-target.yaml, 6 epochs) with 2 and 3 workers,
            for sync without backup chunks, sync with them (the default), delayed d=1, ssp s=2 and async,
            each next to the same job without the straggler: samples/s, seconds from submit to the first
            epoch whose test accuracy >= 97.5% (the server's TensorBoard event file), the ratios, whether
@@ -692,9 +692,9 @@ def main():
                     help="also measure PyTorch DistributedDataParallel in the cluster section (P2.b512.ddp, "
                          "P3.b512.ddp); installs torch into .venv-bench with pip the first time")
     ap.add_argument("--straggler-runs", type=int, default=1,
-                    help="repetitions of the straggler section (default 1: it runs up to 20 jobs of 4 epochs)")
-    ap.add_argument("--straggler-epochs", type=int, default=4,
-                    help="epochs of each straggler job (sync reaches 97.5%% in epoch 3; default 4)")
+                    help="repetitions of the straggler section (default 1: it runs up to 20 jobs of 6 epochs)")
+    ap.add_argument("--straggler-epochs", type=int, default=6,
+                    help="epochs of each straggler job (sync reaches 97.5%% in epoch 3, delayed d=1 in epoch 4-5; default 6)")
     ap.add_argument("--straggler-period-ms", type=int, default=60,
                     help="the straggler's duty cycle: it runs the first third of every period (default 60 ms)")
     ap.add_argument("--baseline", metavar="DIR",

@@ -27,10 +27,11 @@ public enum BackupLimits {
     public static let laggingMax = 3
     /// A worker overtaken `laggingMax` steps running sits steps out (no chunks, and no copies: it would
     /// only hold a step up again), except one step in this many, when it gets its smallest share: if it
-    /// keeps up then, it earns its share back step by step. Eight steps of a few milliseconds each: a
-    /// worker that is fast again is back within a fraction of a second, and a stopped one costs at most
-    /// one copy in eight steps.
-    public static let probeSteps = 8
+    /// keeps up then, it earns its share back step by step. 32 steps of a few milliseconds each: a
+    /// worker that is fast again is back within about a tenth of a second, and a stopped one costs one
+    /// copy's wait in 32 steps (with one in 8, the 2-worker straggler bench ran at 0.74 of its rate
+    /// without the straggler; with one in 32, see docs/PERFORMANCE.md).
+    public static let probeSteps = 32
 }
 
 /// The measured time per chunk of the running job: an exponentially weighted average of, per step, the
