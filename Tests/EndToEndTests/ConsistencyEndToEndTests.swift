@@ -101,13 +101,18 @@ final class ConsistencyEndToEndTests: XCTestCase {
 
     // ssp (s = 2) and async on 2 workers: the MNIST example reaches 97.5%, the result says it is not
     // reproducible, and the server's metrics count every applied batch's staleness (within the bound).
+    // Early stopping's patience is raised to the epoch count so that every run trains its 10 epochs:
+    // with the example's patience of 3, one ssp run in 7 here stopped at epoch 6 on a noisy plateau of
+    // the validation loss (0.9733, its best epoch 3 kept); scripts/mode-accuracy.sh measures the example
+    // as it is.
     func testSSPAndAsyncReachTheTargetAndShowStaleness() throws {
         for (mode, bound) in [("ssp", 2), ("async", 32)] {
             let cluster = try LocalCluster(extraServerArguments: ["--metrics-listen", "127.0.0.1:0"])
             defer { cluster.stop() }
             try cluster.startWorker("w1")
             try cluster.startWorker("w2")
-            let out = try cluster.psctl(["submit", Self.spec, "--wait", "--json", "--set", "training.consistency=\(mode)"])
+            let out = try cluster.psctl(["submit", Self.spec, "--wait", "--json", "--set", "training.consistency=\(mode)",
+                                         "--set", "early_stopping.patience=10"])
             XCTAssertEqual(out.status, 0, "\(mode): \(out.stderr)\n\(cluster.log("server").suffix(2000))")
             let result = try Binaries.json(out)
             XCTAssertGreaterThanOrEqual(try XCTUnwrap(result["test_accuracy"] as? Double), 0.975, mode)
