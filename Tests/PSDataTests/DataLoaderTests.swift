@@ -5,11 +5,6 @@ import XCTest
 @testable import PSData
 
 final class DataLoaderTests: TemporaryDirectoryTestCase {
-    private let smallIDX = DataFiles.idx(images: mnist("small/train-images-idx3-ubyte"),
-                                         labels: mnist("small/train-labels-idx1-ubyte"))
-    private let smallTestIDX = DataFiles.idx(images: mnist("small/t10k-images-idx3-ubyte"),
-                                             labels: mnist("small/t10k-labels-idx1-ubyte"))
-
     // Loading the IDX and CSV slices through the loader gives identical datasets.
     func testIDXAndCSVLoadIdentically() throws {
         let idx = try DataLoader.load(makeSpec(DataSpec(format: .idx, train: smallIDX, test: smallTestIDX)))

@@ -6,11 +6,6 @@ import XCTest
 /// `DataLoader.shape` is what the server reads of a job's data: it must give `load`'s counts and
 /// transform, and fail where `load` fails with the same error, without building the features.
 final class DataShapeTests: TemporaryDirectoryTestCase {
-    private let smallIDX = DataFiles.idx(images: mnist("small/train-images-idx3-ubyte"),
-                                         labels: mnist("small/train-labels-idx1-ubyte"))
-    private let smallTestIDX = DataFiles.idx(images: mnist("small/t10k-images-idx3-ubyte"),
-                                             labels: mnist("small/t10k-labels-idx1-ubyte"))
-
     private func assertSameAsLoad(_ spec: JobSpec, _ expected: DataShape, file: StaticString = #filePath, line: UInt = #line) throws {
         let shape = try DataLoader.shape(spec)
         XCTAssertEqual(shape, DataShape(try DataLoader.load(spec)), "shape and load disagree", file: file, line: line)

@@ -12,6 +12,10 @@ let mnistDirectory = URL(fileURLWithPath: #filePath)
 
 func mnist(_ name: String) -> String { mnistDirectory.appendingPathComponent(name).path }
 
+/// The bundled 1,000-sample MNIST slices (training and test), as a spec names them.
+let smallIDX = DataFiles.idx(images: mnist("small/train-images-idx3-ubyte"), labels: mnist("small/train-labels-idx1-ubyte"))
+let smallTestIDX = DataFiles.idx(images: mnist("small/t10k-images-idx3-ubyte"), labels: mnist("small/t10k-labels-idx1-ubyte"))
+
 /// A fresh directory under the system temporary directory, removed by `tearDown`.
 class TemporaryDirectoryTestCase: XCTestCase {
     var directory: URL!
