@@ -102,7 +102,7 @@ final class ConsistencyEndToEndTests: XCTestCase {
     // ssp (s = 2) and async on 2 workers: the MNIST example reaches 97.5%, the result says it is not
     // reproducible, and the server's metrics count every applied batch's staleness (within the bound).
     // Early stopping's patience is raised to the epoch count so that every run trains its 10 epochs:
-    // with the example's patience of 3, one ssp run in 7 here stopped at epoch 6 on a noisy plateau of
+    // with the example's patience of 3, one ssp run in 10 here stopped at epoch 6 on a noisy plateau of
     // the validation loss (0.9733, its best epoch 3 kept); scripts/mode-accuracy.sh measures the example
     // as it is.
     func testSSPAndAsyncReachTheTargetAndShowStaleness() throws {
