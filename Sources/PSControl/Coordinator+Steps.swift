@@ -44,9 +44,6 @@ struct Run {
     /// ssp/async: no new batch is handed out until those in flight are applied (a checkpoint is due:
     /// it is taken with none in flight).
     var draining = false
-    /// ssp/async: applied pushes by staleness (index: versions applied between the weights a batch was
-    /// computed on and those it was applied to).
-    var stalenessCounts: [Int] = []
     /// Set once training and evaluation are over: the summary, while the shard hands over the weights.
     var finishing: TrainingSummary?
     /// The signature every worker computing this job must have: the spec's, else the first worker's
@@ -112,8 +109,6 @@ struct Work {
     let epoch: Int
     /// The weights it is computed on (ssp/async: set again when a lost worker's batch is handed out anew).
     var version: Int
-    /// Which batch of the epoch (training).
-    var stepInEpoch = 0
     let batchStart: Int
     let batchSize: Int
     /// Samples per chunk.
@@ -166,11 +161,9 @@ extension Coordinator {
         let leaves = ChunkPlan.ranges(batchSize: batchCount, chunks: r.spec.training.chunks).map(\.count)
         if r.openedInEpoch == 0 { r.epochStartedAt = now }
         let step = r.epoch * r.stepsPerEpoch + r.openedInEpoch
-        var work = Work(kind: .train, step: step, epoch: r.epoch, version: version, batchStart: batchStart,
-                        batchSize: batchCount, leafSamples: leaves,
-                        gradients: StepProgress(leaves: leaves.count, ranges: r.ranges), evaluations: NodeCollector(total: 1))
-        work.stepInEpoch = r.openedInEpoch
-        r.works.append(work)
+        r.works.append(Work(kind: .train, step: step, epoch: r.epoch, version: version, batchStart: batchStart,
+                            batchSize: batchCount, leafSamples: leaves,
+                            gradients: StepProgress(leaves: leaves.count, ranges: r.ranges), evaluations: NodeCollector(total: 1)))
         r.openedInEpoch += 1
         out.append(.shard(.beginStep(step: step, leaves: leaves.count)))
     }
@@ -439,9 +432,7 @@ extension Coordinator {
         if r.spec.training.consistency.appliesOnArrival {
             // Versions applied between the weights it was computed on and those it was applied to.
             let staleness = r.version - work.version
-            if r.stalenessCounts.count <= staleness { r.stalenessCounts += [Int](repeating: 0, count: staleness + 1 - r.stalenessCounts.count) }
-            r.stalenessCounts[staleness] += 1
-            registry.jobs[r.jobId]!.stalenessCounts = r.stalenessCounts
+            registry.jobs[r.jobId]!.countStaleness(staleness)
             out.append(.observe(.pushStaleness(jobId: r.jobId, staleness: staleness)))
         }
         r.version += 1

@@ -41,6 +41,12 @@ struct JobRegistry {
         /// `ssp` and `async`: pushes applied at each staleness (index = staleness) in this run; the
         /// coordinator's step code counts them, status shows them.
         var stalenessCounts: [Int] = []
+
+        /// One more applied batch `staleness` versions stale.
+        mutating func countStaleness(_ staleness: Int) {
+            if stalenessCounts.count <= staleness { stalenessCounts += [Int](repeating: 0, count: staleness + 1 - stalenessCounts.count) }
+            stalenessCounts[staleness] += 1
+        }
     }
 
     var jobs: [String: Job] = [:]

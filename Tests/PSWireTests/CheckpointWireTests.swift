@@ -26,6 +26,11 @@ final class CheckpointWireTests: XCTestCase {
         for c in [Self.sample(), Self.sample(slots: 0, best: false)] {
             XCTAssertEqual(try Checkpoint(fileBytes: c.fileBytes()), c)
         }
+        // Delayed mode's earlier versions survive too, in order.
+        var delayed = Self.sample()
+        delayed.olderVersions = [WeightsVersion(version: 38, parameters: (0..<300).map { Float($0) * 0.25 }),
+                                 WeightsVersion(version: 39, parameters: (0..<300).map { -Float($0) })]
+        XCTAssertEqual(try Checkpoint(fileBytes: delayed.fileBytes()).olderVersions, delayed.olderVersions)
         var nanLoss = Self.sample()
         nanLoss.epochLossSum = .nan
         XCTAssertTrue(try Checkpoint(fileBytes: nanLoss.fileBytes()).epochLossSum.isNaN)

@@ -71,6 +71,32 @@ final class JobSpecWireTests: XCTestCase {
         XCTAssertEqual(try JobSpec(wireBytes: zeroed).training, Fixtures.spec().training)
     }
 
+    func testEveryModeRoundTripsAndAStalenessOutsideItsModeIsRefused() {
+        // Proves each mode and staleness survives the wire, and that a peer skipping psctl's checks
+        // cannot send a delayed or ssp spec without a staleness or beyond ConsistencyLimits.stalenessMax,
+        // nor a staleness with sync or async: each is refused naming training.staleness.
+        for consistency in [Consistency.sync, .delayed(1), .delayed(8), .ssp(2), .async] {
+            var spec = Fixtures.spec()
+            spec.training.consistency = consistency
+            spec.training.backupChunks = consistency.mode == .sync
+            XCTAssertEqual(try JobSpec(wireBytes: spec.wireBytes()).training.consistency, consistency)
+        }
+        let cases: [(Ps__V1__Consistency, UInt32, String)] = [
+            (PS__V1__CONSISTENCY__CONSISTENCY_DELAYED, 0, "must be between 1 and 8"),
+            (PS__V1__CONSISTENCY__CONSISTENCY_SSP, 9, "must be between 1 and 8"),
+            (PS__V1__CONSISTENCY__CONSISTENCY_SYNC, 3, "takes none"),
+            (PS__V1__CONSISTENCY__CONSISTENCY_ASYNC, 1, "takes none"),
+        ]
+        for (mode, staleness, why) in cases {
+            let bytes = edited(Fixtures.spec().wireBytes(), unpack: ps__v1__job_spec__unpack, free: ps__v1__job_spec__free_unpacked) { m in
+                m.pointee.training.pointee.consistency = mode
+                m.pointee.training.pointee.staleness = staleness
+            }
+            let error = assertWireError(try JobSpec(wireBytes: bytes), names: "JobSpec.training.staleness")
+            XCTAssertTrue(error?.description.contains(why) == true, "\(error.map { "\($0)" } ?? "no error")")
+        }
+    }
+
     func testSpecRoundTripsInsideSubmitJob() throws {
         // Proves a spec sent in a SubmitJob frame decodes to the same spec.
         let spec = Fixtures.spec(optimizer: .rmsprop, loss: .meanSquaredError, variant: 4)
